@@ -1,0 +1,133 @@
+"""NFOV (gnomonic / rectilinear) crops of equirectangular frames.
+
+The camera geometry comes from py360convert (``xyzpers`` → ``xyz2uv`` → ``uv2coor``), wrapped here in
+one place because py360convert's horizontal angle ``u_deg`` is positive when turning **right**, the
+opposite of our azimuth: ``u_deg = -azimuth`` (see docs/CONVENTIONS.md). The camera has no roll: its
+up vector lies in the vertical plane of the view direction.
+
+A :class:`CropGrid` is computed **once per viewpoint** and then applied to all T frames of a clip
+(bilinear) and to label / confidence maps (nearest, so class ids are never blended). Grids are stored in
+normalised equirect coordinates so one grid serves inputs of any resolution (e.g. a 1920×960 video and
+its 480×240 label map). Azimuth wraps around ±180°; rows past the poles are clamped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from numpy.typing import NDArray
+from py360convert.utils import uv2coor, xyz2uv, xyzpers
+
+from .viewpoints import Viewpoint
+
+DEFAULT_CROP_SIZE = (112, 112)
+
+
+def py360_angles(view: Viewpoint) -> tuple[float, float]:
+    """(u_deg, v_deg) for ``py360convert.e2p`` that look at ``view``: u_deg = -azimuth, v_deg = elevation."""
+    return -float(view.azimuth), float(view.elevation)
+
+
+@lru_cache(maxsize=4096)
+def _grid_fractions(view: Viewpoint, out_h: int, out_w: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    u_deg, v_deg = py360_angles(view)
+    # py360convert.e2p internally negates u_deg before building the camera; we do the same.
+    xyz = xyzpers(np.deg2rad(view.hfov), np.deg2rad(view.vfov), -np.deg2rad(u_deg), np.deg2rad(v_deg),
+                  (out_h, out_w), 0.0)
+    u, v = xyz2uv(xyz.astype(np.float64))
+    # Normalised coordinates: pixel coordinate of an input of width/height 1 (pixel centres at k+0.5).
+    cx, cy = uv2coor(u[..., 0], v[..., 0], 1, 1)
+    return cx + 0.5, cy + 0.5
+
+
+@dataclass(frozen=True)
+class CropGrid:
+    """Sampling grid of one viewpoint for an output of ``out_hw`` pixels.
+
+    ``fx``/``fy`` are the equirect positions of every output pixel centre as fractions of the input
+    width/height (pixel centre of column ``u`` is at ``(u + 0.5) / W``).
+    """
+
+    view: Viewpoint
+    out_hw: tuple[int, int] = DEFAULT_CROP_SIZE
+    fx: NDArray[np.float64] = field(init=False, repr=False)
+    fy: NDArray[np.float64] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        fx, fy = _grid_fractions(self.view, int(self.out_hw[0]), int(self.out_hw[1]))
+        object.__setattr__(self, "fx", fx)
+        object.__setattr__(self, "fy", fy)
+
+    def pixel_coords(self, in_h: int, in_w: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Continuous input pixel coordinates (column, row; pixel centres at integers)."""
+        return self.fx * in_w - 0.5, self.fy * in_h - 0.5
+
+    def sample(self, frames: NDArray, mode: str = "bilinear") -> NDArray:
+        """Crop one frame ``[H, W(, C)]`` or a clip ``[T, H, W(, C)]`` of equirect images.
+
+        ``mode`` is ``bilinear`` (images; result keeps the input dtype, rounded for integers) or
+        ``nearest`` (label and confidence maps).
+        """
+        if mode == "bilinear":
+            return _sample_bilinear(frames, *self._coords(frames))
+        if mode == "nearest":
+            return _sample_nearest(frames, *self._coords(frames))
+        raise ValueError(f"unknown interpolation mode {mode!r}; use 'bilinear' or 'nearest'")
+
+    def _coords(self, frames: NDArray) -> tuple[NDArray, NDArray, int]:
+        lead = _leading_axes(frames)
+        h, w = frames.shape[lead], frames.shape[lead + 1]
+        cx, cy = self.pixel_coords(h, w)
+        return cx, cy, lead
+
+
+def _leading_axes(frames: NDArray) -> int:
+    """0 for a single image ``[H, W(, C)]``, 1 for a clip ``[T, H, W, C]`` (4-D) or label stack."""
+    if frames.ndim == 4:
+        return 1
+    if frames.ndim in (2, 3):
+        return 0
+    raise ValueError(f"expected an image [H, W(, C)] or clip [T, H, W, C], got shape {frames.shape}")
+
+
+def _sample_nearest(frames: NDArray, cx: NDArray, cy: NDArray, lead: int) -> NDArray:
+    h, w = frames.shape[lead], frames.shape[lead + 1]
+    xi = np.floor(cx + 0.5).astype(np.int64) % w
+    yi = np.clip(np.floor(cy + 0.5).astype(np.int64), 0, h - 1)
+    return frames[:, yi, xi] if lead else frames[yi, xi]
+
+
+def _sample_bilinear(frames: NDArray, cx: NDArray, cy: NDArray, lead: int) -> NDArray:
+    h, w = frames.shape[lead], frames.shape[lead + 1]
+    x0f = np.floor(cx)
+    y0f = np.floor(cy)
+    ax = (cx - x0f).astype(np.float32)
+    ay = (cy - y0f).astype(np.float32)
+    x0 = x0f.astype(np.int64) % w
+    x1 = (x0 + 1) % w
+    y0 = np.clip(y0f.astype(np.int64), 0, h - 1)
+    y1 = np.clip(y0f.astype(np.int64) + 1, 0, h - 1)
+    extra = frames.ndim - lead - 2  # channel axis present?
+    shape = ax.shape + (1,) * extra
+
+    def gather(yi: NDArray, xi: NDArray) -> NDArray:
+        g = frames[:, yi, xi] if lead else frames[yi, xi]
+        return g.astype(np.float32)
+
+    ax = ax.reshape(shape)
+    ay = ay.reshape(shape)
+    top = gather(y0, x0) * (1 - ax) + gather(y0, x1) * ax
+    bot = gather(y1, x0) * (1 - ax) + gather(y1, x1) * ax
+    out = top * (1 - ay) + bot * ay
+    if np.issubdtype(frames.dtype, np.integer):
+        info = np.iinfo(frames.dtype)
+        return np.clip(np.rint(out), info.min, info.max).astype(frames.dtype)
+    return out.astype(frames.dtype, copy=False)
+
+
+def crop(frames: NDArray, view: Viewpoint, out_hw: tuple[int, int] = DEFAULT_CROP_SIZE,
+         mode: str = "bilinear") -> NDArray:
+    """Convenience: ``CropGrid(view, out_hw).sample(frames, mode)``."""
+    return CropGrid(view, tuple(out_hw)).sample(frames, mode)
