@@ -1,0 +1,267 @@
+"""Encoders and translation transformers against supplement Table 1 and §A.1."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avsa_train.models import Conv2D10, CrossModalTranslator, R2Plus1D18
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ---------------------------------------------------------------- video encoder
+
+
+def test_video_encoder_table1_shapes_width1():
+    torch.manual_seed(0)
+    model = R2Plus1D18().eval()
+    with torch.no_grad():
+        feat, maps = model(torch.randn(1, 3, 8, 112, 112), return_maps=True)
+    assert feat.shape == (1, 512)
+    # Table 1: (C, X_t, X_s, X_s) per level
+    assert maps["conv1"].shape == (1, 64, 8, 56, 56)
+    assert maps["block2"].shape == (1, 64, 8, 56, 56)
+    assert maps["block3"].shape == (1, 128, 4, 28, 28)
+    assert maps["block4"].shape == (1, 256, 2, 14, 14)
+    assert maps["block5"].shape == (1, 512, 1, 7, 7)
+    # global max pool of the last map
+    assert torch.allclose(feat, maps["block5"].amax(dim=(2, 3, 4)))
+    assert torch.all(feat >= 0)  # after ReLU
+
+
+def test_video_encoder_parameter_count_reference():
+    # conv1: full 3x7x7 conv 3->64 (no bias) + BN(64)
+    conv1 = 3 * 64 * 3 * 7 * 7 + 2 * 64
+
+    # one block (in -> out): spatial 1x3x3 in->out, BN, temporal 3x1x1 out->out, BN,
+    # spatial out->out, BN, temporal out->out, output BN, [+ 1x1x1 shortcut in->out]
+    def block(cin, cout, shortcut):
+        return (
+            cin * cout * 9
+            + 2 * cout
+            + cout * cout * 3
+            + 2 * cout
+            + cout * cout * 9
+            + 2 * cout
+            + cout * cout * 3
+            + 2 * cout
+            + (cin * cout if shortcut else 0)
+        )
+
+    expected = (
+        conv1
+        + block(64, 64, False)
+        + block(64, 64, False)
+        + block(64, 128, True)
+        + block(128, 128, False)
+        + block(128, 256, True)
+        + block(256, 256, False)
+        + block(256, 512, True)
+        + block(512, 512, False)
+    )
+    assert expected == 15_379_136
+    assert n_params(R2Plus1D18()) == expected
+
+
+def test_video_encoder_parameter_count_tran2018():
+    # M = floor(t d^2 Nin Nout / (d^2 Nin + t Nout)), t = 3, d = 3 (d = 7 for conv1)
+    m_conv1 = (3 * 49 * 3 * 64) // (49 * 3 + 3 * 64)  # 28224 // 339 = 83
+    m = {
+        (64, 64): 110592 // 768,
+        (64, 128): 221184 // 960,
+        (128, 128): 442368 // 1536,
+        (128, 256): 884736 // 1920,
+        (256, 256): 1769472 // 3072,
+        (256, 512): 3538944 // 3840,
+        (512, 512): 7077888 // 6144,
+    }
+    assert (m_conv1, m[(64, 64)], m[(64, 128)], m[(256, 512)], m[(512, 512)]) == (83, 144, 230, 921, 1152)
+    conv1 = 3 * m_conv1 * 49 + 2 * m_conv1 + m_conv1 * 64 * 3 + 2 * 64
+
+    def conv2p1d(cin, mid, cout):  # spatial conv, BN(mid), temporal conv
+        return cin * mid * 9 + 2 * mid + mid * cout * 3
+
+    def block(cin, cout, shortcut):
+        return (
+            conv2p1d(cin, m[(cin, cout)], cout)
+            + 2 * cout
+            + conv2p1d(cout, m[(cout, cout)], cout)
+            + 2 * cout
+            + (cin * cout if shortcut else 0)
+        )
+
+    expected = (
+        conv1
+        + block(64, 64, False)
+        + block(64, 64, False)
+        + block(64, 128, True)
+        + block(128, 128, False)
+        + block(128, 256, True)
+        + block(256, 256, False)
+        + block(256, 512, True)
+        + block(512, 512, False)
+    )
+    assert n_params(R2Plus1D18(factorisation="tran2018")) == expected
+
+
+def test_video_encoder_width_quarter_and_tran2018_shapes():
+    torch.manual_seed(0)
+    for fact in ("reference", "tran2018"):
+        model = R2Plus1D18(width=0.25, factorisation=fact).eval()
+        with torch.no_grad():
+            feat, maps = model(torch.randn(2, 3, 8, 112, 112), return_maps=True)
+        assert feat.shape == (2, 128)
+        assert {k: tuple(v.shape[1:]) for k, v in maps.items()} == {
+            "conv1": (16, 8, 56, 56),
+            "block2": (16, 8, 56, 56),
+            "block3": (32, 4, 28, 28),
+            "block4": (64, 2, 14, 14),
+            "block5": (128, 1, 7, 7),
+        }
+        assert model.out_dim == 128
+
+
+def test_video_encoder_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"\[B, 3, T, H, W\]"):
+        R2Plus1D18(width=0.25)(torch.randn(1, 8, 3, 112, 112))
+
+
+# ---------------------------------------------------------------- audio encoder
+
+
+def test_audio_encoder_table1_shapes_width1():
+    torch.manual_seed(0)
+    model = Conv2D10(in_channels=4).eval()
+    with torch.no_grad():
+        feat, maps = model(torch.randn(1, 4, 129, 100), return_maps=True)
+    assert feat.shape == (1, 512)
+    assert maps["conv1"].shape == (1, 64, 65, 50)
+    assert maps["block2"].shape == (1, 64, 65, 50)
+    assert maps["block3"].shape == (1, 128, 33, 25)
+    assert maps["block4"].shape == (1, 256, 17, 13)
+    assert maps["block5"].shape == (1, 512, 17, 13)
+    assert torch.allclose(feat, maps["block5"].amax(dim=(2, 3)))
+
+
+def test_audio_encoder_is_plain_not_residual():
+    # Table 1 / reference Conv2D: every block is conv-BN-ReLU, no shortcut convolutions anywhere.
+    model = Conv2D10(in_channels=1)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 9
+    assert [c.kernel_size for c in convs] == [(7, 7)] + [(3, 3)] * 8
+    assert [c.stride[0] for c in convs] == [2, 1, 1, 2, 1, 2, 1, 1, 1]
+
+
+@pytest.mark.parametrize("n_in", [1, 2, 4])
+def test_audio_encoder_parameter_count(n_in):
+    def layer(cin, cout, k=3):  # conv (no bias) + BN
+        return cin * cout * k * k + 2 * cout
+
+    expected = (
+        layer(n_in, 64, 7)
+        + layer(64, 64)
+        + layer(64, 64)
+        + layer(64, 128)
+        + layer(128, 128)
+        + layer(128, 256)
+        + layer(256, 256)
+        + layer(256, 512)
+        + layer(512, 512)
+    )
+    assert expected == n_in * 64 * 49 + 4_722_560
+    assert n_params(Conv2D10(in_channels=n_in)) == expected
+
+
+@pytest.mark.parametrize("n_in", [1, 2, 4])
+def test_audio_encoder_channels_width_and_mel_input(n_in):
+    torch.manual_seed(0)
+    model = Conv2D10(in_channels=n_in, width=0.25).eval()
+    with torch.no_grad():
+        feat, maps = model(torch.randn(2, n_in, 128, 100), return_maps=True)
+    assert feat.shape == (2, 128)
+    assert {k: tuple(v.shape[1:]) for k, v in maps.items()} == {
+        "conv1": (16, 64, 50),
+        "block2": (16, 64, 50),
+        "block3": (32, 32, 25),
+        "block4": (64, 16, 13),
+        "block5": (128, 16, 13),
+    }
+    with pytest.raises(ValueError, match=f"\\[B, {n_in}, F, T\\]"):
+        model(torch.randn(2, n_in + 1, 128, 100))
+
+
+# ---------------------------------------------------------------- translation transformers
+
+
+def _features(b=2, v=4, dim=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, v, dim, generator=g), torch.randn(b, v, dim, generator=g)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2, 4])
+@pytest.mark.parametrize("heads", [1, 8])
+def test_translator_shapes_and_unit_norm(depth, heads):
+    torch.manual_seed(0)
+    model = CrossModalTranslator(dim=128, depth=depth, proj_dim=32, heads=heads).eval()
+    video, audio = _features()
+    out = model(video, audio)
+    for name in ("v2a", "a2v", "audio", "video"):
+        t = getattr(out, name)
+        assert t.shape == (2, 4, 32)
+        assert torch.allclose(t.norm(dim=-1), torch.ones(2, 4), atol=1e-5)
+    assert len(model.v2a_transformer) == depth and len(model.a2v_transformer) == depth
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2, 4])
+def test_translator_is_permutation_equivariant_in_views(depth):
+    """No positional encoding: permuting the V viewpoints permutes every output the same way."""
+    torch.manual_seed(0)
+    model = CrossModalTranslator(dim=128, depth=depth, proj_dim=32, heads=8).eval()
+    video, audio = _features(v=5)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    with torch.no_grad():
+        out = model(video, audio)
+        out_p = model(video[:, perm], audio[:, perm])
+    for a, b in zip(out, out_p):
+        assert torch.allclose(a[:, perm], b, atol=1e-5)
+
+
+@pytest.mark.parametrize("depth", [0, 2])
+def test_translator_context_mixes_views_only_with_a_transformer(depth):
+    """With D >= 1 a view's prediction depends on the other views (spatial context); with D = 0 it does not."""
+    torch.manual_seed(0)
+    model = CrossModalTranslator(dim=128, depth=depth, proj_dim=32).eval()
+    video, audio = _features()
+    video2 = video.clone()
+    video2[:, 0] += 1.0  # change view 0 only
+    with torch.no_grad():
+        changed = (model(video2, audio).v2a[:, 1:] - model(video, audio).v2a[:, 1:]).abs().max()
+    assert (changed > 1e-4) == (depth > 0)
+
+
+def test_translator_parameter_count_dim512_depth2():
+    d, w1 = 512, 2048
+    attention = 4 * (d * d + d)  # W_qr, W_key, W_val, W_0 (with bias)
+    ffn = (d * w1 + w1) + (w1 * d + d)  # W_1, W_2
+    layer = attention + ffn + 2 * (2 * d)  # two LayerNorms
+    heads = 4 * (d * 128 + 128)
+    assert n_params(CrossModalTranslator(dim=512, depth=2)) == 2 * 2 * layer + heads
+    assert n_params(CrossModalTranslator(dim=512, depth=0)) == heads
+
+
+def test_translator_moments_axis_and_bad_input():
+    torch.manual_seed(0)
+    model = CrossModalTranslator(dim=64, depth=1, proj_dim=16).eval()
+    g = torch.Generator().manual_seed(1)
+    video, audio = torch.randn(2, 3, 4, 64, generator=g), torch.randn(2, 3, 4, 64, generator=g)
+    out = model(video, audio)
+    assert out.a2v.shape == (2, 3, 4, 16)
+    # attention runs per moment: moment 1 alone gives the same result
+    with torch.no_grad():
+        alone = model(video[:, 1], audio[:, 1])
+    assert torch.allclose(alone.v2a, out.v2a[:, 1], atol=1e-5)
+    with pytest.raises(ValueError, match="must both be"):
+        model(video, audio[..., :32])
