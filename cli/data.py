@@ -9,6 +9,9 @@ from cli._lazy import LazyGroup
 #: command name → "module:attribute" of its click command (one module per command).
 COMMANDS = {
     "synth": "cli.data_synth:synth",
+    "shard": "cli.data_shard:shard",
+    "verify": "cli.data_verify:verify",
+    "inspect": "cli.data_inspect:inspect_cmd",
 }
 
 

@@ -1,0 +1,125 @@
+"""Member codecs of the shard format: JPEG clips, FLAC audio, PNG masks, JSON metadata.
+
+Every encoder is deterministic (same array → same bytes) so shards are reproducible byte for byte.
+
+* Video clip: the T frames of one viewpoint stacked **vertically** into one baseline JPEG of
+  ``(T·H) × W × 3`` (RGB, 4:2:0). 112 is a multiple of the 16-pixel JPEG MCU, so frames never bleed into
+  each other. One member per clip keeps the tar overhead small and stays viewable in any image viewer.
+* Audio: FLAC, 16-bit (default) or 24-bit integer PCM, channels in the order documented per member
+  (docs/FORMAT.md). Decoded values are float32 in [-1, 1) and must be multiplied by the sample's
+  ``audio_scale`` (meta.json).
+* Masks: 8-bit (or 16-bit when a class id exceeds 255) greyscale PNG; confidences as uint8 = round(255·c).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import simplejpeg
+import soundfile as sf
+from numpy.typing import NDArray
+from PIL import Image
+
+FLAC_SUBTYPES = {16: "PCM_16", 24: "PCM_24"}
+#: Largest value representable in a 16-bit FLAC (full scale is 1.0); also safe for 24-bit.
+FLAC_MAX = 1.0 - 2.0**-15
+
+
+def encode_clip_jpeg(frames: NDArray[np.uint8], quality: int = 90) -> bytes:
+    """Encode ``[T, H, W, 3]`` uint8 RGB frames as one vertically tiled JPEG."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 frames shaped [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    t, h, w, _ = frames.shape
+    tiled = np.ascontiguousarray(frames.reshape(t * h, w, 3))
+    return simplejpeg.encode_jpeg(tiled, quality=int(quality), colorspace="RGB", colorsubsampling="420")
+
+
+def decode_clip_jpeg(data: bytes, num_frames: int) -> NDArray[np.uint8]:
+    """Decode a vertically tiled JPEG into ``[T, H, W, 3]`` uint8 RGB frames."""
+    img = simplejpeg.decode_jpeg(data, colorspace="RGB")
+    th, w, _ = img.shape
+    if th % num_frames:
+        raise ValueError(f"tiled clip height {th} is not a multiple of T={num_frames}")
+    return img.reshape(num_frames, th // num_frames, w, 3)
+
+
+def encode_jpeg(image: NDArray[np.uint8], quality: int = 90) -> bytes:
+    """Encode one ``[H, W, 3]`` uint8 RGB image."""
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=int(quality), colorspace="RGB")
+
+
+def decode_jpeg(data: bytes) -> NDArray[np.uint8]:
+    return simplejpeg.decode_jpeg(data, colorspace="RGB")
+
+
+def encode_flac(audio: NDArray, sr: int, bits: int = 16) -> bytes:
+    """Encode ``[C, n_samples]`` float audio (|x| ≤ 1) as ``bits``-bit (16 or 24) integer FLAC at ``sr`` Hz.
+
+    FLAC is lossless: decoding returns exactly the ``bits``-bit quantised values.
+    """
+    if bits not in FLAC_SUBTYPES:
+        raise ValueError(f"FLAC bit depth must be 16 or 24, got {bits}")
+    a = np.asarray(audio, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"expected audio shaped [channels, n_samples], got {a.shape}")
+    peak = float(np.max(np.abs(a))) if a.size else 0.0
+    if peak > 1.0:
+        raise ValueError(f"audio peak {peak:.3f} exceeds full scale 1.0; scale it (see audio_scale)")
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(a.T, -1.0, FLAC_MAX), int(sr), format="FLAC", subtype=FLAC_SUBTYPES[bits])
+    return buf.getvalue()
+
+
+def decode_flac(data: bytes) -> tuple[NDArray[np.float32], int]:
+    """Decode FLAC bytes → (``[C, n_samples]`` float32, sample rate in Hz)."""
+    a, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return np.ascontiguousarray(a.T), int(sr)
+
+
+def encode_png(array: NDArray) -> bytes:
+    """Lossless greyscale PNG of a 2-D uint8 or uint16 array (no metadata chunks, deterministic)."""
+    a = np.asarray(array)
+    if a.ndim != 2:
+        raise ValueError(f"expected a 2-D mask, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        img = Image.fromarray(np.ascontiguousarray(a))
+    elif a.dtype == np.uint16:
+        img = Image.fromarray(np.ascontiguousarray(a, dtype="<u2"))
+    else:
+        raise ValueError(f"masks must be uint8 or uint16, got {a.dtype}")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> NDArray:
+    img = Image.open(io.BytesIO(data))
+    a = np.asarray(img)
+    if img.mode.startswith("I;16") or a.dtype.itemsize > 1:
+        return a.astype(np.uint16)
+    return a.astype(np.uint8)
+
+
+def class_dtype(max_class_id: int) -> type:
+    """uint8 when all class ids fit in 0..255, else uint16."""
+    return np.uint8 if max_class_id <= 255 else np.uint16
+
+
+def confidence_to_uint8(conf: NDArray) -> NDArray[np.uint8]:
+    """Confidence in [0, 1] → uint8 ``round(255 · c)``."""
+    return np.clip(np.rint(np.asarray(conf, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def confidence_from_uint8(conf: NDArray[np.uint8]) -> NDArray[np.float32]:
+    return np.asarray(conf, dtype=np.float32) / 255.0
+
+
+def encode_json(obj: object) -> bytes:
+    """Canonical JSON (sorted keys, no spaces) so equal metadata gives equal bytes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
+
+
+def decode_json(data: bytes) -> dict:
+    return json.loads(data.decode("utf-8"))

@@ -1,0 +1,340 @@
+"""From one raw 360° video to shard samples: moments, viewpoint banks, crops, audio renders and masks.
+
+Timeline (all times in seconds from the start of the video):
+
+* A **moment** at time ``t`` is a video clip of ``T = round(clip_seconds · fps)`` frames starting at frame
+  ``round((t - clip_seconds/2) · fps)`` and an audio window of ``audio_seconds`` centred on ``t``.
+* A **sample** groups ``M = moments_per_sample`` consecutive moments ``t_s + m · moment_gap`` that share
+  one **viewpoint bank** of K viewpoints. Sample ``s`` starts at ``t_s = audio_seconds/2 + s · stride``.
+* Labels are taken at the clip's centre frame (frame ``T // 2``).
+
+All randomness of sample ``s`` of video ``vid`` comes from ``rng_for(seed, vid, s)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import ambisonics, codecs
+from . import format as fmt
+from .crops import CropGrid
+from .labels import VideoLabels
+from .rng import rng_for
+from .viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG, Viewpoint, sample_bank
+
+BINAURAL_MODES = ("virtual-mic", "hrir")
+#: Frames the decoder may fall short of the expected count at the end of a video (then the last is repeated).
+MAX_MISSING_TAIL_FRAMES = 2
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Everything that determines a sample's bytes (hashed into the shard config hash)."""
+
+    fps: float = 16.0
+    clip_seconds: float = 0.5
+    sr: int = 24000
+    audio_seconds: float = 1.0
+    stride: float = 1.0
+    moments_per_video: int | None = None
+    moments_per_sample: int = 1
+    moment_gap: float = 1.0
+    viewpoints_per_moment: int = 8
+    sampler: str = "random"
+    hfov_min: float = HFOV_RANGE[0]
+    hfov_max: float = HFOV_RANGE[1]
+    min_separation: float = MIN_SEPARATION_DEG
+    crop_size: int = 112
+    jpeg_quality: int = 90
+    audio_bits: int = 16  # FLAC bit depth of every audio member (16 or 24)
+    renders: tuple[str, ...] = fmt.RENDERS
+    binaural: str = "virtual-mic"
+    sofa: str | None = None
+    ambi_format: str = "ambix"
+    equirect_size: tuple[int, int] | None = None  # (W, H) of the decoded equirect, None = native
+    keep_equirect: int | None = None  # width of the low-res equirect kept per moment, None = off
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [r for r in self.renders if r not in fmt.RENDERS]
+        if bad or not self.renders:
+            raise ValueError(f"--renders must be a non-empty subset of {','.join(fmt.RENDERS)}, got {self.renders}")
+        if self.viewpoints_per_moment < 1 or self.moments_per_sample < 1:
+            raise ValueError("viewpoints per moment and moments per sample must be ≥ 1")
+        if self.ambi_format not in ("ambix", "fuma"):
+            raise ValueError(f"--ambi-format must be ambix or fuma, got {self.ambi_format!r}")
+        if self.binaural not in BINAURAL_MODES:
+            raise ValueError(f"--binaural must be one of {BINAURAL_MODES}, got {self.binaural!r}")
+
+    @property
+    def frames_per_clip(self) -> int:
+        return int(round(self.clip_seconds * self.fps))
+
+    @property
+    def audio_samples(self) -> int:
+        return int(round(self.audio_seconds * self.sr))
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["renders"] = list(self.renders)
+        d["equirect_size"] = list(self.equirect_size) if self.equirect_size else None
+        return d
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """Index and moment times (seconds) of one sample."""
+
+    index: int
+    times: tuple[float, ...]
+
+
+def plan_samples(duration: float, cfg: SampleConfig) -> list[SamplePlan]:
+    """The samples of a video of ``duration`` seconds (empty if it is shorter than one audio window)."""
+    half = cfg.audio_seconds / 2.0
+    span = (cfg.moments_per_sample - 1) * cfg.moment_gap
+    last_start = duration - half - span
+    if last_start < half - 1e-9:
+        return []
+    if cfg.moments_per_video:
+        n = int(cfg.moments_per_video)
+        starts = [half] if n == 1 else list(np.linspace(half, last_start, n))
+    else:
+        n = int(math.floor((last_start - half) / cfg.stride + 1e-9)) + 1
+        starts = [half + s * cfg.stride for s in range(n)]
+    return [
+        SamplePlan(s, tuple(round(t0 + m * cfg.moment_gap, 6) for m in range(cfg.moments_per_sample)))
+        for s, t0 in enumerate(starts)
+    ]
+
+
+def clip_frame_indices(t: float, cfg: SampleConfig) -> range:
+    """Indices (at ``cfg.fps``) of the T frames of the clip centred on moment time ``t``."""
+    f0 = int(round((t - cfg.clip_seconds / 2.0) * cfg.fps))
+    f0 = max(f0, 0)
+    return range(f0, f0 + cfg.frames_per_clip)
+
+
+def audio_window(foa: NDArray, t: float, cfg: SampleConfig) -> NDArray:
+    """``[4, audio_samples]`` FOA centred on ``t`` (zero-padded past the ends of the recording)."""
+    n = cfg.audio_samples
+    a0 = int(round((t - cfg.audio_seconds / 2.0) * cfg.sr))
+    out = np.zeros((foa.shape[0], n), dtype=np.float32)
+    lo, hi = max(a0, 0), min(a0 + n, foa.shape[1])
+    if hi > lo:
+        out[:, lo - a0 : hi - a0] = foa[:, lo:hi]
+    return out
+
+
+def sample_viewpoints(cfg: SampleConfig, video_id: str, index: int) -> list[Viewpoint]:
+    """The deterministic viewpoint bank of sample ``index`` of ``video_id``."""
+    rng = rng_for(cfg.seed, video_id, index)
+    kw: dict = {"hfov_range": (cfg.hfov_min, cfg.hfov_max)}
+    if cfg.sampler == "random":
+        kw["min_separation"] = cfg.min_separation
+    return sample_bank(rng, cfg.viewpoints_per_moment, cfg.sampler, **kw)
+
+
+def render_view_audio(
+    foa_window: NDArray, view: Viewpoint, renders: tuple[str, ...], sr: int, binaural_mode: str,
+    sofa: str | None = None,
+) -> dict[str, NDArray]:
+    """Renders of one viewpoint: rotated FOA ``[4, n]`` (W,Y,Z,X), mono ``[1, n]``, stereo ``[2, n]`` (L, R)."""
+    rotated = ambisonics.rotate_to_view(foa_window, view.azimuth, view.elevation)
+    out: dict[str, NDArray] = {}
+    if "foa" in renders:
+        out["foa"] = rotated
+    if "mono" in renders:
+        out["mono"] = ambisonics.mono_render(rotated)[None]
+    if "stereo" in renders:
+        from .binaural import binauralize
+
+        out["stereo"] = binauralize(rotated, sr, mode=binaural_mode, sofa=sofa)
+    return out
+
+
+def render_audio(foa_window: NDArray, view: Viewpoint, cfg: SampleConfig) -> dict[str, NDArray]:
+    """The renders ``cfg.renders`` of one viewpoint (see :func:`render_view_audio`)."""
+    return render_view_audio(foa_window, view, cfg.renders, cfg.sr, cfg.binaural, cfg.sofa)
+
+
+def render_audio_from_meta(foa: NDArray, meta: dict, view: int, render: str) -> NDArray[np.float32]:
+    """Render ``render`` of viewpoint index ``view`` from a sample's unrotated FOA and its ``meta.json``.
+
+    This is how a reader fills in renders that were not precomputed (``--renders``): the same functions
+    and the same binaural settings as the shard builder, so both profiles train identically.
+    """
+    b = meta.get("binaural") or {}
+    out = render_view_audio(foa, Viewpoint.from_dict(meta["viewpoints"][view]), (render,), int(meta["sr"]),
+                            b.get("mode", "virtual-mic"), b.get("sofa"))
+    return out[render].astype(np.float32, copy=False)
+
+
+def audio_scale_for(peak: float) -> float:
+    """Power-of-two divisor that brings ``peak`` under FLAC full scale (1.0 for normal material)."""
+    if peak <= codecs.FLAC_MAX:
+        return 1.0
+    return float(2.0 ** math.ceil(math.log2(peak / codecs.FLAC_MAX)))
+
+
+@dataclass
+class VideoInfo:
+    """What the sample builder needs to know about a source video."""
+
+    video_id: str
+    split: str
+    path: str
+    duration: float
+    width: int
+    height: int
+    source_fps: float
+    audio_source: str
+
+
+@dataclass
+class EncodedSample:
+    key: str
+    members: list[tuple[str, bytes]] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(b) for _, b in self.members)
+
+
+def build_sample(
+    plan: SamplePlan,
+    frames: dict[int, NDArray[np.uint8]],
+    foa: NDArray,
+    info: VideoInfo,
+    cfg: SampleConfig,
+    labels: VideoLabels | None,
+    label_meta: dict,
+) -> EncodedSample:
+    """Render and encode one sample. ``frames`` maps frame index → equirect ``[H, W, 3]`` uint8."""
+    views = sample_viewpoints(cfg, info.video_id, plan.index)
+    crop_hw = (cfg.crop_size, cfg.crop_size)
+    grids = [CropGrid(v, crop_hw) for v in views]
+    grids56 = [CropGrid(v, (fmt.SEG_LOWRES, fmt.SEG_LOWRES)) for v in views]
+
+    per_moment = []
+    peak = 0.0
+    for t in plan.times:
+        idx = clip_frame_indices(t, cfg)
+        clip = np.stack([frames[i] for i in idx])
+        window = audio_window(foa, t, cfg)
+        renders = [render_audio(window, v, cfg) for v in views]
+        peak = max(peak, float(np.abs(window).max()), *(float(np.abs(a).max()) for r in renders for a in r.values()))
+        label_t = (idx[len(idx) // 2]) / cfg.fps
+        per_moment.append((t, idx, clip, window, renders, label_t))
+    scale = audio_scale_for(peak)
+
+    meta = {
+        "format_version": fmt.FORMAT_VERSION,
+        "key": fmt.sample_key(info.video_id, plan.index),
+        "video_id": info.video_id,
+        "split": info.split,
+        "source": {"path": info.path, "audio": info.audio_source, "duration": info.duration,
+                   "width": info.width, "height": info.height, "fps": info.source_fps},
+        "moment": plan.index,
+        "moments_per_sample": len(plan.times),
+        "times": list(plan.times),
+        "frame_indices": [[idx.start, idx.stop] for _, idx, *_ in per_moment],
+        "label_times": [m[5] for m in per_moment],
+        "viewpoints": [v.as_dict() for v in views],
+        "fps": cfg.fps,
+        "frames_per_clip": cfg.frames_per_clip,
+        "crop_size": [cfg.crop_size, cfg.crop_size],
+        "sr": cfg.sr,
+        "audio_samples": cfg.audio_samples,
+        "audio_scale": scale,
+        "audio_format": "ambix",
+        "audio_bits": cfg.audio_bits,
+        "renders": list(cfg.renders),
+        "binaural": {"mode": cfg.binaural, "sofa": cfg.sofa},
+        "labels": {**label_meta, "present": labels is not None,
+                   "confidence_threshold": fmt.CONFIDENCE_THRESHOLD},
+        "equirect_size": None,
+    }
+    members: list[tuple[str, bytes]] = []
+    for m, (_t, _idx, clip, window, renders, label_t) in enumerate(per_moment):
+        members.append((fmt.foa_member(m), codecs.encode_flac(window / scale, cfg.sr, cfg.audio_bits)))
+        if cfg.keep_equirect:
+            eq = _small_equirect(clip[len(clip) // 2], cfg.keep_equirect)
+            meta["equirect_size"] = [int(eq.shape[1]), int(eq.shape[0])]
+            members.append((fmt.equirect_member(m), codecs.encode_jpeg(eq, cfg.jpeg_quality)))
+        lab = labels.at(label_t) if labels is not None else None
+        for k in range(len(views)):
+            members.append((fmt.clip_member(m, k), codecs.encode_clip_jpeg(grids[k].sample(clip), cfg.jpeg_quality)))
+            for r in cfg.renders:
+                flac = codecs.encode_flac(renders[k][r] / scale, cfg.sr, cfg.audio_bits)
+                members.append((fmt.render_member(m, k, r), flac))
+            if lab is not None:
+                members += _mask_members(lab, grids[k], grids56[k], m, k)
+    members.insert(0, (fmt.meta_member(), codecs.encode_json(meta)))
+    assert [n for n, _ in members] == fmt.expected_members(meta), "member layout drifted from format.py"
+    return EncodedSample(meta["key"], members)
+
+
+def _mask_members(lab, grid: CropGrid, grid56: CropGrid, m: int, k: int) -> list[tuple[str, bytes]]:
+    dt = codecs.class_dtype(int(lab.classes.max()) if lab.classes.size else 0)
+    conf_u8 = codecs.confidence_to_uint8(lab.confidence)
+    out = []
+    for g, low in ((grid, False), (grid56, True)):
+        seg = g.sample(lab.classes, mode="nearest").astype(dt)
+        conf = g.sample(conf_u8, mode="nearest")
+        out.append((fmt.seg_member(m, k, low), codecs.encode_png(seg)))
+        out.append((fmt.conf_member(m, k, low), codecs.encode_png(conf)))
+    return out
+
+
+def _small_equirect(frame: NDArray[np.uint8], width: int) -> NDArray[np.uint8]:
+    """Box-filtered low-resolution copy of an equirect frame, ``width × width/2`` pixels."""
+    h, w = frame.shape[:2]
+    fx = max(1, w // width)
+    fy = max(1, h // (width // 2))
+    hh, ww = (h // fy) * fy, (w // fx) * fx
+    small = frame[:hh, :ww].reshape(hh // fy, fy, ww // fx, fx, 3).mean(axis=(1, 3))
+    return np.clip(np.rint(small), 0, 255).astype(np.uint8)
+
+
+def iter_samples(
+    frame_iter: Iterator[NDArray[np.uint8]],
+    foa: NDArray,
+    plans: list[SamplePlan],
+    info: VideoInfo,
+    cfg: SampleConfig,
+    labels: VideoLabels | None,
+    label_meta: dict,
+) -> Iterator[EncodedSample]:
+    """Stream decoded frames once and yield the encoded samples in order, holding only needed frames."""
+    needed = [sorted({i for t in p.times for i in clip_frame_indices(t, cfg)}) for p in plans]
+    buffer: dict[int, NDArray[np.uint8]] = {}
+    all_needed = set().union(*needed) if needed else set()
+    nxt = 0
+    last_frame = None
+    for n, frame in enumerate(frame_iter):
+        last_frame = frame
+        if n in all_needed:
+            buffer[n] = frame
+        while nxt < len(plans) and needed[nxt][-1] <= n:
+            yield build_sample(plans[nxt], buffer, foa, info, cfg, labels, label_meta)
+            nxt += 1
+            keep = min(needed[nxt]) if nxt < len(plans) else n + 1
+            for i in [i for i in buffer if i < keep]:
+                del buffer[i]
+    # The decoder may deliver a frame or two fewer than duration × fps (rounding at the end of the stream):
+    # repeat the last frame for those, but refuse a video that ends well before its last moment.
+    decoded = -1 if last_frame is None else n
+    while nxt < len(plans):
+        if last_frame is None or needed[nxt][-1] - decoded > MAX_MISSING_TAIL_FRAMES:
+            raise ValueError(f"video ended after {decoded + 1} frames at {cfg.fps} fps; sample {plans[nxt].index} "
+                             f"needs frame {needed[nxt][-1]} (is the file truncated?)")
+        for i in needed[nxt]:
+            buffer.setdefault(i, last_frame)
+        yield build_sample(plans[nxt], buffer, foa, info, cfg, labels, label_meta)
+        nxt += 1

@@ -1,0 +1,39 @@
+"""`avsa-data inspect`: contact sheet PNG and WAVs of one shard sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from avsa_data.reader import ShardFormatError
+
+
+@click.command("inspect", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("shard", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--key", default=None, help="Sample key {video_id}/{moment:06d}; default: the first sample.")
+@click.option("--moment", type=int, default=0, show_default=True, help="Moment index within the sample.")
+@click.option("--png", type=click.Path(path_type=Path), default=None,
+              help="Write a contact sheet: frames of every viewpoint, mask overlays, audio-direction plot.")
+@click.option("--listen", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Write the unrotated FOA and each viewpoint's foa/mono/stereo renders as WAVs to this folder.")
+def inspect_cmd(shard: Path, key: str | None, moment: int, png: Path | None, listen: Path | None) -> None:
+    """Print a sample's metadata summary; optionally draw it (--png) or write its audio (--listen)."""
+    from avsa_data.inspection import contact_sheet, find_sample, write_wavs
+
+    try:
+        s = find_sample(shard, key)
+    except ShardFormatError as e:
+        raise click.ClickException(str(e)) from None
+    m = s.meta
+    click.echo(f"{s.key}: {len(m['viewpoints'])} viewpoints × {m['moments_per_sample']} moment(s), "
+               f"T={m['frames_per_clip']} frames {m['crop_size'][0]}², audio {m['audio_samples']} @ {m['sr']} Hz, "
+               f"renders {','.join(m['renders'])}, labels {m['labels'].get('backend')}"
+               f"{'' if m['labels'].get('present') else ' (none)'}")
+    for i, v in enumerate(m["viewpoints"]):
+        click.echo(f"  v{i}: az {v['azimuth']:7.2f}°  el {v['elevation']:6.2f}°  hfov {v['hfov']:5.1f}°  "
+                   f"vfov {v['vfov']:5.1f}°")
+    if png:
+        click.echo(f"contact sheet → {contact_sheet(s, png, moment)}")
+    if listen:
+        click.echo(f"{len(write_wavs(s, listen, moment))} WAVs → {listen}")

@@ -1,0 +1,29 @@
+"""`avsa-data verify`: check shards against their manifest and docs/FORMAT.md."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from avsa_data.verify import verify_dir, verify_shard
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("path", type=click.Path(path_type=Path, exists=True))
+@click.option("--no-decode", is_flag=True, help="Only checksums and sample lists; do not decode members.")
+@click.option("--max-report", type=int, default=50, show_default=True, help="Problems printed at most.")
+def verify(path: Path, no_decode: bool, max_report: int) -> None:
+    """Recompute checksums, decode every member and check shapes/dtypes/metadata.
+
+    PATH is a shard folder (with manifest.json) or a single .tar. Exits 1 if anything is wrong.
+    """
+    report = verify_dir(path, not no_decode) if path.is_dir() else verify_shard(path, not no_decode)
+    for p in report.problems[:max_report]:
+        click.echo(f"{p['shard']}{' ' + p['key'] if p['key'] else ''}: {p['problem']}", err=True)
+    if len(report.problems) > max_report:
+        click.echo(f"... and {len(report.problems) - max_report} more problems", err=True)
+    status = "OK" if report.ok else f"{len(report.problems)} problems"
+    click.echo(f"verify: {report.shards} shards, {report.samples} samples: {status}")
+    sys.exit(0 if report.ok else 1)
