@@ -21,7 +21,8 @@ def _size(value: str | None) -> tuple[int, int] | None:
     try:
         w, h = (int(x) for x in value.lower().split("x"))
     except ValueError as e:
-        raise click.BadParameter(f"expected WIDTHxHEIGHT, e.g. 1920x960, got {value!r}") from e
+        raise click.BadParameter(f"expected WIDTHxHEIGHT, e.g. 1920x960, got {value!r}",
+                                 param_hint="'--equirect-size'") from e
     return w, h
 
 
@@ -32,7 +33,8 @@ def _shard_size(value: str) -> tuple[int | None, float | None]:
             return None, float(v[:-2])
         return int(v), None
     except ValueError as e:
-        raise click.BadParameter(f"expected a sample count (256) or a size (500MB), got {value!r}") from e
+        raise click.BadParameter(f"expected a sample count (256) or a size (500MB), got {value!r}",
+                                 param_hint="'--shard-size'") from e
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
