@@ -65,66 +65,51 @@ class CropGrid:
         return self.fx * in_w - 0.5, self.fy * in_h - 0.5
 
     def sample(self, frames: NDArray, mode: str = "bilinear") -> NDArray:
-        """Crop one frame ``[H, W(, C)]`` or a clip ``[T, H, W(, C)]`` of equirect images.
+        """Crop one frame ``[H, W(, C)]`` or a clip ``[T, H, W, C]`` of equirect images.
 
         ``mode`` is ``bilinear`` (images; result keeps the input dtype, rounded for integers) or
         ``nearest`` (label and confidence maps).
         """
-        if mode == "bilinear":
-            return _sample_bilinear(frames, *self._coords(frames))
-        if mode == "nearest":
-            return _sample_nearest(frames, *self._coords(frames))
-        raise ValueError(f"unknown interpolation mode {mode!r}; use 'bilinear' or 'nearest'")
-
-    def _coords(self, frames: NDArray) -> tuple[NDArray, NDArray, int]:
-        lead = _leading_axes(frames)
+        if mode not in ("bilinear", "nearest"):
+            raise ValueError(f"unknown interpolation mode {mode!r}; use 'bilinear' or 'nearest'")
+        if frames.ndim not in (2, 3, 4):
+            raise ValueError(f"expected an image [H, W(, C)] or clip [T, H, W, C], got shape {frames.shape}")
+        lead = 1 if frames.ndim == 4 else 0
         h, w = frames.shape[lead], frames.shape[lead + 1]
-        cx, cy = self.pixel_coords(h, w)
-        return cx, cy, lead
+        flat = frames.reshape(frames.shape[:lead] + (h * w,) + frames.shape[lead + 2 :])
+        if mode == "nearest":
+            return np.take(flat, _nearest_index(self.view, self.out_hw, h, w), axis=lead)
+        index, weights = _bilinear_taps(self.view, self.out_hw, h, w)
+        taps = np.take(flat, index, axis=lead).astype(np.float32)  # [(T,) 4, h, w(, C)]
+        out = (taps * weights.reshape(weights.shape + (1,) * (frames.ndim - lead - 2))).sum(axis=lead)
+        if np.issubdtype(frames.dtype, np.integer):
+            info = np.iinfo(frames.dtype)
+            return np.clip(np.rint(out), info.min, info.max).astype(frames.dtype)
+        return out.astype(frames.dtype, copy=False)
 
 
-def _leading_axes(frames: NDArray) -> int:
-    """0 for a single image ``[H, W(, C)]``, 1 for a clip ``[T, H, W, C]`` (4-D) or label stack."""
-    if frames.ndim == 4:
-        return 1
-    if frames.ndim in (2, 3):
-        return 0
-    raise ValueError(f"expected an image [H, W(, C)] or clip [T, H, W, C], got shape {frames.shape}")
-
-
-def _sample_nearest(frames: NDArray, cx: NDArray, cy: NDArray, lead: int) -> NDArray:
-    h, w = frames.shape[lead], frames.shape[lead + 1]
+@lru_cache(maxsize=1024)
+def _nearest_index(view: Viewpoint, out_hw: tuple[int, int], h: int, w: int) -> NDArray[np.int64]:
+    """Flat input index ``[out_h, out_w]`` of the nearest pixel (azimuth wraps, rows clamp at the poles)."""
+    cx, cy = CropGrid(view, out_hw).pixel_coords(h, w)
     xi = np.floor(cx + 0.5).astype(np.int64) % w
     yi = np.clip(np.floor(cy + 0.5).astype(np.int64), 0, h - 1)
-    return frames[:, yi, xi] if lead else frames[yi, xi]
+    return yi * w + xi
 
 
-def _sample_bilinear(frames: NDArray, cx: NDArray, cy: NDArray, lead: int) -> NDArray:
-    h, w = frames.shape[lead], frames.shape[lead + 1]
-    x0f = np.floor(cx)
-    y0f = np.floor(cy)
-    ax = (cx - x0f).astype(np.float32)
-    ay = (cy - y0f).astype(np.float32)
+@lru_cache(maxsize=1024)
+def _bilinear_taps(view: Viewpoint, out_hw: tuple[int, int], h: int, w: int) -> tuple[NDArray, NDArray]:
+    """Flat indices ``[4, out_h, out_w]`` of the four neighbours and their bilinear weights (float32)."""
+    cx, cy = CropGrid(view, out_hw).pixel_coords(h, w)
+    x0f, y0f = np.floor(cx), np.floor(cy)
+    ax, ay = cx - x0f, cy - y0f
     x0 = x0f.astype(np.int64) % w
     x1 = (x0 + 1) % w
     y0 = np.clip(y0f.astype(np.int64), 0, h - 1)
     y1 = np.clip(y0f.astype(np.int64) + 1, 0, h - 1)
-    extra = frames.ndim - lead - 2  # channel axis present?
-    shape = ax.shape + (1,) * extra
-
-    def gather(yi: NDArray, xi: NDArray) -> NDArray:
-        g = frames[:, yi, xi] if lead else frames[yi, xi]
-        return g.astype(np.float32)
-
-    ax = ax.reshape(shape)
-    ay = ay.reshape(shape)
-    top = gather(y0, x0) * (1 - ax) + gather(y0, x1) * ax
-    bot = gather(y1, x0) * (1 - ax) + gather(y1, x1) * ax
-    out = top * (1 - ay) + bot * ay
-    if np.issubdtype(frames.dtype, np.integer):
-        info = np.iinfo(frames.dtype)
-        return np.clip(np.rint(out), info.min, info.max).astype(frames.dtype)
-    return out.astype(frames.dtype, copy=False)
+    index = np.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1])
+    weights = np.stack([(1 - ax) * (1 - ay), ax * (1 - ay), (1 - ax) * ay, ax * ay]).astype(np.float32)
+    return index, weights
 
 
 def crop(frames: NDArray, view: Viewpoint, out_hw: tuple[int, int] = DEFAULT_CROP_SIZE,

@@ -20,11 +20,12 @@ Every failure on bad input raises :class:`MediaError` with a one-line reason and
 from __future__ import annotations
 
 import os
+import queue
 import re
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -420,8 +421,47 @@ class _StderrCollector(threading.Thread):
         return b"".join(self.chunks).decode("utf-8", "replace")
 
 
+def select_expression(indices: Sequence[int]) -> str:
+    """An ffmpeg ``select`` expression true exactly for the frame numbers ``indices`` (after the fps filter).
+
+    Runs of consecutive indices become ranges; when the ranges repeat with a fixed length and period (the
+    usual stride plan) a single periodic term is used, so the expression stays short for hour-long videos.
+    """
+    idx = sorted(set(int(i) for i in indices))
+    if not idx or idx[0] < 0:
+        raise ValueError("select_expression needs non-negative frame indices")
+    runs: list[list[int]] = [[idx[0], idx[0]]]
+    for i in idx[1:]:
+        if i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    lengths = {b - a for a, b in runs}
+    periods = {runs[k + 1][0] - runs[k][0] for k in range(len(runs) - 1)}
+    if len(runs) > 2 and len(lengths) == 1 and len(periods) == 1:
+        a0, last, L, P = runs[0][0], runs[-1][1], lengths.pop() + 1, periods.pop()
+        return f"between(n,{a0},{last})*lt(mod(n-{a0},{P}),{L})"
+    return "+".join(f"between(n,{a},{b})" for a, b in runs)
+
+
+def iter_video_frames_at(
+    path: str | os.PathLike, fps: float, indices: Sequence[int], size: tuple[int, int] | None = None,
+    threads: int | None = None,
+) -> Iterator[tuple[int, NDArray[np.uint8]]]:
+    """Like :func:`iter_video_frames`, but yield only frames ``indices`` (at ``fps``) as ``(index, frame)``.
+
+    ffmpeg still decodes every frame, but drops the unneeded ones before the RGB conversion and the pipe,
+    which is most of the cost at 360° resolutions. Pairs come in increasing index order; indices past the
+    end of the video are simply not yielded.
+    """
+    wanted = sorted(set(int(i) for i in indices))
+    frames = iter_video_frames(path, fps, size, threads, select=select_expression(wanted) if wanted else None)
+    return zip(wanted, frames)
+
+
 def iter_video_frames(
-    path: str | os.PathLike, fps: float, size: tuple[int, int] | None = None, threads: int | None = None
+    path: str | os.PathLike, fps: float, size: tuple[int, int] | None = None, threads: int | None = None,
+    select: str | None = None,
 ) -> Iterator[NDArray[np.uint8]]:
     """Decode the first video stream as RGB frames ``[H, W, 3]`` uint8, resampled to ``fps`` frames per second.
 
@@ -439,9 +479,11 @@ def iter_video_frames(
     if not w or not h:
         raise MediaError("cannot tell the video's frame size", "unreadable", p)
     stream = ffmpeg.input(str(p)).video.filter("fps", fps=fps)
+    if select is not None:
+        stream = stream.filter("select", select)
     if size is not None:
         stream = stream.filter("scale", int(w), int(h), flags="area")
-    out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24")
+    out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", **({"fps_mode": "passthrough"} if select else {}))
     gargs = ["-nostdin", "-hide_banner", "-nostats", "-v", "error"]
     if threads is not None:
         gargs += ["-threads", str(int(threads))]
@@ -461,16 +503,38 @@ def _read_exact(stream, n: int) -> bytearray | None:
     return buf
 
 
+#: Decoded frames ffmpeg may run ahead of the consumer (a frame of a 3840×1920 video is 22 MB).
+READ_AHEAD_FRAMES = 4
+
+
 def _frame_generator(cmd: list[str], p: Path, w: int, h: int) -> Iterator[NDArray[np.uint8]]:
+    """Frames from an ffmpeg rawvideo pipe. A reader thread keeps up to ``READ_AHEAD_FRAMES`` frames in hand so
+    that ffmpeg decodes the next frames while the caller works on this one (a 64 kB pipe would otherwise
+    make decoding and processing take turns)."""
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     err = _StderrCollector(proc.stderr)
     err.start()
     nbytes = w * h * 3
+    frames: queue.Queue = queue.Queue(maxsize=READ_AHEAD_FRAMES)
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                buf = _read_exact(proc.stdout, nbytes)
+                frames.put(buf)
+                if buf is None:
+                    return
+        except (OSError, ValueError):  # the pipe was closed under us: the consumer stopped early
+            frames.put(None)
+
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
     finished = False
     try:
         n = 0
         while True:
-            buf = _read_exact(proc.stdout, nbytes)
+            buf = frames.get()
             if buf is None:
                 break
             n += 1
@@ -484,9 +548,16 @@ def _frame_generator(cmd: list[str], p: Path, w: int, h: int) -> Iterator[NDArra
         if n == 0:
             raise MediaError("the video stream decoded to no frames", "decode", p)
     finally:
+        stop.set()
         if not finished:
             proc.kill()
+            while th.is_alive():  # unblock a reader waiting on a full queue
+                try:
+                    frames.get_nowait()
+                except queue.Empty:
+                    th.join(0.05)
             proc.wait()
+        th.join()
         proc.stdout.close()
 
 

@@ -302,8 +302,13 @@ def _small_equirect(frame: NDArray[np.uint8], width: int) -> NDArray[np.uint8]:
     return np.clip(np.rint(small), 0, 255).astype(np.uint8)
 
 
+def needed_frames(plans: list[SamplePlan], cfg: SampleConfig) -> list[int]:
+    """Sorted indices (at ``cfg.fps``) of every frame some sample of ``plans`` uses."""
+    return sorted({i for p in plans for t in p.times for i in clip_frame_indices(t, cfg)})
+
+
 def iter_samples(
-    frame_iter: Iterator[NDArray[np.uint8]],
+    frames: Iterator[tuple[int, NDArray[np.uint8]]],
     foa: NDArray,
     plans: list[SamplePlan],
     info: VideoInfo,
@@ -311,28 +316,27 @@ def iter_samples(
     labels: VideoLabels | None,
     label_meta: dict,
 ) -> Iterator[EncodedSample]:
-    """Stream decoded frames once and yield the encoded samples in order, holding only needed frames."""
+    """Stream ``(frame index, frame)`` pairs once, in increasing index order, and yield the encoded samples in
+    order, holding only the frames still needed."""
     needed = [sorted({i for t in p.times for i in clip_frame_indices(t, cfg)}) for p in plans]
     buffer: dict[int, NDArray[np.uint8]] = {}
-    all_needed = set().union(*needed) if needed else set()
     nxt = 0
-    last_frame = None
-    for n, frame in enumerate(frame_iter):
-        last_frame = frame
-        if n in all_needed:
-            buffer[n] = frame
+    last = (-1, None)
+    for n, frame in frames:
+        last = (n, frame)
+        buffer[n] = frame
         while nxt < len(plans) and needed[nxt][-1] <= n:
             yield build_sample(plans[nxt], buffer, foa, info, cfg, labels, label_meta)
             nxt += 1
-            keep = min(needed[nxt]) if nxt < len(plans) else n + 1
+            keep = needed[nxt][0] if nxt < len(plans) else n + 1
             for i in [i for i in buffer if i < keep]:
                 del buffer[i]
     # The decoder may deliver a frame or two fewer than duration × fps (rounding at the end of the stream):
     # repeat the last frame for those, but refuse a video that ends well before its last moment.
-    decoded = -1 if last_frame is None else n
+    decoded, last_frame = last
     while nxt < len(plans):
         if last_frame is None or needed[nxt][-1] - decoded > MAX_MISSING_TAIL_FRAMES:
-            raise ValueError(f"video ended after {decoded + 1} frames at {cfg.fps} fps; sample {plans[nxt].index} "
+            raise ValueError(f"video ended after frame {decoded} at {cfg.fps} fps; sample {plans[nxt].index} "
                              f"needs frame {needed[nxt][-1]} (is the file truncated?)")
         for i in needed[nxt]:
             buffer.setdefault(i, last_frame)

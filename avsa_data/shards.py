@@ -34,7 +34,7 @@ from pathlib import Path
 from . import __version__, media
 from . import format as fmt
 from .labels import LabelBackend, LabelError, make_backend
-from .samples import EncodedSample, SampleConfig, VideoInfo, iter_samples, plan_samples
+from .samples import EncodedSample, SampleConfig, VideoInfo, iter_samples, needed_frames, plan_samples
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".mov")
 WORK = ".work"
@@ -186,7 +186,7 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
         stage = "decode"
         info = VideoInfo(task.video_id, task.split, task.path, round(duration, 6), pr.width, pr.height,
                          pr.fps, str(audio_src))
-        frames = media.iter_video_frames(task.path, cfg.fps, size=cfg.equirect_size)
+        frames = media.iter_video_frames_at(task.path, cfg.fps, needed_frames(plans, cfg), size=cfg.equirect_size)
         tmp = frag_dir / f"{task.video_id}.tar.tmp"
         index = []
         with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:

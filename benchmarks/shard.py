@@ -1,0 +1,143 @@
+"""Shard throughput against plain ffmpeg decoding of the same frames, and bytes per sample.
+
+    python benchmarks/shard.py [--videos 4 --duration 10 --size 1920x960 --repeats 3 --workers 1]
+
+Both sides run in this process's machine, alternately (A B A B ...), and the ratio is taken pair by pair so
+that drifts in machine speed cancel; the median ratio is reported. Throughput is seconds of video processed
+per wall-clock second.
+
+* baseline: one ``ffmpeg -i video -vf fps=16 -f rawvideo -pix_fmt rgb24 pipe:`` per video, output discarded
+  (exactly the frames the shard builder decodes, with the same imageio-ffmpeg binary), N videos in parallel
+  with ``--workers`` processes.
+* avsa: ``avsa-data shard`` with the default profile (K = 8 viewpoints, 8 frames of 112², foa + mono + stereo,
+  synthetic masks) and with ``--renders foa``.
+
+Bytes per sample are split into video (JPEG clips), audio (FLAC), masks (PNG) and metadata; the container
+overhead is the tar size over the sum of member sizes. Writes benchmarks/results/shard.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from avsa_data import media
+from avsa_data.reader import iter_samples
+
+HERE = Path(__file__).resolve().parent
+
+
+def _run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def decode_all(videos: list[Path], fps: float, workers: int) -> float:
+    """Wall seconds to decode every video at ``fps`` to raw RGB (discarded)."""
+    exe = media.ffmpeg_exe()
+
+    def one(v: Path) -> None:
+        _run([exe, "-nostdin", "-v", "error", "-i", str(v), "-vf", f"fps={fps}", "-f", "rawvideo", "-pix_fmt",
+              "rgb24", "-y", "/dev/null"])
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as ex:
+        list(ex.map(one, videos))
+    return time.perf_counter() - t0
+
+
+def shard_all(raw: Path, out: Path, workers: int, extra: list[str]) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    _run([sys.executable, "-m", "cli.data", "shard", "--src", str(raw), "--out", str(out), "-j", str(workers),
+          "-q", *extra])
+    return time.perf_counter() - t0
+
+
+def bytes_per_sample(out: Path) -> dict:
+    kinds = {"video": 0, "audio": 0, "masks": 0, "meta": 0}
+    n = 0
+    for s in iter_samples(out):
+        n += 1
+        for name, data in s.members.items():
+            k = ("video" if name.endswith(".jpg") else "audio" if name.endswith(".flac")
+                 else "masks" if name.endswith(".png") else "meta")
+            kinds[k] += len(data)
+    members = sum(kinds.values())
+    tar_bytes = sum(p.stat().st_size for p in out.glob("*.tar"))
+    return {
+        "samples": n,
+        "per_sample_kB": {k: round(v / n / 1000, 1) for k, v in kinds.items()},
+        "total_per_sample_kB": round(tar_bytes / n / 1000, 1),
+        "container_overhead_pct": round(100 * (tar_bytes / members - 1), 2),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=4)
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--size", default="1920x960")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    args = ap.parse_args()
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="avsa-bench-"))
+    raw = work / "raw"
+    if not raw.exists():
+        _run([sys.executable, "-m", "cli.data", "synth", "--out", str(raw), "--videos", str(args.videos),
+              "--duration", str(args.duration), "--size", args.size, "--seed", "0", "--val-fraction", "0"])
+    videos = sorted(raw.glob("*.mp4"))
+    seconds = args.videos * args.duration
+    profiles = {"full": ["--labels", "synthetic"], "foa_only": ["--labels", "synthetic", "--renders", "foa"]}
+    rows: dict[str, dict] = {}
+    for name, extra in profiles.items():
+        ratios, t_dec, t_sh = [], [], []
+        for _ in range(args.repeats):
+            d = decode_all(videos, 16.0, args.workers)
+            s = shard_all(raw, work / f"shards_{name}", args.workers, extra)
+            t_dec.append(d)
+            t_sh.append(s)
+            ratios.append(d / s)  # throughput ratio shard / decode = decode time / shard time
+        rows[name] = {
+            "decode_s_median": round(statistics.median(t_dec), 3),
+            "shard_s_median": round(statistics.median(t_sh), 3),
+            "decode_video_s_per_s": round(seconds / statistics.median(t_dec), 2),
+            "shard_video_s_per_s": round(seconds / statistics.median(t_sh), 2),
+            "throughput_ratio_median": round(statistics.median(ratios), 3),
+            "throughput_ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
+            **bytes_per_sample(work / f"shards_{name}"),
+        }
+    result = {
+        "benchmark": "shard",
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "python": sys.version.split()[0], "cpus": os.cpu_count()},
+        "config": vars(args) | {"work": str(work)},
+        "targets": {"throughput_ratio": ">= 0.5", "video_kB_per_sample": "<= 150 (K=8, 8 frames of 112²)",
+                    "container_overhead_pct": "<= 5"},
+        "results": rows,
+    }
+    out = HERE / "results" / "shard.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"{'profile':10} {'ratio (shard/decode)':>22} {'video kB':>9} {'audio kB':>9} {'masks kB':>9} "
+          f"{'total kB':>9} {'overhead %':>10}")
+    for name, r in rows.items():
+        k = r["per_sample_kB"]
+        print(f"{name:10} {r['throughput_ratio_median']:>22.3f} {k['video']:>9.1f} {k['audio']:>9.1f} "
+              f"{k['masks']:>9.1f} {r['total_per_sample_kB']:>9.1f} {r['container_overhead_pct']:>10.2f}")
+    print(f"→ {out}")
+
+
+if __name__ == "__main__":
+    main()
