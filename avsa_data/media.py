@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .ambisonics import FOA_CHANNELS, fuma_to_ambix
+from .fsutil import tmp_path
 
 #: Sidecar audio extensions searched by :func:`find_audio_source`, in order of preference.
 SIDECAR_EXTS = (".wav", ".flac")
@@ -652,10 +653,6 @@ def check_durations(video_s: float, audio_s: float, tol: float) -> None:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def _muxer(path: Path) -> str:
     try:
         return _MUXERS[path.suffix.lower()]
@@ -754,7 +751,7 @@ def write_video(
     cmd += _BITEXACT
     if out.suffix.lower() in (".mp4", ".mov"):
         cmd += ["-movflags", "+faststart"]
-    tmp = _tmp_path(out)
+    tmp = tmp_path(out)
     cmd += ["-f", _muxer(out), str(tmp)]
     try:
         with tempfile.TemporaryFile() as errf:
@@ -792,7 +789,7 @@ def write_audio(path: str | os.PathLike, audio: ArrayLike, sr: int) -> Path:
     muxer = _muxer(out)
     if muxer not in ("wav", "flac"):
         raise ValueError(f"write_audio: expected a .wav or .flac path, got {out.name!r}")
-    tmp = _tmp_path(out)
+    tmp = tmp_path(out)
     codec = ["-c:a", "pcm_s16le"] if muxer == "wav" else ["-c:a", "flac", "-sample_fmt", "s16"]
     cmd = [
         ffmpeg_exe(),

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from . import __version__, media
 from . import format as fmt
+from .fsutil import atomic_write_bytes, tmp_path
 from .labels import LabelBackend, LabelError, make_backend
 from .samples import EncodedSample, SampleConfig, VideoInfo, iter_samples, needed_frames, plan_samples
 
@@ -153,7 +154,7 @@ def process_video(task: VideoTask, job: JobConfig, out: Path) -> dict:
     result = _process_video(task, job, frag_dir)
     result.update(video_id=task.video_id, split=task.split, path=task.path, seconds=round(time.time() - t0, 3))
     target = done if result["status"] != "failed" else failed
-    _atomic_write_bytes(target, json.dumps(result, sort_keys=True).encode())
+    atomic_write_bytes(target, json.dumps(result, sort_keys=True).encode())
     return result
 
 
@@ -187,7 +188,7 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
         info = VideoInfo(task.video_id, task.split, task.path, round(duration, 6), pr.width, pr.height,
                          pr.fps, str(audio_src))
         frames = media.iter_video_frames_at(task.path, cfg.fps, needed_frames(plans, cfg), size=cfg.equirect_size)
-        tmp = frag_dir / f"{task.video_id}.tar.tmp"
+        tmp = tmp_path(frag_dir / f"{task.video_id}.tar")
         index = []
         with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for sample in iter_samples(frames, foa, plans, info, cfg, labels, label_meta):
@@ -237,15 +238,6 @@ def read_fragment(path: Path) -> Iterable[tuple[str, bytes]]:
             yield ti.name, f.read() if f else b""
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -287,7 +279,7 @@ def write_shard(plan: dict, out: Path) -> dict:
     final = out / plan["name"]
     if not final.exists():
         wanted = set(plan["samples"])
-        tmp = final.with_name(final.name + ".tmp")
+        tmp = tmp_path(final)
         with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for vid in plan["videos"]:
                 for name, data in read_fragment(out / WORK / "frag" / f"{vid}.tar"):
@@ -338,7 +330,7 @@ def clear_output(out: Path) -> None:
     for p in out.glob("*.tar"):
         if fmt.SHARD_RE.match(p.name):
             p.unlink()
-    for p in out.glob("*.tar.tmp"):
+    for p in out.glob(".*.tmp"):
         p.unlink()
     for name in ("manifest.json", "failures.jsonl", "config.json"):
         (out / name).unlink(missing_ok=True)
@@ -375,10 +367,12 @@ def run_shard_job(
             fails = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines() if line]
             return JobReport(out, m["stats"]["videos"], m["stats"]["videos_ok"], len(fails),
                              m["stats"]["samples"], len(m["shards"]), fails, up_to_date=True)
-    _atomic_write_bytes(out / "config.json", json.dumps(
+    atomic_write_bytes(out / "config.json", json.dumps(
         {"config_hash": job.config_hash, "config": job.hashed(), "avsa_version": __version__},
         sort_keys=True, indent=1).encode())
     (out / WORK / "frag").mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob(".*.tmp"), *(out / WORK / "frag").glob(".*.tmp")]:  # left by a killed run
+        stale.unlink(missing_ok=True)
     _make_backend_check(job)
 
     results = _run_phase1(tasks, job, out, workers, progress, on_video_done)
@@ -471,5 +465,5 @@ def _write_manifest(out, job, tasks, results, shard_records, failures) -> None:
         },
     }
     lines = "".join(json.dumps(f, sort_keys=True) + "\n" for f in sorted(failures, key=lambda f: f["video_id"]))
-    _atomic_write_bytes(out / "failures.jsonl", lines.encode())
-    _atomic_write_bytes(out / "manifest.json", json.dumps(manifest, sort_keys=True, indent=1).encode())
+    atomic_write_bytes(out / "failures.jsonl", lines.encode())
+    atomic_write_bytes(out / "manifest.json", json.dumps(manifest, sort_keys=True, indent=1).encode())

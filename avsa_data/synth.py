@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from . import __version__, media
 from .ambisonics import W, ambix_to_fuma, encode
+from .fsutil import atomic_write_bytes
 from .geometry import direction_to_equirect, direction_to_vector, equirect_to_direction, view_rotation, wrap_azimuth
 from .rng import rng_for
 
@@ -659,13 +660,6 @@ def render_truth(scene: Scene, cfg: SynthConfig) -> dict[str, NDArray]:
 # ------------------------------------------------------------------------------------------------ writing
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def npz_bytes(arrays: dict[str, NDArray]) -> bytes:
     """A compressed ``.npz`` (readable by ``np.load``) with fixed zip timestamps and attributes, keys sorted:
     identical arrays give identical bytes (``np.savez`` stamps the current time)."""
@@ -720,7 +714,7 @@ def write_scene(scene: Scene, cfg: SynthConfig, out_dir: str | os.PathLike, spli
         audio_path = out / f"{vid}.wav"
         media.write_audio(audio_path, audio, cfg.sr)
         media.write_video(video_path, iter_frames(scene, cfg), cfg.fps, cfg.size, crf=cfg.crf)
-    _atomic_write_bytes(out / f"{vid}.truth.npz", npz_bytes(render_truth(scene, cfg)))
+    atomic_write_bytes(out / f"{vid}.truth.npz", npz_bytes(render_truth(scene, cfg)))
     meta = {
         "format_version": FORMAT_VERSION,
         "generator": f"avsa-data synth {__version__}",
@@ -756,7 +750,7 @@ def write_scene(scene: Scene, cfg: SynthConfig, out_dir: str | os.PathLike, spli
         "sources": [_source_json(s) for s in scene.sources],
         "blobs": [asdict(b) for b in scene.blobs],
     }
-    _atomic_write_bytes(out / f"{vid}.json", _json_bytes(meta))
+    atomic_write_bytes(out / f"{vid}.json", _json_bytes(meta))
     return meta
 
 
@@ -810,7 +804,7 @@ def generate(
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["video_id", "split"])
     writer.writerows(rows)
-    _atomic_write_bytes(out / "videos.csv", text.getvalue().encode())
+    atomic_write_bytes(out / "videos.csv", text.getvalue().encode())
     summary = {
         "format_version": FORMAT_VERSION,
         "generator": f"avsa-data synth {__version__}",
@@ -819,7 +813,7 @@ def generate(
         "videos": [r[0] for r in rows],
         "corrupt": bool(corrupt),
     }
-    _atomic_write_bytes(out / "synth.json", _json_bytes(summary))
+    atomic_write_bytes(out / "synth.json", _json_bytes(summary))
     return [metas[i] for i in range(cfg.videos)]
 
 
@@ -860,7 +854,7 @@ def write_corrupt_variants(out_dir: str | os.PathLike, seed: int) -> dict[str, P
     media.write_video(full, iter_frames(scene, cfg), cfg.fps, cfg.size, audio=foa, sr=cfg.sr, audio_codec="pcm")
     data = full.read_bytes()
     full.unlink()
-    _atomic_write_bytes(paths["truncated"], data[: int(len(data) * 0.6)])
+    atomic_write_bytes(paths["truncated"], data[: int(len(data) * 0.6)])
 
     media.write_video(paths["no_audio"], iter_frames(scene, cfg), cfg.fps, cfg.size)
     media.write_video(
@@ -878,5 +872,5 @@ def write_corrupt_variants(out_dir: str | os.PathLike, seed: int) -> dict[str, P
     )
     # An MP4 file-type box, so that no other demuxer claims the file, then random bytes.
     junk = rng_for(seed, "corrupt", "unreadable").integers(0, 256, 4096, dtype=np.uint8).tobytes()
-    _atomic_write_bytes(paths["unreadable"], _FTYP + junk)
+    atomic_write_bytes(paths["unreadable"], _FTYP + junk)
     return paths
