@@ -352,6 +352,8 @@ def run_shard_job(
     keep_work: bool = False,
     progress: bool = True,
     on_video_done: Callable[[dict], None] | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> JobReport:
     """Run (or resume) a shard job. See the module docstring for the phases and guarantees."""
     out = Path(out)
@@ -375,7 +377,9 @@ def run_shard_job(
         stale.unlink(missing_ok=True)
     _make_backend_check(job)
 
-    results = _run_phase1(tasks, job, out, workers, progress, on_video_done)
+    if engine not in ENGINES:
+        raise ShardJobError(f"--engine must be one of {ENGINES}, got {engine!r}")
+    results = _run_phase1(tasks, job, out, workers, progress, on_video_done, engine, ray_address)
     failures = [
         {"video_id": r["video_id"], "path": r["path"], "stage": r["stage"], "reason": r["reason"]}
         for r in results if r["status"] == "failed"
@@ -405,7 +409,12 @@ def _progress(it, enabled: bool, desc: str, unit: str):
     return tqdm(it, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 
-def _run_phase1(tasks, job, out, workers, progress, on_video_done) -> list[dict]:
+ENGINES = ("local", "ray")
+
+
+def _run_phase1(tasks, job, out, workers, progress, on_video_done, engine="local", ray_address=None) -> list[dict]:
+    """Phase 1 on a local process pool, or on a Ray cluster (one task per video). Both call
+    :func:`process_video` with the same arguments, so fragments, and hence shards, are byte-identical."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), desc="videos", unit="video", file=sys.stderr, disable=not progress,
@@ -426,7 +435,10 @@ def _run_phase1(tasks, job, out, workers, progress, on_video_done) -> list[dict]
             on_video_done(r)
 
     try:
-        if workers <= 1:
+        if engine == "ray":
+            for r in _ray_results(tasks, job, out, workers, ray_address):
+                done(r)
+        elif workers <= 1:
             for t in tasks:
                 done(process_video(t, job, out))
         else:
@@ -437,6 +449,34 @@ def _run_phase1(tasks, job, out, workers, progress, on_video_done) -> list[dict]
     finally:
         bar.close()
     return sorted(results, key=lambda r: r["video_id"])
+
+
+def _ray_results(tasks, job, out, workers, ray_address):
+    """Run :func:`process_video` as Ray tasks; yield summaries as tasks complete (drives the progress bar).
+
+    ``ray_address`` connects to an existing cluster (``auto`` or ``ray://host:port``); by default a local
+    instance with ``workers`` CPUs is started and shut down afterwards. ``out`` must be a path every node sees
+    (a shared filesystem); writes stay atomic (temp + rename) on it.
+    """
+    try:
+        import ray
+    except ImportError as e:
+        raise ShardJobError("--engine ray needs Ray: pip install 'avsa[ray]' (or pip install ray)") from e
+    started = not ray.is_initialized()
+    if started:
+        if ray_address:
+            ray.init(address=ray_address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=2)(process_video)
+        pending = [remote.remote(t, job, out) for t in tasks]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(ready[0])
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _write_manifest(out, job, tasks, results, shard_records, failures) -> None:

@@ -84,6 +84,10 @@ def _shard_size(value: str) -> tuple[int | None, float | None]:
               help="Also keep a low-res equirect centre frame of this width per moment.")
 @click.option("--shard-size", default="256", help="Samples per shard (e.g. 256) or a size target (e.g. 500MB).")
 @click.option("--seed", type=int, default=0, help="Seed; all randomness derives from (seed, video id, moment).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              help="local: a process pool on this machine; ray: one Ray task per video (pip install 'avsa[ray]').")
+@click.option("--ray-address", default=None,
+              help="With --engine ray: an existing cluster ('auto', 'ray://host:10001'); default starts a local one.")
 @click.option("--workers", "-j", type=int, default=min(4, os.cpu_count() or 1), help="Parallel worker processes.")
 @click.option("--max-av-mismatch", type=float, default=0.5, help="Tolerated audio/video duration mismatch (s).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output made with a different configuration.")
@@ -93,7 +97,7 @@ def _shard_size(value: str) -> tuple[int | None, float | None]:
 def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds, stride, moments_per_video,
           moments_per_sample, moment_gap, viewpoints_per_moment, sampler, min_separation, hfov, crop_size,
           jpeg_quality, audio_bits, renders, binaural, sofa, labels, labels_optional, equirect_size, keep_equirect,
-          shard_size, seed, workers, max_av_mismatch, overwrite, strict, keep_work, quiet):
+          shard_size, seed, engine, ray_address, workers, max_av_mismatch, overwrite, strict, keep_work, quiet):
     """Turn raw 360° videos into WebDataset shards of viewpoint banks (see docs/FORMAT.md).
 
     Each sample is one moment (or M moments) of one video with K viewpoints; per viewpoint: the NFOV crop
@@ -118,7 +122,8 @@ def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds
         job = JobConfig(sample=cfg, labels=labels, labels_optional=labels_optional, shard_size=n_shard,
                         shard_mb=mb, max_av_mismatch=max_av_mismatch)
         report = run_shard_job(src, out, job, workers=workers, list_file=list_file, overwrite=overwrite,
-                               keep_work=keep_work, progress=not quiet)
+                               keep_work=keep_work, progress=not quiet,
+                               engine=engine, ray_address=ray_address)
     except (ShardJobError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e).splitlines()[0]) from None
     state = "up to date" if report.up_to_date else "done"
