@@ -63,6 +63,25 @@ def shard_all(raw: Path, out: Path, workers: int, extra: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+def engine_scaling(raw: Path, work: Path, seconds: float, repeats: int) -> dict:
+    """Ray engine against the local engine at 1 and 2 CPUs (same config; the ratio is ray / local throughput)."""
+    rows = {}
+    for cpus in (1, 2):
+        ratios, t_local, t_ray = [], [], []
+        for _ in range(repeats):
+            a = shard_all(raw, work / "eng_local", cpus, ["--labels", "synthetic"])
+            b = shard_all(raw, work / "eng_ray", cpus, ["--labels", "synthetic", "--engine", "ray"])
+            t_local.append(a)
+            t_ray.append(b)
+            ratios.append(a / b)
+        rows[f"{cpus}cpu"] = {
+            "local_video_s_per_s": round(seconds / statistics.median(t_local), 2),
+            "ray_video_s_per_s": round(seconds / statistics.median(t_ray), 2),
+            "ray_over_local_median": round(statistics.median(ratios), 3),
+        }
+    return rows
+
+
 def bytes_per_sample(out: Path) -> dict:
     kinds = {"video": 0, "audio": 0, "masks": 0, "meta": 0}
     n = 0
@@ -90,6 +109,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    ap.add_argument("--engine", choices=["local", "ray"], default="local",
+                    help="ray: also compare the Ray engine with the local one at 1 and 2 CPUs")
     args = ap.parse_args()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="avsa-bench-"))
@@ -118,6 +139,7 @@ def main() -> None:
             "throughput_ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
             **bytes_per_sample(work / f"shards_{name}"),
         }
+    scaling = engine_scaling(raw, work, seconds, args.repeats) if args.engine == "ray" else None
     result = {
         "benchmark": "shard",
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
@@ -126,8 +148,9 @@ def main() -> None:
         "targets": {"throughput_ratio": ">= 0.5", "video_kB_per_sample": "<= 150 (K=8, 8 frames of 112²)",
                     "container_overhead_pct": "<= 5"},
         "results": rows,
+        "engine_scaling": scaling,
     }
-    out = HERE / "results" / "shard.json"
+    out = HERE / "results" / ("shard_ray.json" if args.engine == "ray" else "shard.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"{'profile':10} {'ratio (shard/decode)':>22} {'video kB':>9} {'audio kB':>9} {'masks kB':>9} "
@@ -136,6 +159,11 @@ def main() -> None:
         k = r["per_sample_kB"]
         print(f"{name:10} {r['throughput_ratio_median']:>22.3f} {k['video']:>9.1f} {k['audio']:>9.1f} "
               f"{k['masks']:>9.1f} {r['total_per_sample_kB']:>9.1f} {r['container_overhead_pct']:>10.2f}")
+    if scaling:
+        print(f"{'cpus':6} {'local video-s/s':>16} {'ray video-s/s':>14} {'ray/local':>10}")
+        for k, r in scaling.items():
+            print(f"{k:6} {r['local_video_s_per_s']:>16.2f} {r['ray_video_s_per_s']:>14.2f} "
+                  f"{r['ray_over_local_median']:>10.3f}")
     print(f"→ {out}")
 
 
