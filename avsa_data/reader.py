@@ -14,6 +14,7 @@ from __future__ import annotations
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import IO
 
@@ -36,8 +37,9 @@ class RawSample:
     members: dict[str, bytes]
     shard: str = ""
 
-    @property
+    @cached_property
     def meta(self) -> dict:
+        """The sample's ``meta.json`` (decoded once)."""
         return codecs.decode_json(self.members[fmt.meta_member()])
 
     @property

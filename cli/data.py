@@ -12,6 +12,7 @@ COMMANDS = {
     "shard": "cli.data_shard:shard",
     "verify": "cli.data_verify:verify",
     "inspect": "cli.data_inspect:inspect_cmd",
+    "demo": "cli.data_demo:demo",
 }
 
 
