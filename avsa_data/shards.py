@@ -199,7 +199,7 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
         return {"status": "ok", "samples": len(index), "bytes": sum(s["bytes"] for s in index),
                 "duration": duration, "index": index}
     except (media.MediaError, LabelError, ValueError, OSError, KeyError) as e:
-        return _fail(stage, f"{task.path}: {e}")
+        return _fail("labels" if isinstance(e, LabelError) else stage, f"{task.path}: {e}")
 
 
 _BACKEND_CACHE: dict[tuple, LabelBackend] = {}
@@ -360,6 +360,9 @@ def run_shard_job(
     tasks = discover_videos(Path(src), list_file)
     if not tasks:
         raise ShardJobError(f"no videos ({', '.join(VIDEO_EXTS)}) found under {src}")
+    if engine not in ENGINES:
+        raise ShardJobError(f"--engine must be one of {ENGINES}, got {engine!r}")
+    _make_backend_check(job)  # a bad --labels setting must fail before anything is written
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, job, overwrite)
     manifest_path = out / "manifest.json"
@@ -375,10 +378,6 @@ def run_shard_job(
     (out / WORK / "frag").mkdir(parents=True, exist_ok=True)
     for stale in [*out.glob(".*.tmp"), *(out / WORK / "frag").glob(".*.tmp")]:  # left by a killed run
         stale.unlink(missing_ok=True)
-    _make_backend_check(job)
-
-    if engine not in ENGINES:
-        raise ShardJobError(f"--engine must be one of {ENGINES}, got {engine!r}")
     results = _run_phase1(tasks, job, out, workers, progress, on_video_done, engine, ray_address)
     failures = [
         {"video_id": r["video_id"], "path": r["path"], "stage": r["stage"], "reason": r["reason"]}

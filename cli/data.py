@@ -13,6 +13,7 @@ COMMANDS = {
     "verify": "cli.data_verify:verify",
     "inspect": "cli.data_inspect:inspect_cmd",
     "demo": "cli.data_demo:demo",
+    "labels": "cli.data_labels:labels",
 }
 
 

@@ -37,6 +37,11 @@ def _shard_size(value: str) -> tuple[int | None, float | None]:
                                  param_hint="'--shard-size'") from e
 
 
+def _label_options(**options) -> tuple[tuple[str, str], ...]:
+    """The given backend options as sorted (name, string) pairs: a stable part of the config hash."""
+    return tuple(sorted((k, str(v)) for k, v in options.items() if v is not None))
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--src", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
               help="Folder searched recursively for .mp4/.mkv/.webm/.mov 360° equirect videos. Audio: a 4-channel "
@@ -76,9 +81,34 @@ def _shard_size(value: str) -> tuple[int | None, float | None]:
               help="Stereo render: virtual cardioids at ±90°, or an HRIR decoder from --sofa.")
 @click.option("--sofa", default=None, help="SOFA HRIR file for --binaural hrir, or 'default' for an installed set.")
 @click.option("--labels", type=click.Choice(list(BACKENDS)), default="none",
-              help="Pseudo-label backend for segmentation masks (synthetic: the synth truth sidecar).")
+              help="Pseudo-label backend for segmentation masks (docs/LABELS.md): synthetic (the synth truth "
+                   "sidecar), precomputed (--label-dir), onnx (--model).")
 @click.option("--labels-optional", is_flag=True,
               help="Write samples without masks (and say so in meta.json) when a video's labels are unusable.")
+@click.option("--label-dir", default=None,
+              help="precomputed: folder with one sub-folder of label PNGs per video id (ids or things/stuff layout).")
+@click.option("--class-map", default=None,
+              help="precomputed/onnx: class-map JSON (source ids → output classes), or a shipped one by name. "
+                   "precomputed default: LABEL_DIR/classes.json, else coco_panoptic_to_avsa32.")
+@click.option("--label-fps", type=float, default=None,
+              help="precomputed: label frames per second where a video folder has no labels.json "
+                   "(things/stuff layout default: 4).")
+@click.option("--label-max-gap", type=float, default=None,
+              help="precomputed: tolerated distance (s) to the nearest label frame (default: one frame interval).")
+@click.option("--model", default=None, help="onnx: the semantic-segmentation model (.onnx).")
+@click.option("--onnx-size", type=int, default=None,
+              help="onnx: cube-face side in pixels (default: the model's fixed input size, else 512).")
+@click.option("--onnx-mean", default=None, help="onnx: per-channel mean of RGB in [0,1] (default 0.485,0.456,0.406).")
+@click.option("--onnx-std", default=None, help="onnx: per-channel std (default 0.229,0.224,0.225).")
+@click.option("--onnx-output", type=click.Choice(["logits", "probs"]), default=None,
+              help="onnx: the model outputs logits (softmax applied; default) or probabilities.")
+@click.option("--onnx-layout", type=click.Choice(["nchw", "nhwc"]), default=None,
+              help="onnx: tensor layout of the model's input and output (default nchw).")
+@click.option("--onnx-fov", type=float, default=None,
+              help="onnx: field of view of each cube face in degrees (default 90; more = overlapping faces).")
+@click.option("--onnx-device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="onnx: execution provider (auto: CUDA when onnxruntime has it).")
+@click.option("--onnx-threads", type=int, default=None, help="onnx: onnxruntime threads per worker (0 = its default).")
 @click.option("--equirect-size", default=None, help="Decode the equirect at WIDTHxHEIGHT (default: native).")
 @click.option("--keep-equirect", type=int, default=None,
               help="Also keep a low-res equirect centre frame of this width per moment.")
@@ -96,8 +126,10 @@ def _shard_size(value: str) -> tuple[int | None, float | None]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds, stride, moments_per_video,
           moments_per_sample, moment_gap, viewpoints_per_moment, sampler, min_separation, hfov, crop_size,
-          jpeg_quality, audio_bits, renders, binaural, sofa, labels, labels_optional, equirect_size, keep_equirect,
-          shard_size, seed, engine, ray_address, workers, max_av_mismatch, overwrite, strict, keep_work, quiet):
+          jpeg_quality, audio_bits, renders, binaural, sofa, labels, labels_optional, label_dir, class_map, label_fps,
+          label_max_gap, model, onnx_size, onnx_mean, onnx_std, onnx_output, onnx_layout, onnx_fov, onnx_device,
+          onnx_threads, equirect_size, keep_equirect, shard_size, seed, engine, ray_address, workers, max_av_mismatch,
+          overwrite, strict, keep_work, quiet):
     """Turn raw 360° videos into WebDataset shards of viewpoint banks (see docs/FORMAT.md).
 
     Each sample is one moment (or M moments) of one video with K viewpoints; per viewpoint: the NFOV crop
@@ -119,8 +151,12 @@ def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds
             from avsa_data.binaural import resolve_sofa
 
             cfg = SampleConfig(**{**cfg.__dict__, "sofa": str(resolve_sofa(sofa or "default"))})
-        job = JobConfig(sample=cfg, labels=labels, labels_optional=labels_optional, shard_size=n_shard,
-                        shard_mb=mb, max_av_mismatch=max_av_mismatch)
+        label_options = _label_options(label_dir=label_dir, class_map=class_map, label_fps=label_fps,
+                                       max_gap=label_max_gap, model=model, onnx_size=onnx_size, onnx_mean=onnx_mean,
+                                       onnx_std=onnx_std, onnx_output=onnx_output, onnx_layout=onnx_layout,
+                                       onnx_fov=onnx_fov, onnx_device=onnx_device, onnx_threads=onnx_threads)
+        job = JobConfig(sample=cfg, labels=labels, label_options=label_options, labels_optional=labels_optional,
+                        shard_size=n_shard, shard_mb=mb, max_av_mismatch=max_av_mismatch)
         report = run_shard_job(src, out, job, workers=workers, list_file=list_file, overwrite=overwrite,
                                keep_work=keep_work, progress=not quiet,
                                engine=engine, ray_address=ray_address)
