@@ -7,7 +7,12 @@ import click
 from cli._lazy import LazyGroup
 
 #: command name → "module:attribute" of its click command (one module per command).
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "pretrain": "cli.train_pretrain:pretrain",
+    "eval": "cli.train_eval:eval_cmd",
+    "segment": "cli.train_segment:segment",
+    "finetune": "cli.train_finetune:finetune",
+}
 
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,484 @@
+"""Streaming shard pipeline for training: shards → (rank, worker) streams → decoded, augmented batches.
+
+Splitting. The shard list is shuffled per epoch with ``rng(seed, epoch)`` and dealt round-robin to the
+``C = world_size × num_workers`` consumers, consumer ``c = rank · num_workers + worker``. When there are fewer
+shards than consumers, every consumer reads every shard and keeps the samples whose running index ``i``
+satisfies ``i % C == c``. Either way, each sample is seen **exactly once per epoch** across all consumers.
+Each consumer's stream runs through epoch ``e``, then ``e + 1``, … (resampling for multi-epoch), so ranks
+never run dry; the trainer counts steps, not samples.
+
+Determinism. Shuffle buffers use ``rng(seed, epoch, consumer)``; every per-sample random choice (which V views
+of the bank, flip, colour and volume jitter) uses ``rng(seed, "augment", epoch, key)``. Batching happens in
+the worker; PyTorch's DataLoader returns worker batches round-robin, so the data order is a pure function of
+(seed, start epoch, steps done): :meth:`ShardStream.resume_at` skips exactly the samples already consumed,
+which makes ``--resume`` reproduce the uninterrupted run. After a resume at ``S`` batches, DataLoader worker
+``w`` plays the part of worker ``(w + S) mod num_workers`` of the uninterrupted run, so the round-robin order
+continues where it stopped; whole epochs are skipped by count (from ``manifest.json``) without reading them.
+Resuming with a different ``--workers``, world size, batch size or seed gives a different (still valid) order.
+
+Memory. Only the members a training item can use (its clips, its audio render, masks when asked) are kept in
+the shuffle buffer (:func:`prune_members`).
+
+Augmentation is applied **consistently** across modalities: a horizontal flip reverses the crop columns and
+the masks, negates FOA Y, swaps stereo L/R, and leaves mono unchanged (docs/CONVENTIONS.md §7).
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from avsa_data import ambisonics
+from avsa_data import format as fmt
+from avsa_data.reader import RawSample, iter_raw
+from avsa_data.rng import rng_for
+
+AUDIO_FORMATS = {"mono": ("mono", 1), "stereo": ("stereo", 2), "ambi": ("foa", 4)}
+#: Kinetics RGB statistics used to normalise video clips (as in the reference code).
+VIDEO_MEAN = (0.43216, 0.394666, 0.37645)
+VIDEO_STD = (0.22803, 0.22145, 0.216989)
+#: Colour jitter of the reference (``ColorJitter(0.4, 0.4, 0.4, 0.2)``): brightness, contrast, saturation, hue.
+COLOUR_JITTER = 0.4
+HUE_JITTER = 0.2
+
+
+def expand_urls(shards: str | Sequence[str]) -> list[str]:
+    """A folder (its ``{split}-NNNNNN.tar``), a glob, a brace pattern, ``pipe:``/URL strings, or a list."""
+    if isinstance(shards, (list, tuple)):
+        return [u for s in shards for u in expand_urls(s)]
+    s = str(shards)
+    p = Path(s)
+    if p.is_dir():
+        urls = sorted(str(q) for q in p.glob("*.tar") if fmt.SHARD_RE.match(q.name))
+        if not urls:
+            raise FileNotFoundError(f"no shards ({{split}}-NNNNNN.tar) in {s}")
+        return urls
+    if "{" in s and "}" in s:
+        import braceexpand
+
+        return list(braceexpand.braceexpand(s))
+    if any(ch in s for ch in "*?[") and "://" not in s and not s.startswith("pipe:"):
+        urls = sorted(glob.glob(s))
+        if not urls:
+            raise FileNotFoundError(f"no shards match {s}")
+        return urls
+    return [s]
+
+
+def split_urls(urls: Sequence[str], split: str | None) -> list[str]:
+    """Keep shards of one split (``train-000000.tar`` → ``train``); URLs that do not parse are kept."""
+    if split is None:
+        return list(urls)
+    out = []
+    for u in urls:
+        m = fmt.SHARD_RE.match(Path(u.split("::")[-1]).name)
+        if m is None or m.group("split") == split:
+            out.append(u)
+    return out
+
+
+def open_url(url: str):
+    """A readable binary stream for a local path, ``pipe:cmd`` or any URL webdataset's gopen understands."""
+    if Path(url).exists():
+        return open(url, "rb")
+    import webdataset as wds
+
+    return wds.gopen(url, "rb")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """What a stream yields: V views × ``moments`` moments per item, batched, with or without augmentation."""
+
+    views: int = 4  # V viewpoints drawn from each sample's bank
+    moments: int = 1  # moments per item (>1: AVTS temporal negatives; needs shards with M ≥ moments)
+    audio_format: str = "ambi"  # mono | stereo | ambi
+    batch_size: int = 28
+    seed: int = 0
+    shuffle_buffer: int = 256
+    train: bool = True  # shuffle + augment
+    flip_p: float = 0.5  # Table 2 hf
+    color_jitter: bool = True  # Table 2 cj
+    volume_jitter: float = 0.1  # ±10 %
+    with_masks: bool = False
+    hfov_range: tuple[float, float] | None = None  # keep only bank views with hfov in range (segmentation)
+    drop_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.audio_format not in AUDIO_FORMATS:
+            raise ValueError(f"audio_format must be one of {tuple(AUDIO_FORMATS)}, got {self.audio_format!r}")
+        if self.views < 1 or self.moments < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"views, moments and batch_size must be ≥ 1, got {self.views}, {self.moments}, {self.batch_size}"
+            )
+        if not 0.0 <= self.flip_p <= 1.0 or not 0.0 <= self.volume_jitter < 1.0:
+            raise ValueError(
+                f"flip_p must be in [0, 1] and volume_jitter in [0, 1), got {self.flip_p}, {self.volume_jitter}"
+            )
+
+
+def consumer_shards(
+    urls: Sequence[str], epoch: int, seed: int, consumer: int, consumers: int, shuffle: bool
+) -> tuple[list[str], bool]:
+    """Shards of one consumer for one epoch, and whether samples must be sub-split by index."""
+    order = list(urls)
+    if shuffle:
+        order = [order[i] for i in rng_for(seed, "shards", epoch).permutation(len(order))]
+    if len(order) >= consumers:
+        return order[consumer::consumers], False
+    return order, True
+
+
+def consumer_epoch_size(
+    urls: Sequence[str], sizes: dict[str, int], epoch: int, seed: int, consumer: int, consumers: int, shuffle: bool
+) -> int:
+    """Samples consumer ``consumer`` reads in ``epoch``, from the shards' sample counts (no reading)."""
+    mine, subsplit = consumer_shards(urls, epoch, seed, consumer, consumers, shuffle)
+    n = sum(sizes[u] for u in mine)
+    if not subsplit:
+        return n
+    return len(range(consumer, n, consumers))
+
+
+def prune_members(s: RawSample, cfg: StreamConfig) -> RawSample:
+    """``s`` without the members ``decode_item(·, cfg)`` never reads (other renders, unused masks, equirect).
+
+    The unrotated FOA is kept only when the wanted render was not precomputed (it is then derived from it).
+    """
+    render, _ = AUDIO_FORMATS[cfg.audio_format]
+    stored = any(name.endswith(f".{render}.flac") and name.count(".") == 3 for name in s.members)
+    keep = {}
+    for name, data in s.members.items():
+        parts = name.split(".")
+        if name == fmt.meta_member() or (len(parts) == 3 and parts[1].startswith("v") and parts[2] == "jpg"):
+            keep[name] = data  # meta.json, mMM.vKK.jpg
+        elif len(parts) == 4 and parts[2] == render and parts[3] == "flac":
+            keep[name] = data  # mMM.vKK.<render>.flac
+        elif len(parts) == 3 and parts[1] == "foa" and not stored:
+            keep[name] = data  # mMM.foa.flac, the source of a missing render
+        elif cfg.with_masks and len(parts) == 4 and parts[2] in ("seg56", "conf56"):
+            keep[name] = data
+    pruned = RawSample(s.key, keep, s.shard)
+    pruned.__dict__["meta"] = s.meta  # the decoded meta.json (a cached_property) carries over
+    return pruned
+
+
+def iter_epoch_raw(
+    urls: Sequence[str], epoch: int, seed: int, consumer: int, consumers: int, shuffle: bool, buffer: int, keep=None
+) -> Iterator[RawSample]:
+    """Raw samples of one consumer for one epoch (a partition of the epoch across consumers).
+
+    ``keep`` (optional) maps each sample before it enters the shuffle buffer (e.g. :func:`prune_members`).
+    """
+    mine, subsplit = consumer_shards(urls, epoch, seed, consumer, consumers, shuffle)
+
+    def raw() -> Iterator[RawSample]:
+        i = 0
+        for u in mine:
+            with open_url(u) as f:
+                for s in iter_raw(u, f):
+                    if not subsplit or i % consumers == consumer:
+                        yield s if keep is None else keep(s)
+                    i += 1
+
+    if not shuffle or buffer <= 1:
+        yield from raw()
+        return
+    rng = rng_for(seed, "buffer", epoch, consumer)
+    buf: list[RawSample] = []
+    for s in raw():
+        buf.append(s)
+        if len(buf) >= buffer:
+            j = int(rng.integers(len(buf)))
+            buf[j], buf[-1] = buf[-1], buf[j]
+            yield buf.pop()
+    while buf:
+        j = int(rng.integers(len(buf)))
+        buf[j], buf[-1] = buf[-1], buf[j]
+        yield buf.pop()
+
+
+#: RGB → YIQ (luma, two chroma axes); a hue shift is a rotation of the chroma plane.
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _hue_matrix(shift: float) -> np.ndarray:
+    """3×3 RGB matrix rotating the hue by ``shift`` turns (fractions of 360°) and keeping the luma."""
+    a = 2.0 * np.pi * shift
+    rot = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+    return (np.linalg.inv(_RGB_TO_YIQ) @ rot @ _RGB_TO_YIQ).astype(np.float32)
+
+
+def colour_jitter(clip: np.ndarray, rng: np.random.Generator, strength: float = 0.4, hue: float = 0.0) -> np.ndarray:
+    """Brightness, contrast and saturation jitter (factors uniform in ``1 ± strength``) and, with ``hue`` > 0, a
+    hue shift uniform in ``± hue`` turns, of ``[.., T, H, W, 3]`` float RGB clips in [0, 1]; one draw for the
+    whole array, so every view and frame of an item gets the same jitter."""
+    b = 1 + rng.uniform(-strength, strength)
+    c = 1 + rng.uniform(-strength, strength)
+    s = 1 + rng.uniform(-strength, strength)
+    x = clip * b
+    mean = x.mean(axis=(-4, -3, -2, -1), keepdims=True)
+    x = (x - mean) * c + mean
+    grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = (x - grey[..., None]) * s + grey[..., None]
+    if hue > 0:
+        x = x @ _hue_matrix(rng.uniform(-hue, hue)).T
+    return np.clip(x, 0.0, 1.0)
+
+
+def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
+    """Decode and augment one sample into numpy arrays.
+
+    Returns ``video [M, V, 3, T, H, W]`` float32 (normalised), ``audio [M, V, C, n]`` float32 waveforms,
+    optional ``seg``/``conf`` ``[M, V, 56, 56]`` (int64 ids, float confidence), ``views [V]`` bank indices,
+    ``flip`` (bool) and ``key``.
+    """
+    meta = s.meta
+    render, _ = AUDIO_FORMATS[cfg.audio_format]
+    rng = rng_for(cfg.seed, "augment", epoch, s.key)
+    bank = list(range(len(meta["viewpoints"])))
+    if cfg.hfov_range is not None:
+        lo, hi = cfg.hfov_range
+        ok = [k for k in bank if lo <= meta["viewpoints"][k]["hfov"] <= hi]
+        bank = ok or bank
+    if cfg.views > len(bank):
+        raise ValueError(f"{s.key}: {cfg.views} views requested but the bank has {len(bank)}")
+    views = sorted(rng.choice(bank, size=cfg.views, replace=False).tolist()) if cfg.train else bank[: cfg.views]
+    M = int(meta["moments_per_sample"])
+    if cfg.moments > M:
+        raise ValueError(f"{s.key}: {cfg.moments} moments requested but samples have {M} (--moments-per-sample)")
+    moments = list(range(cfg.moments)) if cfg.moments > 1 or not cfg.train else [int(rng.integers(M))]
+    flip = cfg.train and rng.random() < cfg.flip_p
+    gain = 1.0 + (rng.uniform(-cfg.volume_jitter, cfg.volume_jitter) if cfg.train else 0.0)
+
+    clips = np.stack([np.stack([s.clip(k, m) for k in views]) for m in moments])  # [M, V, T, H, W, 3]
+    audio = np.stack([np.stack([s.audio(k, m, render) for k in views]) for m in moments]) * np.float32(gain)
+    video = clips.astype(np.float32) / 255.0
+    if cfg.train and cfg.color_jitter:
+        video = colour_jitter(video, rng, hue=HUE_JITTER)
+    if flip:
+        video = video[..., ::-1, :]
+        audio = _flip_audio(audio, cfg.audio_format)
+    video = (video - np.array(VIDEO_MEAN, np.float32)) / np.array(VIDEO_STD, np.float32)
+    item = {
+        "video": np.ascontiguousarray(video.transpose(0, 1, 5, 2, 3, 4)),
+        "audio": np.ascontiguousarray(audio.astype(np.float32)),
+        "views": np.array(views),
+        "flip": flip,
+        "key": s.key,
+    }
+    if cfg.with_masks:
+        segs, confs = [], []
+        for m in moments:
+            pairs = [s.masks(k, m, lowres=True) for k in views]
+            if any(p is None for p in pairs):
+                raise ValueError(f"{s.key}: segmentation requested but the sample has no masks (shard with --labels)")
+            segs.append(np.stack([p[0] for p in pairs]))
+            confs.append(np.stack([p[1] for p in pairs]))
+        seg, conf = np.stack(segs).astype(np.int64), np.stack(confs).astype(np.float32)
+        if flip:
+            seg, conf = seg[..., ::-1], conf[..., ::-1]
+        item["seg"], item["conf"] = np.ascontiguousarray(seg), np.ascontiguousarray(conf)
+    return item
+
+
+def _flip_audio(audio: np.ndarray, audio_format: str) -> np.ndarray:
+    """Mirror ``[..., C, n]`` audio left↔right: FOA negates Y (ACN 1), stereo swaps L/R, mono is unchanged."""
+    a = audio.copy()
+    if audio_format == "ambi":
+        a[..., ambisonics.Y, :] *= -1  # ambiX ACN: W, Y, Z, X
+    elif audio_format == "stereo":
+        a = a[..., ::-1, :].copy()
+    return a
+
+
+def collate(items: list[dict]) -> dict:
+    out = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in ("video", "audio", "views")}
+    out["flip"] = torch.tensor([it["flip"] for it in items])
+    out["key"] = [it["key"] for it in items]
+    if "seg" in items[0]:
+        out["seg"] = torch.from_numpy(np.stack([it["seg"] for it in items]))
+        out["conf"] = torch.from_numpy(np.stack([it["conf"] for it in items]))
+    return out
+
+
+class ShardStream(IterableDataset):
+    """Infinite (epoch after epoch) stream of collated batches for one rank; see the module docstring.
+
+    Args:
+        urls: the shards (e.g. ``split_urls(expand_urls(folder), "train")``).
+        cfg: what each item and batch hold.
+        rank, world_size: this process's DDP rank and the number of ranks.
+        start_epoch: the first data epoch of the stream.
+        infinite: continue with the next epoch at the end of one (training); ``False``: one epoch only.
+        sizes: samples per shard URL (:func:`shard_sizes`); lets :meth:`resume_at` skip whole epochs unread.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        cfg: StreamConfig,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        start_epoch: int = 0,
+        infinite: bool = True,
+        sizes: dict[str, int] | None = None,
+    ):
+        super().__init__()
+        if not urls:
+            raise ValueError("no shards given")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.urls = list(urls)
+        self.cfg = cfg
+        self.rank, self.world_size = rank, world_size
+        self.start_epoch = start_epoch
+        self.infinite = infinite
+        self.sizes = {u: int(sizes[u]) for u in self.urls} if sizes and all(u in sizes for u in self.urls) else None
+        self.skip_batches = 0  # batches of this rank already consumed (resume)
+
+    def resume_at(self, epoch: int, batches_done_in_epoch_stream: int) -> None:
+        """Continue the stream that started at ``epoch`` after this rank consumed that many batches.
+
+        The trainer calls ``resume_at(0, steps_done)``: the data order is then the one of the uninterrupted run
+        (same seed, world size, workers and batch size).
+        """
+        if batches_done_in_epoch_stream < 0:
+            raise ValueError(f"batches done must be ≥ 0, got {batches_done_in_epoch_stream}")
+        self.start_epoch = epoch
+        self.skip_batches = batches_done_in_epoch_stream
+
+    def _worker(self) -> tuple[int, int]:
+        """(logical worker id, workers): DataLoader worker ``w`` continues the part of worker ``(w + S) mod nw``
+        of the uninterrupted run, so that the round-robin order over workers resumes at batch ``S``."""
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        return (wid + self.skip_batches) % nw, nw
+
+    def _consumer(self) -> tuple[int, int, int]:
+        wid, nw = self._worker()
+        return self.rank * nw + wid, self.world_size * nw, wid
+
+    def _skipped_samples(self) -> int:
+        """Samples this (logical) worker consumed before the resume point: the batches it made times B."""
+        wid, nw = self._worker()
+        return max(0, -(-(self.skip_batches - wid) // nw)) * self.cfg.batch_size
+
+    def iter_raw_samples(self, skip: int = 0, prune: bool = False) -> Iterator[tuple[int, RawSample]]:
+        """(epoch, raw sample) pairs of this consumer, epoch after epoch, after the first ``skip`` ones.
+
+        Whole epochs inside ``skip`` are passed over without reading when the shard sizes are known.
+        ``prune``: drop the members this stream's items never use (:func:`prune_members`).
+        """
+        c, C, _ = self._consumer()
+        cfg = self.cfg
+        keep = (lambda s: prune_members(s, cfg)) if prune else None
+        epochs = itertools.count(self.start_epoch) if self.infinite else iter([self.start_epoch])
+        for e in epochs:
+            if skip and self.sizes is not None:
+                n = consumer_epoch_size(self.urls, self.sizes, e, cfg.seed, c, C, cfg.train)
+                if 0 < n <= skip:
+                    skip -= n
+                    continue
+            n = 0
+            for s in iter_epoch_raw(self.urls, e, cfg.seed, c, C, cfg.train, cfg.shuffle_buffer, keep):
+                n += 1
+                if skip:
+                    skip -= 1
+                    continue
+                yield e, s
+            if n == 0 and self.infinite:
+                raise ValueError(
+                    f"consumer {c} of {C} (rank × DataLoader worker) got no sample in epoch {e}: there are more "
+                    f"consumers than samples; use fewer --workers or ranks"
+                )
+
+    def __iter__(self) -> Iterator[dict]:
+        batch: list[dict] = []
+        for e, s in self.iter_raw_samples(self._skipped_samples(), prune=True):
+            batch.append(decode_item(s, self.cfg, e))
+            if len(batch) == self.cfg.batch_size:
+                yield collate(batch)
+                batch = []
+        if batch and not self.cfg.drop_last:
+            yield collate(batch)
+
+
+def auto_workers(world_size_on_node: int = 1) -> int:
+    """DataLoader workers per rank that keep a GPU fed: the node's CPUs shared by its ranks, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cpus // max(1, world_size_on_node) - 1))
+
+
+def make_loader(stream: ShardStream, num_workers: int = 2, pin_memory: bool | None = None, seed: int = 0) -> DataLoader:
+    """A DataLoader over worker-side batches (``batch_size=None``), pinned when CUDA is available.
+
+    It draws its worker seeds from its own generator, never from torch's global RNG, so creating it does not
+    shift the dropout masks of the model (exact resume).
+    """
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(int(seed)),
+    )
+
+
+def _manifest(shards_dir: str | Path) -> dict:
+    p = Path(shards_dir) / "manifest.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} does not exist (is {shards_dir} an avsa-data shard folder?)")
+    return json.loads(p.read_text())
+
+
+def count_samples(shards_dir: str | Path, split: str | None = None) -> int:
+    """Samples listed in ``manifest.json`` (optionally of one split)."""
+    m = _manifest(shards_dir)
+    return sum(s["num_samples"] for s in m["shards"] if split is None or s["split"] == split)
+
+
+def shard_sizes(shards_dir: str | Path) -> dict[str, int]:
+    """``{path of a shard: samples}`` from ``manifest.json`` of a shard folder (paths as :func:`expand_urls`)."""
+    m = _manifest(shards_dir)
+    return {str(Path(shards_dir) / s["name"]): int(s["num_samples"]) for s in m["shards"]}
+
+
+def peek_meta(urls: Sequence[str]) -> dict:
+    """``meta.json`` of the first sample of the first shard (to check options before starting workers)."""
+    for u in urls:
+        with open_url(u) as f:
+            for s in iter_raw(u, f):
+                return s.meta
+    raise ValueError(f"the shards hold no samples: {list(urls)[:3]}")
+
+
+def check_shards_fit(meta: dict, cfg: StreamConfig) -> None:
+    """A clear error when the shards cannot give ``cfg``'s items (too few views or moments, no masks)."""
+    k, m = len(meta["viewpoints"]), int(meta["moments_per_sample"])
+    if cfg.views > k:
+        raise ValueError(
+            f"{cfg.views} viewpoints per item requested (--viewpoints) but the shards have banks of "
+            f"{k} (avsa-data shard --viewpoints-per-moment)"
+        )
+    if cfg.moments > m:
+        raise ValueError(
+            f"{cfg.moments} moments per item requested (--moments) but the shards have {m} per sample; "
+            f"re-shard with avsa-data shard --moments-per-sample {cfg.moments}"
+        )
+    if cfg.with_masks and not meta.get("labels", {}).get("present", False):
+        raise ValueError("segmentation masks requested but the shards have none (avsa-data shard --labels ...)")

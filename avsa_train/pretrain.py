@@ -1,0 +1,357 @@
+"""``avsa-train pretrain``: AVC / AVTS / AVSA contrastive pre-training over streamed shards (supplement §A.1).
+
+One step: a batch of B samples × M moments × V viewpoints (:mod:`avsa_train.data`) → f_v, f_a (spectrograms
+on the device) → the task's loss → Adam (Table 2: lr 1e-4, weight decay 1e-5):
+
+* ``avc``: V = 1, loss (7) between the projected video and audio embeddings (instance negatives);
+* ``avsa``: V viewpoints of one moment, translator over the viewpoints, joint loss (9) with the negatives of
+  the epoch's curriculum stage (:func:`negatives_at`);
+* ``avts``: M moments of one viewpoint, translator over the moments, loss (9) with temporal negatives.
+
+Rank 0 writes ``OUT/metrics.jsonl`` (one JSON line per logged step: step, epoch, negatives, loss, AVC-Acc,
+AVSA-Acc…, samples/s), ``OUT/config.yaml`` and atomic checkpoints ``OUT/checkpoint.pt`` every
+``checkpoint_every`` steps and at the end (:mod:`avsa_train.checkpoint`).
+
+Exact resume: the data order is a pure function of (seed, world size, workers, batch size, steps done) — see
+:meth:`avsa_train.data.ShardStream.resume_at` — and the checkpoint restores the model, optimiser, AMP scaler
+and every rank's torch RNG (dropout), so the losses after ``--resume`` equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import yaml
+
+from avsa_data.rng import rng_for
+from avsa_train import distributed as D
+from avsa_train.checkpoint import init_from, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from avsa_train.config import DATA_ORDER_KEYS, PretrainConfig
+from avsa_train.data import (
+    ShardStream,
+    StreamConfig,
+    auto_workers,
+    check_shards_fit,
+    count_samples,
+    expand_urls,
+    make_loader,
+    peek_meta,
+    shard_sizes,
+    split_urls,
+)
+from avsa_train.losses import LossOutput, Negatives, avc_loss, translation_loss
+from avsa_train.models.avsa import AVSAModel
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+def negatives_at(cfg: PretrainConfig, epoch: int) -> Negatives:
+    """The negatives of 0-based ``epoch`` for the configured task, ``--negatives`` and ``--curriculum``.
+
+    Easy negatives are the other instances (``in`` in Table 2); hard ones are those of ``--negatives``: other
+    viewpoints of the same moment (``spatial``, ``sn``) and/or other moments of the same viewpoint (``temporal``,
+    ``tn``). Curricula (Table 3d): ``easy-to-hard`` — easy only for epochs ``[0, switch_epoch)``, then easy + hard;
+    ``none`` — easy + hard throughout; ``hard-only``; ``easy-only``.
+    """
+    easy = Negatives(instance=True, spatial=False, temporal=False)
+    if cfg.task == "avc" or cfg.negatives == "instance" or cfg.curriculum == "easy-only":
+        return easy
+    spatial, temporal = "spatial" in cfg.negatives, "temporal" in cfg.negatives
+    if cfg.curriculum == "hard-only":
+        return Negatives(instance=False, spatial=spatial, temporal=temporal)
+    hard = Negatives(instance=True, spatial=spatial, temporal=temporal)
+    if cfg.curriculum == "none":
+        return hard
+    return easy if epoch < cfg.switch_epoch else hard
+
+
+def build_model(cfg: PretrainConfig) -> AVSAModel:
+    return AVSAModel(
+        width=cfg.width,
+        audio_format=cfg.audio_format,
+        spec=cfg.spec,
+        depth=cfg.depth,
+        heads=cfg.heads,
+        proj_dim=cfg.proj_dim,
+        dropout=cfg.dropout,
+    )
+
+
+def stream_config(cfg: PretrainConfig) -> StreamConfig:
+    """The data pipeline's configuration for ``cfg`` (training: shuffled and augmented)."""
+    return StreamConfig(
+        views=cfg.viewpoints,
+        moments=cfg.moments,
+        audio_format=cfg.audio_format,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        shuffle_buffer=cfg.shuffle_buffer,
+        train=True,
+        flip_p=cfg.flip_p,
+        color_jitter=cfg.color_jitter,
+        volume_jitter=cfg.volume_jitter,
+    )
+
+
+def steps_per_epoch(cfg: PretrainConfig, world_size: int) -> int:
+    """``--steps-per-epoch``, or the train samples of ``manifest.json`` divided by the global batch."""
+    if cfg.steps_per_epoch:
+        return int(cfg.steps_per_epoch)
+    shards_dir = Path(cfg.shards)
+    if shards_dir.is_dir() and (shards_dir / "manifest.json").is_file():
+        return max(1, count_samples(shards_dir, "train") // (cfg.batch_size * world_size))
+    raise ValueError("--steps-per-epoch is needed when --shards is not a folder with manifest.json")
+
+
+def set_cpu_threads(workers: int) -> int:
+    """On a CPU device, leave the cores that DataLoader workers use to them (unless ``OMP_NUM_THREADS`` is set):
+    oversubscribed OpenMP pools slow training down many times over. Returns torch's intra-op thread count."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cpus // D.local_world_size() - workers))
+    return torch.get_num_threads()
+
+
+def compute_loss(
+    model, video: torch.Tensor, audio: torch.Tensor, cfg: PretrainConfig, negatives: Negatives, amp: bool
+) -> LossOutput:
+    """Forward ``video [B, M, V, 3, T, H, W]``, ``audio [B, M, V, C, n]`` and the task's loss (float32)."""
+    with torch.autocast(video.device.type, enabled=amp):
+        if cfg.task == "avc":
+            ev, ea = model(video, audio, output="embeddings")
+        else:
+            tr = model(video, audio, output="translation", tokens="moments" if cfg.task == "avts" else "views")
+    if cfg.task == "avc":
+        return avc_loss(ev[:, 0].float(), ea[:, 0].float(), cfg.tau)
+    return translation_loss(type(tr)(*(t.float() for t in tr)), negatives, cfg.tau)
+
+
+def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> dict:
+    """Train as ``cfg`` says; with ``resume``, continue the run whose checkpoint is ``OUT/checkpoint.pt``.
+
+    Returns ``{"steps", "last" (the last logged metrics, averaged over ranks), "checkpoint", "steps_per_epoch",
+    "total_steps", "rank"}``.
+    """
+    device = D.device_for(cfg.device)
+    info = D.setup(device)
+    try:
+        summary = _run(cfg, resume, device, info)
+    except BaseException:
+        D.cleanup(info, ok=False)
+        raise
+    D.cleanup(info)
+    return summary
+
+
+def _note(msg: str, info: D.DistInfo) -> None:
+    if info.is_main:
+        print(f"avsa-train pretrain: {msg}", file=sys.stderr)
+
+
+def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistInfo) -> dict:
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT
+    state = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        state = load_checkpoint(ckpt_path, map_location="cpu")
+        saved = state["config"]
+        changed = [k for k in DATA_ORDER_KEYS if k in saved and getattr(cfg, k) not in (None, saved[k])]
+        if int(state.get("world_size", 1)) != info.world_size:
+            changed.append("world size")
+        if changed:
+            _note(f"resuming with other {', '.join(changed)} than the saved run: the data order will differ", info)
+    if cfg.init and not Path(cfg.init).is_file() and state is None:
+        raise FileNotFoundError(
+            f"--init {cfg.init} does not exist (train the AVC model first: avsa-train pretrain "
+            f"--task avc; or pass --init none to start from a random initialisation)"
+        )
+
+    urls = split_urls(expand_urls(cfg.shards), "train")
+    if not urls:
+        raise ValueError(f"no train shards (train-NNNNNN.tar) in {cfg.shards}")
+    sizes = shard_sizes(cfg.shards) if (Path(cfg.shards) / "manifest.json").is_file() else None
+    if cfg.workers is None:
+        saved_workers = state["config"].get("workers") if state is not None else None
+        cfg = replace(cfg, workers=saved_workers if saved_workers is not None else auto_workers(D.local_world_size()))
+    scfg = stream_config(cfg)
+    check_shards_fit(peek_meta(urls), scfg)
+    if sizes is not None and sum(sizes.get(u, 0) for u in urls) < info.world_size * max(1, cfg.workers):
+        raise ValueError(
+            f"{sum(sizes.get(u, 0) for u in urls)} train samples cannot feed {info.world_size} rank(s) × "
+            f"{max(1, cfg.workers)} DataLoader worker(s); use fewer --workers"
+        )
+    spe = steps_per_epoch(cfg, info.world_size)
+    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * spe
+    if (
+        info.is_main
+        and cfg.task == "avsa"
+        and cfg.curriculum == "easy-to-hard"
+        and cfg.switch_epoch == 0
+        and not cfg.init
+        and state is None
+    ):
+        _note(
+            "easy-to-hard with --switch-epoch 0 and no --init has no easy stage; the paper starts AVSA from the "
+            "AVC model (--init runs/avc/checkpoint.pt), or use --switch-epoch N",
+            info,
+        )
+
+    torch.manual_seed(cfg.seed)  # the same initialisation on every rank (DDP also broadcasts rank 0's)
+    model = build_model(cfg).to(device)
+    if cfg.init and state is None:
+        fresh = init_from(model, cfg.init)
+        _note(f"initialised from {cfg.init} ({len(fresh)} translator tensors left as initialised)", info)
+    # dropout masks: an independent torch stream per rank
+    torch.manual_seed(int(rng_for(cfg.seed, "torch", info.rank).integers(2**62)))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    else:
+        set_cpu_threads(cfg.workers)
+    step = 0
+    if state is not None:
+        for k in ("video", "audio", "translator"):
+            getattr(model, k).load_state_dict(state[k])
+        opt.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        step = int(state["step"])
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+        set_rng_state(rngs[info.rank % len(rngs)])
+        del state
+    net = D.wrap(model, info, device, find_unused_parameters=cfg.task == "avc")
+
+    stream = ShardStream(urls, scfg, rank=info.rank, world_size=info.world_size, sizes=sizes)
+    stream.resume_at(0, step)
+    loader = make_loader(stream, num_workers=cfg.workers, seed=cfg.seed)
+
+    log = tb = bar = None
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=True))
+        _truncate_metrics(out / METRICS, step)
+        log = open(out / METRICS, "a")
+        tb = _tensorboard(out) if cfg.tensorboard else None
+        if not cfg.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=total, initial=step, desc=f"pretrain {cfg.task}", unit="step", file=sys.stderr, dynamic_ncols=True
+            )
+
+    def checkpoint(path: Path) -> None:
+        rngs = D.gather(rng_state(), info)  # a collective: every rank takes part
+        if info.is_main:
+            save_checkpoint(
+                path, model, opt, scaler, step, step // spe, cfg.as_dict(), rng=rngs, world_size=info.world_size
+            )
+
+    model.train()
+    last: dict = {}
+    start = step
+    t0, n0 = time.perf_counter(), step
+    try:
+        it = iter(loader)
+        while step < total:
+            batch = next(it)
+            epoch = step // spe
+            negatives = negatives_at(cfg, epoch)
+            video = batch["video"].to(device, non_blocking=True)
+            audio = batch["audio"].to(device, non_blocking=True)
+            result = compute_loss(net, video, audio, cfg, negatives, use_amp)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(result.loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                result.loss.backward()
+                opt.step()
+            step += 1
+            if step % cfg.log_every == 0 or step == total:
+                metrics = {"loss": float(result.loss.detach())}
+                metrics.update({k: float(v) for k, v in result.metrics.items()})
+                metrics = D.mean_over_ranks(metrics, info, device)
+                if not math.isfinite(metrics["loss"]):
+                    raise FloatingPointError(f"the loss became {metrics['loss']} at step {step}")
+                now = time.perf_counter()
+                sps = (step - n0) * cfg.batch_size * info.world_size / max(now - t0, 1e-9)
+                t0, n0 = now, step
+                last = {
+                    "step": step,
+                    "epoch": epoch,
+                    "negatives": _neg_name(negatives),
+                    "lr": opt.param_groups[0]["lr"],
+                    "samples_per_s": round(sps, 2),
+                    **metrics,
+                }
+                if log:
+                    log.write(json.dumps(last) + "\n")
+                    log.flush()
+                if tb:
+                    for k, v in last.items():
+                        if isinstance(v, float):
+                            tb.add_scalar(k, v, step)
+            if bar:
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{last.get('loss', float('nan')):.3f}", samples_s=f"{last.get('samples_per_s', 0.0):.1f}"
+                )
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+                checkpoint(ckpt_path)
+                if cfg.keep_checkpoints and info.is_main:
+                    (out / f"checkpoint-step{step}.pt").write_bytes(ckpt_path.read_bytes())
+        if step > start or not ckpt_path.exists():
+            checkpoint(ckpt_path)
+    finally:
+        for h in (bar, log, tb):
+            if h is not None:
+                h.close()
+    return {
+        "steps": step,
+        "last": last,
+        "checkpoint": str(ckpt_path),
+        "steps_per_epoch": spe,
+        "total_steps": total,
+        "rank": info.rank,
+    }
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop logged lines after ``step`` (a run killed after its last checkpoint logged steps it will redo)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    if len(keep) != len(lines):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+        tmp.replace(path)
+
+
+def _neg_name(n: Negatives) -> str:
+    return "+".join(k for k in ("instance", "spatial", "temporal") if getattr(n, k))
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print(
+            "avsa-train pretrain: --tensorboard needs the tensorboard package; logging to metrics.jsonl only",
+            file=sys.stderr,
+        )
+        return None
+    return SummaryWriter(str(out / "tb"))

@@ -1,0 +1,247 @@
+"""Pre-training throughput: the shard loader alone, the model step alone, and the full training step, in one run.
+
+    python benchmarks/train_step.py [--shards shards/] [--task avsa --width 0.25 --batch-size 4 --workers 2]
+
+Three measurements of the same configuration (samples per second; a sample is one item of V viewpoints):
+
+* **loader**: batches from ``avsa_train.data`` (DataLoader with ``--workers`` worker processes, worker-side
+  batching, pinned memory on CUDA): read, pick V of the K bank views, decode JPEG clips and FLAC renders,
+  augment, collate;
+* **model step**: forward (spectrograms on the device, encoders, translator), loss, backward and Adam on one
+  batch held in memory — the compute alone;
+* **full step**: the training loop's step fed by the loader (``avsa_train.pretrain.compute_loss``), with the
+  fraction of wall time spent waiting for data.
+
+The ratios say whether the loader keeps the device fed: ``loader / model step`` > 1 means it can, and the
+full step then runs at the model step's speed (``full / model step`` ≈ 1, data wait ≈ 0). On CUDA the script
+also reports GPU utilisation (``torch.cuda.utilization``, needs pynvml) and peak memory; without CUDA it says so.
+Without ``--shards`` it builds a small synthetic shard set first (``avsa-data synth`` + ``avsa-data shard``).
+
+Writes benchmarks/results/train_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def make_shards(work: Path) -> Path:
+    raw, shards = work / "raw", work / "shards"
+    if not (shards / "manifest.json").exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli.data",
+                "synth",
+                "--out",
+                str(raw),
+                "--videos",
+                "4",
+                "--duration",
+                "6",
+                "--size",
+                "512x256",
+                "--val-fraction",
+                "0",
+            ],
+            check=True,
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli.data",
+                "shard",
+                "--src",
+                str(raw),
+                "--out",
+                str(shards),
+                "--shard-size",
+                "4",
+                "-q",
+                "-j",
+                str(os.cpu_count() or 1),
+            ],
+            check=True,
+        )
+    return shards
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shards", type=Path, default=None, help="shard folder (default: build a small synthetic one)")
+    ap.add_argument("--work", type=Path, default=None, help="where to build the synthetic shards")
+    ap.add_argument("--task", default="avsa", choices=["avc", "avsa"])
+    ap.add_argument("--width", type=float, default=None, help="encoder width (default: 1.0 on CUDA, 0.25 on CPU)")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: Table 2 on CUDA, 4 on CPU")
+    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: as avsa-train)")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps / batches per measurement")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = ap.parse_args()
+
+    from avsa_train import distributed as D
+    from avsa_train.config import resolve
+    from avsa_train.data import ShardStream, auto_workers, expand_urls, make_loader, shard_sizes, split_urls
+    from avsa_train.pretrain import build_model, compute_loss, negatives_at, set_cpu_threads, stream_config
+
+    device = D.device_for(args.device)
+    cuda = device.type == "cuda"
+    shards = args.shards or make_shards(args.work or Path(tempfile.mkdtemp(prefix="avsa-train-step-")))
+    opts = {"shards": str(shards), "device": device.type, "quiet": True}
+    if args.width is not None or not cuda:
+        opts["width"] = args.width if args.width is not None else 0.25
+    if args.batch_size is not None or not cuda:
+        opts["batch_size"] = args.batch_size if args.batch_size is not None else 4
+    opts["workers"] = args.workers if args.workers is not None else auto_workers()
+    cfg = resolve(args.task, None, opts)
+    urls = split_urls(expand_urls(cfg.shards), "train")
+    scfg = stream_config(cfg)
+    n = args.steps
+    if not cuda:
+        set_cpu_threads(cfg.workers)  # as avsa-train pretrain does
+
+    def loader():
+        return make_loader(
+            ShardStream(urls, scfg, sizes=shard_sizes(cfg.shards)), num_workers=cfg.workers, seed=cfg.seed
+        )
+
+    # 1. the loader alone (the first batch, which pays for the worker start-up, is not timed)
+    it = iter(loader())
+    first = next(it)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        next(it)
+    loader_sps = n * cfg.batch_size / (time.perf_counter() - t0)
+    del it
+
+    # 2. the model step alone, on a batch in device memory
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if cuda and cfg.amp else None
+    negatives = negatives_at(cfg, 10**6)
+
+    def step(video: torch.Tensor, audio: torch.Tensor) -> float:
+        result = compute_loss(model, video, audio, cfg, negatives, scaler is not None)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(result.loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            result.loss.backward()
+            opt.step()
+        return float(result.loss.detach())
+
+    video, audio = first["video"].to(device), first["audio"].to(device)
+    step(video, audio)  # warm-up (cuDNN autotuning, allocator)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step(video, audio)
+    _sync(device)
+    model_sps = n * cfg.batch_size / (time.perf_counter() - t0)
+
+    # 3. the full step, fed by the loader
+    it = iter(loader())
+    b = next(it)
+    step(b["video"].to(device, non_blocking=True), b["audio"].to(device, non_blocking=True))
+    util = []
+    wait = 0.0
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        tw = time.perf_counter()
+        b = next(it)
+        wait += time.perf_counter() - tw
+        step(b["video"].to(device, non_blocking=True), b["audio"].to(device, non_blocking=True))
+        if cuda:
+            try:
+                util.append(torch.cuda.utilization(device))
+            except Exception:  # noqa: BLE001 - pynvml missing or unsupported
+                pass
+    _sync(device)
+    total = time.perf_counter() - t0
+    full_sps = n * cfg.batch_size / total
+    del it
+
+    result = {
+        "benchmark": "train_step",
+        "machine": {
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "device": str(device) if not cuda else torch.cuda.get_device_name(device),
+        "config": {
+            "task": cfg.task,
+            "width": cfg.width,
+            "batch_size": cfg.batch_size,
+            "viewpoints": cfg.viewpoints,
+            "audio_format": cfg.audio_format,
+            "workers": cfg.workers,
+            "steps": n,
+            "amp": bool(scaler),
+            "shards": str(shards),
+        },
+        "samples_per_s": {
+            "loader": round(loader_sps, 2),
+            "model_step": round(model_sps, 2),
+            "full_step": round(full_sps, 2),
+        },
+        "ratios": {
+            "loader_over_model_step": round(loader_sps / model_sps, 2),
+            "full_over_model_step": round(full_sps / model_sps, 2),
+            "full_over_loader": round(full_sps / loader_sps, 2),
+        },
+        "data_wait_fraction": round(wait / total, 3),
+    }
+    if cuda:
+        result["gpu"] = {
+            "utilisation_percent_mean": round(sum(util) / len(util), 1) if util else None,
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2),
+        }
+    else:
+        result["gpu"] = None
+        result["note"] = "no CUDA device here: CPU timings only, GPU utilisation not measured"
+    out = HERE / "results" / "train_step.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    sps = result["samples_per_s"]
+    print(
+        f"device: {result['device']}; {cfg.task}, width {cfg.width}, batch {cfg.batch_size} × "
+        f"{cfg.viewpoints} views, {cfg.workers} workers"
+    )
+    for k in ("loader", "model_step", "full_step"):
+        print(f"  {k:12} {sps[k]:9.2f} samples/s")
+    r = result["ratios"]
+    print(
+        f"  loader / model step {r['loader_over_model_step']}×, full / model step {r['full_over_model_step']}×, "
+        f"data wait {100 * result['data_wait_fraction']:.0f} % of the full step"
+    )
+    print(result.get("note") or f"  GPU utilisation {result['gpu']['utilisation_percent_mean']} %")
+    print(f"→ {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The training data pipeline (avsa_train.data) on the shared synthetic shards: consistent flips, volume jitter,
+the split of an epoch over (rank, worker) consumers, exact resume of the batch order, missing-render fallback."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from avsa_data import ambisonics
+from avsa_data.reader import RawSample, iter_samples
+from avsa_train import data as D
+
+PLAIN = dict(train=True, color_jitter=False, volume_jitter=0.0, shuffle_buffer=4, batch_size=2)
+
+
+def _train_keys(shards: Path) -> list[str]:
+    m = json.loads((shards / "manifest.json").read_text())
+    return [k for s in m["shards"] if s["split"] == "train" for k in s["samples"]]
+
+
+def _first(shards: Path) -> RawSample:
+    return next(iter_samples(sorted(shards.glob("train-*.tar"))[:1]))
+
+
+class _Worker:
+    def __init__(self, wid: int, n: int):
+        self.id, self.num_workers = wid, n
+
+
+@pytest.mark.parametrize("fmt,channels", [("ambi", 4), ("stereo", 2), ("mono", 1)])
+def test_flip_is_consistent_across_video_audio_and_masks(synth_shards, fmt, channels):
+    s = _first(synth_shards)
+    cfg = D.StreamConfig(views=4, moments=2, audio_format=fmt, with_masks=True, **PLAIN)
+    a = D.decode_item(s, replace(cfg, flip_p=0.0), epoch=0)
+    b = D.decode_item(s, replace(cfg, flip_p=1.0), epoch=0)
+    assert not a["flip"] and b["flip"]
+    assert a["views"].tolist() == b["views"].tolist() and len(set(a["views"].tolist())) == 4
+    assert a["video"].shape == (2, 4, 3, 8, 112, 112) and a["audio"].shape == (2, 4, channels, 24000)
+    # video and masks mirrored left-right (last axis = image columns)
+    np.testing.assert_allclose(b["video"], a["video"][..., ::-1], atol=1e-6)
+    np.testing.assert_array_equal(b["seg"], a["seg"][..., ::-1])
+    np.testing.assert_array_equal(b["conf"], a["conf"][..., ::-1])
+    assert a["seg"].shape == (2, 4, 56, 56) and a["seg"].max() > 0  # objects are labelled
+    assert not np.array_equal(b["seg"], a["seg"])  # the scene is not left-right symmetric
+    if fmt == "ambi":  # ambiX W, Y, Z, X: only Y changes sign (φ → −φ)
+        np.testing.assert_array_equal(b["audio"][:, :, ambisonics.Y], -a["audio"][:, :, ambisonics.Y])
+        for ch in (ambisonics.W, ambisonics.Z, ambisonics.X):
+            np.testing.assert_array_equal(b["audio"][:, :, ch], a["audio"][:, :, ch])
+        az, _ = ambisonics.energy_direction(a["audio"][0, 0])
+        az_f, _ = ambisonics.energy_direction(b["audio"][0, 0])
+        assert az_f == pytest.approx(-az, abs=1e-3)
+    elif fmt == "stereo":  # left ear ↔ right ear
+        np.testing.assert_array_equal(b["audio"][:, :, 0], a["audio"][:, :, 1])
+        np.testing.assert_array_equal(b["audio"][:, :, 1], a["audio"][:, :, 0])
+        assert not np.allclose(a["audio"][:, :, 0], a["audio"][:, :, 1])
+    else:  # a cardioid at the look direction is symmetric
+        np.testing.assert_array_equal(b["audio"], a["audio"])
+    # the unflipped item holds the stored bank views (normalised video, physical-scale audio)
+    k = int(a["views"][0])
+    raw = s.clip(k, 0).astype(np.float32) / 255.0
+    want = (raw - np.array(D.VIDEO_MEAN, np.float32)) / np.array(D.VIDEO_STD, np.float32)
+    np.testing.assert_allclose(a["video"][0, 0], want.transpose(3, 0, 1, 2), atol=1e-5)
+    np.testing.assert_array_equal(a["audio"][0, 0], s.audio(k, 0, D.AUDIO_FORMATS[fmt][0]))
+
+
+def test_volume_jitter_is_a_gain_within_ten_percent_and_deterministic(synth_shards):
+    s = _first(synth_shards)
+    cfg = D.StreamConfig(views=2, flip_p=0.0, **{**PLAIN, "volume_jitter": 0.1})
+    a = D.decode_item(s, replace(cfg, volume_jitter=0.0), epoch=3)
+    gains = []
+    for epoch in (3, 4, 5, 6):
+        b = D.decode_item(s, cfg, epoch=epoch)
+        if epoch == 3:
+            np.testing.assert_array_equal(b["audio"], D.decode_item(s, cfg, epoch=3)["audio"])  # deterministic
+            assert b["views"].tolist() == a["views"].tolist()
+        mask = np.abs(a["audio"]) > 1e-3
+        if b["views"].tolist() == a["views"].tolist():
+            ratio = b["audio"][mask] / a["audio"][mask]
+            np.testing.assert_allclose(ratio, ratio.mean(), rtol=1e-5)  # one gain for all channels and views
+            gains.append(float(ratio.mean()))
+    assert gains and all(0.9 <= g <= 1.1 for g in gains) and gains[0] != 1.0
+
+
+@pytest.mark.parametrize("world,workers", [(2, 2), (1, 2), (3, 1)])
+def test_each_key_exactly_once_per_epoch_across_ranks_and_workers(synth_shards, monkeypatch, world, workers):
+    urls = D.split_urls(D.expand_urls(synth_shards), "train")
+    keys = _train_keys(synth_shards)
+    assert len(urls) == 3 and len(keys) == 12  # 3 shards: fewer (2×2, 3×1) and more (1×2) than consumers
+    cfg = D.StreamConfig(**PLAIN)
+    orders = []
+    for epoch in (0, 1):
+        seen: Counter = Counter()
+        order = []
+        for rank in range(world):
+            for wid in range(workers):
+                monkeypatch.setattr(D, "get_worker_info", lambda w=wid: _Worker(w, workers))
+                stream = D.ShardStream(urls, cfg, rank=rank, world_size=world, start_epoch=epoch, infinite=False)
+                got = [(e, s.key) for e, s in stream.iter_raw_samples()]
+                assert all(e == epoch for e, _ in got)
+                seen.update(k for _, k in got)
+                order += [k for _, k in got]
+        assert seen == Counter(keys), (epoch, seen)
+        orders.append(order)
+    assert orders[0] != orders[1]  # reshuffled every epoch
+
+
+def test_real_dataloader_workers_split_the_epoch(synth_shards):
+    urls = D.split_urls(D.expand_urls(synth_shards), "train")
+    cfg = D.StreamConfig(views=1, **{**PLAIN, "batch_size": 1, "drop_last": False})
+    seen: Counter = Counter()
+    for rank in range(2):
+        stream = D.ShardStream(urls, cfg, rank=rank, world_size=2, infinite=False)
+        for batch in D.make_loader(stream, num_workers=2):
+            assert batch["video"].shape == (1, 1, 1, 3, 8, 112, 112) and batch["video"].dtype == torch.float32
+            assert batch["audio"].shape == (1, 1, 1, 4, 24000)
+            seen.update(batch["key"])
+    assert seen == Counter(_train_keys(synth_shards))
+
+
+def _keys(loader: DataLoader, n: int) -> list[list[str]]:
+    out = []
+    for batch in loader:
+        out.append(list(batch["key"]))
+        if len(out) == n:
+            break
+    return out
+
+
+@pytest.mark.parametrize("done", [3, 7])
+def test_resume_at_continues_the_batch_order_of_the_uninterrupted_stream(synth_shards, done):
+    """With 2 workers (round-robin batches) and epochs of 12 samples: resuming at an odd batch count and past an
+    epoch boundary gives exactly the batches the uninterrupted stream gives from there on."""
+    urls = D.split_urls(D.expand_urls(synth_shards), "train")
+    cfg = D.StreamConfig(views=1, **PLAIN)
+    sizes = D.shard_sizes(synth_shards)
+    full = _keys(D.make_loader(D.ShardStream(urls, cfg, sizes=sizes), num_workers=2), done + 3)
+    resumed = D.ShardStream(urls, cfg, sizes=sizes)
+    resumed.resume_at(0, done)
+    assert _keys(D.make_loader(resumed, num_workers=2), 3) == full[done:]
+    flat = [k for b in full for k in b]
+    if done == 7:  # worker 1 reads one shard (4 samples = 2 batches) per epoch: its 4th batch is in epoch 1,
+        assert len(set(flat)) < len(flat)  # so the resumed stream skipped a whole epoch by count
+
+
+def test_missing_render_is_computed_like_the_stored_one(synth_shards):
+    s = _first(synth_shards)
+    meta = dict(s.meta)
+    meta["renders"] = ["foa"]  # as a shard built with --renders foa
+    members = {k: v for k, v in s.members.items() if not k.endswith((".mono.flac", ".stereo.flac"))}
+    members["meta.json"] = json.dumps(meta, sort_keys=True).encode()
+    slim = RawSample(s.key, members, s.shard)
+    scale = float(meta["audio_scale"])
+    for render in ("mono", "stereo"):
+        for k in (0, 5):
+            stored, computed = s.audio(k, 1, render), slim.audio(k, 1, render)
+            assert stored.shape == computed.shape and np.abs(stored).max() > 1e-3
+            # both went through 16-bit FLAC (the render, or the FOA it is computed from): equal to 2 steps
+            np.testing.assert_allclose(computed, stored, atol=2 * 2.0**-15 * scale)
+    # through the pipeline: pruning keeps the unrotated FOA the fallback needs, and the items agree
+    cfg = D.StreamConfig(views=4, moments=2, audio_format="stereo", flip_p=1.0, **PLAIN)
+    pruned = D.prune_members(slim, cfg)
+    assert "m00.foa.flac" in pruned.members and "m00.v00.foa.flac" not in pruned.members
+    a, b = D.decode_item(s, cfg, 0), D.decode_item(pruned, cfg, 0)
+    np.testing.assert_allclose(b["audio"], a["audio"], atol=2 * 2.0**-15 * scale)
+    np.testing.assert_array_equal(b["video"], a["video"])
+
+
+def test_pruning_keeps_exactly_what_an_item_reads(synth_shards):
+    s = _first(synth_shards)
+    cfg = D.StreamConfig(views=4, audio_format="ambi", **PLAIN)
+    pruned = D.prune_members(s, cfg)
+    kinds = Counter(name if name == "meta.json" else name.split(".", 2)[-1] for name in pruned.members)
+    assert kinds == Counter({"meta.json": 1, "jpg": 16, "foa.flac": 16}), kinds  # 2 moments × 8 views
+    np.testing.assert_array_equal(D.decode_item(pruned, cfg, 2)["audio"], D.decode_item(s, cfg, 2)["audio"])
+    with_masks = D.prune_members(s, replace(cfg, with_masks=True))
+    assert sum(n.endswith(".seg56.png") for n in with_masks.members) == 16
+
+
+def test_bad_requests_fail_clearly(synth_shards):
+    meta = _first(synth_shards).meta
+    with pytest.raises(ValueError, match="--viewpoints"):
+        D.check_shards_fit(meta, D.StreamConfig(views=9))
+    with pytest.raises(ValueError, match="--moments-per-sample 3"):
+        D.check_shards_fit(meta, D.StreamConfig(views=1, moments=3))
+    D.check_shards_fit(meta, D.StreamConfig(views=8, moments=2, with_masks=True))
+    with pytest.raises(ValueError, match="audio_format"):
+        D.StreamConfig(audio_format="5.1")
+    with pytest.raises(FileNotFoundError, match="no shards"):
+        D.expand_urls(str(synth_shards / "nothing-*.tar"))
+
+
+def test_colour_jitter_hue_keeps_luma_and_greys(rng):
+    luma = np.array([0.299, 0.587, 0.114], np.float32)
+    for shift in (-0.2, 0.07, 0.5):
+        m = D._hue_matrix(shift)
+        np.testing.assert_allclose(luma @ m, luma, atol=1e-5)  # the luma of every colour is unchanged
+        np.testing.assert_allclose(np.full(3, 0.4, np.float32) @ m.T, 0.4, atol=1e-5)  # greys stay grey
+    np.testing.assert_allclose(D._hue_matrix(1.0), np.eye(3), atol=1e-5)
+    red = np.array([0.8, 0.1, 0.1], np.float32)
+    assert np.argmax(red @ D._hue_matrix(0.5).T) != 0  # half a turn moves red away from red
+    clip = rng.random((2, 3, 4, 4, 3)).astype(np.float32)  # [V, T, H, W, RGB]
+    out = D.colour_jitter(clip, np.random.default_rng(0), hue=0.2)
+    assert out.shape == clip.shape and out.min() >= 0 and out.max() <= 1 and not np.allclose(out, clip)
+
+
+def test_a_consumer_without_samples_fails_instead_of_spinning(synth_shards, monkeypatch):
+    urls = D.split_urls(D.expand_urls(synth_shards), "train")
+    monkeypatch.setattr(D, "get_worker_info", lambda: _Worker(12, 13))  # 13 consumers, 12 samples
+    stream = D.ShardStream(urls, D.StreamConfig(**PLAIN))
+    with pytest.raises(ValueError, match="more consumers than samples"):
+        next(stream.iter_raw_samples())
