@@ -1,0 +1,406 @@
+"""AVC-Bin and AVSA-Bin: binary classifiers on frozen audio-visual features (AVSA main text §5.2, supplement §B).
+
+Protocol (the reference's ``eval-avc.py`` / ``eval-avsa.py`` with ``configs/benchmark/{avc,avsa}/*-4crop``):
+
+* An **item** is one moment of a shard sample seen from ``V = 4`` viewpoints of its bank, each with its own
+  audio render (mono, stereo or ambiX, as the checkpoint was trained). With probability 0.5 the item is a
+  negative (:mod:`avsa_train.tasks.misalign`): for AVC-Bin its sound field comes from another video, for
+  AVSA-Bin it is rotated in yaw (reference: ``δ ~ U(−180°, 180°)``). All V crops of an item share the label.
+* The encoders are frozen (eval mode). Per crop, the video feature ``f_v`` (optionally passed through the
+  pre-trained video→audio transformer over the V crops: the reference's ``use_transf: audio``, our
+  ``features="transformer"``) is concatenated with the audio feature ``f_a``, then dropout 0.5,
+  Linear(2D → 512), ReLU, Linear(512 → 2). The classifier is trained with cross-entropy on every crop.
+* Fit on the ``train`` split for 10 epochs (Adam; AVC lr 1e-5 decayed ×0.1 at epochs 5 and 8, AVSA lr 1e-4
+  decayed ×0.1 at epoch 8; weight decay 1e-5; batch 32 items), with the pre-training augmentations (random
+  views, flip, colour jitter). Evaluate on the ``val`` split with random views and no augmentation: the logits
+  of the V crops of an item are averaged and the item is classified (AVC@4 / AVSA@4).
+
+Labels: 0 = aligned (positive pair), 1 = misaligned (negative).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, IterableDataset
+
+from avsa_train.tasks import misalign, streams
+from avsa_train.tasks.common import Backbone, environment, multistep, progress
+from avsa_train.tasks.metrics import accuracy_summary, roc_auc
+
+FEATURE_MODES = ("transformer", "direct")
+#: Reference defaults per task: learning rate and the epochs at which it is multiplied by 0.1.
+TASK_DEFAULTS = {"avc": {"lr": 1e-5, "milestones": (5, 8)}, "avsa": {"lr": 1e-4, "milestones": (8,)}}
+YAW_BINS = (0.0, 45.0, 90.0, 135.0, 180.0)
+
+
+@dataclass(frozen=True)
+class BinaryEvalConfig:
+    """Hyper-parameters of AVC-Bin / AVSA-Bin (defaults: the reference's 4-crop benchmark configs)."""
+
+    task: str = "avsa"
+    views: int = 4
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float | None = None  # None: TASK_DEFAULTS[task]
+    milestones: tuple[int, ...] | None = None
+    gamma: float = 0.1
+    weight_decay: float = 1e-5
+    hidden: int = 512
+    dropout: float = 0.5
+    misalign_rate: float = misalign.MISALIGN_RATE
+    min_yaw: float = 0.0  # degrees; AVSA negatives have |yaw| >= min_yaw
+    features: str = "transformer"
+    test_draws: int = 1  # independent evaluation passes over the val split (new views and labels each)
+    shuffle_buffer: int = 16
+    seed: int = 0
+    workers: int = 0
+    train_split: str = "train"
+    eval_split: str = "val"
+
+    def __post_init__(self) -> None:
+        if self.task not in misalign.BINARY_TASKS:
+            raise ValueError(f"task must be one of {misalign.BINARY_TASKS}, got {self.task!r}")
+        if self.features not in FEATURE_MODES:
+            raise ValueError(f"features must be one of {FEATURE_MODES}, got {self.features!r}")
+        if self.views < 1 or self.epochs < 0 or self.batch_size < 1 or self.test_draws < 1:
+            raise ValueError("views, batch_size and test_draws must be >= 1 and epochs >= 0")
+
+    @property
+    def base_lr(self) -> float:
+        return TASK_DEFAULTS[self.task]["lr"] if self.lr is None else self.lr
+
+    @property
+    def lr_milestones(self) -> tuple[int, ...]:
+        return tuple(TASK_DEFAULTS[self.task]["milestones"] if self.milestones is None else self.milestones)
+
+
+class BinaryClassifier(nn.Module):
+    """``[video_feat ‖ audio_feat]`` → dropout → Linear(→ hidden) → ReLU → Linear(→ 2) (reference AVCWrapper)."""
+
+    def __init__(self, video_dim: int, audio_dim: int, hidden: int = 512, dropout: float = 0.5):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.mlp = nn.Sequential(nn.Linear(video_dim + audio_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
+
+    def forward(self, video_feat: torch.Tensor, audio_feat: torch.Tensor) -> torch.Tensor:
+        """``[..., Dv]``, ``[..., Da]`` → logits ``[..., 2]`` (index 1 = misaligned)."""
+        return self.mlp(self.dropout(torch.cat((video_feat, audio_feat), -1)))
+
+
+class BinaryItems(IterableDataset):
+    """Items of one pass over a split: dicts with ``video [V, 3, T, H, W]``, ``audio [V, C, n]``, ``label``,
+    ``yaw`` (degrees; 0 unless an AVSA negative), ``key``, ``video_id``, ``moment`` (-1 in training, where it is
+    drawn at random) and ``views`` (the bank indices of the V crops).
+
+    ``phase="train"``: shuffled samples, one random moment each, pre-training augmentations.
+    ``phase="test"``: samples in order, every moment, random views without augmentation.
+    ``epoch`` seeds the pass (the test draw index for ``phase="test"``). AVC negatives borrow the world FOA of a
+    sample of another video of the same split from ``donors`` (built from ``urls`` when not given).
+    """
+
+    def __init__(
+        self,
+        urls: list[str],
+        cfg: BinaryEvalConfig,
+        audio_format: str,
+        phase: str,
+        epoch: int,
+        donors: misalign.DonorBank | None = None,
+    ):
+        super().__init__()
+        if phase not in ("train", "test"):
+            raise ValueError(f"phase must be 'train' or 'test', got {phase!r}")
+        self.urls, self.cfg, self.phase, self.epoch = list(urls), cfg, phase, epoch
+        if cfg.task == "avc" and donors is None:
+            donors = misalign.DonorBank(self.urls)
+        self.donors = donors
+        base = streams.stream_config(
+            views=cfg.views,
+            moments=1,
+            audio_format=audio_format,
+            seed=cfg.seed,
+            train=True,
+            with_masks=False,
+            hfov_range=None,
+            batch_size=cfg.batch_size,
+            shuffle_buffer=cfg.shuffle_buffer,
+        )
+        self.decode_cfg = base if phase == "train" else streams.eval_config(base)
+
+    def __iter__(self) -> Iterator[dict]:
+        train = self.phase == "train"
+        for sample in streams.raw_samples(
+            self.urls, self.epoch, self.cfg.seed, shuffle=train, buffer=self.cfg.shuffle_buffer
+        ):
+            video_id = sample.meta["video_id"]
+            candidates = self.donors.candidates(video_id) if self.donors is not None else []
+            decision = misalign.draw_misalignment(
+                self.cfg.task,
+                self.cfg.seed,
+                self.phase,
+                self.epoch,
+                sample.key,
+                self.cfg.misalign_rate,
+                self.cfg.min_yaw,
+                len(candidates),
+            )
+            donor = None if decision.donor is None else self.donors.world_foa(candidates[decision.donor])
+            presented = misalign.apply(sample, decision, donor)
+            cfg = self.decode_cfg
+            if not train:
+                cfg = replace(cfg, moments=misalign.moments_of(sample))
+            item = streams.decode(presented, cfg, self.epoch)
+            for m in range(item["video"].shape[0]):
+                yield {
+                    "video": item["video"][m],
+                    "audio": item["audio"][m],
+                    "label": decision.label,
+                    "yaw": decision.yaw,
+                    "key": sample.key,
+                    "video_id": video_id,
+                    "moment": m if not train else -1,
+                    "views": item["views"],
+                }
+
+
+def collate_items(items: list[dict]) -> dict:
+    return {
+        "video": torch.from_numpy(np.stack([it["video"] for it in items])),
+        "audio": torch.from_numpy(np.stack([it["audio"] for it in items])),
+        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+        "yaw": torch.tensor([it["yaw"] for it in items], dtype=torch.float32),
+        "key": [it["key"] for it in items],
+        "video_id": [it["video_id"] for it in items],
+        "moment": [it["moment"] for it in items],
+    }
+
+
+def make_loader(dataset: BinaryItems, cfg: BinaryEvalConfig, device: torch.device) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.workers,
+        collate_fn=collate_items,
+        pin_memory=device.type == "cuda",
+    )
+
+
+@torch.no_grad()
+def crop_features(
+    backbone: Backbone, video: torch.Tensor, audio: torch.Tensor, features: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen features of V crops per item: ``video [B, V, 3, T, H, W]``, ``audio [B, V, C, n]`` →
+    ``(f_v [B, V, D], f_a [B, V, D])``; with ``features="transformer"``, ``f_v`` is the pre-trained
+    video→audio transformer's output over the V crops (the reference's ``use_transf: audio``)."""
+    b, v = video.shape[:2]
+    fv = backbone.video(video.flatten(0, 1)).view(b, v, -1)
+    fa = backbone.audio(backbone.spectrogram(audio.flatten(0, 1))).view(b, v, -1)
+    if features == "transformer":
+        if backbone.translator is None:
+            raise ValueError("features='transformer' needs a checkpoint with a cross-modal translator")
+        fv = backbone.translator.v2a_transformer(fv)
+    return fv, fa
+
+
+def _to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    nb = device.type == "cuda"
+    return (
+        batch["video"].to(device, non_blocking=nb),
+        batch["audio"].to(device, non_blocking=nb),
+        batch["label"].to(device),
+    )
+
+
+def train_epoch(
+    backbone: Backbone,
+    head: BinaryClassifier,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    cfg: BinaryEvalConfig,
+    device: torch.device,
+    show: bool,
+    desc: str,
+    total: int | None,
+) -> dict:
+    """One pass over the training items; returns mean crop loss, crop and item accuracy (fractions)."""
+    head.train()
+    loss_sum = crops = crop_hits = items = item_hits = 0.0
+    for batch in progress(loader, show, desc, total):
+        video, audio, label = _to(batch, device)
+        fv, fa = crop_features(backbone, video, audio, cfg.features)
+        logits = head(fv, fa)  # [B, V, 2]
+        crop_labels = label[:, None].expand(-1, logits.shape[1])
+        loss = F.cross_entropy(logits.flatten(0, 1), crop_labels.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            n = crop_labels.numel()
+            loss_sum += float(loss) * n
+            crops += n
+            crop_hits += float((logits.argmax(-1) == crop_labels).sum())
+            items += len(label)
+            item_hits += float((logits.mean(1).argmax(-1) == label).sum())
+    return {
+        "loss": loss_sum / max(crops, 1),
+        "crop_accuracy": crop_hits / max(crops, 1),
+        "accuracy": item_hits / max(items, 1),
+        "items": int(items),
+    }
+
+
+@torch.no_grad()
+def predict(
+    backbone: Backbone,
+    head: BinaryClassifier,
+    loader: DataLoader,
+    cfg: BinaryEvalConfig,
+    device: torch.device,
+    show: bool,
+    desc: str,
+) -> dict[str, list]:
+    """Per-item outputs: averaged logits of the V crops, the score ``logit₁ − logit₀`` (misaligned), labels."""
+    head.eval()
+    out: dict[str, list] = {
+        k: [] for k in ("key", "video_id", "moment", "label", "yaw", "score", "pred", "crop_correct")
+    }
+    for batch in progress(loader, show, desc):
+        video, audio, label = _to(batch, device)
+        fv, fa = crop_features(backbone, video, audio, cfg.features)
+        logits = head(fv, fa)  # [B, V, 2]
+        mean = logits.mean(1)
+        out["key"] += batch["key"]
+        out["video_id"] += batch["video_id"]
+        out["moment"] += batch["moment"]
+        out["label"] += label.tolist()
+        out["yaw"] += batch["yaw"].tolist()
+        out["score"] += (mean[:, 1] - mean[:, 0]).tolist()
+        out["pred"] += mean.argmax(-1).tolist()
+        out["crop_correct"] += (logits.argmax(-1) == label[:, None]).float().mean(1).tolist()
+    return out
+
+
+def summarise(pred: dict[str, list], task: str, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Item accuracy (percent) with Wilson and video-bootstrap 95 % CIs, crop accuracy, per-label accuracy,
+    ROC AUC of the misalignment score, and for AVSA the negatives' accuracy by ``|yaw|`` bin."""
+    label = np.asarray(pred["label"], dtype=int)
+    p = np.asarray(pred["pred"], dtype=int)
+    if label.size == 0:
+        raise ValueError("no evaluation items (is the evaluation split empty?)")
+    correct = p == label
+    summary = accuracy_summary(correct, pred["video_id"], n_boot=n_boot, seed=seed)
+    summary["crop_accuracy"] = round(100.0 * float(np.mean(pred["crop_correct"])), 4)
+    summary["accuracy_aligned"] = _pct_of(correct[label == 0])
+    summary["accuracy_misaligned"] = _pct_of(correct[label == 1])
+    summary["n_aligned"] = int((label == 0).sum())
+    summary["n_misaligned"] = int((label == 1).sum())
+    auc = roc_auc(np.asarray(pred["score"]), label)
+    summary["roc_auc"] = None if auc is None else round(auc, 6)
+    if task == "avsa":
+        yaw = np.abs(np.asarray(pred["yaw"]))
+        bins = []
+        for lo, hi in zip(YAW_BINS[:-1], YAW_BINS[1:]):
+            sel = (label == 1) & (yaw >= lo) & ((yaw < hi) if hi < 180 else (yaw <= hi))
+            bins.append({"yaw_min": lo, "yaw_max": hi, "n": int(sel.sum()), "accuracy": _pct_of(correct[sel])})
+        summary["misaligned_by_yaw"] = bins
+    return summary
+
+
+def _pct_of(x: np.ndarray) -> float | None:
+    return round(100.0 * float(np.mean(x)), 4) if x.size else None
+
+
+@dataclass
+class BinaryEvalResult:
+    """What :func:`run_binary_eval` returns (and the command writes as JSON)."""
+
+    task: str
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    checkpoint: dict = field(default_factory=dict)
+    items: dict = field(default_factory=dict)
+
+    def item_rows(self) -> list[dict]:
+        """One row per evaluated item: ``key``, ``moment``, ``draw``, ``video_id``, ``label``, ``yaw``, ``score``
+        (``logit₁ − logit₀`` averaged over the crops), ``pred``, ``correct``, ``crop_correct`` (fraction)."""
+        cols = ("key", "moment", "draw", "video_id", "label", "yaw", "score", "pred", "crop_correct")
+        rows = [dict(zip(cols, vals)) for vals in zip(*(self.items[c] for c in cols))]
+        for r in rows:
+            r["correct"] = int(r["pred"] == r["label"])
+        return rows
+
+    def to_json(self) -> dict:
+        return {
+            "schema": "avsa.eval.binary",
+            "schema_version": 1,
+            "task": f"{self.task}-bin",
+            "metrics": self.metrics,
+            "history": self.history,
+            "config": self.config,
+            "checkpoint": self.checkpoint,
+            "environment": environment(),
+        }
+
+
+def run_binary_eval(
+    backbone: Backbone, shards: str, cfg: BinaryEvalConfig, device: torch.device, show_progress: bool = True
+) -> BinaryEvalResult:
+    """Fit the binary classifier on ``cfg.train_split`` and evaluate it on ``cfg.eval_split`` of ``shards``."""
+    features = cfg.features
+    if features == "transformer" and backbone.translator is None:
+        raise ValueError("--features transformer needs a checkpoint with a translator; use --features direct")
+    train_urls = streams.shard_urls(shards, cfg.train_split)
+    eval_urls = streams.shard_urls(shards, cfg.eval_split)
+    backbone.freeze()
+    head = BinaryClassifier(backbone.dim, int(backbone.audio.out_dim), cfg.hidden, cfg.dropout).to(device)
+    optimizer = torch.optim.Adam(head.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay)
+    scheduler = multistep(optimizer, cfg.lr_milestones, cfg.gamma)
+    n_train = streams.split_sample_count(shards, cfg.train_split)
+    total = None if n_train is None else -(-n_train // cfg.batch_size)
+    train_donors = misalign.DonorBank(train_urls) if cfg.task == "avc" else None
+    eval_donors = misalign.DonorBank(eval_urls) if cfg.task == "avc" else None
+    history = []
+    for epoch in range(cfg.epochs):
+        lr = optimizer.param_groups[0]["lr"]
+        items = BinaryItems(train_urls, cfg, backbone.audio_format, "train", epoch, train_donors)
+        loader = make_loader(items, cfg, device)
+        stats = train_epoch(
+            backbone,
+            head,
+            loader,
+            optimizer,
+            cfg,
+            device,
+            show_progress,
+            f"{cfg.task}-bin epoch {epoch + 1}/{cfg.epochs}",
+            total,
+        )
+        scheduler.step()
+        history.append(
+            {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": stats["loss"],
+                "train_accuracy": 100.0 * stats["accuracy"],
+                "train_crop_accuracy": 100.0 * stats["crop_accuracy"],
+                "train_items": stats["items"],
+            }
+        )
+    merged: dict[str, list] = {}
+    for draw in range(cfg.test_draws):
+        loader = make_loader(BinaryItems(eval_urls, cfg, backbone.audio_format, "test", draw, eval_donors), cfg, device)
+        pred = predict(backbone, head, loader, cfg, device, show_progress, f"{cfg.task}-bin eval {draw + 1}")
+        pred["draw"] = [draw] * len(pred["key"])
+        for k, v in pred.items():
+            merged.setdefault(k, []).extend(v)
+    metrics = summarise(merged, cfg.task, seed=cfg.seed)
+    conf = asdict(cfg)
+    conf.update(lr=cfg.base_lr, milestones=list(cfg.lr_milestones))
+    return BinaryEvalResult(cfg.task, metrics, history, conf, backbone.describe(), merged)

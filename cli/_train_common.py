@@ -1,0 +1,121 @@
+"""Options shared by the downstream commands (`avsa-train eval`, `segment`, `finetune`)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import click
+
+SHARED_HELP = """
+Common options: --ckpt (a checkpoint of `avsa-train pretrain`, or `none` for a random initialisation, the
+scratch baseline), --width (must match the checkpoint's; read from it when given), --device, --seed, --out
+(folder for the metrics JSON), --workers, --quiet.
+"""
+
+
+def parse_milestones(value: str | None) -> tuple[int, ...] | None:
+    """``"5,8"`` → ``(5, 8)``; ``""`` → ``()``; ``None`` → ``None`` (the protocol's default)."""
+    if value is None:
+        return None
+    v = value.strip()
+    if not v or v.lower() == "none":
+        return ()
+    try:
+        return tuple(int(x) for x in v.split(","))
+    except ValueError as e:
+        raise click.BadParameter(f"expected comma-separated epochs such as 5,8, got {value!r}") from e
+
+
+def common_options(f):
+    """--ckpt, --width, --audio-format, --spec, --device, --seed, --workers, --out, --quiet."""
+    opts = [
+        click.option(
+            "--ckpt",
+            required=True,
+            help="Checkpoint written by `avsa-train pretrain`, or 'none' for a random init (scratch).",
+        ),
+        click.option(
+            "--width",
+            type=float,
+            default=None,
+            help="Channel width multiplier. Read from the checkpoint (a different value is an error); "
+            "default 1.0 with --ckpt none.",
+        ),
+        click.option(
+            "--audio-format",
+            type=click.Choice(["mono", "stereo", "ambi"]),
+            default=None,
+            help="Audio input of the encoders. Read from the checkpoint; default ambi with --ckpt none.",
+        ),
+        click.option(
+            "--spec",
+            type=click.Choice(["mel128", "stft129"]),
+            default=None,
+            help="Spectrogram front end. Read from the checkpoint; default mel128 with --ckpt none.",
+        ),
+        click.option(
+            "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto = CUDA when available."
+        ),
+        click.option("--seed", type=int, default=0, help="Seed of initialisation, data order and augmentations."),
+        click.option("--workers", type=int, default=4, help="DataLoader worker processes (0 = in-process)."),
+        click.option(
+            "--out",
+            type=click.Path(path_type=Path, file_okay=False),
+            default=None,
+            help="Folder for the metrics JSON. Default: CKPT_DIR/eval, or ./eval-scratch with --ckpt none.",
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def default_out(ckpt: str, out: Path | None) -> Path:
+    if out is not None:
+        return out
+    if ckpt.strip().lower() in ("none", "scratch", ""):
+        return Path("eval-scratch")
+    return Path(ckpt).parent / "eval"
+
+
+def friendly_errors(f):
+    """Turn the library's ValueError / FileNotFoundError into one clean click error line."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except (ValueError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from e
+
+    return wrapper
+
+
+def setup(ckpt: str, width: float | None, audio_format: str | None, spec: str | None, device: str, seed: int):
+    """Seed torch, pick the device and load the encoders. Returns ``(backbone, device)``."""
+    from avsa_train.tasks.common import load_backbone, resolve_device, seed_torch
+
+    dev = resolve_device(device)
+    seed_torch(seed)
+    backbone = load_backbone(ckpt, width=width, audio_format=audio_format, device=dev, spectrogram=spec)
+    return backbone, dev
+
+
+def report(path: Path, lines: list[str]) -> None:
+    """Print the headline metrics and where the JSON went."""
+    for ln in lines:
+        click.echo(ln)
+    click.echo(f"metrics: {path}")
+
+
+def fmt_ci(ci) -> str:
+    if not ci or ci[0] is None:
+        return "n/a"
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def dump(payload: dict) -> str:
+    return json.dumps(payload, indent=2, sort_keys=True)

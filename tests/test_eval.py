@@ -1,0 +1,456 @@
+"""AVC-Bin / AVSA-Bin (`avsa-train eval`): the misalignment generator's physics, the confidence intervals,
+the item stream on synthetic shards and the command end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from avsa_data import ambisonics, codecs
+from avsa_data import format as fmt
+from avsa_data.geometry import angular_distance, wrap_azimuth
+from avsa_data.reader import RawSample, iter_samples
+from avsa_data.samples import render_view_audio
+from avsa_data.viewpoints import Viewpoint
+from avsa_train.tasks import misalign
+from avsa_train.tasks.metrics import accuracy_summary, cluster_bootstrap, roc_auc, wilson_interval
+
+SR = 24000
+SOURCE = (30.0, 0.0)  # a plane wave on the horizon, 30° to the left
+VIEWS = [(0.0, 0.0), (30.0, 20.0), (-100.0, -25.0), (170.0, 10.0)]
+
+
+def _plane_wave_sample(
+    key: str = "vid/000000", az: float = SOURCE[0], el: float = SOURCE[1], video_id: str = "vid"
+) -> RawSample:
+    """A minimal shard sample: one moment of a noise plane wave from (az, el) and four viewpoints."""
+    rng = np.random.default_rng(5)
+    foa = ambisonics.encode(0.2 * rng.standard_normal(SR), az, el).astype(np.float32)
+    meta = {
+        "key": key,
+        "video_id": video_id,
+        "moments_per_sample": 1,
+        "sr": SR,
+        "audio_samples": SR,
+        "audio_scale": 1.0,
+        "binaural": {"mode": "virtual-mic", "sofa": None},
+        "viewpoints": [Viewpoint(a, e, 60.0, 60.0).as_dict() for a, e in VIEWS],
+    }
+    return RawSample(
+        key, {fmt.meta_member(): codecs.encode_json(meta), fmt.foa_member(0): codecs.encode_flac(foa, SR, 24)}
+    )
+
+
+# -------------------------------------------------------------------------------------- misalignment physics
+
+
+@pytest.mark.parametrize("yaw", [-150.0, -60.0, 45.0, 90.0, 179.0])
+def test_rotate_yaw_moves_the_energy_direction_by_the_yaw(yaw):
+    foa = _plane_wave_sample().foa(0)
+    az0, el0 = ambisonics.energy_direction(foa)
+    az1, el1 = ambisonics.energy_direction(misalign.rotate_yaw(foa, yaw))
+    assert (az0, el0) == pytest.approx(SOURCE, abs=0.5)
+    assert float(wrap_azimuth(az1 - az0)) == pytest.approx(float(wrap_azimuth(yaw)), abs=0.5)  # positive = left
+    assert el1 == pytest.approx(el0, abs=0.5)
+    assert float(angular_distance(az0, el0, az1, el1)) == pytest.approx(abs(yaw), abs=0.5)
+
+
+def test_rotated_sample_points_its_foa_energy_elsewhere_by_at_least_the_requested_angle():
+    sample = _plane_wave_sample()
+    pos = misalign.aligned(sample)
+    min_yaw, n_neg = 60.0, 0
+    for i in range(40):
+        d = misalign.draw_misalignment("avsa", 0, "test", i, sample.key, rate=1.0, min_yaw=min_yaw)
+        assert d.label == 1 and min_yaw <= abs(d.yaw) <= 180.0
+        neg = misalign.apply(sample, d)
+        for k in range(len(VIEWS)):
+            a = ambisonics.energy_direction(pos.audio(k, 0, "foa"))
+            b = ambisonics.energy_direction(neg.audio(k, 0, "foa"))
+            # the view rotation is an isometry, so the source moved by exactly |yaw| (it is on the horizon)
+            assert float(angular_distance(*a, *b)) >= min_yaw - 0.5
+            assert float(angular_distance(*a, *b)) == pytest.approx(abs(d.yaw), abs=0.5)
+        n_neg += 1
+    assert n_neg == 40
+
+
+def test_negatives_are_rendered_by_the_shard_builder_functions():
+    sample = _plane_wave_sample()
+    neg = misalign.rotated(sample, 120.0)
+    world = misalign.rotate_yaw(sample.foa(0), 120.0)
+    for k, (az, el) in enumerate(VIEWS):
+        ref = render_view_audio(world, Viewpoint(az, el, 60.0, 60.0), fmt.RENDERS, SR, "virtual-mic")
+        for render in fmt.RENDERS:
+            np.testing.assert_allclose(neg.audio(k, 0, render), ref[render], atol=1e-6)
+    # a source 30° left seen from the front: the mono cardioid hears it loudly; rotated 150° further it is behind
+    front = misalign.aligned(sample).audio(0, 0, "mono")
+    behind = misalign.rotated(sample, 150.0).audio(0, 0, "mono")
+    assert np.sqrt(np.mean(behind**2)) < 0.1 * np.sqrt(np.mean(front**2))
+    # stereo: the source moves from the left ear (30°) to the right (-60°)
+    st0, st1 = misalign.aligned(sample).audio(0, 0, "stereo"), misalign.rotated(sample, -90.0).audio(0, 0, "stereo")
+    assert np.mean(st0[0] ** 2) > np.mean(st0[1] ** 2) and np.mean(st1[1] ** 2) > np.mean(st1[0] ** 2)
+
+
+def test_avc_negative_hears_the_other_video_at_its_own_viewpoints():
+    sample = _plane_wave_sample()
+    donor = _plane_wave_sample("other/000000", az=-120.0, el=10.0, video_id="other")
+    neg = misalign.swapped(sample, [donor.foa(0)])
+    for k, (az, el) in enumerate(VIEWS):
+        expect = ambisonics.rotate_to_view(donor.foa(0), az, el)
+        np.testing.assert_allclose(neg.audio(k, 0, "foa"), expect, atol=1e-6)
+    assert neg.members is sample.members  # video, masks and metadata are the sample's own
+
+
+def test_draws_are_deterministic_and_at_the_requested_rate():
+    draws = [misalign.draw_misalignment("avsa", 3, "train", 0, f"v{i}/000000") for i in range(2000)]
+    again = [misalign.draw_misalignment("avsa", 3, "train", 0, f"v{i}/000000") for i in range(2000)]
+    assert draws == again
+    rate = np.mean([d.label for d in draws])
+    assert abs(rate - 0.5) < 4 * math.sqrt(0.25 / 2000)
+    yaws = np.array([d.yaw for d in draws if d.label])
+    assert np.all(np.abs(yaws) <= 180) and (yaws < 0).any() and (yaws > 0).any()
+    other_epoch = [misalign.draw_misalignment("avsa", 3, "train", 1, f"v{i}/000000") for i in range(2000)]
+    assert other_epoch != draws
+    avc = misalign.draw_misalignment("avc", 0, "test", 0, "k", rate=1.0, n_donors=3)
+    assert avc.label == 1 and avc.donor in (0, 1, 2) and avc.yaw == 0.0
+    with pytest.raises(ValueError, match="another video"):
+        misalign.draw_misalignment("avc", 0, "test", 0, "k", rate=1.0, n_donors=0)
+
+
+# -------------------------------------------------------------------------------------- intervals
+
+
+def test_wilson_interval_matches_published_values():
+    # Newcombe (1998), Table I: 81/263 → 0.2553–0.3662; 15/148 → 0.0624–0.1605
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson_interval(15, 148) == pytest.approx((0.0624, 0.1605), abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(5, 3)
+
+
+def test_cluster_bootstrap_is_wider_for_correlated_clusters():
+    # 10 videos of 20 items each: the same overall accuracy (50 %), once mixed within videos, once all-or-none
+    mixed = np.array([[10, 20]] * 10, float)
+    clustered = np.array([[20, 20]] * 5 + [[0, 20]] * 5, float)
+    acc = lambda s: s[0] / s[1]  # noqa: E731
+    lo_m, hi_m = cluster_bootstrap(mixed, acc)
+    lo_c, hi_c = cluster_bootstrap(clustered, acc)
+    assert lo_m == hi_m == 0.5
+    assert lo_c < 0.3 and hi_c > 0.7
+    s = accuracy_summary([True] * 3 + [False], ["a", "a", "b", "b"])
+    assert s["accuracy"] == 75.0 and s["n"] == 4 and s["n_videos"] == 2
+
+
+def test_roc_auc():
+    assert roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
+    assert roc_auc(np.array([0.5, 0.5]), np.array([0, 1])) == 0.5
+    assert roc_auc(np.array([0.1, 0.2]), np.array([1, 1])) is None
+
+
+# -------------------------------------------------------------------------------------- stream on shards
+
+
+def test_items_follow_the_protocol_on_synthetic_shards(synth_shards):
+    from avsa_train.tasks import streams
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems
+
+    cfg = BinaryEvalConfig(task="avsa", batch_size=4)
+    urls = streams.shard_urls(str(synth_shards), "val")
+    items = list(BinaryItems(urls, cfg, "ambi", "test", 0))
+    stored = {s.key: s for s in iter_samples(urls)}
+    assert len(items) == 2 * len(stored)  # every moment of every val sample
+    assert {it["label"] for it in items} == {0, 1}
+    for it in items:
+        assert it["video"].shape == (4, 3, 8, 112, 112) and it["audio"].shape == (4, 4, SR)
+        s = stored[it["key"]]
+        world = misalign.rotate_yaw(s.foa(it["moment"]), it["yaw"])
+        for a, k in zip(it["audio"], it["views"]):
+            own = s.audio(int(k), it["moment"], "foa")  # the stored (shard builder's) render of this view
+            expect = ambisonics.rotate_to_view(
+                world, *(s.meta["viewpoints"][int(k)][n] for n in ("azimuth", "elevation"))
+            )
+            np.testing.assert_allclose(a, expect, atol=1e-5)
+            if it["label"] == 0:
+                assert it["yaw"] == 0.0 and float(np.abs(a - own).max()) < 2e-3  # FLAC quantisation only
+            else:
+                assert float(np.abs(a - own).max()) > 1e-2
+    again = list(BinaryItems(urls, cfg, "ambi", "test", 0))
+    assert [(a["key"], a["label"], a["yaw"]) for a in again] == [(a["key"], a["label"], a["yaw"]) for a in items]
+    avc = list(BinaryItems(urls, BinaryEvalConfig(task="avc"), "stereo", "test", 0))
+    assert {it["label"] for it in avc} == {0, 1} and avc[0]["audio"].shape == (4, 2, SR)
+
+
+def test_avc_donors_are_other_videos_whatever_the_workers(synth_shards):
+    from torch.utils.data import DataLoader
+
+    from avsa_train.tasks import streams
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems, collate_items
+
+    urls = streams.shard_urls(str(synth_shards), "val")
+    stored = {s.key: s for s in iter_samples(urls)}
+    bank = misalign.DonorBank(urls)
+    assert bank.keys == sorted(stored)
+    for i, key in enumerate(bank.keys):
+        for m, a in enumerate(bank.world_foa(i)):
+            np.testing.assert_array_equal(a, stored[key].foa(m))
+    cfg = BinaryEvalConfig(task="avc", batch_size=4)
+    items = list(BinaryItems(urls, cfg, "ambi", "test", 0, bank))
+    negatives = [it for it in items if it["label"] == 1]
+    assert negatives
+    for it in negatives:
+        cands = bank.candidates(it["video_id"])
+        d = misalign.draw_misalignment("avc", cfg.seed, "test", 0, it["key"], n_donors=len(cands))
+        donor = cands[d.donor]
+        assert bank.video_ids[donor] != it["video_id"]
+        world = bank.world_foa(donor)[it["moment"]]
+        views = stored[it["key"]].meta["viewpoints"]
+        for a, k in zip(it["audio"], it["views"]):
+            expect = ambisonics.rotate_to_view(world, views[int(k)]["azimuth"], views[int(k)]["elevation"])
+            np.testing.assert_allclose(a, expect, atol=1e-5)
+    # the same items, labels and donors with two DataLoader workers (the val split has two shards)
+    loader = DataLoader(
+        BinaryItems(urls, cfg, "ambi", "test", 0, bank), batch_size=4, num_workers=2, collate_fn=collate_items
+    )
+    seen = {}
+    for b in loader:
+        for key, moment, label, audio in zip(b["key"], b["moment"], b["label"].tolist(), b["audio"]):
+            seen[(key, moment)] = (label, audio)
+    assert len(seen) == len(items)
+    for it in items:
+        label, audio = seen[(it["key"], it["moment"])]
+        assert label == it["label"]
+        np.testing.assert_array_equal(audio.numpy(), it["audio"])
+
+
+# -------------------------------------------------------------------------------------- command
+
+BINARY_KEYS = {
+    "accuracy",
+    "ci95_wilson",
+    "ci95_bootstrap_videos",
+    "correct",
+    "n",
+    "n_videos",
+    "crop_accuracy",
+    "accuracy_aligned",
+    "accuracy_misaligned",
+    "n_aligned",
+    "n_misaligned",
+    "roc_auc",
+}
+
+
+def check_binary_json(path, task: str) -> dict:
+    out = json.loads(path.read_text())
+    assert out["schema"] == "avsa.eval.binary" and out["schema_version"] == 1 and out["task"] == f"{task}-bin"
+    m = out["metrics"]
+    assert BINARY_KEYS <= set(m)
+    assert 0 <= m["accuracy"] <= 100 and m["n"] == m["n_aligned"] + m["n_misaligned"] > 0
+    assert m["accuracy"] == pytest.approx(100 * m["correct"] / m["n"], abs=1e-3)
+    lo, hi = m["ci95_wilson"]
+    assert lo <= m["accuracy"] <= hi
+    assert ("misaligned_by_yaw" in m) == (task == "avsa")
+    for key in ("epoch", "lr", "train_loss", "train_accuracy"):
+        assert all(key in row for row in out["history"])
+    assert {"path", "pretrained", "width", "audio_format"} <= set(out["checkpoint"])
+    return out
+
+
+def _eval_cli(shards, out, task: str, width: str, fmt: str):
+    return run_cli(
+        "cli.train",
+        "eval",
+        task,
+        "--ckpt",
+        "none",
+        "--shards",
+        str(shards),
+        "--width",
+        width,
+        "--audio-format",
+        fmt,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "6",
+        "--test-draws",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "-q",
+    )
+
+
+@pytest.fixture(scope="module")
+def avsa_runs(synth_shards, tmp_path_factory):
+    """Two scratch AVSA-Bin runs with the same seed (so the same items) and different widths."""
+    outs = []
+    for width in ("0.125", "0.0625"):
+        out = tmp_path_factory.mktemp(f"avsa-{width}")
+        r = _eval_cli(synth_shards, out, "avsa", width, "ambi")
+        outs.append((out, r.stdout))
+    return outs
+
+
+def test_eval_avsa_cli_end_to_end_from_scratch(avsa_runs):
+    out, stdout = avsa_runs[0]
+    assert "AVSA-Bin@4" in stdout
+    res = check_binary_json(out / "eval_avsa.json", "avsa")
+    assert res["checkpoint"]["pretrained"] is False and res["checkpoint"]["width"] == 0.125
+    assert len(res["history"]) == 1 and res["config"]["test_draws"] == 2
+    rows = [json.loads(ln) for ln in (out / "eval_avsa_items.jsonl").read_text().splitlines()]
+    assert len(rows) == res["metrics"]["n"] and sum(r["correct"] for r in rows) == res["metrics"]["correct"]
+    assert {r["draw"] for r in rows} == {0, 1}
+
+
+def test_eval_avc_cli_end_to_end_from_scratch(synth_shards, tmp_path):
+    r = _eval_cli(synth_shards, tmp_path, "avc", "0.125", "stereo")
+    assert "AVC-Bin@4" in r.stdout
+    res = check_binary_json(tmp_path / "eval_avc.json", "avc")
+    assert res["checkpoint"]["audio_format"] == "stereo"
+
+
+def test_gap_benchmark_pairs_the_items_of_two_runs(avsa_runs):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("eval_gap", Path(__file__).parents[1] / "benchmarks" / "eval_gap.py")
+    gap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gap)
+
+    def load(out):
+        return (
+            json.loads((out / "eval_avsa.json").read_text()),
+            [json.loads(ln) for ln in (out / "eval_avsa_items.jsonl").read_text().splitlines()],
+        )
+
+    a, b = load(avsa_runs[0][0]), load(avsa_runs[1][0])
+    res = gap.compare("avsa", a, b)
+    p = res["paired"]
+    assert p["n"] == a[0]["metrics"]["n"] == b[0]["metrics"]["n"]
+    assert p["accuracy_a"] == a[0]["metrics"]["accuracy"] and p["accuracy_b"] == b[0]["metrics"]["accuracy"]
+    assert p["gap"] == pytest.approx(p["accuracy_a"] - p["accuracy_b"], abs=1e-3)
+    assert 0.0 <= p["mcnemar_p"] <= 1.0
+    with pytest.raises(ValueError, match="different"):
+        gap.compare("avsa", a, (b[0], b[1][:-1]))
+
+
+def test_eval_cli_rejects_bad_input(synth_shards, tmp_path):
+    r = run_cli(
+        "cli.train", "eval", "avsa", "--ckpt", str(tmp_path / "missing.pt"), "--shards", str(synth_shards), check=False
+    )
+    assert r.returncode != 0 and "does not exist" in r.stderr
+    r = run_cli(
+        "cli.train",
+        "eval",
+        "avsa",
+        "--ckpt",
+        "none",
+        "--shards",
+        str(tmp_path),
+        "--width",
+        "0.125",
+        "--device",
+        "cpu",
+        check=False,
+    )
+    assert r.returncode != 0 and "no shards" in r.stderr
+
+
+def test_paired_gap_uses_discordant_items():
+    from avsa_train.tasks.metrics import paired_gap
+
+    a = [True] * 30 + [False] * 10
+    b = [True] * 20 + [False] * 20  # A is right on 10 items where B is wrong, never the reverse
+    vids = [f"v{i % 8}" for i in range(40)]
+    g = paired_gap(a, b, vids)
+    assert g["gap"] == 25.0 and g["only_a_correct"] == 10 and g["only_b_correct"] == 0
+    assert g["mcnemar_p"] == pytest.approx(2 * 0.5**10)
+    assert g["gap_ci95_bootstrap_videos"][0] > 0
+    same = paired_gap(a, a, vids)
+    assert same["gap"] == 0.0 and same["mcnemar_p"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def saved_ckpt(tmp_path_factory):
+    """A checkpoint in `avsa-train pretrain`'s format (random weights): width 0.125, mono, STFT, depth 1."""
+    from avsa_train.checkpoint import build_model, save_checkpoint
+
+    torch.manual_seed(1)
+    config = {"task": "avsa", "width": 0.125, "audio_format": "mono", "spec": "stft129", "depth": 1}
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
+    return save_checkpoint(path, build_model(config), None, None, 7, 1, config)
+
+
+def test_backbone_reads_width_format_and_spectrogram_from_the_checkpoint(saved_ckpt):
+    from avsa_train.checkpoint import load_checkpoint
+    from avsa_train.tasks.common import load_backbone
+
+    bb = load_backbone(str(saved_ckpt))
+    assert (bb.width, bb.audio_format, bb.spectrogram.kind, bb.translator.depth) == (0.125, "mono", "stft129", 1)
+    assert bb.audio.in_channels == 1 and bb.dim == 64
+    state = load_checkpoint(saved_ckpt)
+    for k, v in bb.video.state_dict().items():
+        torch.testing.assert_close(v, state["video"][k])
+    with pytest.raises(ValueError, match="does not match the checkpoint's width"):
+        load_backbone(str(saved_ckpt), width=0.25)
+    with pytest.raises(ValueError, match="does not match the checkpoint's audio_format"):
+        load_backbone(str(saved_ckpt), audio_format="ambi")
+    with pytest.raises(ValueError, match="does not match the checkpoint's spec"):
+        load_backbone(str(saved_ckpt), spectrogram="mel128")
+    assert load_backbone(str(saved_ckpt), width=0.125, audio_format="mono", spectrogram="stft129").width == 0.125
+    scratch = load_backbone("none", width=0.125)
+    assert scratch.checkpoint is None and scratch.audio_format == "ambi" and scratch.spectrogram.kind == "mel128"
+
+
+def test_eval_cli_on_a_checkpoint(saved_ckpt, synth_shards, tmp_path):
+    r = run_cli(
+        "cli.train",
+        "eval",
+        "avsa",
+        "--ckpt",
+        str(saved_ckpt),
+        "--shards",
+        str(synth_shards),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "6",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+        "-q",
+    )
+    assert "AVSA-Bin@4" in r.stdout
+    out = check_binary_json(tmp_path / "eval_avsa.json", "avsa")
+    ck = out["checkpoint"]
+    assert ck["pretrained"] is True and ck["path"] == str(saved_ckpt)
+    assert (ck["width"], ck["audio_format"], ck["spectrogram"], ck["translator_depth"]) == (0.125, "mono", "stft129", 1)
+    assert out["config"]["features"] == "transformer"
+    r = run_cli(
+        "cli.train",
+        "eval",
+        "avsa",
+        "--ckpt",
+        str(saved_ckpt),
+        "--width",
+        "0.5",
+        "--shards",
+        str(synth_shards),
+        "--device",
+        "cpu",
+        check=False,
+    )
+    assert r.returncode != 0 and "does not match the checkpoint's width" in r.stderr
