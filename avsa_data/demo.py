@@ -40,17 +40,20 @@ class DemoScale:
 
 
 SCALES = {
-    "quick": DemoScale(videos=6, duration=4.0, size="512x256", views=4, width=0.125, avc_steps=20, avsa_steps=20,
+    "quick": DemoScale(videos=6, duration=4.0, size="512x256", views=4, width=0.125, avc_steps=20, avsa_steps=12,
                        batch=8, eval_epochs=2, seg_epochs=2),
-    "full": DemoScale(videos=16, duration=8.0, size="1024x512", views=8, width=0.25, avc_steps=150, avsa_steps=150,
-                      batch=16, eval_epochs=6, seg_epochs=6),
+    "full": DemoScale(videos=10, duration=8.0, size="1024x512", views=8, width=0.125, avc_steps=100, avsa_steps=50,
+                      batch=8, eval_epochs=3, seg_epochs=2),
 }
 
 
 def require_torch() -> None:
-    if importlib.util.find_spec("torch") is None:
+    """Raise ``DemoError`` unless the ``[train]`` extra (PyTorch, matplotlib) is installed."""
+    missing = [m for m in ("torch", "matplotlib") if importlib.util.find_spec(m) is None]
+    if missing:
         raise DemoError(
-            "the demo trains models and needs PyTorch: pip install torch==2.13.0 && pip install -e '.[train]'"
+            f"the demo trains models and plots them, and needs {' and '.join(missing)} (the [train] extra): "
+            "pip install torch==2.13.0 && pip install -e '.[train]'"
         )
 
 
@@ -113,31 +116,32 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, echo=print) -> Path:
     return report
 
 
+#: report column → (metrics file, headline field, confidence-interval field) in ``metrics`` of that JSON.
+HEADLINES = {
+    "AVC@4": ("eval_avc.json", "accuracy", "ci95_wilson"),
+    "AVSA@4": ("eval_avsa.json", "accuracy", "ci95_wilson"),
+    "Segm mIoU": ("segment.json", "miou", "miou_ci95_bootstrap_videos"),
+}
+
+
 def collect_metrics(eval_dir: Path) -> dict:
-    """Headline numbers of the evaluation JSONs in ``eval_dir`` (percent)."""
-    out = {}
-    for key, fname, field in (("AVC@4", "eval_avc.json", "accuracy"), ("AVSA@4", "eval_avsa.json", "accuracy"),
-                              ("Segm mIoU", "segment.json", "miou")):
+    """Headline numbers (percent), their 95 % CIs and item counts from the evaluation JSONs in ``eval_dir``.
+
+    Raises ``DemoError`` when a JSON the demo wrote lacks its ``metrics`` block (a schema change would
+    otherwise show up as an empty report).
+    """
+    out: dict = {}
+    for col, (fname, field, ci_field) in HEADLINES.items():
         p = eval_dir / fname
-        if p.exists():
-            d = json.loads(p.read_text())
-            out[key] = _find(d, field)
-            ci = _find(d, "ci95") or _find(d, "wilson_ci95")
-            if ci is not None:
-                out[key + " CI"] = ci
+        if not p.exists():
+            continue
+        m = json.loads(p.read_text()).get("metrics")
+        if not isinstance(m, dict) or field not in m:
+            raise DemoError(f"{p}: no metrics.{field}; was it written by this version of avsa-train?")
+        out[col] = m[field]
+        out[col + " CI"] = m.get(ci_field)
+        out[col + " n"] = m.get("n", m.get("eval_crops"))
     return out
-
-
-def _find(d, key):
-    """First value under ``key`` in a nested dict (metrics JSONs nest their headline numbers)."""
-    if isinstance(d, dict):
-        if key in d:
-            return d[key]
-        for v in d.values():
-            r = _find(v, key)
-            if r is not None:
-                return r
-    return None
 
 
 def read_curve(run_dir: Path, key: str = "loss") -> tuple[list[int], list[float]]:
@@ -160,10 +164,14 @@ def write_report(out: Path, sc: DemoScale, results: dict, timings: dict, runs: l
              f"sample; encoders at width ×{sc.width}. Total time {sum(timings.values()):.0f} s on this machine.", "",
              "| initialisation | AVC@4 (%) | AVSA@4 (%) | Segm mIoU (%) |", "| --- | --- | --- | --- |"]
     for name, m in results.items():
-        cells = [_cell(m.get(k)) for k in ("AVC@4", "AVSA@4", "Segm mIoU")]
+        cells = [_cell(m.get(k), m.get(k + " CI"), m.get(k + " n")) for k in HEADLINES]
         lines.append(f"| {name} | {' | '.join(cells)} |")
-    lines += ["", "Chance is 50 % for AVC@4 and AVSA@4. These are tiny models trained for seconds on synthetic data: "
-              "the point is that every stage runs end to end, not the numbers.", "",
+    lines += ["", "Brackets: 95 % confidence interval (Wilson for the binary tasks, a bootstrap over validation "
+              "videos for segmentation); n: evaluated items (binary tasks, half of them negatives in expectation) "
+              "or crops (segmentation). Chance is 50 % for AVC@4 and AVSA@4. These are tiny models trained for "
+              "seconds to minutes on a handful of synthetic videos, so the intervals are wide: the demo shows that "
+              "every stage runs end to end, not the paper's numbers (see docs/RESULTS.md and "
+              "benchmarks/README.md for those studies).", "",
               f"![contact sheet, loss curves, audio direction]({png.name})", "", "## Step timings", "",
               "| step | seconds |", "| --- | --- |"]
     lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
@@ -173,8 +181,16 @@ def write_report(out: Path, sc: DemoScale, results: dict, timings: dict, runs: l
     return report
 
 
-def _cell(v) -> str:
-    return "–" if v is None else f"{v:.1f}" if isinstance(v, (int, float)) else str(v)
+def _cell(v, ci=None, n=None) -> str:
+    """``62.5 [40.1, 80.3] (n 24)``; ``–`` for a missing value."""
+    if v is None:
+        return "–"
+    s = f"{v:.1f}"
+    if ci and all(isinstance(c, (int, float)) for c in ci):
+        s += f" [{ci[0]:.1f}, {ci[1]:.1f}]"
+    if n:
+        s += f" (n {n})"
+    return s
 
 
 def _figure(png: Path, runs: list[Path], shards: Path) -> None:
