@@ -16,16 +16,16 @@ import soundfile as sf
 
 from . import ambisonics
 from . import format as fmt
-from .reader import RawSample, ShardFormatError, iter_raw
+from .reader import RawSample, ShardFormatError, iter_samples
 
 _PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
                      [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
                      [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0]], np.uint8)
 
 
-def find_sample(shard: Path, key: str | None = None) -> RawSample:
-    """The sample ``key`` of ``shard`` (the first one when ``key`` is None)."""
-    for s in iter_raw(shard):
+def find_sample(shard: Path | str, key: str | None = None) -> RawSample:
+    """The sample ``key`` of ``shard`` (a path or an fsspec URL; the first sample when ``key`` is None)."""
+    for s in iter_samples(shard if isinstance(shard, str) else [shard]):
         if key is None or s.key == key:
             return s
     raise ShardFormatError(f"{shard}: no sample with key {key!r}")

@@ -6,7 +6,8 @@
 ({'azimuth': ..., ...}, (8, 112, 112, 3), (4, 24000))
 
 The same tars are plain WebDataset shards: ``webdataset.WebDataset(url).decode()`` reads them too
-(see docs/FORMAT.md). This module only uses the standard library's ``tarfile``.
+(see docs/FORMAT.md). This module only uses the standard library's ``tarfile`` (and, for ``s3://…`` style
+URLs, the optional ``fsspec``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import IO
 import numpy as np
 from numpy.typing import NDArray
 
-from . import codecs
+from . import codecs, remote
 from . import format as fmt
 
 
@@ -116,9 +117,20 @@ def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None) -> Iterator[Raw
 
 
 def iter_samples(urls: Iterable[str | Path] | str | Path) -> Iterator[RawSample]:
-    """Samples of one or many shard files, or of every ``*.tar`` shard in a directory, in order."""
+    """Samples of one or many shard files, or of every ``{split}-NNNNNN.tar`` shard in a directory, in order.
+
+    Each may also be an fsspec URL (``s3://bucket/prefix`` or ``…/train-000000.tar``; needs ``fsspec`` and the
+    scheme's implementation, see :mod:`avsa_data.remote`): a URL that does not end in ``.tar`` is a folder.
+    """
     if isinstance(urls, (str, Path)):
-        p = Path(urls)
-        urls = sorted(q for q in p.glob("*.tar") if fmt.SHARD_RE.match(q.name)) if p.is_dir() else [p]
+        if remote.is_url(urls):
+            urls = [urls] if urls.endswith(".tar") else [remote.join(urls, n) for n in remote.Store(urls).shard_names()]
+        else:
+            p = Path(urls)
+            urls = sorted(q for q in p.glob("*.tar") if fmt.SHARD_RE.match(q.name)) if p.is_dir() else [p]
     for u in urls:
-        yield from iter_raw(u)
+        if remote.is_url(u):
+            with remote.open_url(u) as f:
+                yield from iter_raw(u, f)
+        else:
+            yield from iter_raw(u)

@@ -13,10 +13,17 @@ The job has two phases, both deterministic and independent of the worker count:
 A rerun of the same command after an interruption (even ``kill -9``) skips finished fragments and shards
 and ends byte-identical to an uninterrupted run. Changing the configuration of an existing output needs
 ``--overwrite``.
+
+``OUT`` may also be an fsspec URL (``s3://bucket/prefix``, ``file:///…``; :mod:`avsa_data.remote`). Both
+phases then run in a local *staging* folder (``--staging``, by default one under the system temp folder named
+after the URL), and each finished shard is uploaded and removed from the staging folder, followed by
+``failures.jsonl`` and, last, ``manifest.json``: its presence (``complete: true``) marks the job done. The
+bytes are those of a local run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -31,7 +38,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, media
+from . import __version__, media, remote
 from . import format as fmt
 from .fsutil import atomic_write_bytes, tmp_path
 from .labels import LabelBackend, LabelError, make_backend
@@ -39,6 +46,8 @@ from .samples import EncodedSample, SampleConfig, VideoInfo, iter_samples, neede
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".mov")
 WORK = ".work"
+#: The files a job writes next to its shards.
+OUTPUTS = ("manifest.json", "failures.jsonl", "config.json")
 
 
 class ShardJobError(Exception):
@@ -299,7 +308,7 @@ def write_shard(plan: dict, out: Path) -> dict:
 
 @dataclass
 class JobReport:
-    out: Path
+    out: Path | str  # the output folder, or the URL it was published to
     videos: int
     ok: int
     failed: int
@@ -316,13 +325,63 @@ def _check_config(out: Path, job: JobConfig, overwrite: bool) -> None:
         if old.get("config_hash") == job.config_hash:
             return
         if not overwrite:
-            raise ShardJobError(
-                f"{out} holds shards made with another configuration (hash {old.get('config_hash')} vs "
-                f"{job.config_hash}); pass --overwrite to replace them, or choose another --out"
-            )
+            raise _config_mismatch(out, old, job)
         clear_output(out)
     elif overwrite:
         clear_output(out)
+
+
+def _config_mismatch(out, old: dict, job: JobConfig) -> ShardJobError:
+    return ShardJobError(
+        f"{out} holds shards made with another configuration (hash {old.get('config_hash')} vs "
+        f"{job.config_hash}); pass --overwrite to replace them, or choose another --out"
+    )
+
+
+def _config_bytes(job: JobConfig) -> bytes:
+    """``config.json``: the job configuration and its hash."""
+    return json.dumps({"config_hash": job.config_hash, "config": job.hashed(), "avsa_version": __version__},
+                      sort_keys=True, indent=1).encode()
+
+
+def _complete(m: dict | None, job: JobConfig) -> bool:
+    """Whether ``manifest.json`` (``m``) records a finished job with ``job``'s configuration."""
+    return bool(m and m.get("config_hash") == job.config_hash and m.get("complete"))
+
+
+def _up_to_date(out, m: dict, failures_jsonl: str) -> JobReport:
+    fails = [json.loads(line) for line in failures_jsonl.splitlines() if line]
+    return JobReport(out, m["stats"]["videos"], m["stats"]["videos_ok"], len(fails), m["stats"]["samples"],
+                     len(m["shards"]), fails, up_to_date=True)
+
+
+def _start_work(out: Path) -> None:
+    """Create the fragment folder; remove temp files left by a killed run."""
+    (out / WORK / "frag").mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob(".*.tmp"), *(out / WORK / "frag").glob(".*.tmp")]:
+        stale.unlink(missing_ok=True)
+
+
+def _assemble(out: Path, job: JobConfig, tasks, results: list[dict], progress: bool,
+              publish: Callable[[dict], None] | None = None) -> tuple[list[dict], list[dict]]:
+    """Phase 2 in ``out``: the shards (each handed to ``publish`` once written), failures.jsonl, manifest.json."""
+    failures = [
+        {"video_id": r["video_id"], "path": r["path"], "stage": r["stage"], "reason": r["reason"]}
+        for r in results if r["status"] == "failed"
+    ]
+    shard_records = []
+    for plan in _progress(plan_shards(results, job), progress, "shards", "shard"):
+        shard_records.append(write_shard(plan, out))
+        if publish is not None:
+            publish(shard_records[-1])
+    _write_manifest(out, job, tasks, results, shard_records, failures)
+    return failures, shard_records
+
+
+def _report(out, tasks, results: list[dict], failures: list[dict], shard_records: list[dict]) -> JobReport:
+    ok = sum(r["status"] == "ok" for r in results)
+    return JobReport(out, len(tasks), ok, len(failures), sum(r.get("samples", 0) for r in results),
+                     len(shard_records), failures)
 
 
 def clear_output(out: Path) -> None:
@@ -332,7 +391,7 @@ def clear_output(out: Path) -> None:
             p.unlink()
     for p in out.glob(".*.tmp"):
         p.unlink()
-    for name in ("manifest.json", "failures.jsonl", "config.json"):
+    for name in OUTPUTS:
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / WORK, ignore_errors=True)
 
@@ -354,43 +413,89 @@ def run_shard_job(
     on_video_done: Callable[[dict], None] | None = None,
     engine: str = "local",
     ray_address: str | None = None,
+    staging: Path | None = None,
 ) -> JobReport:
-    """Run (or resume) a shard job. See the module docstring for the phases and guarantees."""
+    """Run (or resume) a shard job. See the module docstring for the phases and guarantees.
+
+    ``out`` is a local folder, or an fsspec URL string (``s3://bucket/prefix``) with ``staging`` the local
+    folder for the per-video work (default :func:`avsa_data.remote.default_staging`).
+    """
+    tasks = _prepare(src, job, list_file, engine)
+    if remote.is_url(out):
+        try:
+            return _run_url_job(tasks, str(out), job, workers=workers, overwrite=overwrite, keep_work=keep_work,
+                                progress=progress, on_video_done=on_video_done, engine=engine,
+                                ray_address=ray_address, staging=staging)
+        except remote.StorageError as e:
+            raise ShardJobError(str(e)) from e
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_config(out, job, overwrite)
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists():
+        m = json.loads(manifest_path.read_text())
+        if _complete(m, job):
+            return _up_to_date(out, m, (out / "failures.jsonl").read_text())
+    atomic_write_bytes(out / "config.json", _config_bytes(job))
+    _start_work(out)
+    results = _run_phase1(tasks, job, out, workers, progress, on_video_done, engine, ray_address)
+    failures, shard_records = _assemble(out, job, tasks, results, progress)
+    if not keep_work:
+        shutil.rmtree(out / WORK, ignore_errors=True)
+    return _report(out, tasks, results, failures, shard_records)
+
+
+def _run_url_job(tasks, url: str, job: JobConfig, *, workers, overwrite, keep_work, progress, on_video_done,
+                 engine, ray_address, staging) -> JobReport:
+    """:func:`run_shard_job` for an fsspec URL: the local job runs in ``staging``, and every result is uploaded
+    as soon as it is final (shards, then failures.jsonl, then manifest.json), never partially."""
+    store = remote.Store(url)
+    stage = Path(staging) if staging is not None else remote.default_staging(store.url)
+    listing = store.listing()
+    old = store.read_json("config.json") if "config.json" in listing else None
+    if old.get("config_hash") != job.config_hash if old is not None else overwrite:  # as _check_config
+        if not overwrite:
+            raise _config_mismatch(store.url, old, job)
+        store.remove(n for n in listing if fmt.SHARD_RE.match(n) or n in OUTPUTS)
+        listing = {n: size for n, size in listing.items() if remote.TMP_RE.match(n)}
+    m = store.read_json("manifest.json") if "manifest.json" in listing else None
+    if _complete(m, job):
+        if all(listing.get(s["name"]) == s["bytes"] for s in m["shards"]):
+            return _up_to_date(store.url, m, (store.read_bytes("failures.jsonl") or b"").decode())
+        store.remove(["manifest.json"])  # shards were lost since: publish again, the manifest last
+    stage.mkdir(parents=True, exist_ok=True)
+    _check_config(stage, job, overwrite=True)  # the staging folder is a cache: other work there is dropped
+    atomic_write_bytes(stage / "config.json", _config_bytes(job))
+    store.put(stage / "config.json", "config.json")
+    store.remove(n for n in listing if remote.TMP_RE.match(n))  # uploads of a killed run
+    _start_work(stage)
+    results = _run_phase1(tasks, job, stage, workers, progress, on_video_done, engine, ray_address)
+
+    def publish(rec: dict) -> None:
+        local = stage / rec["name"]
+        if listing.get(rec["name"]) != rec["bytes"]:  # shards are byte-identical by construction
+            store.put(local, rec["name"])
+        local.unlink()
+
+    failures, shard_records = _assemble(stage, job, tasks, results, progress, publish)
+    store.put(stage / "failures.jsonl", "failures.jsonl")
+    store.put(stage / "manifest.json", "manifest.json")
+    if not keep_work:
+        clear_output(stage)
+        with contextlib.suppress(OSError):
+            stage.rmdir()
+    return _report(store.url, tasks, results, failures, shard_records)
+
+
+def _prepare(src, job: JobConfig, list_file, engine: str) -> list[VideoTask]:
+    """The videos of the job, after the checks that must fail before anything is written."""
     tasks = discover_videos(Path(src), list_file)
     if not tasks:
         raise ShardJobError(f"no videos ({', '.join(VIDEO_EXTS)}) found under {src}")
     if engine not in ENGINES:
         raise ShardJobError(f"--engine must be one of {ENGINES}, got {engine!r}")
     _make_backend_check(job)  # a bad --labels setting must fail before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    _check_config(out, job, overwrite)
-    manifest_path = out / "manifest.json"
-    if manifest_path.exists():
-        m = json.loads(manifest_path.read_text())
-        if m.get("config_hash") == job.config_hash and m.get("complete"):
-            fails = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines() if line]
-            return JobReport(out, m["stats"]["videos"], m["stats"]["videos_ok"], len(fails),
-                             m["stats"]["samples"], len(m["shards"]), fails, up_to_date=True)
-    atomic_write_bytes(out / "config.json", json.dumps(
-        {"config_hash": job.config_hash, "config": job.hashed(), "avsa_version": __version__},
-        sort_keys=True, indent=1).encode())
-    (out / WORK / "frag").mkdir(parents=True, exist_ok=True)
-    for stale in [*out.glob(".*.tmp"), *(out / WORK / "frag").glob(".*.tmp")]:  # left by a killed run
-        stale.unlink(missing_ok=True)
-    results = _run_phase1(tasks, job, out, workers, progress, on_video_done, engine, ray_address)
-    failures = [
-        {"video_id": r["video_id"], "path": r["path"], "stage": r["stage"], "reason": r["reason"]}
-        for r in results if r["status"] == "failed"
-    ]
-    plans = plan_shards(results, job)
-    shard_records = [write_shard(p, out) for p in _progress(plans, progress, "shards", "shard")]
-    _write_manifest(out, job, tasks, results, shard_records, failures)
-    if not keep_work:
-        shutil.rmtree(out / WORK, ignore_errors=True)
-    ok = sum(r["status"] == "ok" for r in results)
-    return JobReport(out, len(tasks), ok, len(failures), sum(r.get("samples", 0) for r in results),
-                     len(shard_records), failures)
+    return tasks
 
 
 def _make_backend_check(job: JobConfig) -> None:
@@ -468,8 +573,8 @@ def _ray_results(tasks, job, out, workers, ray_address):
         else:
             ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
     try:
-        remote = ray.remote(num_cpus=1, max_retries=2)(process_video)
-        pending = [remote.remote(t, job, out) for t in tasks]
+        task_fn = ray.remote(num_cpus=1, max_retries=2)(process_video)
+        pending = [task_fn.remote(t, job, out) for t in tasks]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             yield ray.get(ready[0])

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
-from . import codecs
+from . import codecs, remote
 from . import format as fmt
 from .reader import RawSample, ShardFormatError, iter_raw
-from .shards import sha256_file
 
 
 @dataclass
@@ -90,42 +92,85 @@ def _check_member(name: str, data: bytes, T: int, ch: int, cw: int, n: int, sr: 
     return [f"{name}: unknown member type"]
 
 
-def verify_dir(path: Path, decode: bool = True) -> VerifyReport:
-    """Verify every shard listed in ``path/manifest.json`` (checksums, sample lists, members)."""
+def verify_dir(path: Path | str, decode: bool = True) -> VerifyReport:
+    """Verify every shard listed in ``path/manifest.json`` (checksums, sample lists, members).
+
+    ``path`` is a folder or an fsspec URL of one (``s3://bucket/prefix``; :mod:`avsa_data.remote`).
+    """
+    if remote.is_url(path):
+        store = remote.Store(path)
+        return _verify_listed(path, store.read_json("manifest.json"), store.listing(), store.open, decode)
     path = Path(path)
-    report = VerifyReport()
     man_path = path / "manifest.json"
-    if not man_path.exists():
-        report.add(str(path), None, "manifest.json missing (did the shard job finish?)")
+    manifest = json.loads(man_path.read_text()) if man_path.exists() else None
+    sizes = {p.name: p.stat().st_size for p in path.glob("*.tar")}
+    return _verify_listed(path, manifest, sizes, lambda name: open(path / name, "rb"), decode)
+
+
+def _verify_listed(where, manifest: dict | None, sizes: dict[str, int], opener: Callable[[str], IO[bytes]],
+                   decode: bool) -> VerifyReport:
+    """The shards of ``manifest`` against the folder's files (``sizes``: name → bytes), each read once."""
+    report = VerifyReport()
+    if manifest is None:
+        report.add(str(where), None, "manifest.json missing (did the shard job finish?)")
         return report
-    manifest = json.loads(man_path.read_text())
     for rec in manifest["shards"]:
-        shard = path / rec["name"]
         report.shards += 1
-        if not shard.exists():
+        size = sizes.get(rec["name"])
+        if size is None:
             report.add(rec["name"], None, "shard file missing")
             continue
-        if shard.stat().st_size != rec["bytes"]:
-            report.add(rec["name"], None, f"size {shard.stat().st_size} != manifest {rec['bytes']} (truncated?)")
-        if sha256_file(shard) != rec["sha256"]:
+        if size != rec["bytes"]:
+            report.add(rec["name"], None, f"size {size} != manifest {rec['bytes']} (truncated?)")
+        found = VerifyReport()
+        with opener(rec["name"]) as f:
+            hashed = _HashingReader(f)
+            _verify_shard(rec["name"], rec["name"], found, rec.get("samples"), decode, hashed)
+            digest = hashed.hexdigest()
+        if digest != rec["sha256"]:
             report.add(rec["name"], None, "sha256 mismatch with manifest (corrupted bytes)")
-        _verify_shard(shard, rec["name"], report, rec.get("samples"), decode)
-    for extra in sorted(set(p.name for p in path.glob("*.tar")) - {r["name"] for r in manifest["shards"]}):
+        report.samples += found.samples
+        report.problems += found.problems
+    for extra in sorted({n for n in sizes if n.endswith(".tar")} - {r["name"] for r in manifest["shards"]}):
         report.add(extra, None, "shard not listed in manifest.json")
     return report
 
 
-def verify_shard(shard: Path, decode: bool = True) -> VerifyReport:
-    """Verify a single tar without a manifest (members and decoding only)."""
+class _HashingReader:
+    """A read-only stream that hashes what passes through it (one pass for checksum and decoding)."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f = f
+        self.h = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.h.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        """The sha256 of the whole stream (reads what the tar reader left)."""
+        while self.read(1 << 20):
+            pass
+        return self.h.hexdigest()
+
+
+def verify_shard(shard: Path | str, decode: bool = True) -> VerifyReport:
+    """Verify a single tar (a path or an fsspec URL) without a manifest (members and decoding only)."""
     report = VerifyReport(shards=1)
-    _verify_shard(Path(shard), Path(shard).name, report, None, decode)
+    if remote.is_url(shard):
+        with remote.open_url(shard) as f:
+            _verify_shard(shard, shard.rsplit("/", 1)[-1], report, None, decode, f)
+    else:
+        _verify_shard(Path(shard), Path(shard).name, report, None, decode)
     return report
 
 
-def _verify_shard(shard: Path, name: str, report: VerifyReport, keys: list[str] | None, decode: bool) -> None:
+def _verify_shard(shard, name: str, report: VerifyReport, keys: list[str] | None, decode: bool,
+                  fileobj: IO[bytes] | None = None) -> None:
     seen = []
     try:
-        for s in iter_raw(shard):
+        for s in iter_raw(shard, fileobj):
             seen.append(s.key)
             report.samples += 1
             if decode:

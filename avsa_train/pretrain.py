@@ -41,6 +41,7 @@ from avsa_train.data import (
     check_shards_fit,
     count_samples,
     expand_urls,
+    has_manifest,
     make_loader,
     peek_meta,
     shard_sizes,
@@ -105,10 +106,9 @@ def steps_per_epoch(cfg: PretrainConfig, world_size: int) -> int:
     """``--steps-per-epoch``, or the train samples of ``manifest.json`` divided by the global batch."""
     if cfg.steps_per_epoch:
         return int(cfg.steps_per_epoch)
-    shards_dir = Path(cfg.shards)
-    if shards_dir.is_dir() and (shards_dir / "manifest.json").is_file():
-        return max(1, count_samples(shards_dir, "train") // (cfg.batch_size * world_size))
-    raise ValueError("--steps-per-epoch is needed when --shards is not a folder with manifest.json")
+    if has_manifest(cfg.shards):
+        return max(1, count_samples(cfg.shards, "train") // (cfg.batch_size * world_size))
+    raise ValueError("--steps-per-epoch is needed when --shards is not a folder (or URL of one) with manifest.json")
 
 
 def set_cpu_threads(workers: int) -> int:
@@ -179,7 +179,7 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
     urls = split_urls(expand_urls(cfg.shards), "train")
     if not urls:
         raise ValueError(f"no train shards (train-NNNNNN.tar) in {cfg.shards}")
-    sizes = shard_sizes(cfg.shards) if (Path(cfg.shards) / "manifest.json").is_file() else None
+    sizes = shard_sizes(cfg.shards) if has_manifest(cfg.shards) else None
     if cfg.workers is None:
         saved_workers = state["config"].get("workers") if state is not None else None
         cfg = replace(cfg, workers=saved_workers if saved_workers is not None else auto_workers(D.local_world_size()))

@@ -7,23 +7,28 @@ from pathlib import Path
 import click
 
 from avsa_data.reader import ShardFormatError
+from avsa_data.remote import StorageError
+from cli._locations import shard_location
 
 
 @click.command("inspect", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("shard", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("shard", callback=shard_location)
 @click.option("--key", default=None, help="Sample key {video_id}/{moment:06d}; default: the first sample.")
 @click.option("--moment", type=int, default=0, show_default=True, help="Moment index within the sample.")
 @click.option("--png", type=click.Path(path_type=Path), default=None,
               help="Write a contact sheet: frames of every viewpoint, mask overlays, audio-direction plot.")
 @click.option("--listen", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Write the unrotated FOA and each viewpoint's foa/mono/stereo renders as WAVs to this folder.")
-def inspect_cmd(shard: Path, key: str | None, moment: int, png: Path | None, listen: Path | None) -> None:
-    """Print a sample's metadata summary; optionally draw it (--png) or write its audio (--listen)."""
+def inspect_cmd(shard: Path | str, key: str | None, moment: int, png: Path | None, listen: Path | None) -> None:
+    """Print a sample's metadata summary; optionally draw it (--png) or write its audio (--listen).
+
+    SHARD is a .tar file, or an fsspec URL of one (s3://bucket/prefix/train-000000.tar).
+    """
     from avsa_data.inspection import contact_sheet, find_sample, write_wavs
 
     try:
         s = find_sample(shard, key)
-    except ShardFormatError as e:
+    except (ShardFormatError, StorageError) as e:
         raise click.ClickException(str(e)) from None
     m = s.meta
     click.echo(f"{s.key}: {len(m['viewpoints'])} viewpoints × {m['moments_per_sample']} moment(s), "

@@ -13,6 +13,7 @@ from avsa_data.labels import BACKENDS
 from avsa_data.samples import SampleConfig
 from avsa_data.shards import JobConfig, ShardJobError, run_shard_job
 from avsa_data.viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG
+from cli._locations import output_folder
 
 
 def _size(value: str | None) -> tuple[int, int] | None:
@@ -46,8 +47,13 @@ def _label_options(**options) -> tuple[tuple[str, str], ...]:
 @click.option("--src", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
               help="Folder searched recursively for .mp4/.mkv/.webm/.mov 360° equirect videos. Audio: a 4-channel "
                    "track in the container, or a same-stem sidecar .wav/.flac.")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Output folder for {split}-NNNNNN.tar shards, manifest.json and failures.jsonl.")
+@click.option("--out", callback=output_folder, required=True,
+              help="Output folder for {split}-NNNNNN.tar shards, manifest.json and failures.jsonl; or an fsspec "
+                   "URL (s3://bucket/prefix, gs://…; pip install 'avsa[cloud]' s3fs) to upload them to.")
+@click.option("--staging", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="With a URL --out: a local scratch folder the job owns, for the per-video work and one shard at "
+                   "a time (rerun with the same one to resume). Default: a folder named after the URL in the "
+                   "system temp folder.")
 @click.option("--list", "list_file", type=click.Path(path_type=Path, dir_okay=False),
               help="CSV with columns video_id (or path) and split. Default: SRC/videos.csv if present, else all train.")
 @click.option("--ambi-format", type=click.Choice(["ambix", "fuma"]), default="ambix",
@@ -122,14 +128,15 @@ def _label_options(**options) -> tuple[tuple[str, str], ...]:
 @click.option("--max-av-mismatch", type=float, default=0.5, help="Tolerated audio/video duration mismatch (s).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output made with a different configuration.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any video fails.")
-@click.option("--keep-work", is_flag=True, help="Keep the per-video fragments in OUT/.work after the job.")
+@click.option("--keep-work", is_flag=True,
+              help="Keep the per-video fragments in OUT/.work (with a URL --out: the staging folder) after the job.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds, stride, moments_per_video,
           moments_per_sample, moment_gap, viewpoints_per_moment, sampler, min_separation, hfov, crop_size,
           jpeg_quality, audio_bits, renders, binaural, sofa, labels, labels_optional, label_dir, class_map, label_fps,
           label_max_gap, model, onnx_size, onnx_mean, onnx_std, onnx_output, onnx_layout, onnx_fov, onnx_device,
           onnx_threads, equirect_size, keep_equirect, shard_size, seed, engine, ray_address, workers, max_av_mismatch,
-          overwrite, strict, keep_work, quiet):
+          overwrite, strict, keep_work, quiet, staging):
     """Turn raw 360° videos into WebDataset shards of viewpoint banks (see docs/FORMAT.md).
 
     Each sample is one moment (or M moments) of one video with K viewpoints; per viewpoint: the NFOV crop
@@ -137,6 +144,8 @@ def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds
     Resumable: rerun the same command after an interruption. Bad inputs go to OUT/failures.jsonl.
     """
     n_shard, mb = _shard_size(shard_size)
+    if staging is not None and not isinstance(out, str):
+        raise click.BadParameter("only applies when --out is a URL (s3://bucket/prefix)", param_hint="'--staging'")
     try:
         cfg = SampleConfig(
             fps=fps, clip_seconds=clip_seconds, sr=sr, audio_seconds=audio_seconds, stride=stride,
@@ -159,7 +168,7 @@ def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds
                         shard_size=n_shard, shard_mb=mb, max_av_mismatch=max_av_mismatch)
         report = run_shard_job(src, out, job, workers=workers, list_file=list_file, overwrite=overwrite,
                                keep_work=keep_work, progress=not quiet,
-                               engine=engine, ray_address=ray_address)
+                               engine=engine, ray_address=ray_address, staging=staging)
     except (ShardJobError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e).splitlines()[0]) from None
     state = "up to date" if report.up_to_date else "done"

@@ -7,19 +7,26 @@ from pathlib import Path
 
 import click
 
+from avsa_data.remote import StorageError
 from avsa_data.verify import verify_dir, verify_shard
+from cli._locations import shard_location
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("path", type=click.Path(path_type=Path, exists=True))
+@click.argument("path", callback=shard_location)
 @click.option("--no-decode", is_flag=True, help="Only checksums and sample lists; do not decode members.")
 @click.option("--max-report", type=int, default=50, show_default=True, help="Problems printed at most.")
-def verify(path: Path, no_decode: bool, max_report: int) -> None:
+def verify(path: Path | str, no_decode: bool, max_report: int) -> None:
     """Recompute checksums, decode every member and check shapes/dtypes/metadata.
 
-    PATH is a shard folder (with manifest.json) or a single .tar. Exits 1 if anything is wrong.
+    PATH is a shard folder (with manifest.json) or a single .tar, or an fsspec URL of either
+    (s3://bucket/prefix, s3://bucket/prefix/train-000000.tar). Exits 1 if anything is wrong.
     """
-    report = verify_dir(path, not no_decode) if path.is_dir() else verify_shard(path, not no_decode)
+    single = path.endswith(".tar") if isinstance(path, str) else not path.is_dir()
+    try:
+        report = verify_shard(path, not no_decode) if single else verify_dir(path, not no_decode)
+    except StorageError as e:
+        raise click.ClickException(str(e)) from None
     for p in report.problems[:max_report]:
         click.echo(f"{p['shard']}{' ' + p['key'] if p['key'] else ''}: {p['problem']}", err=True)
     if len(report.problems) > max_report:

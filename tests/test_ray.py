@@ -30,6 +30,15 @@ def test_ray_engine_is_byte_identical_to_local(synth_raw, synth_shards, tmp_path
     assert _tars(out) == _tars(synth_shards)
 
 
+def test_ray_engine_publishes_to_a_url(synth_raw, synth_shards, tmp_path):
+    """With a URL --out the Ray tasks write fragments to the staging folder and the driver uploads the shards."""
+    out = tmp_path / "bucket"
+    run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", out.as_uri(), *SHARD_ARGS, "--engine", "ray",
+            "--staging", str(tmp_path / "staging"), "-j", "2", "-q")
+    assert _tars(out) == _tars(synth_shards)
+    assert not (tmp_path / "staging").exists()
+
+
 def test_killed_ray_job_resumes_to_the_same_bytes(synth_raw, synth_shards, tmp_path):
     out = tmp_path / "ray_killed"
     cmd = [sys.executable, "-m", "cli.data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS,

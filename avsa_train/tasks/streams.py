@@ -9,7 +9,6 @@ DataLoader worker, and the :class:`~avsa_train.data.StreamConfig` of a phase.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,12 +25,12 @@ def shard_urls(shards: str | Path | list[str], split: str) -> list[str]:
 
 
 def split_sample_count(shards: str | Path, split: str) -> int | None:
-    """Samples of ``split`` listed in ``SHARDS/manifest.json``, or ``None`` without a manifest."""
-    p = Path(str(shards)) / "manifest.json"
-    if not p.is_file():
-        return None
+    """Samples of ``split`` listed in ``SHARDS/manifest.json`` (a folder or an fsspec URL of one), or ``None``
+    without a manifest."""
     try:
-        m = json.loads(p.read_text())
+        m = avdata.read_manifest(str(shards))
+        if m is None:
+            return None
         return sum(int(s["num_samples"]) for s in m["shards"] if s["split"] == split)
     except (KeyError, ValueError, TypeError):
         return None
