@@ -25,6 +25,7 @@ the masks, negates FOA Y, swaps stereo L/R, and leaves mono unchanged (docs/CONV
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import itertools
 import json
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avsa_data import ambisonics
+from avsa_data import ambisonics, remote
 from avsa_data import format as fmt
 from avsa_data.reader import RawSample, iter_raw
 from avsa_data.rng import rng_for
@@ -52,7 +53,11 @@ HUE_JITTER = 0.2
 
 
 def expand_urls(shards: str | Sequence[str]) -> list[str]:
-    """A folder (its ``{split}-NNNNNN.tar``), a glob, a brace pattern, ``pipe:``/URL strings, or a list."""
+    """A folder (its ``{split}-NNNNNN.tar``), a glob, a brace pattern, ``pipe:``/URL strings, or a list.
+
+    A ``scheme://`` URL that does not end in ``.tar`` (``s3://bucket/prefix``) is a folder on object storage,
+    listed through fsspec (docs/SCALING.md, "Object storage"); an fsspec URL may also hold a glob.
+    """
     if isinstance(shards, (list, tuple)):
         return [u for s in shards for u in expand_urls(s)]
     s = str(shards)
@@ -66,6 +71,13 @@ def expand_urls(shards: str | Sequence[str]) -> list[str]:
         import braceexpand
 
         return list(braceexpand.braceexpand(s))
+    if _fsspec_url(s) and (any(ch in s for ch in "*?[") or not s.endswith(".tar")):
+        store = remote.Store(s if not any(ch in s for ch in "*?[") else s.rsplit("/", 1)[0])
+        pattern = s.rsplit("/", 1)[1] if any(ch in s for ch in "*?[") else "*"
+        urls = [store.url_of(n) for n in store.shard_names() if fnmatch.fnmatchcase(n, pattern)]
+        if not urls:
+            raise FileNotFoundError(f"no shards ({{split}}-NNNNNN.tar) match {s}")
+        return urls
     if any(ch in s for ch in "*?[") and "://" not in s and not s.startswith("pipe:"):
         urls = sorted(glob.glob(s))
         if not urls:
@@ -86,10 +98,29 @@ def split_urls(urls: Sequence[str], split: str | None) -> list[str]:
     return out
 
 
+#: URL schemes always opened by webdataset's gopen (with curl), as before fsspec support.
+_CURL_SCHEMES = frozenset({"http", "https", "sftp", "ftps", "scp"})
+
+
+def _fsspec_url(url: str) -> bool:
+    """Whether ``url`` is read through fsspec: a ``scheme://`` URL other than the curl ones; schemes webdataset
+    also opens itself (``gs://`` with gsutil, ``file://``, ``hf://``, ``ais://``) only where fsspec has an
+    installed implementation for them."""
+    s = remote.scheme(url)
+    if not s or s in _CURL_SCHEMES:
+        return False
+    from webdataset.gopen import gopen_schemes
+
+    return s not in gopen_schemes and s != "file" or remote.has_implementation(s)
+
+
 def open_url(url: str):
-    """A readable binary stream for a local path, ``pipe:cmd`` or any URL webdataset's gopen understands."""
+    """A readable binary stream for a local path, ``pipe:cmd``, an fsspec URL (``s3://…``) or any URL
+    webdataset's gopen understands (``http(s)://`` with curl)."""
     if Path(url).exists():
         return open(url, "rb")
+    if _fsspec_url(url):
+        return remote.open_url(url)
     import webdataset as wds
 
     return wds.gopen(url, "rb")
@@ -207,6 +238,8 @@ def iter_epoch_raw(
         yield buf.pop()
 
 
+#: Rec. 601 luma weights (the grey of the saturation jitter).
+_LUMA = np.array([0.299, 0.587, 0.114])
 #: RGB → YIQ (luma, two chroma axes); a hue shift is a rotation of the chroma plane.
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
@@ -218,21 +251,80 @@ def _hue_matrix(shift: float) -> np.ndarray:
     return (np.linalg.inv(_RGB_TO_YIQ) @ rot @ _RGB_TO_YIQ).astype(np.float32)
 
 
-def colour_jitter(clip: np.ndarray, rng: np.random.Generator, strength: float = 0.4, hue: float = 0.0) -> np.ndarray:
-    """Brightness, contrast and saturation jitter (factors uniform in ``1 ± strength``) and, with ``hue`` > 0, a
-    hue shift uniform in ``± hue`` turns, of ``[.., T, H, W, 3]`` float RGB clips in [0, 1]; one draw for the
-    whole array, so every view and frame of an item gets the same jitter."""
+def _jitter_affine(rng: np.random.Generator, strength: float, hue: float) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one colour jitter and return it as ``(A, k)``: jittered ``x`` = ``clip(x @ A.T + mean(x) · k, 0, 1)``.
+
+    Brightness ``b``, contrast ``c`` (about the mean of the brightened block), saturation ``s`` (about the luma)
+    and the hue rotation ``H`` are all affine in the colour, so they compose into one 3×3 matrix
+    ``A = c·b·H·S`` (``S = s·I + (1 − s)·1·lumaᵀ``) and one offset along ``k = (1 − c)·b·H·S·1`` scaled by the
+    block's mean. Draw order (b, c, s, then the hue when ``hue`` > 0) is that of the step-by-step form.
+    """
     b = 1 + rng.uniform(-strength, strength)
     c = 1 + rng.uniform(-strength, strength)
     s = 1 + rng.uniform(-strength, strength)
-    x = clip * b
-    mean = x.mean(axis=(-4, -3, -2, -1), keepdims=True)
-    x = (x - mean) * c + mean
-    grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    x = (x - grey[..., None]) * s + grey[..., None]
-    if hue > 0:
-        x = x @ _hue_matrix(rng.uniform(-hue, hue)).T
-    return np.clip(x, 0.0, 1.0)
+    sat = s * np.eye(3) + (1 - s) * np.outer(np.ones(3), _LUMA)
+    hs = (_hue_matrix(rng.uniform(-hue, hue)).astype(np.float64) if hue > 0 else np.eye(3)) @ sat
+    return c * b * hs, (1 - c) * b * hs.sum(axis=1)
+
+
+def colour_jitter(clip: np.ndarray, rng: np.random.Generator, strength: float = 0.4, hue: float = 0.0) -> np.ndarray:
+    """Brightness, contrast and saturation jitter (factors uniform in ``1 ± strength``) and, with ``hue`` > 0, a
+    hue shift uniform in ``± hue`` turns, of ``[.., T, H, W, 3]`` float RGB clips in [0, 1]; one draw for the
+    whole array, so every view and frame of an item gets the same jitter (the contrast pivots on the mean of
+    each ``[T, H, W, 3]`` block). Applied as one fused colour affine (:func:`_jitter_affine`), clipped once."""
+    a, k = _jitter_affine(rng, strength, hue)
+    x = np.asarray(clip, np.float32)
+    mean = x.mean(axis=(-4, -3, -2, -1), keepdims=True, dtype=np.float64)
+    out = x @ a.T.astype(np.float32) + (mean * k).astype(np.float32)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _finish_video(
+    clips: list[list[np.ndarray]], jitter: tuple[np.ndarray, np.ndarray] | None, flip: bool
+) -> np.ndarray:
+    """``[M][V]`` uint8 ``[T, H, W, 3]`` clips → ``[M, V, 3, T, H, W]`` float32, in one pass per colour plane.
+
+    Per clip: scale to [0, 1], colour-jitter with the fused affine ``jitter`` and clip to [0, 1], mirror the
+    columns when ``flip``, normalise with :data:`VIDEO_MEAN`/:data:`VIDEO_STD`; written straight into the
+    channels-first output. The scaling and the normalisation are folded into the 3×3 matrix, and the clip to
+    [0, 1] becomes a clip to the normalised bounds of [0, 1] (the same result, fewer passes over the pixels).
+    """
+    m_, v_ = len(clips), len(clips[0])
+    t, h, w, _ = clips[0][0].shape
+    out = np.empty((m_, v_, 3, t, h, w), np.float32)
+    tmp = np.empty((t, h, w), np.float32)
+    planes = np.empty((3, t, h, w), np.float32)  # one clip's R, G, B as float, reused for every clip
+    std = np.array(VIDEO_STD, np.float64)
+    scale = 1.0 / std
+    shift = -np.array(VIDEO_MEAN, np.float64) / std
+    if jitter is None:
+        a = (np.diag(scale) / 255.0).astype(np.float32)
+    else:
+        a = (jitter[0] * scale[:, None] / 255.0).astype(np.float32)
+        lo, hi = shift.astype(np.float32), (scale + shift).astype(np.float32)
+    for m, row in enumerate(clips):
+        for v, x in enumerate(row):
+            offset = shift
+            if jitter is not None:  # the contrast pivots on the mean of this clip (after the brightness)
+                offset = jitter[1] * scale * (float(x.sum(dtype=np.uint64)) / (255.0 * x.size)) + shift
+            offset = offset.astype(np.float32)
+            if flip:
+                x = x[:, :, ::-1]
+            for ch in range(3):
+                np.copyto(planes[ch], x[..., ch], casting="unsafe")  # uint8 → float32, exact
+            for ch in range(3):
+                o = out[m, v, ch]
+                if jitter is None:
+                    np.multiply(planes[ch], a[ch, ch], out=o)
+                    o += offset[ch]
+                    continue
+                np.multiply(planes[0], a[ch, 0], out=o)
+                for src in (1, 2):
+                    np.multiply(planes[src], a[ch, src], out=tmp)
+                    o += tmp
+                o += offset[ch]
+                np.clip(o, lo[ch], hi[ch], out=o)
+    return out
 
 
 def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
@@ -260,18 +352,18 @@ def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
     flip = cfg.train and rng.random() < cfg.flip_p
     gain = 1.0 + (rng.uniform(-cfg.volume_jitter, cfg.volume_jitter) if cfg.train else 0.0)
 
-    clips = np.stack([np.stack([s.clip(k, m) for k in views]) for m in moments])  # [M, V, T, H, W, 3]
-    audio = np.stack([np.stack([s.audio(k, m, render) for k in views]) for m in moments]) * np.float32(gain)
-    video = clips.astype(np.float32) / 255.0
-    if cfg.train and cfg.color_jitter:
-        video = colour_jitter(video, rng, hue=HUE_JITTER)
+    decoded = [[s.audio(k, m, render) for k in views] for m in moments]
+    audio = np.empty((len(moments), len(views), *decoded[0][0].shape), np.float32)
+    for i, row in enumerate(decoded):
+        for j, a in enumerate(row):
+            np.multiply(a, np.float32(gain), out=audio[i, j])
     if flip:
-        video = video[..., ::-1, :]
         audio = _flip_audio(audio, cfg.audio_format)
-    video = (video - np.array(VIDEO_MEAN, np.float32)) / np.array(VIDEO_STD, np.float32)
+    jitter = _jitter_affine(rng, COLOUR_JITTER, HUE_JITTER) if cfg.train and cfg.color_jitter else None
+    video = _finish_video([[s.clip(k, m) for k in views] for m in moments], jitter, flip)
     item = {
-        "video": np.ascontiguousarray(video.transpose(0, 1, 5, 2, 3, 4)),
-        "audio": np.ascontiguousarray(audio.astype(np.float32)),
+        "video": video,
+        "audio": audio,
         "views": np.array(views),
         "flip": flip,
         "key": s.key,
@@ -292,13 +384,13 @@ def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
 
 
 def _flip_audio(audio: np.ndarray, audio_format: str) -> np.ndarray:
-    """Mirror ``[..., C, n]`` audio left↔right: FOA negates Y (ACN 1), stereo swaps L/R, mono is unchanged."""
-    a = audio.copy()
+    """Mirror ``[..., C, n]`` audio left↔right **in place** where it can: FOA negates Y (ACN 1), stereo swaps
+    L/R (a new contiguous array), mono is unchanged."""
     if audio_format == "ambi":
-        a[..., ambisonics.Y, :] *= -1  # ambiX ACN: W, Y, Z, X
+        audio[..., ambisonics.Y, :] *= -1  # ambiX ACN: W, Y, Z, X
     elif audio_format == "stereo":
-        a = a[..., ::-1, :].copy()
-    return a
+        audio = np.ascontiguousarray(audio[..., ::-1, :])
+    return audio
 
 
 def collate(items: list[dict]) -> dict:
@@ -439,11 +531,25 @@ def make_loader(stream: ShardStream, num_workers: int = 2, pin_memory: bool | No
     )
 
 
-def _manifest(shards_dir: str | Path) -> dict:
+def read_manifest(shards_dir: str | Path) -> dict | None:
+    """``manifest.json`` of a shard folder (a path or an fsspec URL), or None if there is none."""
+    if isinstance(shards_dir, str) and _fsspec_url(shards_dir) and not shards_dir.endswith(".tar"):
+        return remote.Store(shards_dir).read_json("manifest.json")
     p = Path(shards_dir) / "manifest.json"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} does not exist (is {shards_dir} an avsa-data shard folder?)")
-    return json.loads(p.read_text())
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def has_manifest(shards: str | Path | Sequence[str]) -> bool:
+    """Whether ``shards`` is a shard folder (a path or an fsspec URL) with ``manifest.json``."""
+    return isinstance(shards, (str, Path)) and read_manifest(shards) is not None
+
+
+def _manifest(shards_dir: str | Path) -> dict:
+    m = read_manifest(shards_dir)
+    if m is None:
+        raise FileNotFoundError(f"{shards_dir}/manifest.json does not exist (is {shards_dir} an avsa-data shard "
+                                f"folder?)")
+    return m
 
 
 def count_samples(shards_dir: str | Path, split: str | None = None) -> int:
@@ -455,6 +561,8 @@ def count_samples(shards_dir: str | Path, split: str | None = None) -> int:
 def shard_sizes(shards_dir: str | Path) -> dict[str, int]:
     """``{path of a shard: samples}`` from ``manifest.json`` of a shard folder (paths as :func:`expand_urls`)."""
     m = _manifest(shards_dir)
+    if isinstance(shards_dir, str) and remote.is_url(shards_dir):
+        return {remote.join(shards_dir, s["name"]): int(s["num_samples"]) for s in m["shards"]}
     return {str(Path(shards_dir) / s["name"]): int(s["num_samples"]) for s in m["shards"]}
 
 

@@ -1,17 +1,37 @@
 """Training-sample throughput: shards against an on-the-fly baseline that does the reference's work per sample.
 
     python benchmarks/loader.py [--videos 4 --duration 10 --size 1920x960 --samples 40 --views 4]
+        [--work DIR --result benchmarks/results/loader.json]
 
 Both sides produce the same training item, in one process (samples per second **per worker**), alternately
 (A B A B …) with the ratio taken pair by pair:
 
-* **shards** (avsa): read the next sample from a shard, draw V of its K = 8 viewpoints, decode their JPEG clips
-  and FLAC renders, colour-jitter / flip / volume-jitter (``avsa_train.data.decode_item``).
+* **shards** (avsa): read the next sample from a shard and drop the members the item never reads (as
+  ``ShardStream`` does: ``prune_members``), draw V of its K = 8 viewpoints, decode their JPEG clips and FLAC
+  renders, colour-jitter / flip / volume-jitter and normalise (``avsa_train.data.decode_item``).
 * **on the fly** (what the reference's data loader does for every sample): seek into the mp4 and decode the
   0.5 s window at 16 fps with one ffmpeg call (``-ss`` before ``-i``: a keyframe seek, not a decode from the
   start), decode the 1 s audio window the same way, sample V viewpoints, take V NFOV crops of 8 frames
   (one precomputed grid per view, vectorised over frames), rotate the FOA and render mono and stereo for each
   view. It uses the same optimised avsa_data functions as the shard builder, so it is not a straw man.
+
+Each timed run also records the CPU seconds it used (this process + the ffmpeg children it waited for): on a
+shared machine the wall-clock ratio moves with the neighbours' load, the CPU cost per sample much less. Note
+that ffmpeg decodes with several threads, so the on-the-fly side can use more than one core per worker. The
+shard side's minor page faults and system CPU per sample are recorded too: each item is dropped as soon as it
+is made, and glibc hands the freed multi-MB buffers back to the kernel, so the next item faults its pages in
+again (kernel time that a worker holding a batch pays less of).
+
+After the paired runs, one instrumented pass over each side splits the CPU time per sample into stages
+(``breakdown_cpu_ms_per_sample``; stages are timed separately, so this is a guide to where the time goes, not a
+second measurement of the ratio):
+
+* shards: ``read`` (tar members of one sample, pruned), ``jpeg`` (V clips), ``flac`` (V renders, incl. the
+  ``audio_scale`` multiply), ``video_float`` (uint8 → normalised float32 with the fused colour jitter and flip,
+  channels-first), ``rest`` (``decode_item`` minus the three decoding stages: draws, audio gain and flip, and
+  the cold-cache cost of the first decode, since the stages are re-timed on the same sample after it);
+* on the fly: ``ffmpeg_video`` (seek + decode 8 frames), ``ffmpeg_audio`` (seek + decode 1 s of FOA),
+  ``crops`` (V NFOV crops), ``audio_render`` (V rotations + mono + stereo renders).
 
 Writes benchmarks/results/loader.json.
 """
@@ -21,7 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,28 +59,88 @@ from avsa_data.samples import render_view_audio
 from avsa_data.viewpoints import sample_random
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import cpu_s, load_average, machine  # noqa: E402
 
 
-def on_the_fly_item(video: Path, t: float, views: int, seed: int, w: int, h: int) -> dict:
-    """One training item computed from the raw mp4, as the reference loader does."""
+def on_the_fly_item(video: Path, t: float, views: int, seed: int, w: int, h: int, clock: dict | None = None) -> dict:
+    """One training item computed from the raw mp4, as the reference loader does.
+
+    ``clock`` (optional) accumulates the CPU seconds of each stage (ffmpeg_video, ffmpeg_audio, crops,
+    audio_render).
+    """
     exe = media.ffmpeg_exe()
+    t0 = cpu_s()
     start = max(t - 0.25, 0.0)
     raw = subprocess.run([exe, "-nostdin", "-v", "error", "-ss", f"{start:.3f}", "-i", str(video), "-t", "0.5",
                           "-vf", "fps=16", "-frames:v", "8", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"],
                          capture_output=True, check=True).stdout
     frames = np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)[:8]
+    t1 = cpu_s()
     aud = subprocess.run([exe, "-nostdin", "-v", "error", "-ss", f"{max(t - 0.5, 0):.3f}", "-i", str(video), "-t",
                           "1.0", "-vn", "-ac", "4", "-ar", "24000", "-f", "f32le", "pipe:"],
                          capture_output=True, check=True).stdout
     foa = np.frombuffer(aud, np.float32).reshape(-1, 4).T
+    t2 = cpu_s()
     rng = rng_for(seed, video.stem, int(t * 1000))
     bank = sample_random(rng, views)
     clips, audio = [], []
+    crops = render = 0.0
     for v in bank:
+        ta = time.process_time()
         clips.append(CropGrid(v).sample(frames))
+        tb = time.process_time()
         r = render_view_audio(foa, v, ("foa", "mono", "stereo"), 24000, "virtual-mic")
         audio.append(r["foa"])
+        crops += tb - ta
+        render += time.process_time() - tb
+    if clock is not None:
+        for k, dt in (("ffmpeg_video", t1 - t0), ("ffmpeg_audio", t2 - t1), ("crops", crops), ("audio_render", render)):
+            clock[k] = clock.get(k, 0.0) + dt
     return {"video": np.stack(clips), "audio": np.stack(audio)}
+
+
+def shard_breakdown(urls: list[str], cfg, n: int) -> dict:
+    """CPU milliseconds per sample of each stage of the shard side (see the module docstring), over ``n``
+    samples: ``read`` and ``decode_item`` as the timed runs do them, then the decoding stages again on the same
+    sample (``rest`` = ``decode_item`` minus those stages, so the total is read + ``decode_item``)."""
+    from avsa_train import data as D
+
+    render = D.AUDIO_FORMATS[cfg.audio_format][0]
+    clock = dict.fromkeys(("read", "jpeg", "flac", "video_float", "decode_item"), 0.0)
+    def forever():  # the shards again from the start when ``n`` exceeds their samples, as the timed runs do
+        while True:
+            yield from D.iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, keep=lambda s: D.prune_members(s, cfg))
+
+    it = forever()
+    for _ in range(n):
+        t0 = time.process_time()
+        s = next(it)
+        t1 = time.process_time()
+        item = D.decode_item(s, cfg, 0)
+        t2 = time.process_time()
+        views = item["views"].tolist()
+        clips = [[s.clip(k, 0) for k in views]]
+        t3 = time.process_time()
+        for k in views:
+            s.audio(k, 0, render)
+        t4 = time.process_time()
+        D._finish_video(clips, D._jitter_affine(np.random.default_rng(0), D.COLOUR_JITTER, D.HUE_JITTER), True)
+        t5 = time.process_time()
+        del item, clips  # as the timed runs, which drop each item before the next one
+        for k, dt in (("read", t1 - t0), ("decode_item", t2 - t1), ("jpeg", t3 - t2), ("flac", t4 - t3),
+                      ("video_float", t5 - t4)):
+            clock[k] += dt
+    ms = {k: 1000 * v / n for k, v in clock.items()}
+    ms["rest"] = ms.pop("decode_item") - ms["jpeg"] - ms["flac"] - ms["video_float"]
+    return _rounded_with_total(ms)
+
+
+def _rounded_with_total(ms: dict) -> dict:
+    out = {k: round(v, 2) for k, v in ms.items()}
+    out["total"] = round(sum(ms.values()), 2)
+    return out
 
 
 def main() -> None:
@@ -72,9 +152,10 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--result", type=Path, default=HERE / "results" / "loader.json", help="JSON to write")
     args = ap.parse_args()
 
-    from avsa_train.data import StreamConfig, decode_item, iter_epoch_raw
+    from avsa_train.data import StreamConfig, decode_item, iter_epoch_raw, prune_members
 
     work = args.work or Path(tempfile.mkdtemp(prefix="avsa-loader-"))
     raw, shards = work / "raw", work / "shards_loader"
@@ -92,46 +173,75 @@ def main() -> None:
     times = [0.5 + 0.5 * i for i in range(int((args.duration - 1) / 0.5) + 1)]
     jobs = [(v, t) for t in times for v in videos][: args.samples]
 
-    def run_shards() -> float:
-        t0 = time.perf_counter()
+    faults: list[tuple[float, float]] = []  # (minor page faults, system CPU ms) per sample, shard side
+
+    def run_shards() -> tuple[float, float]:
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0, c0 = time.perf_counter(), cpu_s()
         n = 0
         while n < args.samples:
-            for s in iter_epoch_raw(urls, 0, 0, 0, 1, False, 1):
+            for s in iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, keep=lambda s: prune_members(s, cfg)):
                 decode_item(s, cfg, 0)
                 n += 1
                 if n >= args.samples:
                     break
-        return n / (time.perf_counter() - t0)
+        wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        faults.append(((r1.ru_minflt - r0.ru_minflt) / n, 1000 * (r1.ru_stime - r0.ru_stime) / n))
+        return n / wall, cpu / n
 
-    def run_fly() -> float:
-        t0 = time.perf_counter()
+    def run_fly() -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), cpu_s()
         for v, t in jobs:
             on_the_fly_item(v, t, args.views, 0, w, h)
-        return len(jobs) / (time.perf_counter() - t0)
+        return len(jobs) / (time.perf_counter() - t0), (cpu_s() - c0) / len(jobs)
 
-    ratios, a, b = [], [], []
+    ratios, cpu_ratios, a, b, ca, cb = [], [], [], [], [], []
+    mach = machine()
     for _ in range(args.repeats):
-        sa, sb = run_shards(), run_fly()
+        (sa, xa), (sb, xb) = run_shards(), run_fly()
         a.append(sa)
         b.append(sb)
+        ca.append(xa)
+        cb.append(xb)
         ratios.append(sa / sb)
+        cpu_ratios.append(xb / xa)  # samples per CPU-second, shards / on the fly
+    fly_clock: dict = {}
+    for v, t in jobs:
+        on_the_fly_item(v, t, args.views, 0, w, h, fly_clock)
+    breakdown = {
+        "shards": shard_breakdown(urls, cfg, args.samples),
+        "on_the_fly": _rounded_with_total({k: 1000 * s / len(jobs) for k, s in fly_clock.items()}),
+    }
     result = {
         "benchmark": "loader",
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count()},
+        "machine": mach | {"load_average_at_end": load_average()},
         "config": {k: str(v) for k, v in vars(args).items()},
         "shards_samples_per_s_median": round(statistics.median(a), 2),
         "on_the_fly_samples_per_s_median": round(statistics.median(b), 2),
         "ratio_median": round(statistics.median(ratios), 2),
         "ratio_min_max": [round(min(ratios), 2), round(max(ratios), 2)],
         "target": ">= 50x",
+        "shards_cpu_ms_per_sample_median": round(1000 * statistics.median(ca), 2),
+        "on_the_fly_cpu_ms_per_sample_median": round(1000 * statistics.median(cb), 2),
+        "cpu_ratio_median": round(statistics.median(cpu_ratios), 2),
+        "cpu_ratio_min_max": [round(min(cpu_ratios), 2), round(max(cpu_ratios), 2)],
+        "shards_minor_page_faults_per_sample_median": round(statistics.median(f for f, _ in faults)),
+        "shards_system_cpu_ms_per_sample_median": round(statistics.median(s for _, s in faults), 2),
+        "breakdown_cpu_ms_per_sample": breakdown,
     }
-    out = HERE / "results" / "loader.json"
+    out = args.result
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    print(f"{'side':12} {'samples/s/worker':>18}")
-    print(f"{'shards':12} {result['shards_samples_per_s_median']:>18.2f}")
-    print(f"{'on the fly':12} {result['on_the_fly_samples_per_s_median']:>18.2f}")
-    print(f"ratio (median of pairs): {result['ratio_median']}×  (min {min(ratios):.2f}, max {max(ratios):.2f})")
+    print(f"{'side':12} {'samples/s/worker':>18} {'CPU ms/sample':>14}")
+    print(f"{'shards':12} {result['shards_samples_per_s_median']:>18.2f} "
+          f"{result['shards_cpu_ms_per_sample_median']:>14.2f}")
+    print(f"{'on the fly':12} {result['on_the_fly_samples_per_s_median']:>18.2f} "
+          f"{result['on_the_fly_cpu_ms_per_sample_median']:>14.2f}")
+    print(f"ratio (median of pairs): {result['ratio_median']}×  (min {min(ratios):.2f}, max {max(ratios):.2f}); "
+          f"per CPU-second: {result['cpu_ratio_median']}×")
+    for side, ms in breakdown.items():
+        print(f"{side} CPU ms/sample: " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()))
     print(f"→ {out}")
 
 

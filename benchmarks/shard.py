@@ -13,15 +13,23 @@ per wall-clock second.
   synthetic masks) and with ``--renders foa``.
 
 Bytes per sample are split into video (JPEG clips), audio (FLAC), masks (PNG) and metadata; the container
-overhead is the tar size over the sum of member sizes. Writes benchmarks/results/shard.json.
+overhead is the tar size over the sum of member sizes.
+
+``breakdown_cpu_ms_per_sample`` (default profile, one process; CPU milliseconds of this process and of the ffmpeg
+children it waited for; stages timed one after the other with the shard builder's own functions, so a guide to
+where the time goes rather than a second throughput figure): reading the
+FOA track, opening the labels, decoding the needed frames (what the baseline does, plus the frame selection),
+then per sample the K NFOV crops, their JPEG encoding, the audio renders (rotation, mono, binaural), their FLAC
+encoding, the masks (crop + PNG), and the tar write; ``build_sample`` is the real function on the same input
+(its time should match crops + jpeg + render + flac + masks).
+
+Writes benchmarks/results/shard.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -35,6 +43,9 @@ from avsa_data import media
 from avsa_data.reader import iter_samples
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import cpu_s, load_average, machine  # noqa: E402
 
 
 def _run(cmd: list[str]) -> None:
@@ -82,6 +93,97 @@ def engine_scaling(raw: Path, work: Path, seconds: float, repeats: int) -> dict:
     return rows
 
 
+def stage_breakdown(videos: list[Path]) -> dict:
+    """CPU milliseconds per sample of each stage of the default profile (see the module docstring)."""
+    import io
+    import tarfile
+
+    import numpy as np
+
+    from avsa_data import codecs
+    from avsa_data import crops as crops_mod
+    from avsa_data.crops import CropGrid
+    from avsa_data.labels import make_backend
+    from avsa_data.samples import (
+        SampleConfig,
+        VideoInfo,
+        _mask_members,
+        audio_scale_for,
+        audio_window,
+        build_sample,
+        clip_frame_indices,
+        needed_frames,
+        plan_samples,
+        render_audio,
+        sample_viewpoints,
+    )
+    from avsa_data.shards import add_sample
+
+    cfg = SampleConfig()
+    backend = make_backend("synthetic")
+    ms = dict.fromkeys(("read_audio", "labels_open", "decode_frames", "crops", "jpeg", "render", "flac", "masks",
+                        "tar", "build_sample"), 0.0)
+    n = 0
+
+    def tick(key: str, t0: float) -> float:
+        t1 = cpu_s()
+        ms[key] += 1000 * (t1 - t0)
+        return t1
+
+    for path in videos:
+        t = cpu_s()
+        pr = media.probe(path)
+        foa = media.read_foa(media.find_audio_source(path), cfg.sr, cfg.ambi_format)
+        t = tick("read_audio", t)
+        labels = backend.open(path, path.stem)
+        t = tick("labels_open", t)
+        duration = min(pr.duration, foa.shape[1] / cfg.sr)
+        plans = plan_samples(duration, cfg)
+        frames = dict(media.iter_video_frames_at(path, cfg.fps, needed_frames(plans, cfg)))
+        tick("decode_frames", t)
+        info = VideoInfo(path.stem, "train", str(path), duration, pr.width, pr.height, pr.fps, str(path))
+        sink = tarfile.open(fileobj=io.BytesIO(), mode="w", format=tarfile.USTAR_FORMAT)
+        for plan in plans:
+            n += 1
+            for mt in plan.times:
+                t = cpu_s()
+                views = sample_viewpoints(cfg, info.video_id, plan.index)
+                grids = [CropGrid(v, (cfg.crop_size, cfg.crop_size)) for v in views]
+                idx = clip_frame_indices(mt, cfg)
+                clip = np.stack([frames[min(i, max(frames))] for i in idx])
+                crops = [g.sample(clip) for g in grids]
+                t = tick("crops", t)
+                for c in crops:
+                    codecs.encode_clip_jpeg(c, cfg.jpeg_quality)
+                t = tick("jpeg", t)
+                window = audio_window(foa, mt, cfg)
+                renders = [render_audio(window, v, cfg) for v in views]
+                t = tick("render", t)
+                scale = audio_scale_for(max(float(np.abs(a).max()) for r in renders for a in r.values()))
+                codecs.encode_flac(window / scale, cfg.sr, cfg.audio_bits)
+                for r in renders:
+                    for a in r.values():
+                        codecs.encode_flac(a / scale, cfg.sr, cfg.audio_bits)
+                t = tick("flac", t)
+                lab = labels.at(idx[len(idx) // 2] / cfg.fps)
+                grids56 = [CropGrid(v, (56, 56)) for v in views]
+                for k in range(len(views)):
+                    _mask_members(lab, grids[k], grids56[k], 0, k)
+                tick("masks", t)
+            for f in (crops_mod._grid_fractions, crops_mod._nearest_index, crops_mod._bilinear_taps):
+                f.cache_clear()  # the real run meets every viewpoint once: no grid may come from the pass above
+            t = cpu_s()
+            sample = build_sample(plan, frames, foa, info, cfg, labels, backend.describe())
+            t = tick("build_sample", t)
+            add_sample(sink, sample)
+            tick("tar", t)
+        del frames
+    out = {k: round(v / n, 2) for k, v in ms.items()}
+    out["samples"] = n
+    out["crops_to_masks_sum"] = round(sum(out[k] for k in ("crops", "jpeg", "render", "flac", "masks")), 2)
+    return out
+
+
 def bytes_per_sample(out: Path) -> dict:
     kinds = {"video": 0, "audio": 0, "masks": 0, "meta": 0}
     n = 0
@@ -120,6 +222,7 @@ def main() -> None:
               "--duration", str(args.duration), "--size", args.size, "--seed", "0", "--val-fraction", "0"])
     videos = sorted(raw.glob("*.mp4"))
     seconds = args.videos * args.duration
+    mach = machine()
     profiles = {"full": ["--labels", "synthetic"], "foa_only": ["--labels", "synthetic", "--renders", "foa"]}
     rows: dict[str, dict] = {}
     for name, extra in profiles.items():
@@ -140,15 +243,16 @@ def main() -> None:
             **bytes_per_sample(work / f"shards_{name}"),
         }
     scaling = engine_scaling(raw, work, seconds, args.repeats) if args.engine == "ray" else None
+    breakdown = stage_breakdown(videos)
     result = {
         "benchmark": "shard",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "python": sys.version.split()[0], "cpus": os.cpu_count()},
+        "machine": mach | {"load_average_at_end": load_average()},
         "config": vars(args) | {"work": str(work)},
         "targets": {"throughput_ratio": ">= 0.5", "video_kB_per_sample": "<= 150 (K=8, 8 frames of 112²)",
                     "container_overhead_pct": "<= 5"},
         "results": rows,
         "engine_scaling": scaling,
+        "breakdown_cpu_ms_per_sample": breakdown,
     }
     out = HERE / "results" / ("shard_ray.json" if args.engine == "ray" else "shard.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -164,6 +268,7 @@ def main() -> None:
         for k, r in scaling.items():
             print(f"{k:6} {r['local_video_s_per_s']:>16.2f} {r['ray_video_s_per_s']:>14.2f} "
                   f"{r['ray_over_local_median']:>10.3f}")
+    print("default profile, CPU ms/sample: " + ", ".join(f"{k} {v}" for k, v in breakdown.items()))
     print(f"→ {out}")
 
 

@@ -1,0 +1,44 @@
+"""Helpers shared by the benchmark scripts (not a benchmark itself): CPU clocks and a description of the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+
+def cpu_s() -> float:
+    """CPU seconds (user + system) of this process and of its finished children (ffmpeg, ``avsa-data``)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + r.ru_utime + r.ru_stime
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def mem_gib() -> float | None:
+    try:
+        kb = next(int(x.split()[1]) for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal"))
+    except (OSError, StopIteration):
+        return None
+    return round(kb / 2**20, 1)
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> dict:
+    """Platform, CPU model, CPUs, memory, and the load average when called (the machine may be shared)."""
+    return {"platform": platform.platform(), "cpu": cpu_model(), "python": sys.version.split()[0],
+            "cpus": os.cpu_count(), "mem_GiB": mem_gib(), "load_average_at_start": load_average()}
