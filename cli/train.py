@@ -12,6 +12,7 @@ COMMANDS: dict[str, str] = {
     "eval": "cli.train_eval:eval_cmd",
     "segment": "cli.train_segment:segment",
     "finetune": "cli.train_finetune:finetune",
+    "ablate": "cli.train_ablate:ablate",
 }
 
 

@@ -1,0 +1,128 @@
+"""`avsa-train ablate`: parse options and run the Table 3 ablation grid (avsa_train.ablate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from avsa_train.ablate import GRIDS, SCALES
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    """``("a,b", "c")`` → ``["a", "b", "c"]``."""
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+@click.command(
+    "ablate",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120, "show_default": True},
+)
+@click.option("--grid", type=click.Choice(GRIDS), default="table3", help="The ablation grid to run.")
+@click.option(
+    "--shards",
+    help="Shard folder with train and val splits and segmentation masks (--labels). "
+    "The spatial+temporal cell needs --moments-per-sample ≥ 2, the 8-viewpoint cell banks of K ≥ 8.",
+)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder (DIR).")
+@click.option(
+    "--scale",
+    type=click.Choice(list(SCALES)),
+    default="tiny",
+    help="tiny: width 0.125, batch 8, 96 steps, no augmentation, short evaluations (2 CPU cores, synthetic data); "
+    "paper: Table 2 and the evaluation protocols' defaults. Presets: avsa_train.ablate.SCALES.",
+)
+@click.option(
+    "--families",
+    multiple=True,
+    help="Only these families, comma-separated: a (audio format), "
+    "b (viewpoints), c (negatives), d (curriculum), e (context).  [default: all]",
+)
+@click.option(
+    "--cells",
+    multiple=True,
+    help="Only these cells (names from --list, e.g. base,mono, or row ids "
+    "such as a/mono), comma-separated.  [default: every cell of the families]",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Change one field of the scale preset, e.g. --set steps=400 --set bin_epochs=10 (see --list).",
+)
+@click.option(
+    "--scratch/--no-scratch",
+    default=True,
+    help="Also evaluate a randomly initialised model (no pre-training) as a reference row.",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto = CUDA when available."
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    help="Seed of every cell's initialisation, data order, augmentation and evaluation items (the same for all cells).",
+)
+@click.option("--list", "list_only", is_flag=True, help="Print the families, rows, cells and the scale, then exit.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars (one log line per cell is still printed).")
+def ablate(grid, shards, out, scale, families, cells, sets, scratch, device, seed, list_only, quiet) -> None:
+    """Rerun the ablation families of the AVSA supplement's Table 3 on SHARDS, every cell on the same data,
+    seed and evaluation items.
+
+    \b
+    (a) audio format: mono, stereo, ambisonics
+    (b) viewpoints: 1, 2, 4, 8
+    (c) negatives: instance only, + spatial, + spatial + temporal
+    (d) curriculum: easy only, hard only, no curriculum, curriculum (easy → hard)
+    (e) context: direct prediction (depth 0), transformer depth 1, 2, 4
+
+    Each cell pre-trains an AVSA model that differs from the paper's default (ambisonics, V=4, + spatial
+    negatives, easy → hard curriculum, D=2) in the ablated option only, then runs AVC-Bin, AVSA-Bin (as
+    `avsa-train eval`) and FPN segmentation (as `avsa-train segment`). Rows that are the same training run
+    are trained once (the default appears in every family; "Instance" and "Easy Only" are one run). UCF action
+    recognition needs UCF101 and is shown as n/a.
+
+    Writes DIR/cells/<cell>/ (pretrain/, eval/, result.json), DIR/table3.md (our numbers with 95% CIs next
+    to the paper's) and DIR/table3.json. Resumable: a cell with a result.json is skipped on a rerun; a partial
+    cell is redone (its pre-training resumed from its checkpoint when it has one).
+
+    \b
+    Examples:
+      avsa-train ablate --shards shards/ --out ablate/ --scale tiny --device cpu
+      avsa-train ablate --shards shards/ --out ablate/ --families a,e
+      avsa-train ablate --shards shards/ --out ablate/ --cells base,mono --set steps=20
+      avsa-train ablate --list
+    """
+    from avsa_train.ablate import describe_grid, parse_overrides, run_grid, select
+
+    try:
+        overrides = parse_overrides(sets)
+        select(_split(families), _split(cells))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    if list_only:
+        click.echo(describe_grid(scale, overrides))
+        return
+    if not shards:
+        raise click.UsageError("--shards is required (a folder of avsa-data shards)")
+    if out is None:
+        raise click.UsageError("--out is required (the folder for cells/, table3.md and table3.json)")
+    try:
+        table = run_grid(
+            shards,
+            out,
+            scale=scale,
+            families=_split(families),
+            cells=_split(cells),
+            overrides=overrides,
+            device=device,
+            seed=seed,
+            scratch=scratch,
+            quiet=quiet,
+            log=lambda msg: click.echo(msg, err=True),
+        )
+    except (ValueError, FileNotFoundError) as e:  # GridError (bad shards or DIR) and the library's input errors
+        raise click.ClickException(str(e).splitlines()[0]) from None
+    click.echo(f"table: {out / 'table3.md'} ({len(table['cells'])} cells, {table['cells_seconds_total']:.0f} s)")

@@ -1,0 +1,228 @@
+"""`avsa-train ablate`: the Table 3 grid's definition against the paper, and the runner end to end on two cells
+of the synthetic shards (results, table, resume, errors)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from avsa_train import ablate
+from avsa_train.config import PretrainConfig
+
+SEED_FILE = Path("/work/shared/seed/000_365d77e7b8f9d7d1.txt")  # the paper's supplementary material, if present
+
+# ------------------------------------------------------------------------------------------ grid definition
+
+
+def test_grid_rows_differ_from_the_default_in_the_ablated_option_only():
+    assert [f.key for f in ablate.FAMILIES] == ["a", "b", "c", "d", "e"]
+    assert [len(f.rows) for f in ablate.FAMILIES] == [3, 4, 3, 4, 4]
+    assert set(ablate.PAPER_TABLE3) == {r.id for r in ablate.all_rows()}
+    scale = ablate.SCALES["tiny"]
+    base = ablate.pretrain_values(ablate.DEFAULT_CELL, scale)
+    assert {k: base[k] for k in ablate.DEFAULTS} == ablate.DEFAULTS
+    assert base["task"] == "avsa" and base["moments"] == 1
+    for fam in ablate.FAMILIES:
+        # one row per family is the paper's own model, trained once for all families
+        assert [r.cell for r in fam.rows].count(ablate.DEFAULT_CELL) == 1
+        for row in fam.rows:
+            values = ablate.pretrain_values(row.cell, scale)
+            changed = {k for k in values if values[k] != base[k]}
+            if row.cell == ablate.DEFAULT_CELL:
+                assert row.overrides == {} and changed == set()
+                continue
+            # exactly the family's option is set, to a value other than the default ...
+            assert list(row.overrides) == [fam.option], row
+            assert row.overrides[fam.option] != ablate.DEFAULTS[fam.option]
+            assert values[fam.option] == row.overrides[fam.option]
+            # ... and nothing else differs but what that option forces (documented in ablate.IMPLIED)
+            assert fam.option in changed and changed <= {fam.option, *ablate.IMPLIED.get(fam.option, ())}, row
+            PretrainConfig(**values, shards="x").validate()
+    # rows of one cell are one configuration; different cells are different configurations
+    configs = {c: json.dumps(ablate.pretrain_values(c, scale), sort_keys=True) for c in ablate.cell_names()}
+    assert len(set(configs.values())) == len(configs)
+    for row in ablate.all_rows():
+        assert json.dumps(ablate.pretrain_values(row.cell, scale), sort_keys=True) == configs[row.cell]
+    # the paper reports identical numbers for "Instance" (c) and "Easy Only" (d): one run here too
+    by_id = {r.id: r for r in ablate.all_rows()}
+    assert by_id["c/instance"].cell == by_id["d/easy-only"].cell
+    assert ablate.PAPER_TABLE3["c/instance"] == ablate.PAPER_TABLE3["d/easy-only"]
+    st = ablate.pretrain_values("spatial-temporal", scale)
+    assert st["negatives"] == "spatial+temporal" and st["moments"] == scale.temporal_moments >= 2
+    v1 = ablate.pretrain_values("v1", scale)
+    assert v1["viewpoints"] == 1 and v1["negatives"] == "instance"
+
+
+def _seed_table3(text: str) -> dict[str, dict[str, list[float]]]:
+    """``{family key: {row label: [AVC, AVSA, Segm, UCF]}}`` parsed from the seed's Table 3 blocks."""
+    out: dict[str, dict[str, list[float]]] = {}
+    pending: dict[str, list[float]] | None = None  # rows under an "AVC@4 AVSA@4 Segm UCF" header
+    for line in text.splitlines():
+        clean = re.sub(r"</?b>", "", line).strip()
+        if clean.split() == ["AVC@4", "AVSA@4", "Segm", "UCF"]:
+            pending = {}
+            continue
+        m = re.match(r"^(.+?)\t([\d.]+)\t([\d.]+)\t([\d.]+)\t([\d.]+)$", clean)
+        if m and pending is not None:
+            pending[m.group(1).strip()] = [float(x) for x in m.groups()[1:]]
+            continue
+        cap = re.match(r"^\(([a-e])\) ", clean)
+        if cap and pending:
+            out[cap.group(1)] = pending
+            pending = None
+    return out
+
+
+@pytest.mark.skipif(not SEED_FILE.is_file(), reason="the seed's supplementary material is not on this machine")
+def test_paper_numbers_are_the_seeds_table3():
+    seed = _seed_table3(SEED_FILE.read_text())
+    assert sorted(seed) == ["a", "b", "c", "d", "e"]
+    for fam in ablate.FAMILIES:
+        assert [r.label for r in fam.rows] == list(seed[fam.key]), fam.key
+        for row in fam.rows:
+            paper = ablate.PAPER_TABLE3[row.id]
+            assert [paper[m] for m in ("avc", "avsa", "seg", "ucf")] == seed[fam.key][row.label], row.id
+
+
+def test_selection_overrides_and_scales():
+    assert ablate.select() == ablate.cell_names()
+    assert ablate.select(["a"]) == ["mono", "stereo", "base"]
+    assert ablate.select(["c", "d"]) == ["instance", "base", "spatial-temporal", "hard-only", "no-curriculum"]
+    assert ablate.select(None, ["a/mono", "base", "d/easy-only"]) == ["mono", "base", "instance"]
+    with pytest.raises(ValueError, match="unknown cell 'nope'"):
+        ablate.select(None, ["nope"])
+    with pytest.raises(ValueError, match="unknown family x"):
+        ablate.select(["x"])
+    assert ablate.parse_overrides(["steps=5", "bin_lr=none", "seg_milestones=1,2", "lr=3e-4"]) == {
+        "steps": 5,
+        "bin_lr": None,
+        "seg_milestones": (1, 2),
+        "lr": 3e-4,
+    }
+    for bad in (["nokey=1"], ["steps"], ["steps=abc"]):
+        with pytest.raises(ValueError, match="--set"):
+            ablate.parse_overrides(bad)
+    paper = ablate.SCALES["paper"]  # Table 2 and the protocols' defaults
+    assert (paper.width, paper.batch_size, paper.lr, paper.weight_decay) == (1.0, 28, 1e-4, 1e-5)
+    assert (paper.bin_epochs, paper.bin_batch_size, paper.bin_lr, paper.seg_epochs, paper.seg_batch_size) == (
+        10,
+        32,
+        None,
+        10,
+        20,
+    )
+    assert paper.seg_fpn_dim == 128 and paper.seg_milestones == (5, 8)
+    assert paper.color_jitter and paper.flip_p == 0.5 and paper.steps is None and paper.epochs == 150
+    with pytest.raises(ValueError, match="unknown scale"):
+        ablate.resolve_scale("huge")
+
+
+# ------------------------------------------------------------------------------------------ the runner
+
+#: A few steps and one epoch of every evaluation: the machinery, not the numbers (curriculum switch at step 2).
+FAST = [
+    "steps=2",
+    "batch_size=2",
+    "steps_per_epoch=1",
+    "switch_epoch=1",
+    "workers=0",
+    "bin_epochs=1",
+    "bin_batch_size=8",
+    "seg_epochs=1",
+    "seg_batch_size=4",
+]
+
+
+def _ablate(shards, out, *extra: str, check: bool = True):
+    sets = [a for s in FAST for a in ("--set", s)]
+    args = ["cli.train", "ablate", "--shards", str(shards), "--out", str(out), "--device", "cpu", "-q"]
+    return run_cli(*args, *sets, *extra, check=check)
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_ablate_two_cells_end_to_end_resume_and_errors(synth_shards, tmp_path):
+    from avsa_train.checkpoint import load_checkpoint
+
+    out = tmp_path / "grid"
+    r = _ablate(synth_shards, out, "--cells", "base,a/mono", "--no-scratch")
+    assert "table3.md" in r.stdout
+    assert r.stderr.count("training and evaluating") == 2 and "] mono (a/mono)" in r.stderr
+    results = {}
+    for cell, fmt in (("base", "ambi"), ("mono", "mono")):
+        res = json.loads((out / "cells" / cell / "result.json").read_text())
+        results[cell] = res
+        m = res["metrics"]
+        for task in ("avc", "avsa"):
+            assert _finite(m[task]["accuracy"]) and 0 <= m[task]["accuracy"] <= 100
+            lo, hi = m[task]["ci95_bootstrap_videos"]
+            assert lo <= m[task]["accuracy"] <= hi and m[task]["n"] > 0
+        assert _finite(m["seg"]["miou"]) and 0 <= m["seg"]["miou"] <= 100 and m["seg"]["eval_crops"] > 0
+        assert m["ucf"] is None
+        # the cell really pre-trained its configuration and evaluated with its audio format
+        ck = load_checkpoint(out / "cells" / cell / "pretrain" / "checkpoint.pt")
+        assert ck["step"] == 2 and ck["config"]["audio_format"] == fmt and ck["config"]["viewpoints"] == 4
+        ev = json.loads((out / "cells" / cell / "eval" / "eval_avsa.json").read_text())
+        assert ev["checkpoint"]["pretrained"] and ev["checkpoint"]["audio_format"] == fmt
+        negs = [json.loads(ln)["negatives"] for ln in (out / "cells" / cell / "pretrain" / "metrics.jsonl").open()]
+        assert negs == ["instance", "instance+spatial"]  # easy → hard
+    assert results["base"]["rows"] == ["a/ambi", "b/v4", "c/spatial", "d/curriculum", "e/d2"]
+
+    md = (out / "table3.md").read_text()
+    for text in ("(a) Spatial audio format", "(e) Modeling spatial context", "| Mono | `mono` |", "82.39", "89.83"):
+        assert text in md, text
+    avc_mono = results["mono"]["metrics"]["avc"]["accuracy"]
+    mono_line = next(ln for ln in md.splitlines() if ln.startswith("| Mono | `mono` |"))
+    assert f"{avc_mono:.1f}" in mono_line and "82.39" in mono_line and "n/a" in mono_line
+    d2_line = next(ln for ln in md.splitlines() if ln.startswith("| Transformer (Depth=2) | `base` |"))
+    assert f"{results['base']['metrics']['avc']['accuracy']:.1f}" in d2_line  # the shared cell fills every family
+    stereo_line = next(ln for ln in md.splitlines() if ln.startswith("| Stereo | `stereo` |"))
+    assert "— | 84.47" in stereo_line  # not run: no number of ours
+    table = json.loads((out / "table3.json").read_text())
+    rows = {r["id"]: r for f in table["families"] for r in f["rows"]}
+    assert rows["a/mono"]["paper"] == ablate.PAPER_TABLE3["a/mono"]
+    assert rows["a/mono"]["ours"]["avc"]["value"] == avc_mono and rows["a/stereo"]["ours"] is None
+    gap = rows["a/mono"]["paired_vs_default"]["avsa"]
+    assert gap["n"] == results["base"]["metrics"]["avsa"]["n"]  # the same items for both cells
+    assert gap["gap"] == pytest.approx(
+        results["mono"]["metrics"]["avsa"]["accuracy"] - results["base"]["metrics"]["avsa"]["accuracy"], abs=1e-3
+    )
+
+    # rerun: finished cells are skipped, nothing is trained again
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/*.json")}
+    ckpts = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/pretrain/checkpoint.pt")}
+    r = _ablate(synth_shards, out, "--cells", "base,mono", "--no-scratch")
+    assert r.stderr.count("done earlier, skipped") == 2 and "training and evaluating" not in r.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/*.json")} == stamps
+    # a partial cell (its segmentation and result missing) is completed without pre-training again
+    (out / "cells" / "mono" / "result.json").unlink()
+    (out / "cells" / "mono" / "eval" / "segment.json").unlink()
+    r = _ablate(synth_shards, out, "--cells", "mono", "--no-scratch")
+    assert "[1/1] mono: training and evaluating" in r.stderr
+    assert (out / "cells" / "mono" / "result.json").is_file() and (
+        out / "cells" / "mono" / "eval" / "segment.json"
+    ).is_file()
+    assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/pretrain/checkpoint.pt")} == ckpts
+
+    # bad input: one clear line, no traceback
+    for extra, rc, message in (
+        (["--cells", "nope"], 2, "unknown cell 'nope'"),
+        (["--families", "z"], 2, "unknown family z"),
+        (["--scale", "huge"], 2, "Invalid value for '--scale'"),
+        (["--set", "steps=3"], 1, "holds a grid run with other settings (steps)"),
+    ):
+        r = _ablate(synth_shards, out, *extra, check=False)
+        assert r.returncode == rc and message in r.stderr and "Traceback" not in r.stderr, (extra, r.stderr)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for shards, message in ((empty, "no shards"), (tmp_path / "missing", "does not exist")):
+        r = _ablate(shards, tmp_path / "other", check=False)
+        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1
