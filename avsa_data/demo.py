@@ -37,13 +37,16 @@ class DemoScale:
     batch: int
     eval_epochs: int
     seg_epochs: int
+    #: learning rate of the evaluation heads: the protocols' 1e-5 / 1e-4 over 10 epochs do not converge in a
+    #: demo's few epochs (the heads stay constant classifiers), so the demo trains them faster.
+    head_lr: float = 1e-3
 
 
 SCALES = {
     "quick": DemoScale(videos=6, duration=4.0, size="512x256", views=4, width=0.125, avc_steps=20, avsa_steps=12,
-                       batch=8, eval_epochs=2, seg_epochs=2),
-    "full": DemoScale(videos=10, duration=8.0, size="1024x512", views=8, width=0.125, avc_steps=100, avsa_steps=50,
-                      batch=8, eval_epochs=3, seg_epochs=2),
+                       batch=8, eval_epochs=3, seg_epochs=3),
+    "full": DemoScale(videos=10, duration=8.0, size="1024x512", views=8, width=0.125, avc_steps=200, avsa_steps=100,
+                      batch=8, eval_epochs=5, seg_epochs=4),
 }
 
 
@@ -99,17 +102,18 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, echo=print) -> Path:
     step("pretrain AVSA", ["cli.train", "pretrain", "--task", "avsa", "--out", str(avsa_dir), "--max-steps",
                            str(sc.avsa_steps), "--viewpoints", str(min(4, sc.views)), "--init",
                            str(avc_dir / "checkpoint.pt"), *pre])
-    ev = ["--shards", str(shards), "--workers", "0", *common]
+    ev = ["--shards", str(shards), "--workers", "0", "--lr", str(sc.head_lr), *common]
     results: dict[str, dict] = {}
     for name, ckpt in (("AVSA", avsa_dir / "checkpoint.pt"), ("scratch", "none")):
         d = evals / name.lower()
         extra = ["--width", str(sc.width)] if ckpt == "none" else []
         step(f"AVC-Bin ({name})", ["cli.train", "eval", "avc", "--ckpt", str(ckpt), "--out", str(d), "--epochs",
-                                   str(sc.eval_epochs), *extra, *ev])
+                                   str(sc.eval_epochs), "--milestones", str(sc.eval_epochs - 1), *extra, *ev])
         step(f"AVSA-Bin ({name})", ["cli.train", "eval", "avsa", "--ckpt", str(ckpt), "--out", str(d), "--epochs",
-                                    str(sc.eval_epochs), *extra, *ev])
+                                    str(sc.eval_epochs), "--milestones", str(sc.eval_epochs - 1), *extra, *ev])
         step(f"segmentation ({name})", ["cli.train", "segment", "--ckpt", str(ckpt), "--out", str(d), "--epochs",
-                                        str(sc.seg_epochs), "--batch-size", str(sc.batch), *extra, *ev])
+                                        str(sc.seg_epochs), "--milestones", str(sc.seg_epochs - 1),
+                                        "--batch-size", str(sc.batch), *extra, *ev])
         results[name] = collect_metrics(d)
     report = write_report(out, sc, results, timings, [avc_dir, avsa_dir], shards)
     echo(f"[demo] report → {report}")
@@ -168,10 +172,13 @@ def write_report(out: Path, sc: DemoScale, results: dict, timings: dict, runs: l
         lines.append(f"| {name} | {' | '.join(cells)} |")
     lines += ["", "Brackets: 95 % confidence interval (Wilson for the binary tasks, a bootstrap over validation "
               "videos for segmentation); n: evaluated items (binary tasks, half of them negatives in expectation) "
-              "or crops (segmentation). Chance is 50 % for AVC@4 and AVSA@4. These are tiny models trained for "
-              "seconds to minutes on a handful of synthetic videos, so the intervals are wide: the demo shows that "
-              "every stage runs end to end, not the paper's numbers (see docs/RESULTS.md and "
-              "benchmarks/README.md for those studies).", "",
+              "or crops (segmentation). Chance is 50 % for AVC@4 and AVSA@4. These are tiny models "
+              f"(AVC {sc.avc_steps} steps, then AVSA {sc.avsa_steps} steps, batch {sc.batch}) on a handful of "
+              f"synthetic videos, and the evaluation heads train for {sc.eval_epochs} (binary) / {sc.seg_epochs} "
+              f"(segmentation) epochs at lr {sc.head_lr:g} instead of the protocols' 10 epochs at 1e-5 / 1e-4, so "
+              "the intervals are wide and the binary tasks sit near chance: at this scale pre-training does not "
+              "yet beat a random initialisation significantly (benchmarks/results/eval_gap.json measures that "
+              "gap). The demo shows that every stage runs end to end; docs/RESULTS.md has the ablation study.", "",
               f"![contact sheet, loss curves, audio direction]({png.name})", "", "## Step timings", "",
               "| step | seconds |", "| --- | --- |"]
     lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# Before any test imports torch: OpenMP threads wait passively (see avsa_train/__init__.py). Subprocesses inherit.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import subprocess
 import sys
 from pathlib import Path
