@@ -44,7 +44,7 @@ class DemoScale:
 
 SCALES = {
     "quick": DemoScale(videos=6, duration=4.0, size="512x256", views=4, width=0.125, avc_steps=20, avsa_steps=12,
-                       batch=8, eval_epochs=3, seg_epochs=3),
+                       batch=8, eval_epochs=5, seg_epochs=6),
     "full": DemoScale(videos=10, duration=8.0, size="1024x512", views=8, width=0.125, avc_steps=200, avsa_steps=100,
                       batch=8, eval_epochs=5, seg_epochs=4),
 }
