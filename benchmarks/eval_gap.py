@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+#: The evaluation metrics copied, side by side, for the pre-trained and the scratch checkpoint.
+HEADLINE_METRICS = ("accuracy", "ci95_wilson", "ci95_bootstrap_videos", "roc_auc", "accuracy_aligned",
+                    "accuracy_misaligned")
 
 
 def run(args: list[str]) -> None:
@@ -142,28 +145,8 @@ def compare(task: str, pre: tuple[dict, list[dict]], scratch: tuple[dict, list[d
     )
     return {
         "task": f"{task}-bin",
-        "pretrained": {
-            k: pre[0]["metrics"].get(k)
-            for k in (
-                "accuracy",
-                "ci95_wilson",
-                "ci95_bootstrap_videos",
-                "roc_auc",
-                "accuracy_aligned",
-                "accuracy_misaligned",
-            )
-        },
-        "scratch": {
-            k: scratch[0]["metrics"].get(k)
-            for k in (
-                "accuracy",
-                "ci95_wilson",
-                "ci95_bootstrap_videos",
-                "roc_auc",
-                "accuracy_aligned",
-                "accuracy_misaligned",
-            )
-        },
+        "pretrained": {k: pre[0]["metrics"].get(k) for k in HEADLINE_METRICS},
+        "scratch": {k: scratch[0]["metrics"].get(k) for k in HEADLINE_METRICS},
         "paired": gap,
         "checkpoint": pre[0]["checkpoint"],
         "eval_config": pre[0]["config"],

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from avsa_data import media
 from avsa_data.rng import rng_for
 from avsa_train import data as avdata
-from avsa_train.tasks.common import Backbone, environment, multistep, progress
+from avsa_train.tasks.common import Backbone, multistep, progress, result_document
 from avsa_train.tasks.metrics import accuracy_summary, cluster_bootstrap
 
 DATASETS = ("ucf101", "hmdb51", "folder")
@@ -436,17 +436,10 @@ class FinetuneResult:
     data: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {
-            "schema": "avsa.eval.finetune",
-            "schema_version": 1,
-            "task": "action-recognition",
-            "metrics": self.metrics,
-            "history": self.history,
-            "config": self.config,
-            "checkpoint": self.checkpoint,
-            "data": self.data,
-            "environment": environment(),
-        }
+        return result_document(
+            "avsa.eval.finetune", "action-recognition", self.metrics, self.history, self.config, self.checkpoint,
+            data=self.data,
+        )
 
 
 def run_finetune(

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from avsa_train.tasks import misalign, streams
-from avsa_train.tasks.common import Backbone, environment, multistep, progress
+from avsa_train.tasks.common import Backbone, multistep, progress, result_document
 from avsa_train.tasks.metrics import accuracy_summary, roc_auc
 
 FEATURE_MODES = ("transformer", "direct")
@@ -337,16 +337,9 @@ class BinaryEvalResult:
         return rows
 
     def to_json(self) -> dict:
-        return {
-            "schema": "avsa.eval.binary",
-            "schema_version": 1,
-            "task": f"{self.task}-bin",
-            "metrics": self.metrics,
-            "history": self.history,
-            "config": self.config,
-            "checkpoint": self.checkpoint,
-            "environment": environment(),
-        }
+        return result_document(
+            "avsa.eval.binary", f"{self.task}-bin", self.metrics, self.history, self.config, self.checkpoint
+        )
 
 
 def run_binary_eval(

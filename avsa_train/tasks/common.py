@@ -185,6 +185,24 @@ def _jsonable(obj):
     return str(obj)
 
 
+def result_document(
+    schema: str, task: str, metrics: dict, history: list[dict], config: dict, checkpoint: dict, **extra
+) -> dict:
+    """The JSON every downstream task writes: ``schema`` (``avsa.eval.*``, version 1), ``task``, ``metrics``,
+    ``history``, ``config``, ``checkpoint``, any task-specific ``extra`` blocks, and the :func:`environment`."""
+    return {
+        "schema": schema,
+        "schema_version": 1,
+        "task": task,
+        "metrics": metrics,
+        "history": history,
+        "config": config,
+        "checkpoint": checkpoint,
+        **extra,
+        "environment": environment(),
+    }
+
+
 def environment() -> dict:
     """Where a result came from: versions and device."""
     import avsa_train

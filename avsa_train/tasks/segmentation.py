@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from avsa_train.tasks import streams
-from avsa_train.tasks.common import Backbone, environment, multistep, progress
+from avsa_train.tasks.common import Backbone, multistep, progress, result_document
 from avsa_train.tasks.metrics import (
     CONFIDENCE_THRESHOLD,
     cluster_bootstrap,
@@ -331,16 +331,9 @@ class SegmentationResult:
     checkpoint: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {
-            "schema": "avsa.eval.segmentation",
-            "schema_version": 1,
-            "task": "segmentation",
-            "metrics": self.metrics,
-            "history": self.history,
-            "config": self.config,
-            "checkpoint": self.checkpoint,
-            "environment": environment(),
-        }
+        return result_document(
+            "avsa.eval.segmentation", "segmentation", self.metrics, self.history, self.config, self.checkpoint
+        )
 
 
 def _device_batch(batch: dict, device: torch.device, need_audio: bool):
