@@ -656,7 +656,7 @@ def _mismatch(where, old: dict, job: JobConfig, src: str) -> ShardJobError | Non
 def _check_config(out: Path, job: JobConfig, src: str, overwrite: bool) -> None:
     cfg_path = out / "config.json"
     if cfg_path.exists():
-        old = _read_json(cfg_path, damaged={})
+        old = _read_json(cfg_path, damaged={} if overwrite else ShardJobError, hint=_REBUILD)
         problem = _mismatch(out, old, job, src)
         if problem is None:
             return
