@@ -149,6 +149,27 @@ def test_added_videos_go_to_new_shards_and_finished_shards_stay_byte_identical(v
     assert run_shard_job(raw, out, JOB, progress=False).up_to_date
 
 
+def test_a_url_update_uploads_only_the_new_shards(videos, tmp_path, monkeypatch):
+    from avsa_data import remote
+
+    raw = _raw(videos, tmp_path / "raw", (0, 1))
+    url = "memory://avsa-tests/reliability/update"
+    run_shard_job(raw, url, JOB, progress=False, staging=tmp_path / "stage")
+    store = remote.Store(url)
+    before = {n: store.read_bytes(n) for n in store.shard_names()}
+    _raw(videos, raw, (2,))
+    uploads: list[str] = []
+    put = remote.Store.put
+    monkeypatch.setattr(remote.Store, "put", lambda self, local, name: (uploads.append(name), put(self, local, name)))
+    report = run_shard_job(raw, url, JOB, progress=False, staging=tmp_path / "stage")
+    assert report.added == 1 and report.ok == 3
+    assert uploads == ["config.json", "train-000002.tar", "failures.jsonl", "manifest.json"]
+    assert {n: store.read_bytes(n) for n in before} == before
+    assert [s["name"] for s in store.read_json("manifest.json")["shards"]] == store.shard_names()
+    assert not (tmp_path / "stage").exists()
+    store.fs.rm(store.root, recursive=True)
+
+
 def test_changed_or_removed_inputs_need_overwrite(videos, tmp_path):
     raw = _raw(videos, tmp_path / "raw")
     out = tmp_path / "out"
@@ -248,9 +269,9 @@ def test_environment_errors_stop_the_job_and_are_retried(raw3, reference, tmp_pa
             raise error
         real(tar, sample)
 
-    monkeypatch.setattr(shards_mod, "add_sample", failing)
+    monkeypatch.setattr(shards_mod, "add_sample", failing)  # forked pool workers inherit the patch
     with pytest.raises(JobStopped, match=words) as e:
-        run_shard_job(raw, out, JOB, progress=False)
+        run_shard_job(raw, out, JOB, progress=False, workers=2 if isinstance(error, MemoryError) else 1)
     assert "\n" not in str(e.value) and "rerun" in str(e.value)
     assert not list((out / ".work" / "frag").glob("synth_0001*"))  # nothing recorded against the input
     assert not (out / "failures.jsonl").exists()
