@@ -15,12 +15,14 @@ and ends byte-identical to an uninterrupted run. Changing the configuration of a
 ``--overwrite``. One job at a time may use an output folder (an ``fcntl`` lock on ``OUT/.lock``).
 
 Every input's identity (path, size, mtime and a hash of its first and last MiB; :mod:`avsa_data.input_identity`)
-is recorded in its fragment summary and in the manifest. A rerun over a finished output then
+is recorded in its fragment summary and in the manifest. A rerun over a finished output then:
+
 - shards videos added to ``--src`` as an *incremental update*: their samples go to new shards numbered after
   the existing ones of their split, and the finished shards are never rewritten (they stay byte-identical);
 - retries failed videos whose input changed;
 - refuses changed or removed inputs that have samples in the shards (``--overwrite`` rebuilds), and another
   ``--src`` than the one the output was made from.
+
 A fragment whose input changed while the job was interrupted is made again, never mixed in.
 
 Only bad input (:class:`~avsa_data.media.MediaError`, :class:`~avsa_data.labels.LabelError`) is recorded as a
