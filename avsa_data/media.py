@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import signal
 import subprocess
 import tempfile
 import threading
@@ -44,6 +45,22 @@ AMBI_FORMATS = ("ambix", "fuma")
 AUDIO_CODECS = {"pcm": "pcm_s16le", "aac": "aac"}
 _MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".wav": "wav", ".flac": "flac"}
 _BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1"]
+
+
+class FfmpegKilled(Exception):
+    """ffmpeg was killed by a signal (the OOM killer, a user): a problem of the environment, not of the input,
+    so it is never a :class:`MediaError`. ``str(e)`` is a one-line reason naming the file."""
+
+    def __init__(self, signum: int, path: str | os.PathLike):
+        name = signal.Signals(signum).name if signum in signal.valid_signals() else f"signal {signum}"
+        super().__init__(f"ffmpeg was killed by {name} while reading {path}")
+        self.signum = signum
+        self.path = str(path)
+
+
+def _raise_if_killed(returncode: int, path: str | os.PathLike) -> None:
+    if returncode < 0:
+        raise FfmpegKilled(-returncode, path)
 
 
 class MediaError(Exception):
@@ -359,6 +376,7 @@ def probe(path: str | os.PathLike, scan_packets: bool = True) -> ProbeResult:
     if scan_packets:
         cmd += ["-map", "0", "-c", "copy", "-f", "framecrc", "pipe:1"]
     out = subprocess.run(cmd, capture_output=True)
+    _raise_if_killed(out.returncode, p)
     stderr = out.stderr.decode("utf-8", "replace")
     fmt, dur, streams = _parse_header(stderr)
     if not fmt or not streams:
@@ -395,15 +413,24 @@ def find_audio_source(video_path: str | os.PathLike) -> Path:
     preview). Raises :class:`MediaError` (``no_audio``) when there is neither.
     """
     p = _check_exists(video_path)
-    for ext in SIDECAR_EXTS:
-        for cand in (p.with_suffix(ext), p.with_suffix(ext.upper())):
-            if cand.is_file() and cand != p:
-                return cand
+    sidecar = sidecar_audio(p)
+    if sidecar is not None:
+        return sidecar
     if probe(p, scan_packets=False).has_audio:
         return p
     raise MediaError(
         f"no audio: the container has no audio stream and there is no sidecar {p.stem}.wav/.flac", "no_audio", p
     )
+
+
+def sidecar_audio(video_path: str | os.PathLike) -> Path | None:
+    """The same-stem sidecar audio file (``.wav`` then ``.flac``, either case) next to a video, if any."""
+    p = Path(video_path)
+    for ext in SIDECAR_EXTS:
+        for cand in (p.with_suffix(ext), p.with_suffix(ext.upper())):
+            if cand.is_file() and cand != p:
+                return cand
+    return None
 
 
 class _StderrCollector(threading.Thread):
@@ -543,6 +570,7 @@ def _frame_generator(cmd: list[str], p: Path, w: int, h: int) -> Iterator[NDArra
         rc = proc.wait()
         err.join()
         finished = True
+        _raise_if_killed(rc, p)
         if rc != 0 or "partial file" in err.text:
             kind, reason = _classify(err.text)
             raise MediaError(f"{reason} (after {n} frames)" if n else reason, kind, p)
@@ -602,6 +630,7 @@ def read_audio(path: str | os.PathLike, sr: int) -> NDArray[np.float32]:
         .compile(cmd=ffmpeg_exe())
     )
     out = subprocess.run(cmd, capture_output=True)
+    _raise_if_killed(out.returncode, p)
     stderr = out.stderr.decode("utf-8", "replace")
     if out.returncode != 0:
         if re.search(r"matches no streams|does not contain any stream|Output file does not contain", stderr):

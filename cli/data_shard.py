@@ -11,19 +11,21 @@ import click
 from avsa_data import format as fmt
 from avsa_data.labels import BACKENDS
 from avsa_data.samples import SampleConfig
-from avsa_data.shards import JobConfig, ShardJobError, run_shard_job
+from avsa_data.shards import JobConfig, JobStopped, ShardJobError, run_shard_job
 from avsa_data.viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG
 from cli._locations import output_folder
 
 
-def _size(value: str | None) -> tuple[int, int] | None:
+def _size(value: str | None, option: str = "--equirect-size") -> tuple[int, int] | None:
     if not value:
         return None
     try:
         w, h = (int(x) for x in value.lower().split("x"))
+        if w <= 0 or h <= 0:
+            raise ValueError(value)
     except ValueError as e:
         raise click.BadParameter(f"expected WIDTHxHEIGHT, e.g. 1920x960, got {value!r}",
-                                 param_hint="'--equirect-size'") from e
+                                 param_hint=f"'{option}'") from e
     return w, h
 
 
@@ -36,6 +38,10 @@ def _shard_size(value: str) -> tuple[int | None, float | None]:
     except ValueError as e:
         raise click.BadParameter(f"expected a sample count (256) or a size (500MB), got {value!r}",
                                  param_hint="'--shard-size'") from e
+
+
+#: Exit status of a job stopped by its environment (disk full, out of memory, …): rerun to resume (EX_TEMPFAIL).
+EXIT_RETRY = 75
 
 
 def _label_options(**options) -> tuple[tuple[str, str], ...]:
@@ -126,7 +132,12 @@ def _label_options(**options) -> tuple[tuple[str, str], ...]:
               help="With --engine ray: an existing cluster ('auto', 'ray://host:10001'); default starts a local one.")
 @click.option("--workers", "-j", type=int, default=min(4, os.cpu_count() or 1), help="Parallel worker processes.")
 @click.option("--max-av-mismatch", type=float, default=0.5, help="Tolerated audio/video duration mismatch (s).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output made with a different configuration.")
+@click.option("--max-resolution", default="x".join(map(str, JobConfig.max_resolution)),
+              help="Largest input frame WIDTHxHEIGHT; larger videos are recorded as failures before decoding "
+                   "(a worker holds several decoded RGB frames of 3 bytes per pixel; a 16384x8192 input took 8.4 GB).")
+@click.option("--overwrite", is_flag=True,
+              help="Rebuild an existing output made with another configuration, another --src, or from inputs "
+                   "that changed or disappeared since. (Videos added to --src need no flag: a rerun adds them.)")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any video fails.")
 @click.option("--keep-work", is_flag=True,
               help="Keep the per-video fragments in OUT/.work (with a URL --out: the staging folder) after the job.")
@@ -136,14 +147,17 @@ def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds
           jpeg_quality, audio_bits, renders, binaural, sofa, labels, labels_optional, label_dir, class_map, label_fps,
           label_max_gap, model, onnx_size, onnx_mean, onnx_std, onnx_output, onnx_layout, onnx_fov, onnx_device,
           onnx_threads, equirect_size, keep_equirect, shard_size, seed, engine, ray_address, workers, max_av_mismatch,
-          overwrite, strict, keep_work, quiet, staging):
+          max_resolution, overwrite, strict, keep_work, quiet, staging):
     """Turn raw 360° videos into WebDataset shards of viewpoint banks (see docs/FORMAT.md).
 
     Each sample is one moment (or M moments) of one video with K viewpoints; per viewpoint: the NFOV crop
     clip, the rotated FOA, the mono and binaural renders, and (with --labels) segmentation + confidence masks.
-    Resumable: rerun the same command after an interruption. Bad inputs go to OUT/failures.jsonl.
+    Resumable: rerun the same command after an interruption, or after an environment error (disk full, out of
+    memory; exit status 75). Bad inputs go to OUT/failures.jsonl. Rerun after adding videos to --src to add
+    their samples as new shards (finished shards are not rewritten). One job at a time per --out.
     """
     n_shard, mb = _shard_size(shard_size)
+    max_res = _size(max_resolution, "--max-resolution")
     if staging is not None and not isinstance(out, str):
         raise click.BadParameter("only applies when --out is a URL (s3://bucket/prefix)", param_hint="'--staging'")
     try:
@@ -165,13 +179,16 @@ def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds
                                        onnx_std=onnx_std, onnx_output=onnx_output, onnx_layout=onnx_layout,
                                        onnx_fov=onnx_fov, onnx_device=onnx_device, onnx_threads=onnx_threads)
         job = JobConfig(sample=cfg, labels=labels, label_options=label_options, labels_optional=labels_optional,
-                        shard_size=n_shard, shard_mb=mb, max_av_mismatch=max_av_mismatch)
+                        shard_size=n_shard, shard_mb=mb, max_av_mismatch=max_av_mismatch, max_resolution=max_res)
         report = run_shard_job(src, out, job, workers=workers, list_file=list_file, overwrite=overwrite,
                                keep_work=keep_work, progress=not quiet,
                                engine=engine, ray_address=ray_address, staging=staging)
     except (ShardJobError, ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e).splitlines()[0]) from None
-    state = "up to date" if report.up_to_date else "done"
+        err = click.ClickException(str(e).splitlines()[0])
+        if isinstance(e, JobStopped):
+            err.exit_code = EXIT_RETRY
+        raise err from None
+    state = "up to date" if report.up_to_date else f"updated (+{report.added} videos)" if report.added else "done"
     click.echo(f"{state}: {report.samples} samples in {report.shards} shards from {report.ok}/{report.videos} "
                f"videos → {report.out}" + (f"; {report.failed} failed (see {report.out}/failures.jsonl)"
                                             if report.failed else ""))

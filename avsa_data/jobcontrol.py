@@ -1,0 +1,81 @@
+"""Process hygiene of long jobs: one job per output folder, and pool workers that never outlive their parent.
+
+- :func:`exclusive_lock` takes an advisory ``fcntl.flock`` lock on ``FOLDER/.lock`` for the whole job and
+  writes the holder's pid into it. A second job on the same folder fails at once with a message naming that
+  pid. The kernel drops the lock when the holder (and any forked child still holding the descriptor) exits,
+  so a killed job never leaves a stale lock; the ``.lock`` file itself stays (it is empty of meaning).
+- :func:`die_with_parent` is a process-pool *initializer*: on Linux it asks the kernel to SIGKILL the worker
+  when its parent exits (``prctl(PR_SET_PDEATHSIG)``), and on every platform a watchdog thread exits the
+  worker within :data:`WATCHDOG_SECONDS` once the parent is gone (``kill -9`` of the main process included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+LOCK_NAME = ".lock"
+#: How often a pool worker checks that its parent is still alive (seconds).
+WATCHDOG_SECONDS = 1.0
+_PR_SET_PDEATHSIG = 1
+
+
+class FolderBusy(Exception):
+    """Another job holds the folder's lock; one-line message naming its pid."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: Path, what: str = "avsa-data shard job") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if needed) for the duration of the ``with`` block."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise FolderBusy(f"{folder} is in use by another {what} (pid {holder}); wait for it to finish or "
+                             f"stop it, then rerun") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock (forked children holding the descriptor keep it until they exit)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Initializer of a pool worker: exit as soon as ``parent_pid`` (the job's main process) is gone."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    ppid = os.getppid()
+    if not _alive(parent_pid):  # the parent died before the prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_SECONDS)
+            if os.getppid() != ppid or not _alive(parent_pid):
+                os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
