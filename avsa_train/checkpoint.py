@@ -283,14 +283,15 @@ def load_encoders(
     return model.video, model.audio, model.translator, config
 
 
-def init_from(model: nn.Module, ckpt: str | os.PathLike) -> list[str]:
+def init_from(model: nn.Module, ckpt: str | os.PathLike, state: dict | None = None) -> list[str]:
     """Initialise ``model`` from another run's checkpoint (e.g. AVSA from AVC, Table 2).
 
     The encoders must match exactly; translator weights are copied where names and shapes agree (an AVC
     checkpoint has depth 0, so only the projection heads carry over). Returns the translator keys left as
-    initialised.
+    initialised. ``state``: the checkpoint already loaded with :func:`load_checkpoint` from ``ckpt``.
     """
-    state = load_checkpoint(ckpt)
+    if state is None:
+        state = load_checkpoint(ckpt)
     try:
         model.video.load_state_dict(state["video"])
         model.audio.load_state_dict(state["audio"])

@@ -176,11 +176,14 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
             changed.append("world size")
         if changed:
             _note(f"resuming with other {', '.join(changed)} than the saved run: the data order will differ", info)
-    if cfg.init and not Path(cfg.init).is_file() and state is None:
-        raise FileNotFoundError(
-            f"--init {cfg.init} does not exist (train the AVC model first: avsa-train pretrain "
-            f"--task avc; or pass --init none to start from a random initialisation)"
-        )
+    init_state = None
+    if cfg.init and state is None:
+        if not Path(cfg.init).is_file():
+            raise FileNotFoundError(
+                f"--init {cfg.init} does not exist (train the AVC model first: avsa-train pretrain "
+                f"--task avc; or pass --init none to start from a random initialisation)"
+            )
+        init_state = load_checkpoint(cfg.init, map_location="cpu")  # checked before any data is read
 
     urls = split_urls(expand_urls(cfg.shards), "train")
     if not urls:
@@ -214,8 +217,9 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
 
     torch.manual_seed(cfg.seed)  # the same initialisation on every rank (DDP also broadcasts rank 0's)
     model = build_model(cfg).to(device)
-    if cfg.init and state is None:
-        fresh = init_from(model, cfg.init)
+    if init_state is not None:
+        fresh = init_from(model, cfg.init, state=init_state)
+        del init_state
         _note(f"initialised from {cfg.init} ({len(fresh)} translator tensors left as initialised)", info)
     # dropout masks: an independent torch stream per rank
     torch.manual_seed(int(rng_for(cfg.seed, "torch", info.rank).integers(2**62)))
