@@ -120,8 +120,10 @@ def parse_json(data: bytes | str, name: str, what: str) -> Any:
     except json.JSONDecodeError as e:
         if not text.strip():
             why = "empty file"
-        elif e.pos >= len(text.rstrip()):
-            why = f"truncated JSON (it ends at line {e.lineno} column {e.colno} in the middle of a value)"
+        elif e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string"):
+            end = text.rstrip()
+            line, column = end.count("\n") + 1, len(end) - end.rfind("\n") - 1
+            why = f"truncated JSON (it stops inside a value after line {line} column {column})"
         else:
             why = f"malformed JSON at line {e.lineno} column {e.colno} ({e.msg})"
         raise ValueError(f"{name}: {why}; expected {what}") from None
