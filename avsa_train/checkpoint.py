@@ -195,6 +195,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():  # a damaged pickle stream, not a refused object
+            raise CheckpointError(f"{path} is not a readable avsa checkpoint (corrupt or truncated? {e})") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f"a pickled {found[1]} object" if found else "pickled objects"
         raise CheckpointError(
