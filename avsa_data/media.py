@@ -26,7 +26,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -434,15 +434,25 @@ def sidecar_audio(video_path: str | os.PathLike) -> Path | None:
 
 
 class _StderrCollector(threading.Thread):
-    """Drain a pipe in the background so ffmpeg never blocks on a full stderr."""
+    """Drain a pipe in the background so ffmpeg never blocks on a full stderr.
 
-    def __init__(self, stream):
+    An exception while draining is kept in ``error`` (for the consumer to raise) and ``on_error`` is called —
+    :func:`_frame_generator` kills ffmpeg there, which could otherwise block forever on the undrained pipe."""
+
+    def __init__(self, stream, on_error: Callable[[], object] | None = None):
         super().__init__(daemon=True)
         self.stream, self.chunks = stream, []
+        self.on_error = on_error
+        self.error: BaseException | None = None
 
     def run(self) -> None:
-        for chunk in iter(lambda: self.stream.read(65536), b""):
-            self.chunks.append(chunk)
+        try:
+            for chunk in iter(lambda: self.stream.read(65536), b""):
+                self.chunks.append(chunk)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
+            self.error = e
+            if self.on_error is not None:
+                self.on_error()
 
     @property
     def text(self) -> str:
@@ -535,12 +545,22 @@ def _read_exact(stream, n: int) -> bytearray | None:
 READ_AHEAD_FRAMES = 4
 
 
+class _ReaderFailed:
+    """What the frame-reader thread queues instead of a frame when it fails: the exception, for the consumer."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
 def _frame_generator(cmd: list[str], p: Path, w: int, h: int) -> Iterator[NDArray[np.uint8]]:
     """Frames from an ffmpeg rawvideo pipe. A reader thread keeps up to ``READ_AHEAD_FRAMES`` frames in hand so
     that ffmpeg decodes the next frames while the caller works on this one (a 64 kB pipe would otherwise
-    make decoding and processing take turns)."""
+    make decoding and processing take turns).
+
+    Any exception in a helper thread (e.g. ``MemoryError`` allocating a frame) is raised to the caller as is,
+    after ffmpeg is killed and reaped; so is any exception of the caller (or closing the generator early)."""
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    err = _StderrCollector(proc.stderr)
+    err = _StderrCollector(proc.stderr, on_error=proc.kill)
     err.start()
     nbytes = w * h * 3
     frames: queue.Queue = queue.Queue(maxsize=READ_AHEAD_FRAMES)
@@ -553,8 +573,9 @@ def _frame_generator(cmd: list[str], p: Path, w: int, h: int) -> Iterator[NDArra
                 frames.put(buf)
                 if buf is None:
                     return
-        except (OSError, ValueError):  # the pipe was closed under us: the consumer stopped early
-            frames.put(None)
+        except BaseException as e:  # noqa: BLE001 - every failure reaches the consumer, which never waits forever
+            stopped = stop.is_set() and isinstance(e, (OSError, ValueError))  # the consumer stopped early
+            frames.put(None if stopped else _ReaderFailed(e))
 
     th = threading.Thread(target=reader, daemon=True)
     th.start()
@@ -563,6 +584,8 @@ def _frame_generator(cmd: list[str], p: Path, w: int, h: int) -> Iterator[NDArra
         n = 0
         while True:
             buf = frames.get()
+            if isinstance(buf, _ReaderFailed):
+                raise buf.error
             if buf is None:
                 break
             n += 1
@@ -570,6 +593,8 @@ def _frame_generator(cmd: list[str], p: Path, w: int, h: int) -> Iterator[NDArra
         rc = proc.wait()
         err.join()
         finished = True
+        if err.error is not None:
+            raise err.error
         _raise_if_killed(rc, p)
         if rc != 0 or "partial file" in err.text:
             kind, reason = _classify(err.text)
@@ -587,6 +612,7 @@ def _frame_generator(cmd: list[str], p: Path, w: int, h: int) -> Iterator[NDArra
                     th.join(0.05)
             proc.wait()
         th.join()
+        err.join()
         proc.stdout.close()
 
 

@@ -14,7 +14,6 @@ uploaded to a hidden temporary name in the same folder and renamed.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import posixpath
 import re
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from . import format as fmt
+from .fsutil import parse_json
 
 _URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
 #: Protocols whose single upload is atomic (the object appears only when complete): no temp name + rename.
@@ -149,9 +149,13 @@ class Store:
         except OSError as e:
             raise self._error(name, e) from e
 
-    def read_json(self, name: str) -> dict | None:
+    def read_json(self, name: str, what: str | None = None) -> dict | None:
+        """The JSON object ``name``, or None if it does not exist; a malformed or truncated one raises a one-line
+        ``ValueError`` naming its URL and ``what`` was expected (default: the file avsa-data shard writes)."""
         data = self.read_bytes(name)
-        return None if data is None else json.loads(data)
+        if data is None:
+            return None
+        return parse_json(data, join(self.url, name), what or f"the {name} written by avsa-data shard")
 
     def open(self, name: str) -> IO[bytes]:
         try:

@@ -537,8 +537,10 @@ def check_inputs(run: GridRun, cells: Sequence[str]) -> None:
 
 def _pretext(metrics_path: Path, last: int = 10) -> dict:
     """Mean pretext metrics over the last ``last`` logged steps of a pre-training run."""
+    from avsa_train.pretrain import read_metrics
+
     try:
-        rows = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()][-last:]
+        rows = read_metrics(metrics_path)[0][-last:]  # a line torn by a kill is skipped
     except OSError:
         return {}
     out = {}

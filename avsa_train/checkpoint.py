@@ -1,4 +1,5 @@
-"""Checkpoints of ``avsa-train pretrain``: atomic writes, exact resume, and encoder loading for downstream tasks.
+"""Checkpoints of ``avsa-train pretrain``: safe loading, integrity checks, durable atomic writes, exact resume,
+and encoder loading for downstream tasks.
 
 A checkpoint is a ``torch.save`` dict (load with :func:`load_checkpoint`; encoders with :func:`load_encoders`):
 
@@ -12,23 +13,120 @@ A checkpoint is a ``torch.save`` dict (load with :func:`load_checkpoint`; encode
 | ``rng`` | per rank: ``{"torch": CPU generator state, "cuda": CUDA generator states or None}`` |
 | ``config`` | the resolved :class:`~avsa_train.config.PretrainConfig` as a dict (width, audio_format, spec, depth…) |
 | ``avsa_version``, ``format`` | provenance; ``format`` = :data:`CHECKPOINT_FORMAT` |
+| ``checksum`` | ``"sha256:<hex>"`` of every other entry (:func:`state_checksum`), checked on every load |
 
-Writes go to a temporary file in the same folder, then ``os.replace``: a crash never leaves a half-written
-checkpoint under the final name.
+Safety: a checkpoint holds only tensors, numbers, strings, booleans, ``None``, lists, tuples and dicts
+(:func:`plain` converts paths, numpy values and dataclasses when saving, and refuses anything else). It is read
+with ``torch.load(weights_only=True)``, which never runs pickled code: a file holding any other object is
+refused with one :class:`CheckpointError` line naming it — never unpickled. A file whose bytes changed after
+saving (a bit flip, a partial copy) fails its checksum and is refused too. Format-1 checkpoints (before the
+checksum) still load, with a warning that their integrity cannot be checked.
+
+Writes go to ``.checkpoint.pt.<pid>.tmp`` in the same folder, are fsynced, renamed over the final name and the
+folder fsynced (:func:`avsa_data.fsutil.atomic_write`): a crash never leaves a half-written checkpoint under
+the final name, and the temporary files of a killed run are removed when the next run starts
+(:func:`avsa_data.fsutil.remove_stale_tmp`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import hashlib
 import os
-from pathlib import Path
+import pickle
+import re
+import warnings
+from collections import OrderedDict
+from pathlib import Path, PurePath
 
+import numpy as np
 import torch
 from torch import nn
 
+from avsa_data.fsutil import atomic_write
 from avsa_train import __version__
 
-CHECKPOINT_FORMAT = 1
+#: 2: adds ``checksum``. 1: no checksum (still loads, unchecked).
+CHECKPOINT_FORMAT = 2
 ENCODER_KEYS = ("video", "audio", "translator")
+#: What a checkpoint may hold (besides tensors), as said in every refusal.
+ALLOWED = "tensors, numbers, strings, booleans, None, lists and dicts"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded safely or intact; the message is one line naming the file."""
+
+
+def plain(obj, where: str = "checkpoint"):
+    """``obj`` with only checkpoint-safe types: tensors, ``int``/``float``/``bool``/``str``/``None``, lists,
+    tuples and dicts (with such keys). Paths and enums become strings, numpy scalars Python numbers, numpy
+    arrays tensors, dataclasses dicts, sets sorted lists; anything else raises ``TypeError`` naming its
+    ``where`` (e.g. ``checkpoint['config']['init']``)."""
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return obj
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if isinstance(obj, enum.Enum):
+        return plain(obj.value, where)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        kind = type(obj) if type(obj) in (dict, OrderedDict) else dict  # OrderedDict: state_dict()s
+        return kind((plain(k, f"{where} key"), plain(v, f"{where}[{k!r}]")) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        kind = type(obj) if type(obj) in (list, tuple) else list  # namedtuples etc. become lists
+        return kind(plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
+    if isinstance(obj, (set, frozenset)):
+        return sorted(plain(v, where) for v in obj)
+    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}; a checkpoint holds only {ALLOWED}")
+
+
+def state_checksum(state: dict) -> str:
+    """``"sha256:<hex>"`` over every entry of ``state`` except ``checksum``, in a canonical order: dict keys
+    sorted, each value tagged with its type; tensors as dtype, shape and raw bytes (C order, any device)."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != "checksum"}, "checkpoint")
+    return "sha256:" + h.hexdigest()
+
+
+def _key_order(k) -> tuple[str, str]:
+    return type(k).__name__, repr(k)
+
+
+def _feed(h, obj, where: str) -> None:
+    if obj is None:
+        h.update(b"N")
+    elif isinstance(obj, bool):
+        h.update(b"T" if obj else b"F")
+    elif isinstance(obj, int):
+        h.update(b"i%d;" % obj)
+    elif isinstance(obj, float):
+        h.update(b"f" + obj.hex().encode() + b";")
+    elif isinstance(obj, str):
+        b = obj.encode("utf-8", "surrogatepass")
+        h.update(b"s%d:" % len(b) + b)
+    elif isinstance(obj, torch.Tensor):
+        if obj.layout != torch.strided or obj.is_quantized:
+            raise TypeError(f"{where} is a {obj.layout} tensor; a checkpoint holds dense tensors only")
+        t = obj.detach().resolve_conj().resolve_neg().cpu().contiguous().reshape(-1)
+        h.update(f"t{t.dtype}{tuple(obj.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(b"d%d:" % len(obj))
+        for k in sorted(obj, key=_key_order):
+            _feed(h, k, f"{where} key")
+            _feed(h, obj[k], f"{where}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"l%d:" % len(obj))
+        for i, v in enumerate(obj):
+            _feed(h, v, f"{where}[{i}]")
+    else:
+        raise TypeError(f"{where} is a {type(obj).__qualname__}; a checkpoint holds only {ALLOWED}")
 
 
 def rng_state() -> dict:
@@ -57,11 +155,12 @@ def save_checkpoint(
     rng: list[dict] | None = None,
     world_size: int = 1,
 ) -> Path:
-    """Write a checkpoint atomically (temporary file + ``os.replace``).
+    """Write a checkpoint durably and atomically (temporary file, fsync, ``os.replace``, fsync of the folder).
 
     ``model`` has ``video``, ``audio`` and ``translator`` sub-modules (an unwrapped
     :class:`~avsa_train.models.avsa.AVSAModel`); ``rng`` holds one :func:`rng_state` per rank (default: this
-    process's).
+    process's). Every entry is made :func:`plain` (a ``TypeError`` names one that cannot be) and the
+    :func:`state_checksum` is stored under ``checksum``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,29 +176,59 @@ def save_checkpoint(
         "rng": rng if rng is not None else [rng_state()],
         "config": dict(config),
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    state = plain(state)
+    state["checksum"] = state_checksum(state)
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """The checkpoint dict of ``path``; a clear error for a missing, corrupt or foreign file."""
+    """The checkpoint dict of ``path``, read without unpickling code (``weights_only=True``) and checked
+    against its stored checksum.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` (a ``ValueError``, one line
+    naming the file) for one that holds other objects than :data:`ALLOWED` (refused, nothing of it is run),
+    is corrupt or truncated, fails its checksum, or is not an avsa pre-training checkpoint.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():  # a damaged pickle stream, not a refused object
+            raise CheckpointError(f"{path} is not a readable avsa checkpoint (corrupt or truncated? {e})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"a pickled {found[1]} object" if found else "pickled objects"
+        raise CheckpointError(
+            f"{path}: refused to load: it holds {what}, which could run code; an avsa checkpoint holds only "
+            f"{ALLOWED} (load only checkpoints written by avsa-train pretrain)"
+        ) from None
     except Exception as e:  # noqa: BLE001 - a corrupt file can raise many things
-        raise ValueError(f"{path} is not a readable avsa checkpoint ({type(e).__name__}: {e})") from e
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(
+            f"{path} is not a readable avsa checkpoint (corrupt or truncated? {type(e).__name__}: {first})"
+        ) from None
     if not isinstance(state, dict) or any(k not in state for k in (*ENCODER_KEYS, "config")):
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not an avsa pre-training checkpoint (needs 'video', 'audio', 'translator' and 'config' entries)"
         )
+    stored = state.get("checksum")
+    if stored is None and state.get("format", 1) == 1:
+        warnings.warn(f"{path}: a format-1 checkpoint (no checksum): its integrity cannot be checked", stacklevel=2)
+    elif stored is None:
+        raise CheckpointError(f"{path}: format {state.get('format')} checkpoint without its checksum entry")
+    else:
+        try:
+            actual = state_checksum(state)
+        except TypeError as e:
+            raise CheckpointError(f"{path}: not an avsa checkpoint ({e})") from None
+        if stored != actual:
+            raise CheckpointError(
+                f"{path}: checksum mismatch (stored {str(stored)[:23]}…, content {actual[:23]}…): the file was "
+                f"corrupted after it was written (bit flip, partial copy); use another checkpoint"
+            )
+    if not isinstance(state["config"], dict):
+        raise CheckpointError(f"{path}: its 'config' entry is a {type(state['config']).__name__}, not a dict")
     return state
 
 
@@ -156,14 +285,15 @@ def load_encoders(
     return model.video, model.audio, model.translator, config
 
 
-def init_from(model: nn.Module, ckpt: str | os.PathLike) -> list[str]:
+def init_from(model: nn.Module, ckpt: str | os.PathLike, state: dict | None = None) -> list[str]:
     """Initialise ``model`` from another run's checkpoint (e.g. AVSA from AVC, Table 2).
 
     The encoders must match exactly; translator weights are copied where names and shapes agree (an AVC
     checkpoint has depth 0, so only the projection heads carry over). Returns the translator keys left as
-    initialised.
+    initialised. ``state``: the checkpoint already loaded with :func:`load_checkpoint` from ``ckpt``.
     """
-    state = load_checkpoint(ckpt)
+    if state is None:
+        state = load_checkpoint(ckpt)
     try:
         model.video.load_state_dict(state["video"])
         model.audio.load_state_dict(state["audio"])

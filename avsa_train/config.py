@@ -160,13 +160,47 @@ def _field_names() -> set[str]:
 
 def read_yaml(path: str | Path) -> dict:
     """Options of a YAML config file (keys as the long flags with ``_`` for ``-``); unknown keys are an error."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_bytes()) or {}
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(
+            f"{path}: malformed YAML{where} ({e.problem or e.context}); expected a mapping of option: value"
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:  # e.g. bytes that are not UTF-8
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: not a YAML file ({why}); expected a mapping of option: value") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
-    bad = sorted(set(data) - _field_names())
-    if bad:
-        raise ValueError(f"{path}: unknown keys {bad}; valid keys: {sorted(_field_names())}")
-    return data
+    unknown = sorted(str(k) for k in data if k not in _field_names())
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; valid keys: {sorted(_field_names())}")
+    return {k: _typed(path, k, v) for k, v in data.items()}
+
+
+def _typed(path, key: str, value):
+    """``value`` of option ``key`` checked against the field's type (``1e-4``, which YAML 1.1 reads as a string,
+    becomes a float); otherwise a ``ValueError`` naming the file, the key and the expected type."""
+    kinds = next(f.type for f in fields(PretrainConfig) if f.name == key).split(" | ")
+    if value is None and "None" in kinds:
+        return None
+    if "bool" in kinds:
+        if isinstance(value, bool):
+            return value
+    elif not isinstance(value, bool):
+        if "int" in kinds and isinstance(value, int):
+            return value
+        if "float" in kinds and isinstance(value, (int, float)):
+            return float(value)
+        if "float" in kinds and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if "str" in kinds and isinstance(value, str):
+            return value
+    raise ValueError(f"{path}: {key} must be {' or '.join(kinds)}, got {value!r}")
 
 
 def resolve(task: str | None, yaml_path: str | Path | None, cli: dict, saved: dict | None = None) -> PretrainConfig:

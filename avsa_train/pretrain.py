@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import replace
@@ -30,6 +31,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from avsa_data.fsutil import atomic_write, atomic_write_bytes, remove_stale_tmp
 from avsa_data.rng import rng_for
 from avsa_train import distributed as D
 from avsa_train.checkpoint import init_from, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -159,6 +161,10 @@ def _note(msg: str, info: D.DistInfo) -> None:
 def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistInfo) -> dict:
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT
+    if info.is_main:
+        gone = remove_stale_tmp(out, keep=is_run_file)
+        if gone:
+            _note(f"removed {len(gone)} temporary file(s) of a killed run: {', '.join(p.name for p in gone)}", info)
     state = None
     if resume:
         if not ckpt_path.is_file():
@@ -170,11 +176,14 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
             changed.append("world size")
         if changed:
             _note(f"resuming with other {', '.join(changed)} than the saved run: the data order will differ", info)
-    if cfg.init and not Path(cfg.init).is_file() and state is None:
-        raise FileNotFoundError(
-            f"--init {cfg.init} does not exist (train the AVC model first: avsa-train pretrain "
-            f"--task avc; or pass --init none to start from a random initialisation)"
-        )
+    init_state = None
+    if cfg.init and state is None:
+        if not Path(cfg.init).is_file():
+            raise FileNotFoundError(
+                f"--init {cfg.init} does not exist (train the AVC model first: avsa-train pretrain "
+                f"--task avc; or pass --init none to start from a random initialisation)"
+            )
+        init_state = load_checkpoint(cfg.init, map_location="cpu")  # checked before any data is read
 
     urls = split_urls(expand_urls(cfg.shards), "train")
     if not urls:
@@ -208,8 +217,9 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
 
     torch.manual_seed(cfg.seed)  # the same initialisation on every rank (DDP also broadcasts rank 0's)
     model = build_model(cfg).to(device)
-    if cfg.init and state is None:
-        fresh = init_from(model, cfg.init)
+    if init_state is not None:
+        fresh = init_from(model, cfg.init, state=init_state)
+        del init_state
         _note(f"initialised from {cfg.init} ({len(fresh)} translator tensors left as initialised)", info)
     # dropout masks: an independent torch stream per rank
     torch.manual_seed(int(rng_for(cfg.seed, "torch", info.rank).integers(2**62)))
@@ -240,8 +250,8 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
     log = tb = bar = None
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.as_dict(), sort_keys=True))
-        _truncate_metrics(out / METRICS, step)
+        atomic_write_bytes(out / "config.yaml", yaml.safe_dump(cfg.as_dict(), sort_keys=True).encode())
+        _truncate_metrics(out / METRICS, step, info)
         log = open(out / METRICS, "a")
         tb = _tensorboard(out) if cfg.tensorboard else None
         if not cfg.quiet:
@@ -312,7 +322,7 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
                 checkpoint(ckpt_path)
                 if cfg.keep_checkpoints and info.is_main:
-                    (out / f"checkpoint-step{step}.pt").write_bytes(ckpt_path.read_bytes())
+                    atomic_write(out / f"checkpoint-step{step}.pt", lambda f: f.write(ckpt_path.read_bytes()))
         if step > start or not ckpt_path.exists():
             checkpoint(ckpt_path)
     finally:
@@ -329,16 +339,55 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
     }
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop logged lines after ``step`` (a run killed after its last checkpoint logged steps it will redo)."""
+def is_run_file(name: str) -> bool:
+    """Whether ``name`` is a file that pre-training writes in its run folder (its stale temporaries are ours)."""
+    return name in (CHECKPOINT, METRICS, "config.yaml") or re.fullmatch(r"checkpoint-step\d+\.pt", name) is not None
+
+
+def read_metrics(path: Path) -> tuple[list[dict], list[int]]:
+    """The rows of a ``metrics.jsonl`` and the 1-based numbers of the lines that are not a JSON object (a line
+    torn by a kill during its write, typically the last one); those are skipped, not fatal."""
+    rows, bad = [], []
+    for i, raw in enumerate(path.read_bytes().splitlines(), 1):
+        if not raw.strip():
+            continue
+        row = _row(raw)
+        if row is None:
+            bad.append(i)
+        else:
+            rows.append(row)
+    return rows, bad
+
+
+def _row(raw: bytes) -> dict | None:
+    try:
+        row = json.loads(raw)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _truncate_metrics(path: Path, step: int, info: D.DistInfo) -> None:
+    """Drop logged lines after ``step`` (a run killed after its last checkpoint logged steps it will redo) and
+    lines torn by a kill (with a warning), so that the resumed run appends whole lines to whole lines."""
     if not path.is_file():
         return
-    lines = path.read_text().splitlines()
-    keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    if len(keep) != len(lines):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        tmp.replace(path)
+    data = path.read_bytes()
+    lines = data.splitlines()
+    keep, bad = [], []
+    for i, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        row = _row(raw)
+        if row is None:
+            bad.append(i)
+        elif not (isinstance(row.get("step"), (int, float)) and row["step"] > step):
+            keep.append(raw)
+    if bad:
+        what = "its torn last line" if bad == [len(lines)] else f"unreadable line(s) {', '.join(map(str, bad[:5]))}"
+        _note(f"{path}: dropped {what} (a kill during a write); continuing from step {step}", info)
+    if len(keep) != len(lines) or (data and not data.endswith(b"\n")):
+        atomic_write_bytes(path, b"".join(ln + b"\n" for ln in keep))
 
 
 def _neg_name(n: Negatives) -> str:

@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avsa_data.fsutil import read_json
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -257,7 +259,7 @@ def stored_gap(stored: list[str], batches: list[list[str]]) -> float:
 
 def shuffle_quality(shards: Path, consumers: int, batch: int, buffers: tuple[int, ...], epochs: int = 3) -> dict:
     """Shuffle metrics of ``epochs`` epochs (means), against a uniformly random order of the same samples."""
-    man = json.loads((shards / "manifest.json").read_text())
+    man = read_json(shards / "manifest.json", "the shard manifest written by avsa-data shard")
     stored = [k for s in man["shards"] if s["split"] == "train" for k in s["samples"]]
     rng = np.random.default_rng(0)
     rand = []

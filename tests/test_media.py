@@ -224,3 +224,102 @@ def test_decoded_frames_are_writable(clips):
     frame = next(iter(media.iter_video_frames(clips["pcm"], FPS)))
     frame[0, 0] = 0  # consumers may draw on frames in place
     assert frame.flags.writeable
+
+
+# ------------------------------------------------------------------ failures in the frame reader's helper threads
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    """24 frames of 512×256 (9 MB of RGB): ffmpeg blocks on the pipe long before it could finish on its own."""
+    frames = [np.full((256, 512, 3), 10 * i, dtype=np.uint8) for i in range(24)]
+    return media.write_video(tmp_path_factory.mktemp("long") / "long.mp4", frames, FPS, (512, 256))
+
+
+def _decoders(monkeypatch, wrap=lambda proc: proc) -> list:
+    """Record (and optionally alter) the ffmpeg decoders that media starts."""
+    procs, real = [], media.subprocess.Popen
+
+    def popen(cmd, *a, **k):
+        proc = real(cmd, *a, **k)
+        if "rawvideo" in cmd:
+            procs.append(wrap(proc))
+        return proc
+
+    monkeypatch.setattr(media.subprocess, "Popen", popen)
+    return procs
+
+
+def _consume(path, timeout: float = 60.0) -> dict:
+    """Iterate all frames in a thread; fail the test if that does not end within ``timeout`` seconds."""
+    import threading
+
+    res: dict = {"frames": 0}
+
+    def run() -> None:
+        try:
+            for _ in media.iter_video_frames(path, FPS):
+                res["frames"] += 1
+        except BaseException as e:  # noqa: BLE001
+            res["error"] = e
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    th.join(timeout)
+    assert not th.is_alive(), f"the consumer is still waiting after {timeout} s (a helper thread's error was lost)"
+    return res
+
+
+def _gone(proc) -> bool:
+    """The process has exited and been reaped: its pid no longer exists."""
+    import os
+
+    if proc.poll() is None:
+        return False
+    try:
+        os.kill(proc.pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_an_error_in_the_frame_reader_thread_reaches_the_caller_and_kills_ffmpeg(long_clip, monkeypatch):
+    """A MemoryError while the reader thread allocates frame 3 is raised to the consumer (not a hang), and the
+    ffmpeg process, blocked on the pipe at that moment, is killed and reaped."""
+    procs = _decoders(monkeypatch)
+    real_read, calls = media._read_exact, []
+    boom = MemoryError("injected: cannot allocate a frame")
+
+    def read_exact(stream, n):
+        calls.append(n)
+        if len(calls) == 3:
+            raise boom
+        return real_read(stream, n)
+
+    monkeypatch.setattr(media, "_read_exact", read_exact)
+    res = _consume(long_clip)
+    assert res.get("error") is boom and res["frames"] <= 2
+    (proc,) = procs
+    assert _gone(proc) and proc.returncode == -9  # killed (it could not have finished 24 frames by itself)
+
+
+def test_an_error_in_the_stderr_thread_reaches_the_caller(long_clip, monkeypatch):
+    class FailingPipe:
+        def __init__(self, pipe):
+            self.pipe = pipe
+
+        def read(self, n):
+            raise OSError("injected: stderr pipe failed")
+
+        def close(self):
+            self.pipe.close()
+
+    def wrap(proc):
+        proc.stderr = FailingPipe(proc.stderr)
+        return proc
+
+    procs = _decoders(monkeypatch, wrap)
+    res = _consume(long_clip)
+    assert isinstance(res.get("error"), OSError) and "stderr pipe failed" in str(res["error"])
+    (proc,) = procs
+    assert _gone(proc)

@@ -139,7 +139,7 @@ def test_ddp_gradients_equal_single_process_with_doubled_batch(tmp_path):
         timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    ddp = torch.load(out)
+    ddp = torch.load(out, weights_only=True)
     sys.path.insert(0, str(script.parent))
     from ddp_grads import batch, tiny_model
 
