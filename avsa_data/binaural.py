@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.fft
-import scipy.signal
 from numpy.typing import ArrayLike, NDArray
 
 from . import ambisonics
@@ -283,6 +282,8 @@ def resample_filters(filters: NDArray, sr_in: int, sr_out: int) -> NDArray[np.fl
     """
     if sr_in == sr_out:
         return np.asarray(filters, dtype=np.float64)
+    import scipy.signal  # here, not at the top: importing scipy.signal costs ~0.5 CPU-s per shard job
+
     ratio = Fraction(sr_out, sr_in)
     out = scipy.signal.resample_poly(filters, ratio.numerator, ratio.denominator, axis=-1)
     return out * (sr_in / sr_out)
