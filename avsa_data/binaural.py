@@ -42,7 +42,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import scipy.fft
 from numpy.typing import ArrayLike, NDArray
 
 from . import ambisonics
@@ -308,6 +307,8 @@ class HrirDecoder:
         n = a.shape[1]
         if n == 0:
             return np.zeros((2, 0), dtype=np.float32)
+        import scipy.fft  # here, not at the top: only the HRIR decoder needs it (0.3 CPU-s import per job)
+
         nfft = scipy.fft.next_fast_len(n + self.filters.shape[-1] - 1, real=True)
         spec = scipy.fft.rfft(a, nfft, axis=-1)  # [4, K]
         h = scipy.fft.rfft(self.filters.astype(np.float64), nfft, axis=-1)  # [2, 4, K]
