@@ -449,3 +449,14 @@ def test_flac_members_are_not_quad_speakers_to_ffmpeg(tmp_path, rng):
         p = tmp_path / f"{render}.flac"
         p.write_bytes(codecs.encode_flac(foa[: 1 if render == "mono" else 2], SR, tags=codecs.flac_tags(render)))
         assert f"24000 Hz, {layout}," in _ffmpeg_report(p)
+
+
+def test_decoder_names_agree_across_config_cli_and_library():
+    """samples.py (no scipy import at load) and the CLI list the renderers binaural.py implements, same default."""
+    from avsa_data import samples
+    from cli.data_shard import shard
+
+    assert samples.HRIR_DECODERS == binaural.HRIR_DECODERS
+    assert SampleConfig().hrir_decoder == binaural.DEFAULT_HRIR_DECODER
+    opt = next(p for p in shard.params if p.name == "hrir_decoder")
+    assert tuple(opt.type.choices) == binaural.HRIR_DECODERS and opt.default == binaural.DEFAULT_HRIR_DECODER
