@@ -460,3 +460,16 @@ def test_decoder_names_agree_across_config_cli_and_library():
     assert SampleConfig().hrir_decoder == binaural.DEFAULT_HRIR_DECODER
     opt = next(p for p in shard.params if p.name == "hrir_decoder")
     assert tuple(opt.type.choices) == binaural.HRIR_DECODERS and opt.default == binaural.DEFAULT_HRIR_DECODER
+
+
+def test_shard_cli_rejects_a_bad_sofa_file_in_one_line(tmp_path):
+    """A file that is not SOFA stops the job before any video is touched, with one line naming it."""
+    from conftest import run_cli
+
+    junk = tmp_path / "junk.sofa"
+    junk.write_bytes(b"not a netCDF file")
+    (tmp_path / "src").mkdir()
+    r = run_cli("cli.data", "shard", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--binaural",
+                "hrir", "--sofa", str(junk), "-q", check=False)
+    assert r.returncode != 0 and "junk.sofa" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "out").exists()
