@@ -314,6 +314,16 @@ def test_linear_first_order_decoders_miss_the_targets(set_name):
     assert _misses(ls) and _misses(magls)
 
 
+def test_parametric_stays_close_on_mixtures():
+    """Two simultaneous sources (one direction per bin is then only approximate), KU100, 8 mixtures: the
+    levels stay close to the measured head's (measured here: ILD median 0.9 dB, ear level > 4 kHz median 1.9 dB;
+    magls 1.0 / 1.0 dB, ls 1.4 / 15.6 dB)."""
+    hrirs = binaural.read_hrir_sofa(resolve_sofa("ku100"))
+    render = load_hrir_decoder("ku100", SR, "parametric")
+    e = interaural.mixture_errors(render, hrirs, 2, SR, trials=8, seconds=0.25).summary()
+    assert e["ild_median_db"] <= 2.0 and e["high_band_median_db"] <= 2.0, e
+
+
 def test_parametric_renders_a_plane_wave_with_the_measured_hrir(head_sofa, rng):
     """ψ = 0 and the intensity points at the source: the output is the nearest HRIR's convolution, sample for
     sample (up to float32), also for a source moving between two measured directions' cells."""
