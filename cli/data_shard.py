@@ -172,6 +172,7 @@ def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds
             resolved = resolve_sofa(spec)  # a named set stays a name: portable across machines
             cfg = SampleConfig(**{**cfg.__dict__,
                                   "sofa": spec if spec in ("default", *KNOWN_HRIR_SETS) else str(resolved.resolve())})
+            cfg.binaural_meta()  # reads the SOFA file and builds the renderer now: a bad file is one job error
         label_options = _label_options(label_dir=label_dir, class_map=class_map, label_fps=label_fps,
                                        max_gap=label_max_gap, model=model, onnx_size=onnx_size, onnx_mean=onnx_mean,
                                        onnx_std=onnx_std, onnx_output=onnx_output, onnx_layout=onnx_layout,
