@@ -29,7 +29,10 @@ def _smooth_rgb(h=H, w=W, seed=0):
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def _to_yuv420(rgb, space=ColorSpace()):
+UNTAGGED = ColorSpace()
+
+
+def _to_yuv420(rgb, space=UNTAGGED):
     """Encode RGB as 4:2:0 with the inverse of the module's matrix (chroma: mean of each 2×2 block)."""
     m = ycbcr_to_rgb_matrix(space).astype(np.float64)
     inv = np.linalg.inv(m[:, :3])
