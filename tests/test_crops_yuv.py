@@ -124,9 +124,11 @@ def test_flac16_integer_path_is_byte_identical_to_libsndfile_float_path():
     a = rng.uniform(-1, 1, (4, 3000))
     a[0, :8] = [1.0, -1.0, codecs.FLAC_MAX, 0.5 / 32768, -0.5 / 32768, 1.5 / 32768, 2.5 / 32768, -2.5 / 32768]
     a[1] = np.round(a[1] * 65536) / 65536  # exact half-LSB values: ties must round as libsndfile does
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(a.T, -1.0, codecs.FLAC_MAX), 24000, format="FLAC", subtype="PCM_16")
-    assert codecs.encode_flac(a, 24000, 16) == buf.getvalue()
+    for x in (a, a.astype(np.float32)):  # float32 input takes the path without float64
+        buf = io.BytesIO()
+        sf.write(buf, np.clip(x.astype(np.float64).T, -1.0, codecs.FLAC_MAX), 24000, format="FLAC",
+                 subtype="PCM_16")
+        assert codecs.encode_flac(x, 24000, 16) == buf.getvalue()
 
 
 def test_seam_wraps_like_the_rgb_crops():
