@@ -125,6 +125,7 @@ def cpu_ratio(raw: Path, work: Path, videos: list[Path], repeats: int, before: P
         "wall_ratio_decode_over_shard_median": round(statistics.median(wall), 3),
         "wall_ratio_min_max": [round(min(wall), 3), round(max(wall), 3)],
         "peak_rss_MB_largest_process": rss.get("shard"),
+        "bytes": bytes_per_sample(work / "cpu_shard"),
     }
     if before:
         bcpu = [d / s for d, s in zip(rows["decode_cpu"], rows["before_cpu"])]
@@ -134,6 +135,7 @@ def cpu_ratio(raw: Path, work: Path, videos: list[Path], repeats: int, before: P
             "cpu_ratio_decode_over_shard_median": round(statistics.median(bcpu), 3),
             "cpu_ratio_min_max": [round(min(bcpu), 3), round(max(bcpu), 3)],
             "speedup_cpu_before_over_now": round(med["before_cpu"] / med["shard_cpu"], 3),
+            "bytes": bytes_per_sample(work / "cpu_before"),
         }
         out["crops_vs_before"] = crop_psnr(work / "cpu_shard", work / "cpu_before")
     return out
