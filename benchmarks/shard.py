@@ -305,6 +305,7 @@ def main() -> None:
                     help="a checkout of the previous code: its shard job runs in the same CPU-ratio rounds")
     ap.add_argument("--cpu-videos", type=int, default=2, help="videos in the CPU-ratio rounds (1 worker)")
     ap.add_argument("--skip-throughput", action="store_true", help="only the CPU ratio and the breakdown")
+    ap.add_argument("--result", type=Path, default=None, help="JSON to write (default results/shard.json)")
     ap.add_argument("--engine", choices=["local", "ray"], default="local",
                     help="ray: also compare the Ray engine with the local one at 1 and 2 CPUs")
     args = ap.parse_args()
@@ -352,7 +353,7 @@ def main() -> None:
         "engine_scaling": scaling,
         "breakdown_cpu_ms_per_sample": breakdown,
     }
-    out = HERE / "results" / ("shard_ray.json" if args.engine == "ray" else "shard.json")
+    out = args.result or HERE / "results" / ("shard_ray.json" if args.engine == "ray" else "shard.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"{'profile':10} {'ratio (shard/decode)':>22} {'video kB':>9} {'audio kB':>9} {'masks kB':>9} "
