@@ -344,7 +344,7 @@ def main() -> None:
     result = {
         "benchmark": "shard",
         "machine": mach | {"load_average_at_end": load_average()},
-        "config": vars(args) | {"work": str(work)},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {"work": str(work)},
         "targets": {"throughput_ratio": ">= 0.5", "cpu_ratio_1_worker": ">= 0.5",
                     "video_kB_per_sample": "<= 150 (K=8, 8 frames of 112²)",
                     "container_overhead_pct": "<= 5"},
