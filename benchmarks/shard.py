@@ -274,6 +274,44 @@ def stage_breakdown(videos: list[Path]) -> dict:
     return out
 
 
+_SOAK_CHILD = r"""
+import inspect, json, resource, sys
+from pathlib import Path
+from avsa_data import media
+from avsa_data.labels import make_backend
+from avsa_data.samples import SampleConfig, SamplePlan, VideoInfo, build_sample, needed_frames, plan_samples
+n, every, path = {n}, {every}, Path({path!r})
+cfg = SampleConfig()
+yuv = "pix_fmt" in inspect.signature(media.iter_video_frames_at).parameters  # the code before issue 17: RGB
+pr = media.probe(path)
+foa = media.read_foa(media.find_audio_source(path), cfg.sr)
+backend = make_backend("synthetic")
+labels = backend.open(path, path.stem)
+plans = plan_samples(pr.duration, cfg)
+frames = dict(media.iter_video_frames_at(path, cfg.fps, needed_frames(plans, cfg),
+                                         **({{"pix_fmt": "yuv420p"}} if yuv else {{}})))
+info = VideoInfo(path.stem, "train", str(path), pr.duration, pr.width, pr.height, pr.fps, str(path))
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
+rss = []
+for i in range(n):  # sample index i: a new random viewpoint bank each time, the frames of plan i % len(plans)
+    p = plans[i % len(plans)]
+    build_sample(SamplePlan(i, p.times), frames, foa, info, cfg, labels, backend.describe())
+    if (i + 1) % every == 0:
+        rss.append([i + 1, round(rss_mb(), 1)])
+print(json.dumps({{"rss_MB": rss, "peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}}))
+"""
+
+
+def shard_soak(video: Path, n: int, tree: Path | None = None) -> dict:
+    """RSS of one shard worker's sample builder over ``n`` samples of one decoded video (new viewpoints each
+    sample), every ``n / 20`` samples, in a fresh process; ``tree`` runs another checkout's code."""
+    code = _SOAK_CHILD.format(n=n, every=max(1, n // 20), path=str(video))
+    env = {**os.environ, "PYTHONPATH": str(tree or HERE.parent)}
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def bytes_per_sample(out: Path) -> dict:
     kinds = {"video": 0, "audio": 0, "masks": 0, "meta": 0}
     n = 0
@@ -306,6 +344,8 @@ def main() -> None:
     ap.add_argument("--cpu-videos", type=int, default=2, help="videos in the CPU-ratio rounds (1 worker)")
     ap.add_argument("--skip-throughput", action="store_true", help="only the CPU ratio and the breakdown")
     ap.add_argument("--result", type=Path, default=None, help="JSON to write (default results/shard.json)")
+    ap.add_argument("--soak", type=int, default=0, help="samples of the shard-worker RSS soak (0: none)")
+    ap.add_argument("--soak-only", action="store_true", help="only the soak (with --before: both trees)")
     ap.add_argument("--engine", choices=["local", "ray"], default="local",
                     help="ray: also compare the Ray engine with the local one at 1 and 2 CPUs")
     args = ap.parse_args()
@@ -318,7 +358,18 @@ def main() -> None:
     videos = sorted(raw.glob("*.mp4"))
     seconds = args.videos * args.duration
     mach = machine()
+    soak = None
     profiles = {"full": ["--labels", "synthetic"], "foa_only": ["--labels", "synthetic", "--renders", "foa"]}
+    if args.soak:
+        soak = {"samples": args.soak, "now": shard_soak(videos[0], args.soak)}
+        if args.before:
+            soak["before"] = shard_soak(videos[0], args.soak, args.before)
+        print("soak:", json.dumps(soak))
+        if args.soak_only:
+            out = args.result or HERE / "results" / "shard_soak.json"
+            out.write_text(json.dumps({"benchmark": "shard soak", "machine": mach | {"load_average_at_end":
+                                       load_average()}, "soak": soak}, indent=1))
+            return
     cpu = cpu_ratio(raw, work, videos[: args.cpu_videos], args.repeats, args.before)
     print("CPU ratio (plain 1-thread decode / shard -j 1):", json.dumps(cpu))
     rows: dict[str, dict] = {}
@@ -349,6 +400,7 @@ def main() -> None:
                     "video_kB_per_sample": "<= 150 (K=8, 8 frames of 112²)",
                     "container_overhead_pct": "<= 5"},
         "cpu_ratio_1_worker": cpu,
+        "soak": soak,
         "results": rows,
         "engine_scaling": scaling,
         "breakdown_cpu_ms_per_sample": breakdown,
