@@ -308,7 +308,8 @@ def shard_soak(video: Path, n: int, tree: Path | None = None) -> dict:
     sample), every ``n / 20`` samples, in a fresh process; ``tree`` runs another checkout's code."""
     code = _SOAK_CHILD.format(n=n, every=max(1, n // 20), path=str(video))
     env = {**os.environ, "PYTHONPATH": str(tree or HERE.parent)}
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env,
+                         cwd=tree or HERE.parent)  # "-c" puts the working directory first on sys.path
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
