@@ -13,6 +13,7 @@ URLs, the optional ``fsspec``).
 from __future__ import annotations
 
 import os
+import stat
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -223,8 +224,13 @@ def iter_tar(f: IO[bytes], where: str, size: int | None = None,
             elif ti.type == tarfile.GNUTYPE_LONGNAME:
                 long_name = payload.rstrip(b"\0").decode("utf-8", "surrogateescape")
         elif ti.type in _FILE_TYPES:
+            if on_problem is not None and block != _canonical_or_none(name, length):
+                on_problem(None, f"the header of member {name!r} at byte {data_at - _BLOCK} is not the deterministic "
+                                 f"one avsa-data shard writes (damaged, or rewritten by another tool)")
             data = read(length, f"member {name!r}") if length else b""
-            read(padded - length, f"the padding of member {name!r}")
+            pad = read(padded - length, f"the padding of member {name!r}")
+            if on_problem is not None and pad.count(0) != len(pad):
+                on_problem(None, f"non-zero padding after member {name!r} (damaged bytes)")
             yield name, data
         else:
             _skip(read, padded, name)
@@ -233,6 +239,30 @@ def iter_tar(f: IO[bytes], where: str, size: int | None = None,
                 raise fail(msg)
             on_problem(None, msg)
         offset += padded
+
+
+def canonical_header(name: str, size: int) -> bytes:
+    """The ustar header ``avsa-data shard`` writes for a member: mtime 0, uid/gid 0, mode 0644, no owner names
+    (docs/FORMAT.md), so the same inputs give the same bytes."""
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o644, 0, 0, "", ""
+    return ti.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+
+
+def _canonical_or_none(name: str, size: int) -> bytes | None:
+    try:
+        return canonical_header(name, size)
+    except ValueError:  # a name or size ustar cannot hold (then it came from a pax or GNU header)
+        return None
+
+
+def _regular_file_size(f: IO[bytes]) -> int | None:
+    """The length of ``f`` when it is a regular file read from its start (else ``None``: a pipe, a URL body)."""
+    try:
+        st = os.fstat(f.fileno())
+        return st.st_size if stat.S_ISREG(st.st_mode) and f.tell() == 0 else None
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _skip(read: Callable[[int, str], bytes], n: int, name: str) -> None:
@@ -294,6 +324,9 @@ def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None, size: int | Non
         with f:
             yield from iter_raw(path, f, os.fstat(f.fileno()).st_size, on_problem)
         return
+
+    if size is None:
+        size = _regular_file_size(fileobj)
 
     def problem(key: str | None, msg: str) -> None:
         if on_problem is None:
