@@ -278,12 +278,12 @@ def _bomb_members(tiny: Path, kind: str):
         return _replace(m, "m00.v00.jpg", _jpeg_claiming(get["m00.v00.jpg"], 16384, 16384)), "m00.v00.jpg"
     if kind == "flac":  # a stream declaring 2^35 samples × 4 channels (512 GiB of float32)
         return _replace(m, "m00.v00.foa.flac", _flac_claiming(get["m00.v00.foa.flac"], 1 << 35)), "m00.v00.foa.flac"
-    if kind == "flac silence":  # an honest 358 KB-style bomb: 8 million samples of silence, ~128 MiB decoded
+    if kind == "flac silence":  # an honest bomb: 178 KB of FLAC, 32 Mi samples × 4 channels = 512 MiB decoded
         buf = io.BytesIO()
         import soundfile as sf
 
         with sf.SoundFile(buf, "w", 8000, 4, format="FLAC", subtype="PCM_16") as f:
-            for _ in range(8):
+            for _ in range(32):
                 f.write(np.zeros((1 << 20, 4), np.int16))
         return _replace(m, "m00.v00.foa.flac", buf.getvalue()), "m00.v00.foa.flac"
     big = np.zeros((4096, 4096), np.uint8)  # png: a 16 MiB mask where 16 × 16 is declared
