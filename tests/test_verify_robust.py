@@ -376,11 +376,14 @@ _JSON = st.recursive(
     max_leaves=8,
 )
 _FIELDS = sorted(fmt.META_FIELDS | fmt.CHECKSUM_FIELDS)
+#: Values that confuse types and ranges (strings for numbers, floats for ints, huge, negative, empty, nested).
+_TRICKY = [None, True, "1", "", 1.5, -1, 0, 2, 10**9, 2**70, 1e9, 1e308, -1e308, [], {}, [1], [1, 2], ["16", "16"],
+           [16.5, 16], [0, 0], [[0, 2], [4, 6]], ["foa", "foa"], {"mode": "hrir"}, {"present": 1}, [{"a": 1}]]
 
 
 @st.composite
 def _mutation(draw):
-    kind = draw(st.sampled_from(["flip", "header", "meta", "truncate", "append", "zero-block"]))
+    kind = draw(st.sampled_from(["flip", "header", "meta", "meta", "truncate", "append", "zero-block"]))
     if kind == "flip":
         return kind, draw(st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)),
                                    min_size=1, max_size=8))
@@ -389,7 +392,9 @@ def _mutation(draw):
         return kind, (draw(st.integers(0, 40)), field, draw(st.binary(min_size=1, max_size=12)),
                       draw(st.booleans()), draw(st.integers(0, 2**40)))
     if kind == "meta":
-        return kind, (draw(st.sampled_from(_FIELDS)), draw(_JSON), draw(st.booleans()))
+        changes = draw(st.lists(st.tuples(st.sampled_from(_FIELDS), st.sampled_from(_TRICKY) | _JSON),
+                                min_size=1, max_size=3))
+        return kind, (changes, draw(st.booleans()))
     if kind == "truncate":
         return kind, draw(st.floats(0, 1, exclude_max=True))
     if kind == "append":
@@ -425,10 +430,10 @@ def _mutate(data: bytes, mutation, members) -> tuple[bytes, bool]:
             b[h + 148 : h + 156] = b"%06o\0 " % sum(b[h : h + 512])
         return bytes(b), bytes(b[h + start : h + start + width]) != old
     if kind == "meta":
-        field, value, rehash = arg
+        changes, rehash = arg
 
         def change(meta):
-            meta[field] = value
+            meta.update(changes)
 
         out = io.BytesIO()
         with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as t:
@@ -451,6 +456,7 @@ def _mutate(data: bytes, mutation, members) -> tuple[bytes, bool]:
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(mutation=_mutation())
 def test_fuzz_verify_reports_never_raises_and_stays_under_the_memory_cap(tiny, tmp_path_factory, mutation):
+    print("MUT", mutation)
     d = tmp_path_factory.mktemp("fuzz") / "shards"
     shutil.copytree(tiny, d)
     original = (tiny / SHARD).read_bytes()
