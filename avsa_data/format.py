@@ -250,11 +250,11 @@ def meta_problems(meta: object, strict: bool = True) -> list[str]:
         out += [f"meta.json lacks the field {f!r}" for f in sorted(required - set(meta))
                 if not any(f"meta.json {f} must" in p for p in out)]
     sums = meta.get("member_sha256")
-    if sums is not None and not (isinstance(sums, dict) and len(sums) <= 16 * MAX_MOMENTS * MAX_VIEWS and all(
+    if "member_sha256" in meta and not (isinstance(sums, dict) and len(sums) <= 16 * MAX_MOMENTS * MAX_VIEWS and all(
             isinstance(k, str) and isinstance(h, str) and _HEX64.match(h) for k, h in sums.items())):
         bad("member_sha256", "an object {member suffix: sha256 hex}")
     ms = meta.get("meta_sha256")
-    if ms is not None and not (isinstance(ms, str) and _HEX64.match(ms)):
+    if "meta_sha256" in meta and not (isinstance(ms, str) and _HEX64.match(ms)):
         bad("meta_sha256", "a sha256 hex string")
     return out
 

@@ -44,6 +44,9 @@ def check_sample(s: RawSample, decode: bool = True) -> list[str]:
     meta, problems = parse_meta(s.members.get(fmt.meta_member()), strict=True)
     if meta is None or fmt.meta_problems(meta, strict=False):
         return problems  # its numbers cannot size anything: nothing else is checked
+    if s.members[fmt.meta_member()] != codecs.encode_json(meta):
+        problems.append("meta.json is not the canonical JSON the writer makes (sorted keys, no spaces, ASCII): "
+                        "damaged or rewritten")
     if meta["key"] != s.key:
         problems.append(f"meta key {meta['key']!r} != member key {s.key!r}")
     s.__dict__["meta"] = meta  # validated above (RawSample.meta would parse it again)
@@ -70,12 +73,12 @@ def check_sample(s: RawSample, decode: bool = True) -> list[str]:
 
 def _checksum_problems(s: RawSample, meta: dict, expected: list[str]) -> list[str]:
     """format_version ≥ 2: ``meta_sha256`` of meta.json itself and ``member_sha256`` of every other member."""
-    if meta["format_version"] < 2 or "member_sha256" not in meta or "meta_sha256" not in meta:
+    sums, own = meta.get("member_sha256"), meta.get("meta_sha256")
+    if meta["format_version"] < 2 or not isinstance(sums, dict) or not isinstance(own, str):
         return []  # version 1 has none; a v2 meta without them is already reported by the schema
     out = []
-    if codecs.meta_digest(meta) != meta["meta_sha256"]:
+    if codecs.meta_digest(meta) != own:
         out.append("meta.json: sha256 mismatch with its meta_sha256 (corrupted metadata)")
-    sums = meta["member_sha256"]
     listed = set(sums)
     want = set(expected) - {fmt.meta_member()}
     if listed != want:
