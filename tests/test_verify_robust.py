@@ -239,6 +239,24 @@ def test_tar_framing_damage_in_single_tar_mode(tiny, tmp_path, case):
         list(iter_samples(d / SHARD))  # the reader refuses it too (tarfile used to stop there silently)
 
 
+@pytest.mark.parametrize("field", [(100, b"0000755\0"), (108, b"0001750\0"), (136, b"14000000000\0"), (265, b"root\0")])
+def test_a_header_field_changed_with_a_valid_checksum_is_reported(tiny, tmp_path, field):
+    """mode, uid, mtime, uname: tar accepts them, but they are not the deterministic headers of docs/FORMAT.md."""
+    start, value = field
+    data = bytearray((tiny / SHARD).read_bytes())
+    with tarfile.open(fileobj=io.BytesIO(bytes(data))) as t:
+        ti = [x for x in t][5]
+    h = ti.offset
+    data[h + start : h + start + len(value)] = value
+    data[h + 148 : h + 156] = b"        "
+    data[h + 148 : h + 156] = b"%06o\0 " % sum(data[h : h + 512])
+    (tmp_path / SHARD).write_bytes(bytes(data))
+    assert next(iter_samples(tmp_path / SHARD)).clip(0, 0).shape == (2, 16, 16, 3)  # readers do not care
+    problems = _problems(verify_shard(tmp_path / SHARD))
+    hits = [p for p in problems if f"the header of member {ti.name!r}" in p and "not the deterministic one" in p]
+    assert hits, problems
+
+
 def test_version_1_shards_still_read_and_verify(tiny, tmp_path):
     def v1(meta):
         meta["format_version"] = 1
