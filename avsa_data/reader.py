@@ -40,6 +40,16 @@ class ShardFormatError(ValueError):
     """A shard is unreadable, truncated, or a sample does not match docs/FORMAT.md (the message names the
     shard, the sample key and member where known, and what was expected)."""
 
+    def __init__(self, message: str = "", *args: object):
+        # PyTorch re-raises a DataLoader worker's error as ShardFormatError("Caught ShardFormatError in DataLoader
+        # worker process N.\nOriginal Traceback …\n…ShardFormatError: <message>"): put <message> first again, so
+        # a one-line report (the first line) still names the shard, the key and the member.
+        if isinstance(message, str) and message.startswith("Caught ") and "\nOriginal Traceback" in message:
+            first, last = message.splitlines()[0], message.rstrip().splitlines()[-1]
+            where = first.removeprefix(f"Caught {type(self).__name__} ").rstrip(".")
+            message = f"{last.split(f'{type(self).__name__}: ', 1)[-1]} ({where})\n{message}"
+        super().__init__(message, *args)
+
 
 #: ``on_problem(key or None, message)``: where :func:`iter_raw` reports a damaged entry it can read past.
 ProblemSink = Callable[[str | None, str], None]

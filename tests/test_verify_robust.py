@@ -328,7 +328,7 @@ def test_decompression_bombs_are_refused_before_decoding(tiny, tmp_path, kind):
 
 def test_training_loader_refuses_a_jpeg_bomb_naming_shard_and_key(tiny, tmp_path):
     torch = pytest.importorskip("torch")  # noqa: F841 - avsa_train needs it
-    from avsa_train.data import ShardStream, StreamConfig
+    from avsa_train.data import ShardStream, StreamConfig, make_loader
 
     # every clip claims 16384 × 16384 pixels, so whichever views the loader draws hit one
     members = [(n, _jpeg_claiming(d, 16384, 16384) if n.endswith(".jpg") else d) for n, d in _members(tiny / SHARD)]
@@ -339,6 +339,11 @@ def test_training_loader_refuses_a_jpeg_bomb_naming_shard_and_key(tiny, tmp_path
         next(iter(stream))
     msg = str(e.value)
     assert str(tmp_path / SHARD) in msg and "synth_0000/000000" in msg and "expected 32×16" in msg, msg
+    with pytest.raises(ShardFormatError) as e:  # from a DataLoader worker: the first line still says it all
+        next(iter(make_loader(stream, num_workers=1, pin_memory=False)))
+    first = str(e.value).splitlines()[0]
+    assert first.startswith(f"{tmp_path / SHARD}: synth_0000/000000.m0") and "expected 32×16" in first, first
+    assert first.endswith("(in DataLoader worker process 0)"), first
 
 
 # --------------------------------------------------------------------------------------------- item 11
