@@ -346,6 +346,26 @@ def test_training_loader_refuses_a_jpeg_bomb_naming_shard_and_key(tiny, tmp_path
     assert first.endswith("(in DataLoader worker process 0)"), first
 
 
+def test_eval_donor_bank_refuses_a_flac_bomb_and_a_huge_header(tiny, tmp_path):
+    pytest.importorskip("torch")
+    from avsa_train.tasks.misalign import DonorBank
+
+    members, _ = _bomb_members(tiny, "flac silence")
+    members = _replace(members, "m00.foa.flac", dict((n.split(".", 1)[1], d) for n, d in members)["m00.v00.foa.flac"])
+    _write(tmp_path / SHARD, members)
+    bank = DonorBank([str(tmp_path / SHARD)])
+    with memory_cap(), pytest.raises(ShardFormatError, match=r"synth_0000/000000\.m00\.foa\.flac: FLAC stream info"):
+        bank.world_foa(0)
+    data = bytearray((tiny / SHARD).read_bytes())
+    h = _headers(bytes(data))[2]
+    data[h + 124 : h + 136] = b"\x80" + (1 << 40).to_bytes(11, "big")
+    data[h + 148 : h + 156] = b"        "
+    data[h + 148 : h + 156] = b"%06o\0 " % sum(data[h : h + 512])
+    (tmp_path / SHARD).write_bytes(bytes(data))
+    with memory_cap(), pytest.raises(ShardFormatError, match=f"{SHARD}: (corrupt or truncated tar|.*past the end)"):
+        DonorBank([str(tmp_path / SHARD)])
+
+
 # --------------------------------------------------------------------------------------------- item 11
 
 
