@@ -175,8 +175,8 @@ def iter_tar(f: IO[bytes], where: str, size: int | None = None,
     file's length when known, and :data:`avsa_data.format.MAX_MEMBER_BYTES`), and the end: the archive must
     end with zero blocks and nothing but zeros after them (trailing garbage, or an archive cut short by a zero
     header, is an error). ustar, GNU (long names) and pax headers are understood. Entries that are not
-    regular files are reported to ``on_problem`` (or raised) and skipped. Framing errors always raise
-    :class:`ShardFormatError`: nothing after them can be trusted.
+    regular files (directories, links, FIFOs) are skipped, and reported to ``on_problem`` when given. Framing
+    errors always raise :class:`ShardFormatError`: nothing after them can be trusted.
     """
     offset = 0
     long_name: str | None = None
@@ -244,10 +244,9 @@ def iter_tar(f: IO[bytes], where: str, size: int | None = None,
             yield name, data
         else:
             _skip(read, padded, name)
-            msg = f"entry {name!r} is {_TYPE_NAMES.get(ti.type, f'of tar type {ti.type!r}')}, not a regular file"
-            if on_problem is None:
-                raise fail(msg)
-            on_problem(None, msg)
+            if on_problem is not None:  # readers skip it, as webdataset does: it holds no sample data
+                kind = _TYPE_NAMES.get(ti.type, f"of tar type {ti.type!r}")
+                on_problem(None, f"entry {name!r} is {kind}, not a regular file")
         offset += padded
 
 
@@ -321,9 +320,10 @@ def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None, size: int | Non
     ``fileobj`` may be a non-seekable stream (a pipe, an HTTP body); ``path`` then only names it in errors,
     and ``size`` (its length in bytes, when known) lets declared member sizes be checked against it.
     Member names must be ``{key}.{suffix}`` with a ``{video_id}/{moment:06d}`` key; names that are not (absolute
-    or ``..`` paths, …), entries that are not regular files, a member repeated within a sample and a key that
-    comes back after other samples are damage: reported to ``on_problem(key, message)`` and skipped (read on),
-    or, without ``on_problem``, raised as :class:`ShardFormatError`. Damage to the tar framing always raises.
+    or ``..`` paths, …), a member repeated within a sample and a key that comes back after other samples are
+    damage: reported to ``on_problem(key, message)`` and skipped (read on), or, without ``on_problem``, raised
+    as :class:`ShardFormatError`. Entries that are not regular files are only reported. Damage to the tar
+    framing always raises.
     """
     path = str(path)
     if fileobj is None:
