@@ -144,8 +144,7 @@ def meta_problems(meta: object, strict: bool = True) -> list[str]:
     out: list[str] = []
 
     def bad(name: str, want: str) -> None:
-        got = meta.get(name, "<missing>") if name in meta else "<missing>"
-        text = repr(got)
+        text = repr(meta[name]) if name in meta else "nothing (missing)"
         out.append(f"meta.json {name} must be {want}, got {text[:80] + '…' if len(text) > 80 else text}")
 
     def int_field(name: str, lo: int, hi: int) -> int | None:
