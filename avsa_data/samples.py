@@ -27,7 +27,7 @@ from .labels import VideoLabels
 from .rng import rng_for
 from .viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG, Viewpoint, sample_bank
 
-BINAURAL_MODES = ("virtual-mic", "hrir")
+BINAURAL_MODES = fmt.BINAURAL_MODES
 #: Renderers of ``--binaural hrir`` (the same tuple as :data:`avsa_data.binaural.HRIR_DECODERS`; binaural.py
 #: is imported lazily because it pulls in scipy.signal).
 HRIR_DECODERS = ("parametric", "magls", "ls")
@@ -310,6 +310,9 @@ def build_sample(
                 members.append((fmt.render_member(m, k, r), flac))
             if lab is not None:
                 members += _mask_members(lab, grids[k], grids56[k], m, k)
+    # format_version 2: per-member checksums, so single-tar checks catch a flipped bit in any member
+    meta["member_sha256"] = {name: codecs.sha256_hex(data) for name, data in members}
+    meta["meta_sha256"] = codecs.meta_digest(meta)
     members.insert(0, (fmt.meta_member(), codecs.encode_json(meta)))
     assert [n for n, _ in members] == fmt.expected_members(meta), "member layout drifted from format.py"
     return EncodedSample(meta["key"], members)

@@ -534,9 +534,20 @@ def make_loader(stream: ShardStream, num_workers: int = 2, pin_memory: bool | No
 def read_manifest(shards_dir: str | Path) -> dict | None:
     """``manifest.json`` of a shard folder (a path or an fsspec URL), or None if there is none."""
     if isinstance(shards_dir, str) and _fsspec_url(shards_dir) and not shards_dir.endswith(".tar"):
-        return remote.Store(shards_dir).read_json("manifest.json")
-    p = Path(shards_dir) / "manifest.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+        where, data = remote.join(shards_dir, "manifest.json"), remote.Store(shards_dir).read_bytes("manifest.json")
+    else:
+        p = Path(shards_dir) / "manifest.json"
+        where, data = str(p), p.read_bytes() if p.is_file() else None
+    if data is None:
+        return None
+    try:
+        m = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{where}: not valid JSON ({str(e).splitlines()[0]}); truncated? rerun avsa-data shard "
+                         f"to rewrite it") from None
+    if not isinstance(m, dict) or not isinstance(m.get("shards"), list):
+        raise ValueError(f"{where}: not an avsa-data manifest (an object with a list 'shards'; docs/FORMAT.md)")
+    return m
 
 
 def has_manifest(shards: str | Path | Sequence[str]) -> bool:

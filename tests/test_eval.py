@@ -31,15 +31,29 @@ def _plane_wave_sample(
     """A minimal shard sample: one moment of a noise plane wave from (az, el) and four viewpoints."""
     rng = np.random.default_rng(5)
     foa = ambisonics.encode(0.2 * rng.standard_normal(SR), az, el).astype(np.float32)
-    meta = {
+    meta = {  # every field the reader checks (docs/FORMAT.md); no video members
+        "format_version": fmt.FORMAT_VERSION,
         "key": key,
         "video_id": video_id,
+        "split": "val",
+        "moment": int(key.rsplit("/", 1)[1]),
         "moments_per_sample": 1,
+        "times": [0.5],
+        "frame_indices": [[0, 8]],
+        "label_times": [0.5],
+        "fps": 16.0,
+        "frames_per_clip": 8,
+        "crop_size": [112, 112],
         "sr": SR,
         "audio_samples": SR,
         "audio_scale": 1.0,
+        "audio_bits": 24,
+        "audio_format": "ambix",
+        "renders": ["foa"],
         "binaural": {"mode": "virtual-mic", "sofa": None},
+        "labels": {"present": False},
         "viewpoints": [Viewpoint(a, e, 60.0, 60.0).as_dict() for a, e in VIEWS],
+        "equirect_size": None,
     }
     return RawSample(
         key, {fmt.meta_member(): codecs.encode_json(meta), fmt.foa_member(0): codecs.encode_flac(foa, SR, 24)}
