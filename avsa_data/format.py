@@ -120,6 +120,8 @@ META_FIELDS = frozenset({
     "audio_scale", "audio_format", "audio_bits", "renders", "binaural", "labels", "equirect_size", "audio",
 })
 CHECKSUM_FIELDS = frozenset({"member_sha256", "meta_sha256"})
+#: Fields that format_version 1 samples do not have.
+V2_FIELDS = CHECKSUM_FIELDS | {"audio"}
 
 
 def _is_int(x: object) -> bool:
@@ -247,7 +249,7 @@ def meta_problems(meta: object, strict: bool = True) -> list[str]:
         if not isinstance(meta.get("source"), dict):
             bad("source", "an object (path, audio, duration, width, height, fps)")
         allowed = META_FIELDS | (CHECKSUM_FIELDS if version >= 2 else frozenset())
-        required = META_FIELDS | (CHECKSUM_FIELDS if version >= 2 else frozenset())
+        required = (META_FIELDS | CHECKSUM_FIELDS) if version >= 2 else META_FIELDS - V2_FIELDS
         out += [f"meta.json has an unknown field {f!r}" for f in sorted(set(meta) - allowed)]
         out += [f"meta.json lacks the field {f!r}" for f in sorted(required - set(meta))
                 if not any(f"meta.json {f} must" in p for p in out)]
