@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 #: Version of the shard layout. Bump on any change a reader could notice.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 RENDERS = ("foa", "mono", "stereo")
 RENDER_CHANNELS = {"foa": 4, "mono": 1, "stereo": 2}

@@ -38,8 +38,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, media, remote
+from . import __version__, layouts, media, remote
 from . import format as fmt
+from .events import EventClasses, EventLabelError, EventOptions, load_video_events
 from .fsutil import atomic_write_bytes, tmp_path
 from .labels import LabelBackend, LabelError, make_backend
 from .samples import EncodedSample, SampleConfig, VideoInfo, iter_samples, needed_frames, plan_samples
@@ -65,6 +66,7 @@ class JobConfig:
     shard_size: int | None = 256  # samples per shard
     shard_mb: float | None = None  # or a target size in MB
     max_av_mismatch: float = 0.5  # seconds of audio/video duration mismatch tolerated
+    events: EventOptions = field(default_factory=EventOptions)  # how sound-event CSVs are read
 
     def hashed(self) -> dict:
         return {
@@ -76,6 +78,7 @@ class JobConfig:
             "shard_size": self.shard_size,
             "shard_mb": self.shard_mb,
             "max_av_mismatch": self.max_av_mismatch,
+            "events": self.events.as_dict(),
         }
 
     @property
@@ -88,6 +91,8 @@ class VideoTask:
     video_id: str
     split: str
     path: str
+    audio: str | None = None  # the FOA file (layouts with separate audio); None: container or sidecar
+    events: str | None = None  # the sound-event CSV (avsa_data.events); None: the layout has none
 
 
 # --------------------------------------------------------------------------------------------- discovery
@@ -175,11 +180,13 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
         if not pr.has_video:
             return _fail(stage, f"{task.path}: no video stream")
         stage = "audio"
-        audio_src = media.find_audio_source(task.path)
+        audio_src = Path(task.audio) if task.audio else media.find_audio_source(task.path)
         foa = media.read_foa(audio_src, cfg.sr, cfg.ambi_format)
         audio_dur = foa.shape[1] / cfg.sr
         media.check_durations(pr.duration, audio_dur, job.max_av_mismatch)
         duration = min(audio_dur, pr.duration)
+        stage = "events"
+        events = load_video_events(task.events, job.events, audio_dur)
         stage = "labels"
         backend = _backend(job)
         labels, label_meta = None, backend.describe()
@@ -200,7 +207,7 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
         tmp = tmp_path(frag_dir / f"{task.video_id}.tar")
         index = []
         with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for sample in iter_samples(frames, foa, plans, info, cfg, labels, label_meta):
+            for sample in iter_samples(frames, foa, plans, info, cfg, labels, label_meta, events):
                 add_sample(tar, sample)
                 index.append({"key": sample.key, "bytes": sample.nbytes,
                               "members": [[n, len(b)] for n, b in sample.members]})
@@ -414,13 +421,15 @@ def run_shard_job(
     engine: str = "local",
     ray_address: str | None = None,
     staging: Path | None = None,
+    layout: layouts.LayoutSpec | None = None,
 ) -> JobReport:
     """Run (or resume) a shard job. See the module docstring for the phases and guarantees.
 
     ``out`` is a local folder, or an fsspec URL string (``s3://bucket/prefix``) with ``staging`` the local
-    folder for the per-video work (default :func:`avsa_data.remote.default_staging`).
+    folder for the per-video work (default :func:`avsa_data.remote.default_staging`). ``layout`` says how
+    ``src`` is organised (:mod:`avsa_data.layouts`; default: detected).
     """
-    tasks = _prepare(src, job, list_file, engine)
+    tasks = _prepare(src, job, list_file, engine, layout)
     if remote.is_url(out):
         try:
             return _run_url_job(tasks, str(out), job, workers=workers, overwrite=overwrite, keep_work=keep_work,
@@ -487,9 +496,28 @@ def _run_url_job(tasks, url: str, job: JobConfig, *, workers, overwrite, keep_wo
     return _report(store.url, tasks, results, failures, shard_records)
 
 
-def _prepare(src, job: JobConfig, list_file, engine: str) -> list[VideoTask]:
+def _discover(src: Path, list_file, layout: layouts.LayoutSpec | None) -> list[VideoTask]:
+    """The videos of ``src`` in its input layout: flat (:func:`discover_videos`), or starss23 / folders
+    (:func:`avsa_data.layouts.discover`, splits from folder names unless a list says otherwise)."""
+    try:
+        spec = layouts.resolve(src, layout or layouts.LayoutSpec())
+        if spec.name == "flat":
+            return discover_videos(src, list_file)
+        if not src.is_dir():
+            raise ShardJobError(f"--src {src} is not a directory")
+        recs = layouts.discover(src, spec)
+        if list_file is None and (src / "videos.csv").is_file():
+            list_file = src / "videos.csv"
+        if list_file is not None:
+            recs = layouts.apply_list(recs, _read_list(Path(list_file)), src)
+    except layouts.LayoutError as e:
+        raise ShardJobError(str(e)) from e
+    return [VideoTask(r.video_id, r.split, r.video, r.audio, r.events) for r in recs]
+
+
+def _prepare(src, job: JobConfig, list_file, engine: str, layout=None) -> list[VideoTask]:
     """The videos of the job, after the checks that must fail before anything is written."""
-    tasks = discover_videos(Path(src), list_file)
+    tasks = _discover(Path(src), list_file, layout)
     if not tasks:
         raise ShardJobError(f"no videos ({', '.join(VIDEO_EXTS)}) found under {src}")
     if engine not in ENGINES:
@@ -503,6 +531,10 @@ def _make_backend_check(job: JobConfig) -> None:
         _backend(job)
     except (LabelError, ValueError, OSError) as e:
         raise ShardJobError(f"--labels {job.labels}: {e}") from e
+    try:
+        EventClasses.load(job.events.classes)
+    except EventLabelError as e:
+        raise ShardJobError(str(e)) from e
 
 
 def _progress(it, enabled: bool, desc: str, unit: str):
