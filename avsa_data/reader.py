@@ -70,6 +70,14 @@ class RawSample:
         a, _ = codecs.decode_flac(self.members[fmt.foa_member(moment)])
         return a * np.float32(self.meta["audio_scale"])
 
+    def events(self, view: int | None = None, moment: int = 0) -> list[dict]:
+        """Sound events active at the moment (``meta.events``; empty without event labels): with ``view`` None the
+        world directions, else directions relative to viewpoint ``view`` plus ``in_view``
+        (:func:`avsa_data.events.view_events`)."""
+        from .events import view_events
+
+        return view_events(self.meta, view, moment)
+
     def masks(self, view: int, moment: int = 0, lowres: bool = False) -> tuple[NDArray, NDArray[np.float32]] | None:
         """(class ids ``[H, W]``, confidence ``[H, W]`` in [0, 1]) or ``None`` if the sample has no labels."""
         seg = self.members.get(fmt.seg_member(moment, view, lowres))
