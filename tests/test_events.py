@@ -312,7 +312,8 @@ def test_validation_failures_and_missing_files(starss, tmp_path):
     for name, problem in expect.items():
         f = fails[name]
         assert f["stage"] == "events" and f"{name}.csv line {n_good + 1}: {problem}" in f["reason"], f
-    assert fails["no_foa"]["stage"] == "audio" and "no_foa.wav" in fails["no_foa"]["reason"]
+    assert fails["no_foa"]["stage"] == "audio" and fails["no_foa"]["reason"].endswith(
+        f"no such file: {src / 'foa_dev/dev-test-x/no_foa.wav'}"), fails["no_foa"]
     metas = {s.meta["video_id"].split("__")[1]: s.meta for s in iter_samples(out)}
     assert metas["no_csv"]["events"] == {"status": "no labels",
                                          "file": str(src / "metadata_dev/dev-test-x/no_csv.csv")}

@@ -254,7 +254,7 @@ def test_plain_webdataset_tar_and_numpy_reader(synth_shards):
     url = str(synth_shards / "train-000000.tar")
     s = next(iter(wds.WebDataset(url, shardshuffle=False).decode("rgb8")))
     meta = s["meta.json"]
-    assert meta["format_version"] == 1 and s["__key__"] == meta["key"] and "." not in s["__key__"]
+    assert meta["format_version"] == 2 and s["__key__"] == meta["key"] and "." not in s["__key__"]
     assert s["m00.v00.jpg"].shape == (8 * 112, 112, 3)
     import soundfile as sf
 
