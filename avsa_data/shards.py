@@ -45,7 +45,7 @@ from .fsutil import atomic_write_bytes, tmp_path
 from .labels import LabelBackend, LabelError, make_backend
 from .samples import EncodedSample, SampleConfig, VideoInfo, iter_samples, needed_frames, plan_samples
 
-VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".mov")
+VIDEO_EXTS = layouts.VIDEO_EXTS
 WORK = ".work"
 #: The files a job writes next to its shards.
 OUTPUTS = ("manifest.json", "failures.jsonl", "config.json")
