@@ -31,8 +31,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .geometry import direction_to_vector, vector_to_direction, view_rotation
 from .viewpoints import Viewpoint
 
@@ -40,6 +38,9 @@ from .viewpoints import Viewpoint
 LABEL_HOP = 0.1
 #: The shipped class map of STARSS23's 13 classes (avsa_data/assets/starss23.json).
 STARSS23_CLASSES = "starss23"
+#: ``EventOptions.classes`` default: ``classes.json`` in the events folder when present, else ``starss23``
+#: (resolved by the shard job, :func:`avsa_data.layouts.default_event_classes`).
+AUTO_CLASSES = "auto"
 #: Decimals of the angles written to meta.json (1e-4 degree).
 ANGLE_DECIMALS = 4
 #: ``meta.events.status`` values.
@@ -54,11 +55,11 @@ class EventLabelError(ValueError):
 class EventOptions:
     """How event CSVs are read (part of the shard configuration hash).
 
-    ``classes``: a class-map JSON file or a shipped map's name (index = class id); ``hop``: label-frame length
-    in seconds.
+    ``classes``: a class-map JSON file, a shipped map's name (index = class id), or ``auto`` (see
+    :data:`AUTO_CLASSES`); ``hop``: label-frame length in seconds.
     """
 
-    classes: str = STARSS23_CLASSES
+    classes: str = AUTO_CLASSES
     hop: float = LABEL_HOP
 
     def __post_init__(self) -> None:
@@ -326,8 +327,3 @@ def mirror(events: list[dict]) -> list[dict]:
     return out
 
 
-def vectors(events: list[dict]) -> np.ndarray:
-    """Unit vectors ``[n, 3]`` (x front, y left, z up) of the events' ``azimuth``/``elevation``."""
-    if not events:
-        return np.zeros((0, 3))
-    return direction_to_vector([e["azimuth"] for e in events], [e["elevation"] for e in events])

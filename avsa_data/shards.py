@@ -35,12 +35,12 @@ import tarfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import __version__, layouts, media, remote
 from . import format as fmt
-from .events import EventClasses, EventLabelError, EventOptions, load_video_events
+from .events import AUTO_CLASSES, EventClasses, EventLabelError, EventOptions, load_video_events
 from .fsutil import atomic_write_bytes, tmp_path
 from .labels import LabelBackend, LabelError, make_backend
 from .samples import EncodedSample, SampleConfig, VideoInfo, iter_samples, needed_frames, plan_samples
@@ -429,7 +429,7 @@ def run_shard_job(
     folder for the per-video work (default :func:`avsa_data.remote.default_staging`). ``layout`` says how
     ``src`` is organised (:mod:`avsa_data.layouts`; default: detected).
     """
-    tasks = _prepare(src, job, list_file, engine, layout)
+    tasks, job = _prepare(src, job, list_file, engine, layout)
     if remote.is_url(out):
         try:
             return _run_url_job(tasks, str(out), job, workers=workers, overwrite=overwrite, keep_work=keep_work,
@@ -515,15 +515,19 @@ def _discover(src: Path, list_file, layout: layouts.LayoutSpec | None) -> list[V
     return [VideoTask(r.video_id, r.split, r.video, r.audio, r.events) for r in recs]
 
 
-def _prepare(src, job: JobConfig, list_file, engine: str, layout=None) -> list[VideoTask]:
-    """The videos of the job, after the checks that must fail before anything is written."""
+def _prepare(src, job: JobConfig, list_file, engine: str, layout=None) -> tuple[list[VideoTask], JobConfig]:
+    """The videos of the job, after the checks that must fail before anything is written, and the job with its
+    event class map resolved (``auto`` → :func:`avsa_data.layouts.default_event_classes`)."""
     tasks = _discover(Path(src), list_file, layout)
+    if job.events.classes == AUTO_CLASSES:
+        classes = layouts.default_event_classes(Path(src), layout or layouts.LayoutSpec())
+        job = replace(job, events=replace(job.events, classes=classes))
     if not tasks:
         raise ShardJobError(f"no videos ({', '.join(VIDEO_EXTS)}) found under {src}")
     if engine not in ENGINES:
         raise ShardJobError(f"--engine must be one of {ENGINES}, got {engine!r}")
     _make_backend_check(job)  # a bad --labels setting must fail before anything is written
-    return tasks
+    return tasks, job
 
 
 def _make_backend_check(job: JobConfig) -> None:

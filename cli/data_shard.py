@@ -11,7 +11,7 @@ import click
 from avsa_data import format as fmt
 from avsa_data.events import LABEL_HOP, EventOptions
 from avsa_data.labels import BACKENDS
-from avsa_data.layouts import LAYOUTS, LayoutError, LayoutSpec, default_event_classes
+from avsa_data.layouts import LAYOUTS, LayoutError, LayoutSpec
 from avsa_data.samples import SampleConfig
 from avsa_data.shards import JobConfig, ShardJobError, run_shard_job
 from avsa_data.viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG
@@ -183,7 +183,7 @@ def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds
                                        onnx_std=onnx_std, onnx_output=onnx_output, onnx_layout=onnx_layout,
                                        onnx_fov=onnx_fov, onnx_device=onnx_device, onnx_threads=onnx_threads)
         spec = LayoutSpec(layout, str(audio_dir) if audio_dir else None, str(events_dir) if events_dir else None)
-        events = EventOptions(event_classes or default_event_classes(src, spec), event_hop)
+        events = EventOptions(event_classes or EventOptions.classes, event_hop)
         job = JobConfig(sample=cfg, labels=labels, label_options=label_options, labels_optional=labels_optional,
                         shard_size=n_shard, shard_mb=mb, max_av_mismatch=max_av_mismatch, events=events)
         report = run_shard_job(src, out, job, workers=workers, list_file=list_file, overwrite=overwrite,
