@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .geometry import direction_to_vector, vector_to_direction, view_rotation
+from .geometry import angular_distance, direction_to_vector, vector_to_direction, view_rotation
 from .viewpoints import Viewpoint
 
 #: Label-frame length of STARSS23 / DCASE 2022–2024 metadata (seconds).
@@ -312,6 +312,34 @@ def view_events(meta: dict, view: int | None = None, moment: int = 0) -> list[di
                      elevation=v["elevation"], in_view=v["in_view"])
         out.append(d)
     return out
+
+
+def check_meta(meta: dict) -> list[str]:
+    """Problems of a sample's ``meta.events`` (docs/FORMAT.md, "Sound-event labels"); empty when consistent."""
+    ev = meta.get("events")
+    if not isinstance(ev, dict) or ev.get("status") not in (STATUS_LABELLED, STATUS_NO_LABELS, STATUS_NONE):
+        return ["meta.events missing or without a valid status"]
+    if ev["status"] != STATUS_LABELLED:
+        return []
+    n_moments, n_views = int(meta["moments_per_sample"]), len(meta["viewpoints"])
+    moments, classes = ev.get("moments"), ev.get("classes") or {}
+    if not isinstance(moments, list) or len(moments) != n_moments or len(ev.get("frames") or []) != n_moments:
+        return [f"meta.events: moments/frames must list {n_moments} moment(s)"]
+    problems = []
+    for m, evs in enumerate(moments):
+        for e in evs:
+            where = f"meta.events moment {m} class {e.get('class_id')} track {e.get('track')}"
+            if classes.get(str(e.get("class_id"))) != e.get("class_name"):
+                problems.append(f"{where}: class_name {e.get('class_name')!r} is not the class map's")
+            views = e.get("views")
+            if not isinstance(views, list) or len(views) != n_views:
+                problems.append(f"{where}: {n_views} views expected")
+                continue
+            for k, (v, vp) in enumerate(zip(views, meta["viewpoints"])):
+                az, el = to_view(e["azimuth"], e["elevation"], Viewpoint.from_dict(vp))
+                if angular_distance(az, el, v["azimuth"], v["elevation"]) > 0.01:
+                    problems.append(f"{where}: view {k} direction is not the world direction rotated to the view")
+    return problems
 
 
 def mirror(events: list[dict]) -> list[dict]:

@@ -333,3 +333,51 @@ def test_general_form_and_list(starss, starss_shards, tmp_path):
     ref = {s.key: s.meta["events"]["moments"] for s in iter_samples(starss_shards)}
     got = {s.key: s.meta["events"]["moments"] for s in iter_samples(out)}
     assert got and all(got[k] == ref[k] for k in got)
+
+
+def test_verify_checks_event_labels(starss_shards):
+    """verify passes the shards, and catches a per-view label that is not the rotated world label."""
+    from avsa_data.verify import check_sample
+
+    run_cli("cli.data", "verify", str(starss_shards))
+    s = next(s for s in iter_samples(starss_shards) if s.events(None))
+    assert check_sample(s) == []
+    bad = json.loads(json.dumps(s.meta))
+    bad["events"]["moments"][0][0]["views"][3]["azimuth"] += 2.0
+    s.__dict__["meta"] = bad
+    assert any("view 3 direction is not the world direction rotated" in p for p in check_sample(s))
+    del bad["events"]["moments"][0][0]["views"][1:]
+    assert any("8 views expected" in p for p in check_sample(s))
+
+
+def test_layout_discovery_and_list(tmp_path):
+    """Detection, pairing, ids and splits of the STARSS23 layout from empty placeholder files; --list by id or
+    path; a STARSS23 folder without foa_dev/ is refused."""
+    src = tmp_path / "STARSS23"
+    for rel in ("video_dev/dev-train-sony/fold3_room21_mix001.mp4", "video_dev/dev-test-tau/fold4_room2_mix002.mp4",
+                "foa_dev/dev-train-sony/fold3_room21_mix001.wav", "metadata_dev/dev-train-sony/fold3_room21_mix001.csv",
+                "mic_dev/dev-train-sony/fold3_room21_mix001.wav"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).touch()
+    spec = layouts.resolve(src, layouts.LayoutSpec())
+    assert spec.name == "starss23"
+    recs = layouts.discover(src, spec)
+    assert recs == [
+        layouts.Recording("dev-test-tau__fold4_room2_mix002", "test",
+                          str(src / "video_dev/dev-test-tau/fold4_room2_mix002.mp4"),
+                          str(src / "foa_dev/dev-test-tau/fold4_room2_mix002.wav"),
+                          str(src / "metadata_dev/dev-test-tau/fold4_room2_mix002.csv")),
+        layouts.Recording("dev-train-sony__fold3_room21_mix001", "train",
+                          str(src / "video_dev/dev-train-sony/fold3_room21_mix001.mp4"),
+                          str(src / "foa_dev/dev-train-sony/fold3_room21_mix001.wav"),
+                          str(src / "metadata_dev/dev-train-sony/fold3_room21_mix001.csv"))]
+    listed = layouts.apply_list(recs, {"video_dev/dev-train-sony/fold3_room21_mix001.mp4": "val"}, src)
+    assert [(r.video_id, r.split) for r in listed] == [("dev-train-sony__fold3_room21_mix001", "val")]
+    with pytest.raises(layouts.LayoutError, match="names 'nope'"):
+        layouts.apply_list(recs, {"nope": "train"}, src)
+    assert layouts.default_event_classes(src, spec) == "starss23"
+    shutil.rmtree(src / "foa_dev")
+    with pytest.raises(layouts.LayoutError, match="without foa_dev/"):
+        layouts.discover(src, layouts.resolve(src, layouts.LayoutSpec()))
+    shutil.rmtree(src / "metadata_dev")
+    assert layouts.resolve(src, layouts.LayoutSpec()).name == "flat"
