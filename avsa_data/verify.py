@@ -11,7 +11,7 @@ from typing import IO
 
 import numpy as np
 
-from . import codecs, remote
+from . import codecs, events, remote
 from . import format as fmt
 from .reader import RawSample, ShardFormatError, iter_raw
 
@@ -45,6 +45,7 @@ def check_sample(s: RawSample) -> list[str]:
         expected = fmt.expected_members(meta)
     except (KeyError, TypeError, ValueError) as e:
         return problems + [f"meta.json lacks required fields ({e})"]
+    problems += events.check_meta(meta)
     missing = [m for m in expected if m not in s.members]
     extra = [m for m in s.members if m not in expected]
     problems += [f"missing member {m}" for m in missing]

@@ -345,7 +345,8 @@ def test_verify_checks_event_labels(starss_shards):
     bad = json.loads(json.dumps(s.meta))
     bad["events"]["moments"][0][0]["views"][3]["azimuth"] += 2.0
     s.__dict__["meta"] = bad
-    assert any("view 3 direction is not the world direction rotated" in p for p in check_sample(s))
+    assert any("view 3 direction is not the world direction rotated" in p for p in check_sample(s)), (
+        check_sample(s), bad["events"]["moments"][0][0])
     del bad["events"]["moments"][0][0]["views"][1:]
     assert any("8 views expected" in p for p in check_sample(s))
 
