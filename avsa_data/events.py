@@ -38,8 +38,8 @@ from .viewpoints import Viewpoint
 LABEL_HOP = 0.1
 #: The shipped class map of STARSS23's 13 classes (avsa_data/assets/starss23.json).
 STARSS23_CLASSES = "starss23"
-#: ``EventOptions.classes`` default: ``classes.json`` in the events folder when present, else ``starss23``
-#: (resolved by the shard job, :func:`avsa_data.layouts.default_event_classes`).
+#: ``EventOptions.classes`` default: ``classes.json`` in the events folder when present (the shard job puts its
+#: path in the configuration, :func:`avsa_data.layouts.own_event_classes`), else ``starss23``.
 AUTO_CLASSES = "auto"
 #: Decimals of the angles written to meta.json (1e-4 degree).
 ANGLE_DECIMALS = 4
@@ -92,12 +92,12 @@ class EventClasses:
 
     @classmethod
     def load(cls, spec: str) -> EventClasses:
-        """A class-map JSON file (``{"classes": [...]}``) or a shipped map by name (``starss23``)."""
+        """A class-map JSON file (``{"classes": [...]}``) or a shipped map by name (``starss23``; ``auto`` here)."""
         from .labels.base import LabelError
         from .labels.classmap import ClassMap
 
         try:
-            cm = ClassMap.load(spec)
+            cm = ClassMap.load(STARSS23_CLASSES if spec == AUTO_CLASSES else spec)
         except LabelError as e:
             raise EventLabelError(str(e).replace("--class-map", "--event-classes")) from None
         return cls(cm.classes, cm.name, cm.sha256)

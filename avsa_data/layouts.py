@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import format as fmt
-from .events import STARSS23_CLASSES
 
 LAYOUTS = ("auto", "flat", "starss23", "folders")
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".mov")
@@ -95,12 +94,13 @@ def events_root(src: Path, spec: LayoutSpec) -> Path | None:
     return Path(spec.events_dir) if spec.name == "folders" and spec.events_dir else None
 
 
-def default_event_classes(src: Path, spec: LayoutSpec) -> str:
-    """``EVENTS_ROOT/classes.json`` when present (synthetic STARSS23-shaped folders write one), else ``starss23``."""
+def own_event_classes(src: Path, spec: LayoutSpec) -> str | None:
+    """``EVENTS_ROOT/classes.json`` when the layout has one (synthetic STARSS23-shaped folders write one), else
+    ``None`` (the ``auto`` class map then means the shipped ``starss23``)."""
     root = events_root(src, resolve(src, spec))
     if root is not None and (root / CLASSES_FILE).is_file():
         return str((root / CLASSES_FILE).resolve())
-    return STARSS23_CLASSES
+    return None
 
 
 def split_of_folder(name: str) -> str | None:

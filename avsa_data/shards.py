@@ -517,11 +517,12 @@ def _discover(src: Path, list_file, layout: layouts.LayoutSpec | None) -> list[V
 
 def _prepare(src, job: JobConfig, list_file, engine: str, layout=None) -> tuple[list[VideoTask], JobConfig]:
     """The videos of the job, after the checks that must fail before anything is written, and the job with its
-    event class map resolved (``auto`` → :func:`avsa_data.layouts.default_event_classes`)."""
+    event class map ``auto`` replaced by the input's own ``classes.json`` if it has one
+    (:func:`avsa_data.layouts.own_event_classes`; otherwise ``auto`` stays and means ``starss23``)."""
     tasks = _discover(Path(src), list_file, layout)
-    if job.events.classes == AUTO_CLASSES:
-        classes = layouts.default_event_classes(Path(src), layout or layouts.LayoutSpec())
-        job = replace(job, events=replace(job.events, classes=classes))
+    own = layouts.own_event_classes(Path(src), layout or layouts.LayoutSpec())
+    if job.events.classes == AUTO_CLASSES and own is not None:
+        job = replace(job, events=replace(job.events, classes=own))
     if not tasks:
         raise ShardJobError(f"no videos ({', '.join(VIDEO_EXTS)}) found under {src}")
     if engine not in ENGINES:

@@ -376,7 +376,10 @@ def test_layout_discovery_and_list(tmp_path):
     assert [(r.video_id, r.split) for r in listed] == [("dev-train-sony__fold3_room21_mix001", "val")]
     with pytest.raises(layouts.LayoutError, match="names 'nope'"):
         layouts.apply_list(recs, {"nope": "train"}, src)
-    assert layouts.default_event_classes(src, spec) == "starss23"
+    assert layouts.own_event_classes(src, spec) is None
+    (src / "metadata_dev/classes.json").write_text('{"classes": ["a"]}')
+    assert layouts.own_event_classes(src, spec) == str((src / "metadata_dev/classes.json").resolve())
+    assert events.EventClasses.load(events.AUTO_CLASSES).name == "starss23"
     shutil.rmtree(src / "foa_dev")
     with pytest.raises(layouts.LayoutError, match="without foa_dev/"):
         layouts.discover(src, layouts.resolve(src, layouts.LayoutSpec()))
