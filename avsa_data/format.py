@@ -117,11 +117,11 @@ def expected_members(meta: dict) -> list[str]:
 META_FIELDS = frozenset({
     "format_version", "key", "video_id", "split", "moment", "source", "moments_per_sample", "times",
     "frame_indices", "label_times", "viewpoints", "fps", "frames_per_clip", "crop_size", "sr", "audio_samples",
-    "audio_scale", "audio_format", "audio_bits", "renders", "binaural", "labels", "equirect_size", "audio",
+    "audio_scale", "audio_format", "audio_bits", "renders", "binaural", "labels", "equirect_size", "audio", "events",
 })
 CHECKSUM_FIELDS = frozenset({"member_sha256", "meta_sha256"})
 #: Fields that format_version 1 samples do not have.
-V2_FIELDS = CHECKSUM_FIELDS | {"audio"}
+V2_FIELDS = CHECKSUM_FIELDS | {"audio", "events"}
 
 
 def _is_int(x: object) -> bool:

@@ -142,6 +142,14 @@ class RawSample:
         """``[4, n]`` float32 unrotated ambiX FOA (W, Y, Z, X) of the moment."""
         return self.decode(fmt.foa_member(moment)) * np.float32(self.meta["audio_scale"])
 
+    def events(self, view: int | None = None, moment: int = 0) -> list[dict]:
+        """Sound events active at the moment (``meta.events``; empty without event labels): with ``view`` None the
+        world directions, else directions relative to viewpoint ``view`` plus ``in_view``
+        (:func:`avsa_data.events.view_events`)."""
+        from .events import view_events
+
+        return view_events(self.meta, view, moment)
+
     def masks(self, view: int, moment: int = 0, lowres: bool = False) -> tuple[NDArray, NDArray[np.float32]] | None:
         """(class ids ``[H, W]``, confidence ``[H, W]`` in [0, 1]) or ``None`` if the sample has no labels."""
         if fmt.seg_member(moment, view, lowres) not in self.members and not self.meta["labels"]["present"]:

@@ -6,7 +6,8 @@ Timeline (all times in seconds from the start of the video):
   ``round((t - clip_seconds/2) · fps)`` and an audio window of ``audio_seconds`` centred on ``t``.
 * A **sample** groups ``M = moments_per_sample`` consecutive moments ``t_s + m · moment_gap`` that share
   one **viewpoint bank** of K viewpoints. Sample ``s`` starts at ``t_s = audio_seconds/2 + s · stride``.
-* Labels are taken at the clip's centre frame (frame ``T // 2``).
+* Labels are taken at the clip's centre frame (frame ``T // 2``): segmentation masks, and sound events from the
+  label frame containing that time (:mod:`avsa_data.events`).
 
 All randomness of sample ``s`` of video ``vid`` comes from ``rng_for(seed, vid, s)``.
 """
@@ -23,6 +24,7 @@ from numpy.typing import NDArray
 from . import ambisonics, codecs
 from . import format as fmt
 from .crops import CropGrid
+from .events import NO_EVENTS, VideoEvents
 from .labels import VideoLabels
 from .rng import rng_for
 from .viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG, Viewpoint, sample_bank
@@ -246,6 +248,7 @@ def build_sample(
     cfg: SampleConfig,
     labels: VideoLabels | None,
     label_meta: dict,
+    events: VideoEvents = NO_EVENTS,
 ) -> EncodedSample:
     """Render and encode one sample. ``frames`` maps frame index → equirect ``[H, W, 3]`` uint8."""
     views = sample_viewpoints(cfg, info.video_id, plan.index)
@@ -293,6 +296,7 @@ def build_sample(
         "labels": {**label_meta, "present": labels is not None,
                    "confidence_threshold": fmt.CONFIDENCE_THRESHOLD},
         "equirect_size": None,
+        "events": events.moments_meta([m[5] for m in per_moment], views),
     }
     members: list[tuple[str, bytes]] = []
     for m, (_t, _idx, clip, window, renders, label_t) in enumerate(per_moment):
@@ -353,6 +357,7 @@ def iter_samples(
     cfg: SampleConfig,
     labels: VideoLabels | None,
     label_meta: dict,
+    events: VideoEvents = NO_EVENTS,
 ) -> Iterator[EncodedSample]:
     """Stream ``(frame index, frame)`` pairs once, in increasing index order, and yield the encoded samples in
     order, holding only the frames still needed."""
@@ -364,7 +369,7 @@ def iter_samples(
         last = (n, frame)
         buffer[n] = frame
         while nxt < len(plans) and needed[nxt][-1] <= n:
-            yield build_sample(plans[nxt], buffer, foa, info, cfg, labels, label_meta)
+            yield build_sample(plans[nxt], buffer, foa, info, cfg, labels, label_meta, events)
             nxt += 1
             keep = needed[nxt][0] if nxt < len(plans) else n + 1
             for i in [i for i in buffer if i < keep]:
@@ -378,5 +383,5 @@ def iter_samples(
                              f"needs frame {needed[nxt][-1]} (is the file truncated?)")
         for i in needed[nxt]:
             buffer.setdefault(i, last_frame)
-        yield build_sample(plans[nxt], buffer, foa, info, cfg, labels, label_meta)
+        yield build_sample(plans[nxt], buffer, foa, info, cfg, labels, label_meta, events)
         nxt += 1

@@ -19,7 +19,7 @@ from typing import IO
 
 import numpy as np
 
-from . import codecs, remote
+from . import codecs, events, remote
 from . import format as fmt
 from .reader import RawSample, ShardFormatError, iter_raw, parse_meta
 
@@ -52,6 +52,7 @@ def check_sample(s: RawSample, decode: bool = True) -> list[str]:
     s.__dict__["meta"] = meta  # validated above (RawSample.meta would parse it again)
     expected = fmt.expected_members(meta)
     present = set(s.members)
+    problems += events.check_meta(meta)
     missing = [m for m in expected if m not in present]
     problems += [f"missing member {m}" for m in missing]
     problems += [f"unexpected member {m}" for m in s.members if m not in set(expected)]

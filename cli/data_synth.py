@@ -70,6 +70,14 @@ def _size(value: str) -> tuple[int, int]:
     is_flag=True,
     help="Also write broken inputs (truncated, no audio, stereo, short audio, unreadable) for testing readers.",
 )
+@click.option(
+    "--layout",
+    type=click.Choice(["flat", "starss23"]),
+    default="flat",
+    help="flat: one folder (docs/FORMAT.md, Raw input). starss23: the STARSS23 / DCASE SELD layout, "
+    "video_dev/ foa_dev/ metadata_dev/ with dev-train-synth / dev-test-synth splits and exact sound-event CSVs "
+    "(frame,class,source,azimuth,elevation at 100 ms; classes in metadata_dev/classes.json).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def synth(
     out,
@@ -88,6 +96,7 @@ def synth(
     val_fraction,
     workers,
     corrupt,
+    layout,
     quiet,
 ):
     """Write synthetic 360° videos with ambisonic audio and exact ground truth (docs/SYNTH.md)."""
@@ -106,11 +115,15 @@ def synth(
             label_fps=label_fps,
             label_size=_size(label_size),
             val_fraction=val_fraction,
+            layout=layout,
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     n_workers = workers or default_workers()
-    metas = generate(cfg, out, workers=n_workers, progress=not quiet, corrupt=corrupt)
+    try:
+        metas = generate(cfg, out, workers=n_workers, progress=not quiet, corrupt=corrupt)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
     n_val = sum(m["split"] == "val" for m in metas)
     click.echo(
         f"wrote {len(metas)} videos ({len(metas) - n_val} train, {n_val} val) to {out}"
