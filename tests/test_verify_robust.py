@@ -455,6 +455,14 @@ def _headers(data: bytes) -> list[int]:
         return [ti.offset for ti in t]
 
 
+def _end_of_archive(data: bytes) -> int:
+    """Offset just past the two zero blocks that end the archive; what follows is record padding (zeros) that
+    tar writers add and readers ignore, so cutting only that is no damage."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        last = t.getmembers()[-1]
+    return last.offset_data + -(-last.size // 512) * 512 + 1024
+
+
 def _mutate(data: bytes, mutation, members) -> tuple[bytes, bool]:
     """Apply one mutation; also say whether it must be detected (False: a meta change re-hashed, which may be
     a valid value)."""
@@ -493,7 +501,8 @@ def _mutate(data: bytes, mutation, members) -> tuple[bytes, bool]:
                 t.addfile(ti, io.BytesIO(d))
         return out.getvalue(), differs[0] and not rehash
     if kind == "truncate":
-        return bytes(b[: int(arg * len(b))]), True
+        cut = int(arg * len(b))
+        return bytes(b[:cut]), cut < _end_of_archive(data)
     if kind == "append":
         return bytes(b) + arg, any(arg)  # zeros after the end blocks are still a valid end
     offsets = _headers(data)
