@@ -397,7 +397,7 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
         os.replace(tmp, frag_dir / f"{task.video_id}.tar")
         return {"status": "ok", "samples": len(index), "bytes": sum(s["bytes"] for s in index),
                 "duration": duration, "index": index}
-    except (media.MediaError, LabelError) as e:
+    except (media.MediaError, LabelError, EventLabelError) as e:  # bad input; anything else is not
         return _fail("labels" if isinstance(e, LabelError) else stage, f"{task.path}: {e}")
 
 

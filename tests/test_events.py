@@ -10,13 +10,14 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import run_cli
 
-from avsa_data import ambisonics, events, layouts
+from avsa_data import ambisonics, codecs, events, layouts
 from avsa_data.crops import CropGrid
 from avsa_data.geometry import angular_distance, equirect_to_direction
 from avsa_data.reader import iter_samples
@@ -343,12 +344,17 @@ def test_verify_checks_event_labels(starss_shards):
     s = next(s for s in iter_samples(starss_shards) if s.events(None))
     assert check_sample(s) == []
     bad = json.loads(json.dumps(s.meta))
+
+    def damaged(meta: dict):
+        """The sample with ``meta`` written in (re-hashed: the checksum alone would not tell what is wrong)."""
+        meta = {**meta, "meta_sha256": codecs.meta_digest(meta)}
+        return replace(s, members={**s.members, "meta.json": codecs.encode_json(meta)})
+
     bad["events"]["moments"][0][0]["views"][3]["azimuth"] += 2.0
-    s.__dict__["meta"] = bad
-    assert any("view 3 direction is not the world direction rotated" in p for p in check_sample(s)), (
-        check_sample(s), bad["events"]["moments"][0][0])
+    assert any("view 3 direction is not the world direction rotated" in p for p in check_sample(damaged(bad))), (
+        check_sample(damaged(bad)), bad["events"]["moments"][0][0])
     del bad["events"]["moments"][0][0]["views"][1:]
-    assert any("8 views expected" in p for p in check_sample(s))
+    assert any("8 views expected" in p for p in check_sample(damaged(bad)))
 
 
 def test_layout_discovery_and_list(tmp_path):
