@@ -96,6 +96,7 @@ def feature_channels(kind: str, audio_channels: int) -> int:
         return FOA_CHANNELS + IV_CHANNELS
     return audio_channels
 
+
 _F_SP = 200.0 / 3.0  # Slaney mel scale: 3 mels per 200 Hz below 1 kHz
 _MIN_LOG_HZ = 1000.0
 _MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
