@@ -426,6 +426,23 @@ def test_backbone_reads_width_format_and_spectrogram_from_the_checkpoint(saved_c
     assert scratch.checkpoint is None and scratch.audio_format == "ambi" and scratch.spectrogram.kind == "mel128"
 
 
+def test_backbone_with_intensity_vectors_round_trips_through_a_checkpoint(tmp_path):
+    """--spec mel128+iv: a 7-channel audio encoder, saved and read back with its front end; scratch too."""
+    from avsa_train.checkpoint import build_model, save_checkpoint
+    from avsa_train.tasks.common import load_backbone
+
+    config = {"task": "avsa", "width": 0.125, "audio_format": "ambi", "spec": "mel128+iv", "depth": 0}
+    path = save_checkpoint(tmp_path / "checkpoint.pt", build_model(config), None, None, 1, 0, config)
+    for bb in (load_backbone(str(path)), load_backbone("none", width=0.125, spectrogram="mel128+iv")):
+        assert bb.spectrogram.kind == "mel128+iv" and bb.audio.in_channels == 7
+        feats = bb.spectrogram(0.1 * torch.randn(2, 4, 24000, generator=torch.Generator().manual_seed(0)))
+        assert feats.shape == (2, 7, 128, 100) and bb.audio.eval()(feats).shape == (2, bb.dim)
+    with pytest.raises(ValueError, match="does not match the checkpoint's spec"):
+        load_backbone(str(path), spectrogram="mel128")
+    with pytest.raises(ValueError, match="first-order ambisonics"):
+        load_backbone("none", width=0.125, audio_format="stereo", spectrogram="mel128+iv")
+
+
 def test_eval_cli_on_a_checkpoint(saved_ckpt, synth_shards, tmp_path):
     r = run_cli(
         "cli.train",
