@@ -10,10 +10,15 @@ Every encoder is deterministic (same array → same bytes) so shards are reprodu
   ``audio_scale`` (meta.json). Every audio member carries Vorbis comments that say what its channels are
   (:data:`FLAC_TAGS`), including a ``WAVEFORMATEXTENSIBLE_CHANNEL_MASK``: see :func:`flac_tags`.
 * Masks: 8-bit (or 16-bit when a class id exceeds 255) greyscale PNG; confidences as uint8 = round(255·c).
+
+Decoders given the shape a member must have (``shape=``, from :func:`avsa_data.format.member_shape`) read the
+member's header first and raise :class:`MemberError` on a mismatch **before** decoding, so a small member
+that declares a huge image or stream (a decompression bomb) never allocates more than its expected size.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import struct
@@ -27,6 +32,12 @@ from PIL import Image
 FLAC_SUBTYPES = {16: "PCM_16", 24: "PCM_24"}
 #: Largest value representable in a 16-bit FLAC (full scale is 1.0); also safe for 24-bit.
 FLAC_MAX = 1.0 - 2.0**-15
+#: Greyscale PNG modes of masks as Pillow opens them (8-bit; 16-bit in its several spellings).
+_MASK_MODES = ("L", "I;16", "I;16B", "I;16L", "I")
+
+
+class MemberError(ValueError):
+    """A member whose bytes do not decode to what its sample's ``meta.json`` declares (one line, no traceback)."""
 
 
 def encode_clip_jpeg(frames: NDArray[np.uint8], quality: int = 90) -> bytes:
@@ -38,9 +49,26 @@ def encode_clip_jpeg(frames: NDArray[np.uint8], quality: int = 90) -> bytes:
     return simplejpeg.encode_jpeg(tiled, quality=int(quality), colorspace="RGB", colorsubsampling="420")
 
 
-def decode_clip_jpeg(data: bytes, num_frames: int) -> NDArray[np.uint8]:
-    """Decode a vertically tiled JPEG into ``[T, H, W, 3]`` uint8 RGB frames."""
-    img = simplejpeg.decode_jpeg(data, colorspace="RGB")
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """``(height, width)`` from a JPEG's header, without decoding it."""
+    try:
+        h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as e:
+        raise MemberError(f"not a readable JPEG ({_first_line(e)})") from None
+    return int(h), int(w)
+
+
+def _check_jpeg(data: bytes, shape: tuple[int, ...] | None) -> None:
+    if shape is not None and jpeg_size(data) != tuple(shape[:2]):
+        h, w = jpeg_size(data)
+        raise MemberError(f"JPEG header says {h}×{w} pixels, expected {shape[0]}×{shape[1]} (refused before decoding)")
+
+
+def decode_clip_jpeg(data: bytes, num_frames: int, shape: tuple[int, ...] | None = None) -> NDArray[np.uint8]:
+    """Decode a vertically tiled JPEG into ``[T, H, W, 3]`` uint8 RGB frames (``shape``: the expected
+    ``(T·H, W, 3)``, checked against the header before decoding)."""
+    _check_jpeg(data, shape)
+    img = _decode_jpeg(data)
     th, w, _ = img.shape
     if th % num_frames:
         raise ValueError(f"tiled clip height {th} is not a multiple of T={num_frames}")
@@ -52,8 +80,22 @@ def encode_jpeg(image: NDArray[np.uint8], quality: int = 90) -> bytes:
     return simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=int(quality), colorspace="RGB")
 
 
-def decode_jpeg(data: bytes) -> NDArray[np.uint8]:
-    return simplejpeg.decode_jpeg(data, colorspace="RGB")
+def decode_jpeg(data: bytes, shape: tuple[int, ...] | None = None) -> NDArray[np.uint8]:
+    """Decode one ``[H, W, 3]`` uint8 RGB JPEG (``shape``: checked against the header before decoding)."""
+    _check_jpeg(data, shape)
+    return _decode_jpeg(data)
+
+
+def _decode_jpeg(data: bytes) -> NDArray[np.uint8]:
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError as e:  # corrupt entropy-coded data, premature end, …
+        raise MemberError(f"corrupt JPEG ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 #: Channel mask of the 4-channel ambiX members: the four top speakers TFL+TFC+TFR+TBL (0xF000). Not a
@@ -136,10 +178,35 @@ def encode_flac(audio: NDArray, sr: int, bits: int = 16, tags: dict[str, str] | 
     return _with_vorbis_comments(buf.getvalue(), tags) if tags else buf.getvalue()
 
 
-def decode_flac(data: bytes) -> tuple[NDArray[np.float32], int]:
-    """Decode FLAC bytes → (``[C, n_samples]`` float32, sample rate in Hz)."""
-    a, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    return np.ascontiguousarray(a.T), int(sr)
+def decode_flac(data: bytes, shape: tuple[int, int] | None = None, sr: int | None = None,
+                bits: int | None = None) -> tuple[NDArray[np.float32], int]:
+    """Decode FLAC bytes → (``[C, n_samples]`` float32, sample rate in Hz).
+
+    With ``shape`` (``(C, n)``), ``sr`` or ``bits``, the stream info (channels, length, rate, bit depth) is
+    checked before decoding, and at most ``n + 1`` frames are decoded whatever the header claims.
+    """
+    try:
+        frames = -1
+        if shape is not None or sr is not None or bits is not None:
+            info = sf.info(io.BytesIO(data))
+            if info.format != "FLAC":
+                raise MemberError(f"not FLAC but {info.format}")
+            if shape is not None and (info.channels, info.frames) != tuple(shape):
+                raise MemberError(f"FLAC stream info says {info.channels} channels × {info.frames} samples, "
+                                  f"expected {shape[0]} × {shape[1]} (refused before decoding)")
+            if sr is not None and info.samplerate != sr:
+                raise MemberError(f"FLAC sample rate {info.samplerate} Hz, expected {sr} Hz")
+            if bits is not None and info.subtype != FLAC_SUBTYPES.get(bits):
+                raise MemberError(f"FLAC sample format {info.subtype}, expected {FLAC_SUBTYPES.get(bits)}")
+            if shape is not None:
+                frames = int(shape[1]) + 1  # one more than declared: a stream longer than its header shows
+        a, rate = sf.read(io.BytesIO(data), frames=frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise MemberError(f"not a readable FLAC ({_first_line(e)})") from None
+    if shape is not None and a.shape[::-1] != tuple(shape):
+        raise MemberError(f"FLAC decodes to {a.shape[1]} channels × {a.shape[0]} samples, expected "
+                          f"{shape[0]} × {shape[1]}")
+    return np.ascontiguousarray(a.T), int(rate)
 
 
 def encode_png(array: NDArray) -> bytes:
@@ -158,9 +225,22 @@ def encode_png(array: NDArray) -> bytes:
     return buf.getvalue()
 
 
-def decode_png(data: bytes) -> NDArray:
-    img = Image.open(io.BytesIO(data))
-    a = np.asarray(img)
+def decode_png(data: bytes, shape: tuple[int, int] | None = None) -> NDArray:
+    """Decode a greyscale PNG mask → 2-D uint8 or uint16 (``shape``: ``(H, W)`` and a greyscale mode are
+    checked against the header before decoding)."""
+    try:
+        img = Image.open(io.BytesIO(data), formats=["PNG"])
+        if shape is not None:
+            if (img.height, img.width) != tuple(shape):
+                raise MemberError(f"PNG header says {img.height}×{img.width} pixels, expected {shape[0]}×{shape[1]} "
+                                  f"(refused before decoding)")
+            if img.mode not in _MASK_MODES:
+                raise MemberError(f"PNG mode {img.mode}, expected 8- or 16-bit greyscale")
+        a = np.asarray(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, MemberError):
+            raise
+        raise MemberError(f"not a readable PNG ({_first_line(e)})") from None
     if img.mode.startswith("I;16") or a.dtype.itemsize > 1:
         return a.astype(np.uint16)
     return a.astype(np.uint8)
@@ -187,3 +267,13 @@ def encode_json(obj: object) -> bytes:
 
 def decode_json(data: bytes) -> dict:
     return json.loads(data.decode("utf-8"))
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def meta_digest(meta: dict) -> str:
+    """The ``meta_sha256`` of a sample: sha256 of the canonical JSON (:func:`encode_json`) of ``meta`` without
+    its ``meta_sha256`` field (format_version 2)."""
+    return sha256_hex(encode_json({k: v for k, v in meta.items() if k != "meta_sha256"}))

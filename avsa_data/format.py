@@ -7,20 +7,41 @@ contain no dots (WebDataset splits member names at the first dot of the base nam
 
 from __future__ import annotations
 
+import math
 import re
 
 #: Version of the shard layout. Bump on any change a reader could notice.
+#: 2: ``meta.json`` holds ``member_sha256`` (sha256 of every other member) and ``meta_sha256`` (of itself).
 FORMAT_VERSION = 2
+#: Versions this code reads (version 1 shards have no checksums; everything else is the same).
+READABLE_VERSIONS = (1, 2)
 
 RENDERS = ("foa", "mono", "stereo")
+BINAURAL_MODES = ("virtual-mic", "hrir")
 RENDER_CHANNELS = {"foa": 4, "mono": 1, "stereo": 2}
 #: Confidence threshold of seed §A.2: pixels below it are ignored at train and eval time.
 CONFIDENCE_THRESHOLD = 0.75
 #: Resolution of the segmentation target of seed §A.2 (FPN output).
 SEG_LOWRES = 56
 
+#: Hard limits of the format. A ``meta.json`` beyond them is refused before anything is decoded, and no member
+#: may decode to more than ``MAX_DECODED_BYTES``: a reader's memory per member is bounded whatever a shard says.
+MAX_MOMENTS = 64
+MAX_VIEWS = 256
+MAX_FRAMES_PER_CLIP = 256
+MAX_CROP = 1024
+MAX_EQUIRECT_WIDTH = 8192
+MAX_SR = 384_000
+MAX_DECODED_BYTES = 64 << 20  # one decoded member: float32 audio or uint8 RGB
+MAX_MEMBER_BYTES = 256 << 20  # one stored (compressed) member
+MAX_META_BYTES = 4 << 20  # meta.json
+
 _ID_BAD = re.compile(r"[^A-Za-z0-9_-]+")
 SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_-]+)-(?P<index>\d{6})\.tar$")
+#: A sample key ``{video_id}/{moment:06d}`` and a member suffix (``m00.v01.foa.flac``): no absolute or ``..`` paths.
+KEY_RE = re.compile(r"^[A-Za-z0-9_-]+/[0-9]{6,}$")
+SUFFIX_RE = re.compile(r"^[a-z0-9]+(\.[a-z0-9]+)*$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def sanitize_id(name: str) -> str:
@@ -88,3 +109,176 @@ def expected_members(meta: dict) -> list[str]:
             if has_masks:
                 names += [seg_member(m, k), conf_member(m, k), seg_member(m, k, True), conf_member(m, k, True)]
     return names
+
+
+# ------------------------------------------------------------------------------------------- meta schema
+
+#: Every top-level ``meta.json`` field (``member_sha256`` and ``meta_sha256`` from format_version 2 on).
+META_FIELDS = frozenset({
+    "format_version", "key", "video_id", "split", "moment", "source", "moments_per_sample", "times",
+    "frame_indices", "label_times", "viewpoints", "fps", "frames_per_clip", "crop_size", "sr", "audio_samples",
+    "audio_scale", "audio_format", "audio_bits", "renders", "binaural", "labels", "equirect_size", "audio", "events",
+})
+CHECKSUM_FIELDS = frozenset({"member_sha256", "meta_sha256"})
+#: Fields that format_version 1 samples do not have.
+V2_FIELDS = CHECKSUM_FIELDS | {"audio", "events"}
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: object) -> bool:
+    return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
+
+
+def meta_problems(meta: object, strict: bool = True) -> list[str]:
+    """Every way ``meta`` (a decoded ``meta.json``) breaks the schema of docs/FORMAT.md, as one line each.
+
+    Types and ranges of every field a reader uses are checked, and their consistency (M times, K viewpoints,
+    ``key == video_id/moment``), within the format's hard limits (``MAX_*``): an empty list means a reader may
+    size its buffers from ``meta`` (:func:`member_shape`). ``strict`` also flags unknown or missing
+    informational fields and, from format_version 2 on, missing checksums (what ``avsa-data verify`` reports;
+    readers check only what they use).
+    """
+    if not isinstance(meta, dict):
+        return [f"meta.json must be a JSON object, got {type(meta).__name__}"]
+    out: list[str] = []
+
+    def bad(name: str, want: str) -> None:
+        text = repr(meta[name]) if name in meta else "nothing (missing)"
+        out.append(f"meta.json {name} must be {want}, got {text[:80] + '…' if len(text) > 80 else text}")
+
+    def int_field(name: str, lo: int, hi: int) -> int | None:
+        v = meta.get(name)
+        if not _is_int(v) or not lo <= v <= hi:
+            bad(name, f"an integer in {lo}..{hi}")
+            return None
+        return v
+
+    def num_field(name: str, lo: float, hi: float, lo_open: bool = False) -> float | None:
+        v = meta.get(name)
+        if not _is_num(v) or not (lo < v if lo_open else lo <= v) or v > hi:
+            bad(name, f"a number in {'(' if lo_open else '['}{lo}, {hi}]")
+            return None
+        return float(v)
+
+    def list_of(name: str, n: int | None, ok, want: str) -> list | None:
+        v = meta.get(name)
+        if not isinstance(v, list) or (n is not None and len(v) != n) or not all(ok(x) for x in v):
+            bad(name, f"a list of {n if n is not None else ''} {want}".replace("  ", " "))
+            return None
+        return v
+
+    version = meta.get("format_version")
+    if not _is_int(version) or version not in READABLE_VERSIONS:
+        bad("format_version", f"one of {READABLE_VERSIONS} (this reader's versions)")
+        return out  # a different layout: the other fields mean nothing
+    key, vid, split, moment = meta.get("key"), meta.get("video_id"), meta.get("split"), meta.get("moment")
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        bad("key", "'{video_id}/{moment:06d}'")
+    if not isinstance(vid, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", vid):
+        bad("video_id", "a string of [A-Za-z0-9_-]")
+    if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", split):
+        bad("split", "a string of [A-Za-z0-9_-]")
+    if not _is_int(moment) or moment < 0:
+        bad("moment", "an integer ≥ 0")
+    elif isinstance(key, str) and isinstance(vid, str) and key != sample_key(vid, moment):
+        out.append(f"meta.json key {key!r} != video_id/moment {sample_key(vid, moment)!r}")
+    m = int_field("moments_per_sample", 1, MAX_MOMENTS)
+    t = int_field("frames_per_clip", 1, MAX_FRAMES_PER_CLIP)
+    num_field("fps", 0.0, 1000.0, lo_open=True)
+    crop = meta.get("crop_size")
+    if not (isinstance(crop, list) and len(crop) == 2 and all(_is_int(c) and 1 <= c <= MAX_CROP for c in crop)):
+        bad("crop_size", f"[H, W] integers in 1..{MAX_CROP}")
+        crop = None
+    elif t is not None and t * crop[0] * crop[1] * 3 > MAX_DECODED_BYTES:
+        out.append(f"meta.json frames_per_clip × crop_size ({t}×{crop[0]}×{crop[1]}) decodes to more than "
+                   f"{MAX_DECODED_BYTES >> 20} MiB")
+    sr = int_field("sr", 1, MAX_SR)
+    n = int_field("audio_samples", 1, MAX_DECODED_BYTES // 16)  # 4 channels of float32
+    scale = meta.get("audio_scale")
+    if not _is_num(scale) or scale <= 0 or math.frexp(scale)[0] != 0.5 or not 2.0**-8 <= scale <= 2.0**16:
+        bad("audio_scale", "a power of two in [2^-8, 2^16] (a number)")
+    if meta.get("audio_bits") not in (16, 24) or isinstance(meta.get("audio_bits"), bool):
+        bad("audio_bits", "16 or 24")
+    if meta.get("audio_format") != "ambix":
+        bad("audio_format", "'ambix'")
+    renders = meta.get("renders")
+    if not (isinstance(renders, list) and renders and all(isinstance(r, str) and r in RENDERS for r in renders)
+            and len(set(renders)) == len(renders)):
+        bad("renders", f"a non-empty list of distinct renders from {RENDERS}")
+    binaural = meta.get("binaural")
+    if not (isinstance(binaural, dict) and binaural.get("mode") in BINAURAL_MODES
+            and isinstance(binaural.get("sofa"), (str, type(None)))):
+        bad("binaural", f"{{mode: one of {BINAURAL_MODES}, sofa: a path or null}}")
+    audio = meta.get("audio")
+    if "audio" in meta and not (isinstance(audio, dict) and isinstance(audio.get("channel_order"), dict)):
+        bad("audio", "an object with 'channel_order' (render → channel names)")
+    labels = meta.get("labels")
+    if not (isinstance(labels, dict) and isinstance(labels.get("present"), bool)):
+        bad("labels", "an object with a boolean 'present'")
+    elif strict and not (isinstance(labels.get("classes", {}), dict) and _is_num(labels.get("confidence_threshold"))):
+        bad("labels", "an object with 'classes' (id → name) and a numeric 'confidence_threshold'")
+    views = meta.get("viewpoints")
+    if not isinstance(views, list) or not 1 <= len(views) <= MAX_VIEWS:
+        bad("viewpoints", f"a list of 1..{MAX_VIEWS} viewpoints")
+    else:
+        for i, v in enumerate(views):
+            ok = isinstance(v, dict) and set(v) == {"azimuth", "elevation", "hfov", "vfov"} and all(
+                _is_num(v[f]) for f in v)
+            if not ok or not (-360 <= v["azimuth"] <= 360 and -90 <= v["elevation"] <= 90
+                              and 0 < v["hfov"] < 180 and 0 < v["vfov"] < 180):
+                out.append(f"meta.json viewpoints[{i}] must be {{azimuth, elevation, hfov, vfov}} in degrees "
+                           f"(|az| ≤ 360, |el| ≤ 90, 0 < fov < 180), got {str(v)[:80]}")
+                break
+    eq = meta.get("equirect_size")
+    if eq is not None and not (isinstance(eq, list) and len(eq) == 2 and all(_is_int(x) and x >= 1 for x in eq)
+                               and eq[0] <= MAX_EQUIRECT_WIDTH and eq[0] * eq[1] * 3 <= MAX_DECODED_BYTES):
+        bad("equirect_size", f"null or [W, H] integers with W ≤ {MAX_EQUIRECT_WIDTH}")
+    if m is not None:
+        list_of("times", m, _is_num, "moment times (s)")
+        list_of("label_times", m, _is_num, "times (s)")
+        fi = list_of("frame_indices", m, lambda x: isinstance(x, list) and len(x) == 2 and all(map(_is_int, x)),
+                     "[start, stop) frame index pairs")
+        if fi is not None and t is not None and any(b - a != t for a, b in fi):
+            out.append(f"meta.json frame_indices {fi[:4]} do not span frames_per_clip = {t} frames")
+    if sr is not None and n is not None and n > 600 * sr:
+        out.append(f"meta.json audio_samples {n} is more than 10 minutes at {sr} Hz")
+    if strict:
+        if not isinstance(meta.get("source"), dict):
+            bad("source", "an object (path, audio, duration, width, height, fps)")
+        allowed = META_FIELDS | (CHECKSUM_FIELDS if version >= 2 else frozenset())
+        required = (META_FIELDS | CHECKSUM_FIELDS) if version >= 2 else META_FIELDS - V2_FIELDS
+        out += [f"meta.json has an unknown field {f!r}" for f in sorted(set(meta) - allowed)]
+        out += [f"meta.json lacks the field {f!r}" for f in sorted(required - set(meta))
+                if not any(f"meta.json {f} must" in p for p in out)]
+    sums = meta.get("member_sha256")
+    if "member_sha256" in meta and not (isinstance(sums, dict) and len(sums) <= 16 * MAX_MOMENTS * MAX_VIEWS and all(
+            isinstance(k, str) and isinstance(h, str) and _HEX64.match(h) for k, h in sums.items())):
+        bad("member_sha256", "an object {member suffix: sha256 hex}")
+    ms = meta.get("meta_sha256")
+    if "meta_sha256" in meta and not (isinstance(ms, str) and _HEX64.match(ms)):
+        bad("meta_sha256", "a sha256 hex string")
+    return out
+
+
+def member_shape(meta: dict, suffix: str) -> tuple[int, ...]:
+    """Decoded shape of member ``suffix`` of a sample whose ``meta`` passed :func:`meta_problems`.
+
+    Clip JPEG ``(T·H, W, 3)`` (frames tiled vertically), equirect JPEG ``(H, W, 3)``, FLAC ``(channels,
+    audio_samples)``, PNG mask ``(H, W)``. Readers compare a member's header with it before decoding.
+    """
+    parts = suffix.split(".")
+    ch, cw = meta["crop_size"]
+    if parts[-1] == "jpg":
+        if parts[1] == "equirect":
+            w, h = meta["equirect_size"] or (0, 0)
+            return (h, w, 3)
+        return (meta["frames_per_clip"] * ch, cw, 3)
+    if parts[-1] == "flac":
+        render = "foa" if len(parts) == 3 else parts[2]
+        return (RENDER_CHANNELS[render], meta["audio_samples"])
+    if parts[-1] == "png":
+        return (SEG_LOWRES, SEG_LOWRES) if parts[2].endswith(str(SEG_LOWRES)) else (ch, cw)
+    raise ValueError(f"unknown member {suffix!r}")

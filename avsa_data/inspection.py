@@ -4,6 +4,8 @@ The sheet has one row per viewpoint: first / middle / last frame of the crop cli
 confidence pixels, confidence < 0.75, hatched), and a polar plot (azimuth seen from above, front up, left
 to the left) of the **FOA energy direction** of the unrotated field versus every viewpoint's direction, and of
 each rotated render's energy direction (which should sit at the front when the view looks at the source).
+Sound-event labels (``meta.events``) are drawn too: a marker with the class name on every crop where the event
+is ``in_view``, at the pixel its view-relative direction projects to, and a cross per event on the polar plot.
 Needs matplotlib (``pip install matplotlib`` or the ``[plot]`` extra).
 """
 
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from . import ambisonics
+from . import ambisonics, events
 from . import format as fmt
 from .reader import RawSample, ShardFormatError, iter_samples
 
@@ -65,6 +67,7 @@ def contact_sheet(sample: RawSample, png: Path, moment: int = 0) -> Path:
                               fontsize=7)
             if i == 0:
                 ax.set_title(f"frame {fi}", fontsize=8)
+            _event_markers(ax, sample, i, moment, clip.shape[1:3])
         ax = fig.add_subplot(gs[i, 3])
         masks = sample.masks(i, moment)
         if masks is not None:
@@ -89,6 +92,28 @@ def contact_sheet(sample: RawSample, png: Path, moment: int = 0) -> Path:
     return png
 
 
+def event_pixels(sample: RawSample, view: int, moment: int,
+                 crop_hw: tuple[int, int]) -> list[tuple[dict, float, float]]:
+    """(event, column, row) of every event ``in_view`` of viewpoint ``view``: where it projects in the crop."""
+    v = sample.meta["viewpoints"][view]
+    out = []
+    for e in sample.events(view, moment):
+        if e["in_view"]:
+            col, row = events.crop_pixel(e["azimuth"], e["elevation"], v["hfov"], v["vfov"], crop_hw)
+            out.append((e, col, row))
+    return out
+
+
+def _event_markers(ax, sample: RawSample, view: int, moment: int, crop_hw: tuple[int, int]) -> None:
+    ax.set_xlim(-0.5, crop_hw[1] - 0.5)
+    ax.set_ylim(crop_hw[0] - 0.5, -0.5)
+    for e, col, row in event_pixels(sample, view, moment, crop_hw):
+        ax.plot(col, row, marker="o", ms=9, mfc="none", mec="white", mew=2)
+        ax.plot(col, row, marker="+", ms=9, mec="black", mew=1)
+        ax.annotate(e["class_name"][:14], (col, row), xytext=(4, 4), textcoords="offset points", fontsize=5,
+                    color="white", backgroundcolor=(0, 0, 0, 0.4))
+
+
 def _direction_plot(ax, sample: RawSample, moment: int) -> None:
     """Polar plot: theta = azimuth (front at top, left to the left), radius = 90 - elevation."""
     ax.set_theta_zero_location("N")
@@ -105,8 +130,12 @@ def _direction_plot(ax, sample: RawSample, moment: int) -> None:
             raz, rel = ambisonics.energy_direction(sample.audio(i, moment, "foa"))
             # the rotated field's energy direction, mapped back to world azimuth for comparison
             ax.plot(np.deg2rad(v["azimuth"] + raz), 90 - (v["elevation"] + rel), "g.", ms=4)
-    ax.set_title("energy direction (red) vs viewpoints (blue)\n(green: per-view rotated FOA, mapped back)",
-                 fontsize=7)
+    for e in sample.events(None, moment):
+        ax.plot(np.deg2rad(e["azimuth"]), 90 - e["elevation"], "kx", ms=9, mew=2)
+        ax.annotate(f"{e['class_name'][:14]}#{e['track']}", (np.deg2rad(e["azimuth"]), 90 - e["elevation"]),
+                    fontsize=6, color="black")
+    ax.set_title("energy direction (red) vs viewpoints (blue)\n(green: per-view rotated FOA, mapped back; "
+                 "black x: labelled sound events)", fontsize=7)
 
 
 def write_wavs(sample: RawSample, out_dir: Path, moment: int = 0) -> list[Path]:

@@ -12,8 +12,10 @@ URLs, the optional ``fsspec``).
 
 from __future__ import annotations
 
+import os
+import stat
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,31 +27,101 @@ from numpy.typing import NDArray
 from . import codecs, remote
 from . import format as fmt
 
+_BLOCK = 512
+_ZERO_BLOCK = bytes(_BLOCK)
+#: tar entry types that carry a file's bytes ("0", the old "\0", and "7", contiguous file).
+_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+_TYPE_NAMES = {tarfile.DIRTYPE: "a directory", tarfile.FIFOTYPE: "a FIFO", tarfile.SYMTYPE: "a symlink",
+               tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
+               tarfile.BLKTYPE: "a block device"}
 
-class ShardFormatError(Exception):
-    """A shard is unreadable, truncated, or a sample does not match docs/FORMAT.md."""
+
+class ShardFormatError(ValueError):
+    """A shard is unreadable, truncated, or a sample does not match docs/FORMAT.md (the message names the
+    shard, the sample key and member where known, and what was expected)."""
+
+    def __init__(self, message: str = "", *args: object):
+        # PyTorch re-raises a DataLoader worker's error as ShardFormatError("Caught ShardFormatError in DataLoader
+        # worker process N.\nOriginal Traceback …\n…ShardFormatError: <message>"): put <message> first again, so
+        # a one-line report (the first line) still names the shard, the key and the member.
+        if isinstance(message, str) and message.startswith("Caught ") and "\nOriginal Traceback" in message:
+            first, last = message.splitlines()[0], message.rstrip().splitlines()[-1]
+            where = first.removeprefix(f"Caught {type(self).__name__} ").rstrip(".")
+            message = f"{last.split(f'{type(self).__name__}: ', 1)[-1]} ({where})\n{message}"
+        super().__init__(message, *args)
+
+
+#: ``on_problem(key or None, message)``: where :func:`iter_raw` reports a damaged entry it can read past.
+ProblemSink = Callable[[str | None, str], None]
 
 
 @dataclass
 class RawSample:
-    """One sample: its key and the raw bytes of each member (suffix → bytes)."""
+    """One sample: its key and the raw bytes of each member (suffix → bytes).
+
+    Accessors decode with bounds taken from the validated ``meta.json`` (:func:`avsa_data.format.meta_problems`,
+    :func:`avsa_data.format.member_shape`): a member whose header disagrees with meta is refused before it is
+    decoded, and every error is a :class:`ShardFormatError` naming the shard, the key and the member.
+    """
 
     key: str
     members: dict[str, bytes]
     shard: str = ""
 
+    def where(self, member: str | None = None) -> str:
+        """``shard: key[.member]`` for messages."""
+        return f"{self.shard}: {self.key}" + (f".{member}" if member else "")
+
     @cached_property
     def meta(self) -> dict:
-        """The sample's ``meta.json`` (decoded once)."""
-        return codecs.decode_json(self.members[fmt.meta_member()])
+        """The sample's ``meta.json``, decoded once and checked against the schema (types and ranges)."""
+        meta, problems = parse_meta(self.members.get(fmt.meta_member()), strict=False)
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise ShardFormatError(f"{self.where(fmt.meta_member())}: {problems[0]}{more}")
+        return meta
 
     @property
     def num_views(self) -> int:
         return len(self.meta["viewpoints"])
 
+    def member(self, name: str) -> bytes:
+        """The raw bytes of member ``name`` (e.g. ``m00.v01.jpg``); a clear error if the sample lacks it."""
+        data = self.members.get(name)
+        if data is None:
+            raise ShardFormatError(f"{self.where()}: member {name} missing (docs/FORMAT.md: a sample with this "
+                                   f"meta.json has {', '.join(fmt.expected_members(self.meta)[:4])}, …)")
+        return data
+
+    def decode(self, name: str) -> NDArray:
+        """Member ``name`` decoded and checked against the shape meta declares: JPEG clip ``[T, H, W, 3]``
+        uint8, equirect ``[H, W, 3]`` uint8, FLAC ``[C, n]`` float32 (not yet scaled by ``audio_scale``), PNG
+        ``[H, W]`` uint8/uint16."""
+        data = self.member(name)
+        try:
+            return self.decode_checked(name, data)
+        except codecs.MemberError as e:
+            raise ShardFormatError(f"{self.where(name)}: {e}") from None
+
+    def decode_checked(self, name: str, data: bytes | None = None) -> NDArray:
+        """:meth:`decode` raising a bare :class:`avsa_data.codecs.MemberError` (the caller names the member)."""
+        meta = self.meta
+        data = self.members[name] if data is None else data
+        try:
+            shape = fmt.member_shape(meta, name)
+        except (ValueError, IndexError, KeyError):
+            raise codecs.MemberError("unknown member type (docs/FORMAT.md lists the suffixes)") from None
+        if name.endswith(".jpg"):
+            if ".equirect." in name:
+                return codecs.decode_jpeg(data, shape)
+            return codecs.decode_clip_jpeg(data, meta["frames_per_clip"], shape)
+        if name.endswith(".flac"):
+            return codecs.decode_flac(data, shape, meta["sr"], meta["audio_bits"])[0]
+        return codecs.decode_png(data, shape)
+
     def clip(self, view: int, moment: int = 0) -> NDArray[np.uint8]:
         """``[T, H, W, 3]`` uint8 RGB crop clip of viewpoint ``view``."""
-        return codecs.decode_clip_jpeg(self.members[fmt.clip_member(moment, view)], self.meta["frames_per_clip"])
+        return self.decode(fmt.clip_member(moment, view))
 
     def audio(self, view: int, moment: int = 0, render: str = "foa") -> NDArray[np.float32]:
         """``[C, n]`` float32 render of viewpoint ``view`` (foa: W,Y,Z,X rotated; mono; stereo: L,R).
@@ -59,59 +131,249 @@ class RawSample:
         """
         name = fmt.render_member(moment, view, render)
         if name in self.members:
-            a, _ = codecs.decode_flac(self.members[name])
-            return a * np.float32(self.meta["audio_scale"])
+            return self.decode(name) * np.float32(self.meta["audio_scale"])
+        if not 0 <= view < self.num_views:
+            raise ShardFormatError(f"{self.where()}: no viewpoint {view} (the bank has {self.num_views})")
         from .samples import render_audio_from_meta
 
         return render_audio_from_meta(self.foa(moment), self.meta, view, render)
 
     def foa(self, moment: int = 0) -> NDArray[np.float32]:
         """``[4, n]`` float32 unrotated ambiX FOA (W, Y, Z, X) of the moment."""
-        a, _ = codecs.decode_flac(self.members[fmt.foa_member(moment)])
-        return a * np.float32(self.meta["audio_scale"])
+        return self.decode(fmt.foa_member(moment)) * np.float32(self.meta["audio_scale"])
+
+    def events(self, view: int | None = None, moment: int = 0) -> list[dict]:
+        """Sound events active at the moment (``meta.events``; empty without event labels): with ``view`` None the
+        world directions, else directions relative to viewpoint ``view`` plus ``in_view``
+        (:func:`avsa_data.events.view_events`)."""
+        from .events import view_events
+
+        return view_events(self.meta, view, moment)
 
     def masks(self, view: int, moment: int = 0, lowres: bool = False) -> tuple[NDArray, NDArray[np.float32]] | None:
         """(class ids ``[H, W]``, confidence ``[H, W]`` in [0, 1]) or ``None`` if the sample has no labels."""
-        seg = self.members.get(fmt.seg_member(moment, view, lowres))
-        if seg is None:
+        if fmt.seg_member(moment, view, lowres) not in self.members and not self.meta["labels"]["present"]:
             return None
-        conf = codecs.decode_png(self.members[fmt.conf_member(moment, view, lowres)])
-        return codecs.decode_png(seg), codecs.confidence_from_uint8(conf)
+        conf = self.decode(fmt.conf_member(moment, view, lowres))
+        if conf.dtype != np.uint8:
+            raise ShardFormatError(f"{self.where(fmt.conf_member(moment, view, lowres))}: confidence is "
+                                   f"{conf.dtype}, expected 8-bit")
+        return self.decode(fmt.seg_member(moment, view, lowres)), codecs.confidence_from_uint8(conf)
 
 
-def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None) -> Iterator[RawSample]:
+def parse_meta(data: bytes | None, strict: bool = True) -> tuple[dict | None, list[str]]:
+    """Decode a ``meta.json`` member and check it (:func:`avsa_data.format.meta_problems`): ``(meta or None,
+    problems)``; the meta is usable for sizing buffers only when there are no problems."""
+    if data is None:
+        return None, ["meta.json missing (every sample starts with one)"]
+    if len(data) > fmt.MAX_META_BYTES:
+        return None, [f"meta.json is {len(data)} bytes, more than the format's {fmt.MAX_META_BYTES}"]
+    try:
+        meta = codecs.decode_json(data)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        return None, [f"meta.json is not UTF-8 JSON ({type(e).__name__}: {str(e).splitlines()[0][:120]})"]
+    return meta, fmt.meta_problems(meta, strict)
+
+
+def iter_tar(f: IO[bytes], where: str, size: int | None = None,
+             on_problem: ProblemSink | None = None) -> Iterator[tuple[str, bytes]]:
+    """``(name, bytes)`` of each regular file of the tar read sequentially from ``f``; ``f`` need not seek.
+
+    The framing is checked block by block: each header's checksum and declared size (against ``size``, the
+    file's length when known, and :data:`avsa_data.format.MAX_MEMBER_BYTES`), and the end: the archive must
+    end with zero blocks and nothing but zeros after them (trailing garbage, or an archive cut short by a zero
+    header, is an error). ustar, GNU (long names) and pax headers are understood. Entries that are not
+    regular files (directories, links, FIFOs) are skipped, and reported to ``on_problem`` when given. Framing
+    errors always raise :class:`ShardFormatError`: nothing after them can be trusted.
+    """
+    offset = 0
+    long_name: str | None = None
+    pax: dict[str, str] = {}
+
+    def fail(msg: str) -> ShardFormatError:
+        return ShardFormatError(f"{where}: {msg}")
+
+    def read(n: int, what: str) -> bytes:
+        chunks, got = [], 0
+        while got < n:
+            chunk = f.read(min(n - got, 1 << 24))
+            if not chunk:
+                raise fail(f"{what} is cut off at byte {offset + got} (truncated file)")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    while True:
+        block = f.read(_BLOCK)
+        if len(block) < _BLOCK:
+            more = f" ({len(block)} stray bytes)" if block else ""
+            raise fail(f"ends at byte {offset + len(block)} without the end-of-archive blocks{more} (truncated?)")
+        if block == _ZERO_BLOCK:
+            _check_end(f, where, offset)
+            return
+        try:
+            ti = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as e:
+            raise fail(f"invalid tar header at byte {offset} ({e}): garbage, or a damaged archive") from None
+        extension = ti.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+        name, length = ti.name, ti.size
+        if not extension:  # a pax or GNU long-name header before this one applies to it
+            name = long_name if long_name is not None else pax.get("path", ti.name)
+            if "size" in pax:
+                length = int(pax["size"]) if pax["size"].isdigit() else -1
+            long_name, pax = None, {}
+        padded = -(-length // _BLOCK) * _BLOCK
+        data_at = offset + _BLOCK
+        if length < 0 or (size is not None and data_at + padded > size):
+            left = max(0, (size or 0) - data_at)
+            raise fail(f"member {name!r} at byte {offset} declares {length} bytes but the file has {left} left "
+                       f"(a damaged header or a truncated file)")
+        if length > fmt.MAX_MEMBER_BYTES:
+            raise fail(f"member {name!r} at byte {offset} declares {length} bytes, more than the format's "
+                       f"{fmt.MAX_MEMBER_BYTES} per member")
+        offset = data_at
+        if extension:
+            payload = read(padded, f"the extended header at byte {data_at - _BLOCK}")[:length]
+            if ti.type == tarfile.XHDTYPE:
+                try:
+                    pax = _parse_pax(payload)
+                except ValueError:
+                    raise fail(f"malformed pax header at byte {data_at - _BLOCK}") from None
+            elif ti.type == tarfile.GNUTYPE_LONGNAME:
+                long_name = payload.rstrip(b"\0").decode("utf-8", "surrogateescape")
+        elif ti.type in _FILE_TYPES:
+            if on_problem is not None and block != _canonical_or_none(name, length):
+                on_problem(None, f"the header of member {name!r} at byte {data_at - _BLOCK} is not the deterministic "
+                                 f"one avsa-data shard writes (damaged, or rewritten by another tool)")
+            data = read(length, f"member {name!r}") if length else b""
+            pad = read(padded - length, f"the padding of member {name!r}")
+            if on_problem is not None and pad.count(0) != len(pad):
+                on_problem(None, f"non-zero padding after member {name!r} (damaged bytes)")
+            yield name, data
+        else:
+            _skip(read, padded, name)
+            if on_problem is not None:  # readers skip it, as webdataset does: it holds no sample data
+                kind = _TYPE_NAMES.get(ti.type, f"of tar type {ti.type!r}")
+                on_problem(None, f"entry {name!r} is {kind}, not a regular file")
+        offset += padded
+
+
+def canonical_header(name: str, size: int) -> bytes:
+    """The ustar header ``avsa-data shard`` writes for a member: mtime 0, uid/gid 0, mode 0644, no owner names
+    (docs/FORMAT.md), so the same inputs give the same bytes."""
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o644, 0, 0, "", ""
+    return ti.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+
+
+def _canonical_or_none(name: str, size: int) -> bytes | None:
+    try:
+        return canonical_header(name, size)
+    except ValueError:  # a name or size ustar cannot hold (then it came from a pax or GNU header)
+        return None
+
+
+def _regular_file_size(f: IO[bytes]) -> int | None:
+    """The length of ``f`` when it is a regular file read from its start (else ``None``: a pipe, a URL body)."""
+    try:
+        st = os.fstat(f.fileno())
+        return st.st_size if stat.S_ISREG(st.st_mode) and f.tell() == 0 else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _skip(read: Callable[[int, str], bytes], n: int, name: str) -> None:
+    while n > 0:
+        step = min(n, 1 << 24)
+        read(step, f"entry {name!r}")
+        n -= step
+
+
+def _parse_pax(payload: bytes) -> dict[str, str]:
+    """Records ``"%d %s=%s\n"`` of a pax extended header (``ValueError`` if malformed)."""
+    out, pos = {}, 0
+    while pos < len(payload):
+        sp = payload.find(b" ", pos)
+        n = int(payload[pos:sp]) if sp > pos else 0
+        rec = payload[sp + 1 : pos + n]
+        if n <= 0 or not rec.endswith(b"\n") or b"=" not in rec:
+            raise ValueError("malformed pax record")
+        k, v = rec[:-1].split(b"=", 1)
+        out[k.decode("utf-8", "surrogateescape")] = v.decode("utf-8", "surrogateescape")
+        pos += n
+    return out
+
+
+def _check_end(f: IO[bytes], where: str, offset: int) -> None:
+    """After the first zero block at ``offset``: at least one more zero block, and only zeros to the end."""
+    zeros = _BLOCK
+    while True:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            break
+        if chunk.count(0) != len(chunk):
+            at = offset + zeros + next(i for i, b in enumerate(chunk) if b)
+            raise ShardFormatError(f"{where}: non-zero bytes at byte {at}, after the end-of-archive marker at byte "
+                                   f"{offset}: trailing garbage, or an archive cut short by a zeroed header")
+        zeros += len(chunk)
+    if zeros < 2 * _BLOCK:
+        raise ShardFormatError(f"{where}: the end-of-archive marker at byte {offset} is one block, not two "
+                               f"(truncated?)")
+
+
+def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None, size: int | None = None,
+             on_problem: ProblemSink | None = None) -> Iterator[RawSample]:
     """Group a tar's members into samples by key (members of a sample are contiguous).
 
-    ``fileobj`` may be a non-seekable stream (a pipe, an HTTP body); ``path`` then only names it in errors.
+    ``fileobj`` may be a non-seekable stream (a pipe, an HTTP body); ``path`` then only names it in errors,
+    and ``size`` (its length in bytes, when known) lets declared member sizes be checked against it.
+    Member names must be ``{key}.{suffix}`` with a ``{video_id}/{moment:06d}`` key; names that are not (absolute
+    or ``..`` paths, …), a member repeated within a sample and a key that comes back after other samples are
+    damage: reported to ``on_problem(key, message)`` and skipped (read on), or, without ``on_problem``, raised
+    as :class:`ShardFormatError`. Entries that are not regular files are only reported. Damage to the tar
+    framing always raises.
     """
     path = str(path)
+    if fileobj is None:
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise ShardFormatError(f"{path}: cannot open ({e.strerror or e})") from e
+        with f:
+            yield from iter_raw(path, f, os.fstat(f.fileno()).st_size, on_problem)
+        return
+
+    if size is None:
+        size = _regular_file_size(fileobj)
+
+    def problem(key: str | None, msg: str) -> None:
+        if on_problem is None:
+            raise ShardFormatError(f"{path}: {key + ': ' if key else ''}{msg}")
+        on_problem(key, msg)
+
+    key, members, done = None, {}, set()
     try:
-        tar = tarfile.open(path, "r") if fileobj is None else tarfile.open(fileobj=fileobj, mode="r|*")
-    except (tarfile.TarError, OSError) as e:
-        raise ShardFormatError(f"{path}: not a readable tar ({e})") from e
-    key, members = None, {}
-    try:
-        with tar:
-            for ti in tar:
-                if not ti.isfile():
-                    continue
-                base = ti.name
-                slash = base.rfind("/")
-                dot = base.find(".", slash + 1)
-                if dot < 0:
-                    raise ShardFormatError(f"{path}: member {ti.name!r} has no extension")
-                k, suffix = base[:dot], base[dot + 1 :]
-                if k != key:
-                    if key is not None:
-                        yield RawSample(key, members, path)
-                    key, members = k, {}
-                f = tar.extractfile(ti)
-                data = f.read() if f else b""
-                if len(data) != ti.size:
-                    raise ShardFormatError(f"{path}: member {ti.name} is truncated")
-                members[suffix] = data
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise ShardFormatError(f"{path}: corrupt or truncated tar ({e})") from e
+        for name, data in iter_tar(fileobj, path, size, on_problem):
+            slash = name.rfind("/")
+            dot = name.find(".", slash + 1)
+            k, suffix = (name[:dot], name[dot + 1 :]) if dot >= 0 else (name, "")
+            if not fmt.KEY_RE.match(k) or not fmt.SUFFIX_RE.match(suffix):
+                problem(None, f"member name {name!r} is not '{{video_id}}/{{moment:06d}}.{{suffix}}' "
+                              f"(absolute and '..' paths are refused); skipped")
+                continue
+            if k != key:
+                if key is not None:
+                    yield RawSample(key, members, path)
+                    done.add(key)
+                if k in done:
+                    problem(k, "duplicate sample key: its members come back after other samples")
+                key, members = k, {}
+            if suffix in members:
+                problem(k, f"duplicate member {suffix}; the first one is kept")
+                continue
+            members[suffix] = data
+    except OSError as e:
+        raise ShardFormatError(f"{path}: read error ({e})") from e
     if key is not None:
         yield RawSample(key, members, path)
 

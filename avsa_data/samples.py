@@ -6,7 +6,8 @@ Timeline (all times in seconds from the start of the video):
   ``round((t - clip_seconds/2) · fps)`` and an audio window of ``audio_seconds`` centred on ``t``.
 * A **sample** groups ``M = moments_per_sample`` consecutive moments ``t_s + m · moment_gap`` that share
   one **viewpoint bank** of K viewpoints. Sample ``s`` starts at ``t_s = audio_seconds/2 + s · stride``.
-* Labels are taken at the clip's centre frame (frame ``T // 2``).
+* Labels are taken at the clip's centre frame (frame ``T // 2``): segmentation masks, and sound events from the
+  label frame containing that time (:mod:`avsa_data.events`).
 
 All randomness of sample ``s`` of video ``vid`` comes from ``rng_for(seed, vid, s)``.
 """
@@ -24,11 +25,12 @@ from . import ambisonics, codecs
 from . import format as fmt
 from .crops import CropGrid
 from .crops_yuv import clips_for, rgb_of
+from .events import NO_EVENTS, VideoEvents
 from .labels import VideoLabels
 from .rng import rng_for
 from .viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG, Viewpoint, sample_bank
 
-BINAURAL_MODES = ("virtual-mic", "hrir")
+BINAURAL_MODES = fmt.BINAURAL_MODES
 #: Renderers of ``--binaural hrir`` (the same tuple as :data:`avsa_data.binaural.HRIR_DECODERS`; binaural.py
 #: is imported lazily because it pulls in scipy.signal).
 HRIR_DECODERS = ("parametric", "magls", "ls")
@@ -158,13 +160,19 @@ def audio_window(foa: NDArray, t: float, cfg: SampleConfig) -> NDArray:
     return out
 
 
-def sample_viewpoints(cfg: SampleConfig, video_id: str, index: int) -> list[Viewpoint]:
-    """The deterministic viewpoint bank of sample ``index`` of ``video_id``."""
+def sample_viewpoints(
+    cfg: SampleConfig, video_id: str, index: int, foa_window: NDArray | None = None
+) -> list[Viewpoint]:
+    """The deterministic viewpoint bank of sample ``index`` of ``video_id``.
+
+    The ``energy`` sampler also needs ``foa_window``, the unrotated ambiX audio of the sample's first moment
+    (:func:`audio_window`); the bank is then a function of (seed, video id, moment) and that audio.
+    """
     rng = rng_for(cfg.seed, video_id, index)
     kw: dict = {"hfov_range": (cfg.hfov_min, cfg.hfov_max)}
-    if cfg.sampler == "random":
+    if cfg.sampler in ("random", "energy"):
         kw["min_separation"] = cfg.min_separation
-    return sample_bank(rng, cfg.viewpoints_per_moment, cfg.sampler, **kw)
+    return sample_bank(rng, cfg.viewpoints_per_moment, cfg.sampler, foa=foa_window, **kw)
 
 
 def render_view_audio(
@@ -247,10 +255,11 @@ def build_sample(
     cfg: SampleConfig,
     labels: VideoLabels | None,
     label_meta: dict,
+    events: VideoEvents = NO_EVENTS,
 ) -> EncodedSample:
     """Render and encode one sample. ``frames`` maps frame index → equirect ``[H, W, 3]`` uint8 RGB or a
     :class:`avsa_data.crops_yuv.YuvFrame` (the shard job's decoder output; crops then come from the YUV planes)."""
-    views = sample_viewpoints(cfg, info.video_id, plan.index)
+    views = sample_viewpoints(cfg, info.video_id, plan.index, audio_window(foa, plan.times[0], cfg))
     crop_hw = (cfg.crop_size, cfg.crop_size)
     grids = [CropGrid(v, crop_hw) for v in views]
     grids56 = [CropGrid(v, (fmt.SEG_LOWRES, fmt.SEG_LOWRES)) for v in views]
@@ -295,6 +304,7 @@ def build_sample(
         "labels": {**label_meta, "present": labels is not None,
                    "confidence_threshold": fmt.CONFIDENCE_THRESHOLD},
         "equirect_size": None,
+        "events": events.moments_meta([m[5] for m in per_moment], views),
     }
     members: list[tuple[str, bytes]] = []
     for m, (_t, _idx, clip, window, renders, label_t) in enumerate(per_moment):
@@ -313,6 +323,9 @@ def build_sample(
                 members.append((fmt.render_member(m, k, r), flac))
             if lab is not None:
                 members += _mask_members(lab, grids[k], grids56[k], m, k)
+    # format_version 2: per-member checksums, so single-tar checks catch a flipped bit in any member
+    meta["member_sha256"] = {name: codecs.sha256_hex(data) for name, data in members}
+    meta["meta_sha256"] = codecs.meta_digest(meta)
     members.insert(0, (fmt.meta_member(), codecs.encode_json(meta)))
     assert [n for n, _ in members] == fmt.expected_members(meta), "member layout drifted from format.py"
     return EncodedSample(meta["key"], members)
@@ -353,6 +366,7 @@ def iter_samples(
     cfg: SampleConfig,
     labels: VideoLabels | None,
     label_meta: dict,
+    events: VideoEvents = NO_EVENTS,
 ) -> Iterator[EncodedSample]:
     """Stream ``(frame index, frame)`` pairs once, in increasing index order, and yield the encoded samples in
     order, holding only the frames still needed."""
@@ -364,7 +378,7 @@ def iter_samples(
         last = (n, frame)
         buffer[n] = frame
         while nxt < len(plans) and needed[nxt][-1] <= n:
-            yield build_sample(plans[nxt], buffer, foa, info, cfg, labels, label_meta)
+            yield build_sample(plans[nxt], buffer, foa, info, cfg, labels, label_meta, events)
             nxt += 1
             keep = needed[nxt][0] if nxt < len(plans) else n + 1
             for i in [i for i in buffer if i < keep]:
@@ -378,5 +392,5 @@ def iter_samples(
                              f"needs frame {needed[nxt][-1]} (is the file truncated?)")
         for i in needed[nxt]:
             buffer.setdefault(i, last_frame)
-        yield build_sample(plans[nxt], buffer, foa, info, cfg, labels, label_meta)
+        yield build_sample(plans[nxt], buffer, foa, info, cfg, labels, label_meta, events)
         nxt += 1

@@ -55,15 +55,16 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_compl
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import __version__, media, remote
+from . import __version__, layouts, media, remote
 from . import format as fmt
+from .events import AUTO_CLASSES, EventClasses, EventLabelError, EventOptions, load_video_events
 from .fsutil import atomic_write_bytes, tmp_path
 from .input_identity import same_content, video_identity
 from .jobcontrol import FolderBusy, die_with_parent, exclusive_lock
 from .labels import LabelBackend, LabelError, make_backend
 from .samples import EncodedSample, SampleConfig, VideoInfo, iter_samples, needed_frames, plan_samples
 
-VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".mov")
+VIDEO_EXTS = layouts.VIDEO_EXTS
 WORK = ".work"
 #: The files a job writes next to its shards.
 OUTPUTS = ("manifest.json", "failures.jsonl", "config.json")
@@ -146,6 +147,7 @@ class JobConfig:
     max_resolution: tuple[int, int] = (7680, 3840)
     #: Tolerated deviation of width / height from the 2:1 of an equirectangular frame (relative).
     aspect_tolerance: float = 0.01
+    events: EventOptions = field(default_factory=EventOptions)  # how sound-event CSVs are read
 
     def hashed(self) -> dict:
         return {
@@ -159,6 +161,7 @@ class JobConfig:
             "max_av_mismatch": self.max_av_mismatch,
             "max_resolution": list(self.max_resolution),
             "aspect_tolerance": self.aspect_tolerance,
+            "events": self.events.as_dict(),
         }
 
     @property
@@ -171,6 +174,8 @@ class VideoTask:
     video_id: str
     split: str
     path: str
+    audio: str | None = None  # the FOA file (layouts with separate audio); None: container or sidecar
+    events: str | None = None  # the sound-event CSV (avsa_data.events); None: the layout has none
     #: :func:`avsa_data.input_identity.video_identity` of the input, or ``{"path", "error"}`` if unreadable.
     identity: dict | None = field(default=None, compare=False, hash=False)
 
@@ -350,11 +355,13 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
         if problem:
             return _fail(stage, f"{task.path}: {problem}")
         stage = "audio"
-        audio_src = media.find_audio_source(task.path)
+        audio_src = Path(task.audio) if task.audio else media.find_audio_source(task.path)
         foa = media.read_foa(audio_src, cfg.sr, cfg.ambi_format)
         audio_dur = foa.shape[1] / cfg.sr
         media.check_durations(pr.duration, audio_dur, job.max_av_mismatch)
         duration = min(audio_dur, pr.duration)
+        stage = "events"
+        events = load_video_events(task.events, job.events, audio_dur)
         stage = "labels"
         backend = _backend(job)
         labels, label_meta = None, backend.describe()
@@ -379,7 +386,7 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
         index = []
         try:
             with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for sample in iter_samples(frames, foa, plans, info, cfg, labels, label_meta):
+                for sample in iter_samples(frames, foa, plans, info, cfg, labels, label_meta, events):
                     add_sample(tar, sample)
                     index.append({"key": sample.key, "bytes": sample.nbytes,
                                   "members": [[n, len(b)] for n, b in sample.members]})
@@ -391,7 +398,7 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
         os.replace(tmp, frag_dir / f"{task.video_id}.tar")
         return {"status": "ok", "samples": len(index), "bytes": sum(s["bytes"] for s in index),
                 "duration": duration, "index": index}
-    except (media.MediaError, LabelError) as e:
+    except (media.MediaError, LabelError, EventLabelError) as e:  # bad input; anything else is not
         return _fail("labels" if isinstance(e, LabelError) else stage, f"{task.path}: {e}")
 
 
@@ -581,7 +588,8 @@ def identify_inputs(tasks: list[VideoTask], previous: dict[str, dict] | None = N
 
     def one(t: VideoTask) -> VideoTask:
         try:
-            return replace(t, identity=video_identity(t.path, (previous.get(t.video_id) or {}).get("input")))
+            return replace(t, identity=video_identity(t.path, (previous.get(t.video_id) or {}).get("input"),
+                                                      audio=t.audio, events=t.events))
         except OSError as e:
             if e.errno in ENVIRONMENT_ERRNOS:
                 raise
@@ -769,15 +777,17 @@ def run_shard_job(
     engine: str = "local",
     ray_address: str | None = None,
     staging: Path | None = None,
+    layout: layouts.LayoutSpec | None = None,
 ) -> JobReport:
     """Run (or resume, or update) a shard job. See the module docstring for the phases and guarantees.
 
     ``out`` is a local folder, or an fsspec URL string (``s3://bucket/prefix``) with ``staging`` the local
-    folder for the per-video work (default :func:`avsa_data.remote.default_staging`). Raises
+    folder for the per-video work (default :func:`avsa_data.remote.default_staging`). ``layout`` says how
+    ``src`` is organised (:mod:`avsa_data.layouts`; default: detected). Raises
     :class:`ShardJobError` (one line) when the job cannot run, :class:`JobStopped` when the environment
     stopped it.
     """
-    found = _prepare(src, job, list_file, engine)
+    found, job = _prepare(src, job, list_file, engine, layout)
     src_text = _src_text(src)
     try:
         if remote.is_url(out):
@@ -898,9 +908,33 @@ def _finish_url_cleanup(stage: Path, lock: Path, keep_work: bool) -> None:
             stage.rmdir()
 
 
-def _prepare(src, job: JobConfig, list_file, engine: str) -> Discovery:
-    """The videos of the job, after the checks that must fail before anything is written."""
-    found = discover(Path(src).resolve(), list_file)
+def _discover(src: Path, list_file, layout: layouts.LayoutSpec | None) -> Discovery:
+    """The videos of ``src`` in its input layout: flat (:func:`discover`), or starss23 / folders
+    (:func:`avsa_data.layouts.discover`, splits from folder names unless a list says otherwise)."""
+    try:
+        spec = layouts.resolve(src, layout or layouts.LayoutSpec())
+        if spec.name == "flat":
+            return discover(src, list_file)
+        if not src.is_dir():
+            raise ShardJobError(f"--src {src} is not a directory")
+        recs = layouts.discover(src, spec)
+        if list_file is None and (src / "videos.csv").is_file():
+            list_file = src / "videos.csv"
+        if list_file is not None:
+            recs = layouts.apply_list(recs, _read_list(Path(list_file)), src)
+    except layouts.LayoutError as e:
+        raise ShardJobError(str(e)) from e
+    return Discovery([VideoTask(r.video_id, r.split, r.video, r.audio, r.events) for r in recs])
+
+
+def _prepare(src, job: JobConfig, list_file, engine: str, layout=None) -> tuple[Discovery, JobConfig]:
+    """The videos of the job, after the checks that must fail before anything is written, and the job with its
+    event class map ``auto`` replaced by the input's own ``classes.json`` if it has one
+    (:func:`avsa_data.layouts.own_event_classes`; otherwise ``auto`` stays and means ``starss23``)."""
+    found = _discover(Path(src).resolve(), list_file, layout)
+    own = layouts.own_event_classes(Path(src).resolve(), layout or layouts.LayoutSpec())
+    if job.events.classes == AUTO_CLASSES and own is not None:
+        job = replace(job, events=replace(job.events, classes=own))
     for s in found.skipped:
         _console(f"avsa-data shard: skipped {s['path']}: {s['reason']}")
     if not found.tasks and not found.failed:
@@ -908,7 +942,7 @@ def _prepare(src, job: JobConfig, list_file, engine: str) -> Discovery:
     if engine not in ENGINES:
         raise ShardJobError(f"--engine must be one of {ENGINES}, got {engine!r}")
     _make_backend_check(job)  # a bad --labels setting must fail before anything is written
-    return found
+    return found, job
 
 
 def _make_backend_check(job: JobConfig) -> None:
@@ -916,6 +950,10 @@ def _make_backend_check(job: JobConfig) -> None:
         _backend(job)
     except (LabelError, ValueError, OSError) as e:
         raise ShardJobError(f"--labels {job.labels}: {e}") from e
+    try:
+        EventClasses.load(job.events.classes)
+    except EventLabelError as e:
+        raise ShardJobError(str(e)) from e
 
 
 def _progress(it, enabled: bool, desc: str, unit: str):

@@ -9,7 +9,9 @@ per sample when it moves). Scenes mix sounding visible objects, visible silent o
 
 Outputs per video (docs/FORMAT.md, section *Raw input*): ``{id}.mp4`` (H.264 + 4-channel audio, or a
 ``{id}.wav`` sidecar), ``{id}.truth.npz`` (class maps, confidence, source tracks) and ``{id}.json``; per folder
-``videos.csv`` (``video_id,split``) and ``synth.json``. Everything is a pure function of the seed: the same
+``videos.csv`` (``video_id,split``) and ``synth.json``. With ``layout="starss23"`` the same scenes are written in
+the STARSS23 / DCASE layout instead (:func:`write_scene`): video, FOA and exact sound-event CSVs in separate
+folders, plus ``metadata_dev/classes.json``. Everything is a pure function of the seed: the same
 seed gives byte-identical files, whatever the worker count.
 """
 
@@ -31,8 +33,9 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from . import __version__, media
+from . import __version__, layouts, media
 from .ambisonics import W, ambix_to_fuma, encode
+from .events import LABEL_HOP, Event, format_rows
 from .fsutil import atomic_write_bytes
 from .geometry import direction_to_equirect, direction_to_vector, equirect_to_direction, view_rotation, wrap_azimuth
 from .rng import rng_for
@@ -40,6 +43,10 @@ from .rng import rng_for
 #: Version of the raw-input layout written here (docs/FORMAT.md, "Raw input").
 FORMAT_VERSION = 1
 AUDIO_LAYOUTS = ("container", "sidecar")
+#: Folder layouts of the output: the flat raw-input folder, or STARSS23-shaped (avsa_data.layouts).
+LAYOUTS = ("flat", "starss23")
+#: STARSS23-layout folder of each synth split.
+STARSS23_SPLIT_FOLDERS = {"train": "dev-train-synth", "val": "dev-test-synth"}
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,11 @@ class SynthConfig:
     ctrl_rate: float = 100.0
     val_fraction: float = 0.25
     crf: int = 23
+    layout: str = "flat"
+    #: (min, max) number of sounding visible objects per video, both inclusive (at most 8, the classes).
+    sounding_objects: tuple[int, int] = (1, 4)
+    #: (min, max) angular radius of the objects, degrees (drawn uniformly).
+    object_radius: tuple[float, float] = (10.0, 16.0)
 
     def __post_init__(self) -> None:
         w, h = self.size
@@ -142,8 +154,18 @@ class SynthConfig:
             raise ValueError(f"audio_codec must be one of {sorted(media.AUDIO_CODECS)}, got {self.audio_codec!r}")
         if math.isnan(self.snr_db):
             raise ValueError("snr_db must be a number of dB (or inf for no noise), got nan")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        lo, hi = self.sounding_objects
+        if not 1 <= lo <= hi <= len(CLASSES):
+            raise ValueError(f"sounding_objects must be (min, max) with 1 <= min <= max <= {len(CLASSES)}, "
+                             f"got {self.sounding_objects}")
+        rlo, rhi = self.object_radius
+        if not 0.0 < rlo <= rhi < 60.0:
+            raise ValueError(f"object_radius must be (min, max) degrees with 0 < min <= max < 60, "
+                             f"got {self.object_radius}")
 
     @property
     def n_frames(self) -> int:
@@ -164,6 +186,7 @@ class SynthConfig:
     def to_json(self) -> dict:
         d = asdict(self)
         d["size"], d["label_size"] = list(self.size), list(self.label_size)
+        d["sounding_objects"], d["object_radius"] = list(self.sounding_objects), list(self.object_radius)
         return d
 
 
@@ -271,15 +294,17 @@ def _separated(cand: Source, placed: list[Source], times: NDArray, margin: float
 
 
 def make_scene(cfg: SynthConfig, index: int) -> Scene:
-    """The random scene of video ``index``: 1–4 sounding visible objects of distinct classes, sometimes a
-    visible silent object and an invisible (off-screen) sound, kept ≥ 10° apart (edge to edge) at all times."""
+    """The random scene of video ``index``: ``cfg.sounding_objects`` (default 1–4) sounding visible objects of
+    distinct classes, sometimes a visible silent object and an invisible (off-screen) sound, kept ≥ 10° apart
+    (edge to edge) at all times. Objects that cannot be placed after 300 tries are left out."""
     rng = rng_for(cfg.seed, "scene", index)
-    n_sounding = int(rng.integers(1, 5))
+    n_sounding = int(rng.integers(cfg.sounding_objects[0], cfg.sounding_objects[1] + 1))
     roles = [(True, True)] * n_sounding
     if rng.random() < 0.35:
         roles.append((True, False))  # visible but silent
     if rng.random() < 0.35:
         roles.append((False, True))  # heard but not seen
+    roles = roles[: len(CLASSES)]  # one object per class
     classes = rng.permutation(len(CLASSES))[: len(roles)] + 1
     times = np.linspace(0.0, cfg.duration, int(math.ceil(cfg.duration * 10)) + 1)  # separation checked every 0.1 s
     placed: list[Source] = []
@@ -294,7 +319,7 @@ def make_scene(cfg: SynthConfig, index: int) -> Scene:
                 class_id=int(cid),
                 az=round(float(rng.uniform(-180.0, 180.0)), 4),
                 el=round(float(el), 4),
-                radius=round(float(rng.uniform(10.0, 16.0)), 4),
+                radius=round(float(rng.uniform(*cfg.object_radius)), 4),
                 az_speed=round(speed, 4),
                 visible=visible,
                 sounding=sounding,
@@ -657,6 +682,28 @@ def render_truth(scene: Scene, cfg: SynthConfig) -> dict[str, NDArray]:
     }
 
 
+def scene_events(scene: Scene, cfg: SynthConfig, hop: float = LABEL_HOP) -> list[Event]:
+    """Exact sound-event labels of a scene (:mod:`avsa_data.events` format): in label frame ``f`` (covering
+    ``[f·hop, (f+1)·hop)`` s), every sounding source that is on at the frame's centre ``(f + 0.5)·hop``, with its
+    true direction at that time. Class id = synth class id - 1 (the CSV ids index ``metadata_dev/classes.json``,
+    which has no background); track = index among the scene's sounding sources of the same class."""
+    n = int(math.ceil(cfg.duration / hop - 1e-9))
+    t = (np.arange(n) + 0.5) * hop
+    out = []
+    for k, src in enumerate(scene.sources):
+        if not src.sounding:
+            continue
+        track = sum(1 for s in scene.sources[:k] if s.sounding and s.class_id == src.class_id)
+        az, el = src.direction(t)
+        for f in np.flatnonzero(src.is_on(t)):
+            out.append(Event(int(f), src.class_id - 1, track, float(az[f]), float(el[f])))
+    return out
+
+
+#: Class names of the synth event CSVs (index = CSV class id), written to ``metadata_dev/classes.json``.
+EVENT_CLASS_NAMES: tuple[str, ...] = CLASS_NAMES[1:]
+
+
 # ------------------------------------------------------------------------------------------------ writing
 
 
@@ -689,14 +736,30 @@ def _source_json(src: Source) -> dict:
 
 def write_scene(scene: Scene, cfg: SynthConfig, out_dir: str | os.PathLike, split: str = "train") -> dict:
     """Render ``scene`` into ``out_dir``: ``{id}.mp4`` (+ ``{id}.wav`` for the sidecar layout),
-    ``{id}.truth.npz`` and ``{id}.json``. Returns the metadata written to the json."""
+    ``{id}.truth.npz`` and ``{id}.json``. Returns the metadata written to the json.
+
+    With ``cfg.layout == "starss23"``: ``video_dev/{folder}/{id}.mp4`` (no audio track) with the truth and json
+    beside it, ``foa_dev/{folder}/{id}.wav`` and ``metadata_dev/{folder}/{id}.csv`` (:func:`scene_events`), the
+    folder being ``dev-train-synth`` or ``dev-test-synth`` (:data:`STARSS23_SPLIT_FOLDERS`)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     vid = scene.video_id
+    events_path = None
+    if cfg.layout == "starss23":
+        root, folder = out, STARSS23_SPLIT_FOLDERS[split]
+        out = root / layouts.STARSS23_DIRS["video"] / folder
+        audio_path = root / layouts.STARSS23_DIRS["audio"] / folder / f"{vid}.wav"
+        events_path = root / layouts.STARSS23_DIRS["events"] / folder / f"{vid}.csv"
+        for d in (out, audio_path.parent, events_path.parent):
+            d.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     foa, gain = render_foa(scene, cfg)
     audio = ambix_to_fuma(foa) if cfg.ambi_format == "fuma" else foa
     video_path = out / f"{vid}.mp4"
-    if cfg.audio_layout == "container":
+    if events_path is not None:
+        media.write_audio(audio_path, audio, cfg.sr)
+        media.write_video(video_path, iter_frames(scene, cfg), cfg.fps, cfg.size, crf=cfg.crf)
+        atomic_write_bytes(events_path, format_rows(scene_events(scene, cfg)).encode())
+    elif cfg.audio_layout == "container":
         audio_path = video_path
         for ext in media.SIDECAR_EXTS:  # a stale sidecar would shadow the container's track
             (out / f"{vid}{ext}").unlink(missing_ok=True)
@@ -730,9 +793,9 @@ def write_scene(scene: Scene, cfg: SynthConfig, out_dir: str | os.PathLike, spli
             "frames": cfg.n_frames,
         },
         "audio": {
-            "file": audio_path.name,
-            "layout": cfg.audio_layout,
-            "codec": cfg.audio_codec if cfg.audio_layout == "container" else "pcm",
+            "file": os.path.relpath(audio_path, out),
+            "layout": "starss23" if events_path is not None else cfg.audio_layout,
+            "codec": cfg.audio_codec if cfg.audio_layout == "container" and events_path is None else "pcm",
             "format": cfg.ambi_format,
             "channels": 4,
             "sr": cfg.sr,
@@ -747,6 +810,7 @@ def write_scene(scene: Scene, cfg: SynthConfig, out_dir: str | os.PathLike, spli
             "ctrl_rate": cfg.ctrl_rate,
         },
         "classes": list(CLASS_NAMES),
+        "events": None if events_path is None else {"file": os.path.relpath(events_path, out), "hop": LABEL_HOP},
         "sources": [_source_json(s) for s in scene.sources],
         "blobs": [asdict(b) for b in scene.blobs],
     }
@@ -778,7 +842,10 @@ def generate(
     """Write ``cfg.videos`` synthetic videos to ``out_dir`` in parallel (``workers`` processes, default
     :func:`default_workers`), then ``videos.csv`` (``video_id,split``) and ``synth.json``. With ``corrupt``,
     also :func:`write_corrupt_variants` (listed in ``videos.csv`` as ``train``). Returns per-video metadata
-    in index order. Output bytes do not depend on ``workers``."""
+    in index order. Output bytes do not depend on ``workers``. ``cfg.layout == "starss23"`` writes the
+    STARSS23-shaped folder (:func:`write_scene`) and ``metadata_dev/classes.json`` instead of ``videos.csv``."""
+    if corrupt and cfg.layout != "flat":
+        raise ValueError("--corrupt writes flat-layout files; use it without --layout starss23")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     workers = default_workers() if workers is None else max(1, int(workers))
@@ -800,11 +867,19 @@ def generate(
     rows = [(metas[i]["video_id"], metas[i]["split"]) for i in range(cfg.videos)]
     if corrupt:
         rows += [(p.stem, "train") for p in write_corrupt_variants(out, cfg.seed).values()]
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["video_id", "split"])
-    writer.writerows(rows)
-    atomic_write_bytes(out / "videos.csv", text.getvalue().encode())
+    if cfg.layout == "starss23":  # splits are the folder names; the CSV class ids index this map
+        events_dir = out / layouts.STARSS23_DIRS["events"]
+        events_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(events_dir / layouts.CLASSES_FILE, _json_bytes(
+            {"format": "avsa.classmap", "version": 1, "name": "avsa_synth",
+             "description": "Sound-event classes of avsa-data synth scenes (index = CSV class id)",
+             "classes": list(EVENT_CLASS_NAMES)}))
+    else:
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["video_id", "split"])
+        writer.writerows(rows)
+        atomic_write_bytes(out / "videos.csv", text.getvalue().encode())
     summary = {
         "format_version": FORMAT_VERSION,
         "generator": f"avsa-data synth {__version__}",

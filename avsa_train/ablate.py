@@ -3,7 +3,9 @@
 The grid (:data:`FAMILIES`) varies one pre-training option of the paper's AVSA model (Table 2: ambisonics,
 V = 4 viewpoints, instance + spatial negatives, the easy → hard curriculum, a depth-2 transformer) per row:
 
-* (a) audio format: mono, stereo, ambisonics;
+* (a) audio format: mono, stereo, ambisonics, and a row beyond the paper: ambisonics + intensity vectors
+  (``--spec mel128+iv``, :mod:`avsa_train.audio_features`), which keeps the front/back and left/right signs
+  that magnitude spectrograms drop;
 * (b) viewpoints: 1, 2, 4, 8;
 * (c) negatives: instance only, + spatial, + spatial + temporal;
 * (d) curriculum: easy only, hard only, no curriculum, curriculum (easy → hard);
@@ -195,12 +197,14 @@ def resolve_scale(name: str, overrides: dict | None = None) -> Scale:
 @dataclass(frozen=True)
 class Row:
     """One row of Table 3: ``id`` (``a/mono``), the paper's ``label``, the ``cell`` (training run) it reads and
-    the pre-training option it sets (``{}`` for the paper's own choice)."""
+    the pre-training option it sets (``{}`` for the paper's own choice). ``in_paper`` is False for rows avsa
+    adds beyond the published table (no paper numbers)."""
 
     id: str
     label: str
     cell: str
     overrides: dict = field(default_factory=dict)
+    in_paper: bool = True
 
 
 @dataclass(frozen=True)
@@ -212,15 +216,32 @@ class Family:
 
 
 #: The paper's AVSA model (Table 2), the point every family varies one option of.
-DEFAULTS = {"audio_format": "ambi", "viewpoints": 4, "negatives": "spatial", "curriculum": "easy-to-hard", "depth": 2}
+DEFAULTS = {
+    "audio_format": "ambi",
+    "spec": "mel128",
+    "viewpoints": 4,
+    "negatives": "spatial",
+    "curriculum": "easy-to-hard",
+    "depth": 2,
+}
 DEFAULT_CELL = "base"
 SCRATCH_CELL = "scratch"
 
 
-def _family(key: str, title: str, option: str, rows: Sequence[tuple[str, str, str, object]]) -> Family:
+def _family(
+    key: str,
+    title: str,
+    option: str,
+    rows: Sequence[tuple[str, str, str, object]],
+    beyond_paper: Sequence[tuple[str, str, str, dict]] = (),
+) -> Family:
+    """The paper's ``rows`` (slug, label, cell, value of ``option``), then ``beyond_paper`` rows (slug, label,
+    cell, the options they set) that avsa adds to the family."""
     out = []
     for slug, label, cell, value in rows:
         out.append(Row(f"{key}/{slug}", label, cell, {} if value == DEFAULTS[option] else {option: value}))
+    for slug, label, cell, overrides in beyond_paper:
+        out.append(Row(f"{key}/{slug}", label, cell, dict(overrides), in_paper=False))
     return Family(key, title, option, tuple(out))
 
 
@@ -234,6 +255,8 @@ FAMILIES: tuple[Family, ...] = (
             ("stereo", "Stereo", "stereo", "stereo"),
             ("ambi", "Ambisonics", "base", "ambi"),
         ],
+        # not in the paper: the ambisonic input with the signs of Y, Z, X kept (issue 15)
+        beyond_paper=[("ambi-iv", "Ambisonics + IV", "ambi-iv", {"spec": "mel128+iv"})],
     ),
     _family(
         "b",
@@ -290,7 +313,7 @@ IMPLIED = {
 }
 
 #: Published numbers (percent) of Table 3 in the seed's supplementary material: AVC@4, AVSA@4, Segm (mIoU), UCF
-#: (clip accuracy). Keyed by :attr:`Row.id`.
+#: (clip accuracy). Keyed by :attr:`Row.id`; rows with ``in_paper=False`` have none.
 PAPER_TABLE3: dict[str, dict[str, float]] = {
     "a/mono": {"avc": 82.39, "avsa": 62.95, "seg": 34.21, "ucf": 64.90},
     "a/stereo": {"avc": 84.47, "avsa": 71.11, "seg": 34.54, "ucf": 64.68},
@@ -806,7 +829,8 @@ def build_table(run: GridRun) -> dict:
                     "label": r.label,
                     "cell": r.cell,
                     "overrides": r.overrides,
-                    "paper": PAPER_TABLE3[r.id],
+                    "paper": PAPER_TABLE3.get(r.id),
+                    "in_paper": r.in_paper,
                     "ours": ours,
                     "paired_vs_default": paired,
                 }
@@ -840,7 +864,7 @@ def _best(rows: list[dict]) -> dict:
     """Per metric, the paper's best row and ours (``None`` where a row has no number)."""
     out = {}
     for m in ("avc", "avsa", "seg"):
-        paper = max(rows, key=lambda r: r["paper"][m])["id"]
+        paper = max((r for r in rows if r["paper"]), key=lambda r: r["paper"][m])["id"]
         have = [r for r in rows if r["ours"] and r["ours"][m]["value"] is not None]
         ours = max(have, key=lambda r: r["ours"][m]["value"])["id"] if len(have) == len(rows) else None
         out[m] = {"paper": paper, "ours": ours}
@@ -877,12 +901,14 @@ def render_markdown(table: dict) -> str:
         lines.append(f"| **({f['key']}) {f['title']}** | | | | | | | | | |")
         for r in f["rows"]:
             cols = [r["label"], f"`{r['cell']}`"]
+            if not r["paper"]:
+                cols[0] += "²"
             for m in ("avc", "avsa", "seg"):
                 best = f["best"][m]
                 cols.append(_cell_text(r["ours"][m] if r["ours"] else None, best["ours"] == r["id"]))
-                paper = f"{r['paper'][m]:.2f}"
+                paper = f"{r['paper'][m]:.2f}" if r["paper"] else "—"
                 cols.append(f"**{paper}**" if best["paper"] == r["id"] else paper)
-            cols += ["n/a" if r["ours"] else "—", f"{r['paper']['ucf']:.2f}"]
+            cols += ["n/a" if r["ours"] else "—", f"{r['paper']['ucf']:.2f}" if r["paper"] else "—"]
             lines.append("| " + " | ".join(cols) + " |")
     if table.get("scratch"):
         sc = table["scratch"]
@@ -895,6 +921,10 @@ def render_markdown(table: dict) -> str:
         "",
         "¹ UCF101 action recognition (`avsa-train finetune`) needs the UCF101 videos and split lists, which this "
         "grid does not have; run it per cell checkpoint (`cells/<cell>/pretrain/checkpoint.pt`) where they are.",
+        "",
+        "² Not in the paper: a row avsa adds (Ambisonics + IV: `--spec mel128+iv`, the 4 log-mel channels plus 3 "
+        "active-intensity-vector channels, which keep the front/back and left/right signs that magnitude "
+        "spectrograms drop).",
         "",
         "## Paired differences from the default (ambisonics, V = 4, + spatial, curriculum, D = 2)",
         "",
@@ -984,7 +1014,8 @@ def describe_grid(scale: str = "tiny", overrides: dict | None = None) -> str:
     for f in FAMILIES:
         lines.append(f"({f.key}) {f.title}  [varies {f.option}]")
         for r in f.rows:
-            lines.append(f"    {r.id:<22} {r.label:<24} cell {r.cell}")
+            note = "" if r.in_paper else "  (not in the paper)"
+            lines.append(f"    {r.id:<22} {r.label:<24} cell {r.cell}{note}")
     lines.append("cells (one training run each; differences from the default AVSA model):")
     base = pretrain_values(DEFAULT_CELL, sc)
     for cell in cell_names():

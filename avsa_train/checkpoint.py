@@ -253,6 +253,7 @@ def load_encoders(
     audio_format: str | None = "ambi",
     device: str | torch.device = "cpu",
     depth: int = 2,
+    spec: str | None = "mel128",
 ):
     """``(video_model, audio_model, translator, config)`` of a pre-training checkpoint; ``None``: random init.
 
@@ -263,8 +264,9 @@ def load_encoders(
     * ``translator``: :class:`~avsa_train.models.transformer.CrossModalTranslator` with its projection heads.
     * ``config``: the run's resolved configuration (``width``, ``audio_format``, ``spec``, ``depth``, ``task``…).
 
-    With a checkpoint, its own width / audio format / depth are used (``width``, ``audio_format`` and ``depth``
-    only shape a random initialisation; ``None`` means the defaults 1.0 / ambi). Modules are on ``device``, in
+    With a checkpoint, its own width / audio format / depth / spec are used (``width``, ``audio_format``,
+    ``depth`` and ``spec`` only shape a random initialisation; ``None`` means the defaults 1.0 / ambi / mel128;
+    ``spec="mel128+iv"`` gives a 7-channel audio encoder). Modules are on ``device``, in
     training mode; call ``.eval()`` for frozen features.
     """
     if ckpt is None:
@@ -272,7 +274,7 @@ def load_encoders(
             "width": 1.0 if width is None else float(width),
             "audio_format": audio_format or "ambi",
             "depth": int(depth),
-            "spec": "mel128",
+            "spec": spec or "mel128",
         }
         model = build_model(config)
     else:

@@ -19,6 +19,11 @@ NEGATIVES = ("instance", "spatial", "temporal", "spatial+temporal")
 #: Table 3d. easy-to-hard: instance only before ``switch_epoch``; none: hard from the start; hard-only: no
 #: instance negatives; easy-only: instance negatives only.
 CURRICULA = ("easy-to-hard", "none", "hard-only", "easy-only")
+#: Audio features (avsa_train.audio_features): 128 log-mel bands (the reference code), 129 STFT bins (Table 1),
+#: or, for ambisonics, the 4 log-mel channels plus 3 active-intensity-vector channels in the same bands.
+SPECTROGRAM_KINDS = ("mel128", "stft129", "mel128+iv")
+#: Kinds that add intensity-vector channels (they need --audio-format ambi).
+IV_KINDS = ("mel128+iv",)
 #: Options that change the data order: a resume with other values would not continue the same run.
 DATA_ORDER_KEYS = ("seed", "batch_size", "workers", "viewpoints", "moments", "shuffle_buffer", "shards")
 
@@ -34,7 +39,7 @@ class PretrainConfig:
     viewpoints: int = 4
     moments: int = 1
     audio_format: str = "ambi"  # mono | stereo | ambi
-    spec: str = "mel128"  # mel128 (reference code) | stft129 (Table 1)
+    spec: str = "mel128"  # mel128 (reference code) | stft129 (Table 1) | mel128+iv (ambi: + intensity vectors)
     shuffle_buffer: int = 128  # samples per DataLoader worker
     workers: int | None = None  # DataLoader workers per rank; None: CPUs per rank − 1, at most 8
     # model
@@ -80,8 +85,13 @@ class PretrainConfig:
             raise ValueError(f"--curriculum must be one of {CURRICULA}, got {self.curriculum!r}")
         if self.audio_format not in ("mono", "stereo", "ambi"):
             raise ValueError(f"--audio-format must be mono, stereo or ambi, got {self.audio_format!r}")
-        if self.spec not in ("mel128", "stft129"):
-            raise ValueError(f"--spec must be mel128 or stft129, got {self.spec!r}")
+        if self.spec not in SPECTROGRAM_KINDS:
+            raise ValueError(f"--spec must be one of {', '.join(SPECTROGRAM_KINDS)}, got {self.spec!r}")
+        if self.spec in IV_KINDS and self.audio_format != "ambi":
+            raise ValueError(
+                f"--spec {self.spec} adds ambisonic intensity vectors: it needs --audio-format ambi, "
+                f"got {self.audio_format}"
+            )
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.viewpoints < 1 or self.moments < 1:

@@ -20,7 +20,8 @@ Memory. Only the members a training item can use (its clips, its audio render, m
 the shuffle buffer (:func:`prune_members`).
 
 Augmentation is applied **consistently** across modalities: a horizontal flip reverses the crop columns and
-the masks, negates FOA Y, swaps stereo L/R, and leaves mono unchanged (docs/CONVENTIONS.md §7).
+the masks, negates FOA Y, swaps stereo L/R, leaves mono unchanged (docs/CONVENTIONS.md §7) and negates the
+azimuths of the sound-event labels (``with_events``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avsa_data import ambisonics, remote
+from avsa_data import ambisonics, events, remote
 from avsa_data import format as fmt
 from avsa_data.reader import RawSample, iter_raw
 from avsa_data.rng import rng_for
@@ -140,6 +141,7 @@ class StreamConfig:
     shuffle_buffer: int = 256
     train: bool = True  # shuffle + augment
     flip_p: float = 0.5  # Table 2 hf
+    with_events: bool = False  # add the per-view sound-event labels (meta.events) to each item
     color_jitter: bool = True  # Table 2 cj
     volume_jitter: float = 0.1  # ±10 %
     with_masks: bool = False
@@ -333,8 +335,9 @@ def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
     """Decode and augment one sample into numpy arrays.
 
     Returns ``video [M, V, 3, T, H, W]`` float32 (normalised), ``audio [M, V, C, n]`` float32 waveforms,
-    optional ``seg``/``conf`` ``[M, V, 56, 56]`` (int64 ids, float confidence), ``views [V]`` bank indices,
-    ``flip`` (bool) and ``key``.
+    optional ``seg``/``conf`` ``[M, V, 56, 56]`` (int64 ids, float confidence), optional ``events`` (``[M][V]``
+    lists of :func:`avsa_data.events.view_events` dicts, azimuths negated when flipped), ``views [V]`` bank
+    indices, ``flip`` (bool) and ``key``.
     """
     meta = s.meta
     render, _ = AUDIO_FORMATS[cfg.audio_format]
@@ -370,6 +373,8 @@ def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
         "flip": flip,
         "key": s.key,
     }
+    if cfg.with_events:
+        item["events"] = [[events.mirror(s.events(k, m)) if flip else s.events(k, m) for k in views] for m in moments]
     if cfg.with_masks:
         segs, confs = [], []
         for m in moments:
@@ -399,6 +404,8 @@ def collate(items: list[dict]) -> dict:
     out = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in ("video", "audio", "views")}
     out["flip"] = torch.tensor([it["flip"] for it in items])
     out["key"] = [it["key"] for it in items]
+    if "events" in items[0]:
+        out["events"] = [it["events"] for it in items]
     if "seg" in items[0]:
         out["seg"] = torch.from_numpy(np.stack([it["seg"] for it in items]))
         out["conf"] = torch.from_numpy(np.stack([it["conf"] for it in items]))
@@ -537,9 +544,20 @@ def make_loader(stream: ShardStream, num_workers: int = 2, pin_memory: bool | No
 def read_manifest(shards_dir: str | Path) -> dict | None:
     """``manifest.json`` of a shard folder (a path or an fsspec URL), or None if there is none."""
     if isinstance(shards_dir, str) and _fsspec_url(shards_dir) and not shards_dir.endswith(".tar"):
-        return remote.Store(shards_dir).read_json("manifest.json")
-    p = Path(shards_dir) / "manifest.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+        where, data = remote.join(shards_dir, "manifest.json"), remote.Store(shards_dir).read_bytes("manifest.json")
+    else:
+        p = Path(shards_dir) / "manifest.json"
+        where, data = str(p), p.read_bytes() if p.is_file() else None
+    if data is None:
+        return None
+    try:
+        m = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{where}: not valid JSON ({str(e).splitlines()[0]}); truncated? rerun avsa-data shard "
+                         f"to rewrite it") from None
+    if not isinstance(m, dict) or not isinstance(m.get("shards"), list):
+        raise ValueError(f"{where}: not an avsa-data manifest (an object with a list 'shards'; docs/FORMAT.md)")
+    return m
 
 
 def has_manifest(shards: str | Path | Sequence[str]) -> bool:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from avsa_train.config import SPECTROGRAM_KINDS
+
 SHARED_HELP = """
 Common options: --ckpt (a checkpoint of `avsa-train pretrain`, or `none` for a random initialisation, the
 scratch baseline), --width (must match the checkpoint's; read from it when given), --device, --seed, --out
@@ -51,9 +53,10 @@ def common_options(f):
         ),
         click.option(
             "--spec",
-            type=click.Choice(["mel128", "stft129"]),
+            type=click.Choice(SPECTROGRAM_KINDS),
             default=None,
-            help="Spectrogram front end. Read from the checkpoint; default mel128 with --ckpt none.",
+            help="Audio features (mel128, stft129, or mel128+iv: log-mel + intensity vectors, ambi only). Read "
+            "from the checkpoint; default mel128 with --ckpt none.",
         ),
         click.option(
             "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto = CUDA when available."

@@ -38,6 +38,12 @@ def inspect_cmd(shard: Path | str, key: str | None, moment: int, png: Path | Non
     for i, v in enumerate(m["viewpoints"]):
         click.echo(f"  v{i}: az {v['azimuth']:7.2f}°  el {v['elevation']:6.2f}°  hfov {v['hfov']:5.1f}°  "
                    f"vfov {v['vfov']:5.1f}°")
+    ev = m.get("events") or {}
+    click.echo(f"  sound events: {ev.get('status', 'none')}" + (f" ({ev['file']})" if ev.get("file") else ""))
+    for i, e in enumerate(s.events(None, moment)):
+        seen = [f"v{k}" for k in range(s.num_views) if s.events(k, moment)[i]["in_view"]]
+        click.echo(f"    {e['class_name']} #{e['track']}: az {e['azimuth']:7.2f}°  el {e['elevation']:6.2f}°  "
+                   f"in view of {','.join(seen) or 'none'}")
     if png:
         click.echo(f"contact sheet → {contact_sheet(s, png, moment)}")
     if listen:

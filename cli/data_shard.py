@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from avsa_data import format as fmt
+from avsa_data.events import LABEL_HOP, EventOptions
 from avsa_data.labels import BACKENDS
+from avsa_data.layouts import LAYOUTS, LayoutError, LayoutSpec
 from avsa_data.samples import SampleConfig
 from avsa_data.shards import JobConfig, JobStopped, ShardJobError, run_shard_job
 from avsa_data.viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG
@@ -52,7 +54,23 @@ def _label_options(**options) -> tuple[tuple[str, str], ...]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--src", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
               help="Folder searched recursively for .mp4/.mkv/.webm/.mov 360° equirect videos. Audio: a 4-channel "
-                   "track in the container, or a same-stem sidecar .wav/.flac.")
+                   "track in the container, or a same-stem sidecar .wav/.flac (see --layout for other layouts).")
+@click.option("--layout", type=click.Choice(LAYOUTS), default="auto",
+              help="How SRC is organised. flat: videos with container/sidecar audio. starss23: the STARSS23 / DCASE "
+                   "SELD layout, SRC/video_dev/<split>/X.mp4 + foa_dev/<split>/X.wav + metadata_dev/<split>/X.csv "
+                   "(sound events), splits from dev-train-*/dev-test-* folder names. folders: the general form, "
+                   "with --audio-dir and --events-dir. auto: starss23 when SRC has video_dev/ and foa_dev/, folders "
+                   "when --audio-dir/--events-dir is given, else flat.")
+@click.option("--audio-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="folders layout: the FOA of SRC/a/b.mp4 is AUDIO_DIR/a/b.wav (or .flac).")
+@click.option("--events-dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="folders layout: the sound-event CSV of SRC/a/b.mp4 is EVENTS_DIR/a/b.csv (DCASE format: "
+                   "frame,class,source,azimuth,elevation[,distance]; a missing CSV is stored as 'no labels').")
+@click.option("--event-classes", default=None,
+              help="Class-map JSON naming the event CSVs' class ids ({\"classes\": [...]}), or a shipped map by "
+                   "name. Default: EVENTS_ROOT/classes.json if present, else starss23 (its 13 classes).")
+@click.option("--event-hop", type=float, default=LABEL_HOP,
+              help="Length of one event label frame in seconds (STARSS23 / DCASE 2022-2024: 0.1).")
 @click.option("--out", callback=output_folder, required=True,
               help="Output folder for {split}-NNNNNN.tar shards, manifest.json and failures.jsonl; or an fsspec "
                    "URL (s3://bucket/prefix, gs://…; pip install 'avsa[cloud]' s3fs) to upload them to.")
@@ -77,10 +95,13 @@ def _label_options(**options) -> tuple[tuple[str, str], ...]:
 @click.option("--moment-gap", type=float, default=1.0, help="Seconds between the M moments of one sample.")
 @click.option("--viewpoints-per-moment", "-k", type=int, default=8,
               help="K viewpoints in each sample's bank; the trainer draws its V views from it.")
-@click.option("--sampler", type=click.Choice(["random", "grid"]), default="random",
-              help="random: uniform azimuth, elevation in ±30°, pairwise ≥ --min-separation; grid: K azimuths.")
+@click.option("--sampler", type=click.Choice(["random", "grid", "energy"]), default="random",
+              help="random (the paper): uniform azimuth, elevation in ±30°, pairwise ≥ --min-separation; grid: K "
+                   "azimuths; energy: like random, but centres favour the directions the sound comes from (75 % "
+                   "drawn from the FOA's time-frequency energy map, 25 % uniform; docs/FORMAT.md).")
 @click.option("--min-separation", type=float, default=MIN_SEPARATION_DEG,
-              help="Minimum great-circle angle (degrees) between viewpoints of one bank (random sampler).")
+              help="Minimum great-circle angle (degrees) between viewpoints of one bank (random and energy "
+                   "samplers).")
 @click.option("--hfov", nargs=2, type=float, default=HFOV_RANGE, help="Min and max horizontal field of view (degrees).")
 @click.option("--crop-size", type=int, default=112, help="Crop side in pixels (square).")
 @click.option("--jpeg-quality", type=int, default=90, help="JPEG quality of the crop clips.")
@@ -155,7 +176,8 @@ def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds
           class_map, label_fps,
           label_max_gap, model, onnx_size, onnx_mean, onnx_std, onnx_output, onnx_layout, onnx_fov, onnx_device,
           onnx_threads, equirect_size, keep_equirect, shard_size, seed, engine, ray_address, workers, max_av_mismatch,
-          max_resolution, overwrite, strict, keep_work, quiet, staging):
+          max_resolution, overwrite, strict, keep_work, quiet, staging, layout, audio_dir, events_dir, event_classes,
+          event_hop):
     """Turn raw 360° videos into WebDataset shards of viewpoint banks (see docs/FORMAT.md).
 
     Each sample is one moment (or M moments) of one video with K viewpoints; per viewpoint: the NFOV crop
@@ -191,12 +213,15 @@ def shard(src, out, list_file, ambi_format, fps, clip_seconds, sr, audio_seconds
                                        max_gap=label_max_gap, model=model, onnx_size=onnx_size, onnx_mean=onnx_mean,
                                        onnx_std=onnx_std, onnx_output=onnx_output, onnx_layout=onnx_layout,
                                        onnx_fov=onnx_fov, onnx_device=onnx_device, onnx_threads=onnx_threads)
+        spec = LayoutSpec(layout, str(audio_dir) if audio_dir else None, str(events_dir) if events_dir else None)
+        events = EventOptions(event_classes or EventOptions.classes, event_hop)
         job = JobConfig(sample=cfg, labels=labels, label_options=label_options, labels_optional=labels_optional,
-                        shard_size=n_shard, shard_mb=mb, max_av_mismatch=max_av_mismatch, max_resolution=max_res)
+                        shard_size=n_shard, shard_mb=mb, max_av_mismatch=max_av_mismatch, max_resolution=max_res,
+                        events=events)
         report = run_shard_job(src, out, job, workers=workers, list_file=list_file, overwrite=overwrite,
                                keep_work=keep_work, progress=not quiet,
-                               engine=engine, ray_address=ray_address, staging=staging)
-    except (ShardJobError, ValueError, FileNotFoundError) as e:
+                               engine=engine, ray_address=ray_address, staging=staging, layout=spec)
+    except (ShardJobError, LayoutError, ValueError, FileNotFoundError) as e:
         err = click.ClickException(str(e).splitlines()[0])
         if isinstance(e, JobStopped):
             err.exit_code = EXIT_RETRY

@@ -60,6 +60,19 @@ def _size(value: str) -> tuple[int, int]:
 @click.option("--label-size", default="256x128", help="Size WIDTHxHEIGHT of the ground-truth class maps.")
 @click.option("--val-fraction", type=float, default=0.25, help="Fraction of videos (the last ones) marked 'val'.")
 @click.option(
+    "--sounding-objects",
+    type=(int, int),
+    default=(1, 4),
+    help="MIN MAX sounding visible objects per video (distinct classes, at most 8). The demo uses denser "
+    "scenes (docs/SYNTH.md) so that most viewpoints see a sound source.",
+)
+@click.option(
+    "--object-radius",
+    type=(float, float),
+    default=(10.0, 16.0),
+    help="MIN MAX angular radius of the objects (degrees).",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
@@ -69,6 +82,14 @@ def _size(value: str) -> tuple[int, int]:
     "--corrupt",
     is_flag=True,
     help="Also write broken inputs (truncated, no audio, stereo, short audio, unreadable) for testing readers.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["flat", "starss23"]),
+    default="flat",
+    help="flat: one folder (docs/FORMAT.md, Raw input). starss23: the STARSS23 / DCASE SELD layout, "
+    "video_dev/ foa_dev/ metadata_dev/ with dev-train-synth / dev-test-synth splits and exact sound-event CSVs "
+    "(frame,class,source,azimuth,elevation at 100 ms; classes in metadata_dev/classes.json).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def synth(
@@ -86,8 +107,11 @@ def synth(
     label_fps,
     label_size,
     val_fraction,
+    sounding_objects,
+    object_radius,
     workers,
     corrupt,
+    layout,
     quiet,
 ):
     """Write synthetic 360° videos with ambisonic audio and exact ground truth (docs/SYNTH.md)."""
@@ -106,11 +130,17 @@ def synth(
             label_fps=label_fps,
             label_size=_size(label_size),
             val_fraction=val_fraction,
+            layout=layout,
+            sounding_objects=tuple(sounding_objects),
+            object_radius=tuple(object_radius),
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     n_workers = workers or default_workers()
-    metas = generate(cfg, out, workers=n_workers, progress=not quiet, corrupt=corrupt)
+    try:
+        metas = generate(cfg, out, workers=n_workers, progress=not quiet, corrupt=corrupt)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
     n_val = sum(m["split"] == "val" for m in metas)
     click.echo(
         f"wrote {len(metas)} videos ({len(metas) - n_val} train, {n_val} val) to {out}"

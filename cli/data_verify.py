@@ -20,7 +20,11 @@ def verify(path: Path | str, no_decode: bool, max_report: int) -> None:
     """Recompute checksums, decode every member and check shapes/dtypes/metadata.
 
     PATH is a shard folder (with manifest.json) or a single .tar, or an fsspec URL of either
-    (s3://bucket/prefix, s3://bucket/prefix/train-000000.tar). Exits 1 if anything is wrong.
+    (s3://bucket/prefix, s3://bucket/prefix/train-000000.tar). A single tar is checked on its own: its tar
+    framing, each meta.json against the schema, and each member against the sha256 stored in meta.json
+    (format_version 2). Damage never stops the run: each problem is one line naming the shard and the
+    sample key, and memory stays bounded by the format's limits (docs/FORMAT.md, "Validation and limits").
+    Exits 1 if anything is wrong.
     """
     single = path.endswith(".tar") if isinstance(path, str) else not path.is_dir()
     try:

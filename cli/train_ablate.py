@@ -35,7 +35,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option(
     "--families",
     multiple=True,
-    help="Only these families, comma-separated: a (audio format), "
+    help="Only these families, comma-separated: a (audio format, with Ambisonics + IV), "
     "b (viewpoints), c (negatives), d (curriculum), e (context).  [default: all]",
 )
 @click.option(
@@ -72,7 +72,7 @@ def ablate(grid, shards, out, scale, families, cells, sets, scratch, device, see
     seed and evaluation items.
 
     \b
-    (a) audio format: mono, stereo, ambisonics
+    (a) audio format: mono, stereo, ambisonics, + ambisonics + IV (not in the paper: --spec mel128+iv)
     (b) viewpoints: 1, 2, 4, 8
     (c) negatives: instance only, + spatial, + spatial + temporal
     (d) curriculum: easy only, hard only, no curriculum, curriculum (easy → hard)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from avsa_train.config import CURRICULA, NEGATIVES, TASKS
+from avsa_train.config import CURRICULA, NEGATIVES, SPECTROGRAM_KINDS, TASKS
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
@@ -42,8 +42,10 @@ from avsa_train.config import CURRICULA, NEGATIVES, TASKS
 )
 @click.option(
     "--spec",
-    type=click.Choice(["mel128", "stft129"]),
-    help="Spectrogram: 128 log-mel bins (reference code) or 129 STFT bins (Table 1).  [mel128]",
+    type=click.Choice(SPECTROGRAM_KINDS),
+    help="Audio features: 128 log-mel bins (reference code), 129 STFT bins (Table 1), or mel128+iv (ambi only): "
+    "the 4 log-mel channels plus the 3 active-intensity-vector channels (Y, Z, X) in the same bands, which keep "
+    "front/back and left/right (7 channels into Conv2D-10).  [mel128]",
 )
 @click.option("--width", type=float, help="Channel width multiplier of both encoders (tests: 0.125).  [1.0]")
 @click.option("--depth", type=int, help="Translator depth D; 0 = direct prediction.  [avsa/avts 2, avc 0]")

@@ -21,8 +21,10 @@ SEED_FILE = Path(__file__).parent / "data" / "seed_table3.txt"  # Table 3 of the
 
 def test_grid_rows_differ_from_the_default_in_the_ablated_option_only():
     assert [f.key for f in ablate.FAMILIES] == ["a", "b", "c", "d", "e"]
-    assert [len(f.rows) for f in ablate.FAMILIES] == [3, 4, 3, 4, 4]
-    assert set(ablate.PAPER_TABLE3) == {r.id for r in ablate.all_rows()}
+    assert [len(f.rows) for f in ablate.FAMILIES] == [4, 4, 3, 4, 4]
+    assert set(ablate.PAPER_TABLE3) == {r.id for r in ablate.all_rows() if r.in_paper}
+    beyond = [r for r in ablate.all_rows() if not r.in_paper]
+    assert [(r.id, r.label, r.overrides) for r in beyond] == [("a/ambi-iv", "Ambisonics + IV", {"spec": "mel128+iv"})]
     scale = ablate.SCALES["tiny"]
     base = ablate.pretrain_values(ablate.DEFAULT_CELL, scale)
     assert {k: base[k] for k in ablate.DEFAULTS} == ablate.DEFAULTS
@@ -35,6 +37,10 @@ def test_grid_rows_differ_from_the_default_in_the_ablated_option_only():
             changed = {k for k in values if values[k] != base[k]}
             if row.cell == ablate.DEFAULT_CELL:
                 assert row.overrides == {} and changed == set()
+                continue
+            if not row.in_paper:  # a row beyond the paper sets its own option, and nothing else differs
+                assert changed == set(row.overrides) and all(values[k] == v for k, v in row.overrides.items())
+                PretrainConfig(**values, shards="x").validate()
                 continue
             # exactly the family's option is set, to a value other than the default ...
             assert list(row.overrides) == [fam.option], row
@@ -82,15 +88,16 @@ def test_paper_numbers_are_the_seeds_table3():
     seed = _seed_table3(SEED_FILE.read_text())
     assert sorted(seed) == ["a", "b", "c", "d", "e"]
     for fam in ablate.FAMILIES:
-        assert [r.label for r in fam.rows] == list(seed[fam.key]), fam.key
-        for row in fam.rows:
+        paper_rows = [r for r in fam.rows if r.in_paper]
+        assert [r.label for r in paper_rows] == list(seed[fam.key]), fam.key
+        for row in paper_rows:
             paper = ablate.PAPER_TABLE3[row.id]
             assert [paper[m] for m in ("avc", "avsa", "seg", "ucf")] == seed[fam.key][row.label], row.id
 
 
 def test_selection_overrides_and_scales():
     assert ablate.select() == ablate.cell_names()
-    assert ablate.select(["a"]) == ["mono", "stereo", "base"]
+    assert ablate.select(["a"]) == ["mono", "stereo", "base", "ambi-iv"]
     assert ablate.select(["c", "d"]) == ["instance", "base", "spatial-temporal", "hard-only", "no-curriculum"]
     assert ablate.select(None, ["a/mono", "base", "d/easy-only"]) == ["mono", "base", "instance"]
     with pytest.raises(ValueError, match="unknown cell 'nope'"):
@@ -151,11 +158,11 @@ def test_ablate_two_cells_end_to_end_resume_and_errors(synth_shards, tmp_path):
     from avsa_train.checkpoint import load_checkpoint
 
     out = tmp_path / "grid"
-    r = _ablate(synth_shards, out, "--cells", "base,a/mono", "--no-scratch")
+    r = _ablate(synth_shards, out, "--cells", "base,a/mono,a/ambi-iv", "--no-scratch")
     assert "table3.md" in r.stdout
-    assert r.stderr.count("training and evaluating") == 2 and "] mono (a/mono)" in r.stderr
+    assert r.stderr.count("training and evaluating") == 3 and "] mono (a/mono)" in r.stderr
     results = {}
-    for cell, fmt in (("base", "ambi"), ("mono", "mono")):
+    for cell, fmt in (("base", "ambi"), ("mono", "mono"), ("ambi-iv", "ambi")):
         res = json.loads((out / "cells" / cell / "result.json").read_text())
         results[cell] = res
         m = res["metrics"]
@@ -168,8 +175,12 @@ def test_ablate_two_cells_end_to_end_resume_and_errors(synth_shards, tmp_path):
         # the cell really pre-trained its configuration and evaluated with its audio format
         ck = load_checkpoint(out / "cells" / cell / "pretrain" / "checkpoint.pt")
         assert ck["step"] == 2 and ck["config"]["audio_format"] == fmt and ck["config"]["viewpoints"] == 4
+        spec = "mel128+iv" if cell == "ambi-iv" else "mel128"
+        assert ck["config"]["spec"] == spec
+        assert ck["audio"]["conv1.0.weight"].shape[1] == {"mono": 1, "ambi": 4}[fmt] + 3 * (cell == "ambi-iv")
         ev = json.loads((out / "cells" / cell / "eval" / "eval_avsa.json").read_text())
         assert ev["checkpoint"]["pretrained"] and ev["checkpoint"]["audio_format"] == fmt
+        assert ev["checkpoint"]["spectrogram"] == spec  # evaluated with the features it was trained on
         negs = [json.loads(ln)["negatives"] for ln in (out / "cells" / cell / "pretrain" / "metrics.jsonl").open()]
         assert negs == ["instance", "instance+spatial"]  # easy → hard
     assert results["base"]["rows"] == ["a/ambi", "b/v4", "c/spatial", "d/curriculum", "e/d2"]
@@ -182,12 +193,18 @@ def test_ablate_two_cells_end_to_end_resume_and_errors(synth_shards, tmp_path):
     assert f"{avc_mono:.1f}" in mono_line and "82.39" in mono_line and "n/a" in mono_line
     d2_line = next(ln for ln in md.splitlines() if ln.startswith("| Transformer (Depth=2) | `base` |"))
     assert f"{results['base']['metrics']['avc']['accuracy']:.1f}" in d2_line  # the shared cell fills every family
+    iv_line = next(ln for ln in md.splitlines() if ln.startswith("| Ambisonics + IV² | `ambi-iv` |"))
+    avsa_iv = results["ambi-iv"]["metrics"]["avsa"]["accuracy"]
+    assert f"{avsa_iv:.1f}" in iv_line and iv_line.count("| — |") == 4  # no paper numbers (AVC, AVSA, Segm, UCF)
+    assert "² Not in the paper" in md
     stereo_line = next(ln for ln in md.splitlines() if ln.startswith("| Stereo | `stereo` |"))
     assert "— | 84.47" in stereo_line  # not run: no number of ours
     table = json.loads((out / "table3.json").read_text())
     rows = {r["id"]: r for f in table["families"] for r in f["rows"]}
     assert rows["a/mono"]["paper"] == ablate.PAPER_TABLE3["a/mono"]
     assert rows["a/mono"]["ours"]["avc"]["value"] == avc_mono and rows["a/stereo"]["ours"] is None
+    assert rows["a/ambi-iv"]["paper"] is None and not rows["a/ambi-iv"]["in_paper"]
+    assert rows["a/ambi-iv"]["paired_vs_default"]["avsa"]["n"] == results["base"]["metrics"]["avsa"]["n"]
     gap = rows["a/mono"]["paired_vs_default"]["avsa"]
     assert gap["n"] == results["base"]["metrics"]["avsa"]["n"]  # the same items for both cells
     assert gap["gap"] == pytest.approx(

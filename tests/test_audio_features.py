@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from avsa_train.audio_features import Spectrogram, mel_filterbank
+from avsa_train.audio_features import IV_STD, Spectrogram, feature_channels, mel_filterbank
 
 SR = 24000
 
@@ -114,3 +114,143 @@ def test_dtype_and_bad_input():
         spec(torch.zeros(SR, dtype=torch.int16))
     with pytest.raises(ValueError, match="multiple"):
         Spectrogram(sr=22050)
+
+
+# ------------------------------------------------------------------------------ mel128+iv: intensity vectors
+# Output channels of mel128+iv: 0-3 log-mel of W, Y, Z, X; 4-6 intensity vector (Y, Z, X) in the mel bands.
+IV_Y, IV_Z, IV_X = 4, 5, 6
+
+
+def plane_wave(az_deg: float, el_deg: float = 0.0, seed: int = 0, seconds: float = 1.0) -> torch.Tensor:
+    """ambiX FOA ``[4, n]`` of a band-limited (100 Hz - 8 kHz) noise plane wave from (az, el), RMS 0.1."""
+    from avsa_data.ambisonics import encode
+
+    rng = np.random.default_rng(seed)
+    n = int(SR * seconds)
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / SR)
+    spec[(f < 100) | (f > 8000)] = 0
+    s = np.fft.irfft(spec, n)
+    s *= 0.1 / np.sqrt(np.mean(s**2))
+    return torch.tensor(encode(s, az_deg, el_deg), dtype=torch.float32)
+
+
+def excited_bands(spec: Spectrogram, wave: torch.Tensor) -> torch.Tensor:
+    """Mel bands whose W level is within 6 dB of the loudest: inside the source's pass band. (A band that
+    straddles its edge averages loud bins with near-silent ones, whose IV is ~0: shorter, same direction.)"""
+    w = spec(wave)[0].mean(-1)
+    return w > w.max() - 6.0 / 24.0
+
+
+def test_iv_front_and_back_differ_only_in_the_sign_of_x():
+    """0° and 180°: identical mel128 (|X| is equal), but IV X of opposite sign; +1/IV_STD in front."""
+    spec_iv, spec_mel = Spectrogram("mel128+iv"), Spectrogram("mel128")
+    front, back = plane_wave(0.0), plane_wave(180.0)
+    f_iv, b_iv = spec_iv(front), spec_iv(back)
+    assert f_iv.shape == (7, 128, 100)
+    assert torch.allclose(spec_mel(front), spec_mel(back), atol=1e-5)  # magnitudes cannot tell
+    assert torch.allclose(f_iv[:4], spec_mel(front), atol=1e-5)  # the first 4 channels are mel128
+    assert torch.allclose(f_iv[:4], b_iv[:4], atol=1e-5)
+    assert torch.allclose(f_iv[IV_X], -b_iv[IV_X], atol=1e-5)
+    band = excited_bands(spec_iv, front)
+    assert band.sum() > 60
+    # a plane wave gives the unit vector (u_y, u_z, u_x) / IV_STD in every band it excites
+    scale = 1.0 / IV_STD
+    x = f_iv[IV_X][band]
+    assert torch.allclose(x, torch.full_like(x, scale), rtol=0.02)
+    assert f_iv[IV_Y][band].abs().max() < 0.02 * scale and f_iv[IV_Z][band].abs().max() < 0.02 * scale
+
+
+def test_iv_left_and_right_differ_only_in_the_sign_of_y():
+    spec_iv = Spectrogram("mel128+iv")
+    left, right = spec_iv(plane_wave(90.0, seed=1)), spec_iv(plane_wave(-90.0, seed=1))
+    assert torch.allclose(left[:4], right[:4], atol=1e-5)
+    assert torch.allclose(left[IV_Y], -right[IV_Y], atol=1e-5)
+    assert torch.allclose(left[IV_X], right[IV_X], atol=1e-5) and torch.allclose(left[IV_Z], right[IV_Z], atol=1e-5)
+    band = excited_bands(spec_iv, plane_wave(90.0, seed=1))
+    assert (left[IV_Y][band] > 0.98 / IV_STD).all()  # +y is the left
+
+
+def test_horizontal_flip_negates_the_iv_y_channel_only():
+    """The training pipeline's flip (avsa_train.data._flip_audio) of a two-source reverberant-ish scene."""
+    from avsa_data.synth import diffuse_noise
+    from avsa_train.data import _flip_audio
+
+    rng = np.random.default_rng(3)
+    foa = plane_wave(35.0, 10.0, seed=4) + 0.5 * plane_wave(-120.0, -20.0, seed=5)
+    foa = foa + torch.tensor(0.02 * diffuse_noise(rng, SR, SR), dtype=torch.float32)
+    batch = foa.numpy()[None, None].copy()  # [M=1, V=1, 4, n] as decode_item holds it
+    flipped = torch.from_numpy(_flip_audio(batch, "ambi")[0, 0])
+    spec = Spectrogram("mel128+iv")
+    a, b = spec(foa), spec(flipped)
+    assert a[IV_Y].abs().mean() > 0.1  # there is something to negate
+    assert torch.allclose(b[IV_Y], -a[IV_Y], atol=1e-5)
+    keep = [c for c in range(7) if c != IV_Y]
+    assert torch.allclose(b[keep], a[keep], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "az,el,view_az,view_el",
+    [(0, 0, 0, 0), (30, 0, 0, 0), (150, 20, 0, 0), (-100, -35, 0, 0), (60, 10, 45, 0), (-170, 30, 120, -20)],
+)
+def test_band_averaged_iv_points_at_the_source_within_3_degrees(az, el, view_az, view_el):
+    """A class sound of the synthesiser from (az, el) with diffuse noise 10 dB below, rotated to a viewpoint
+    as the shards are: the mean IV over bands and frames points at the source's view-relative direction."""
+    from avsa_data.ambisonics import encode, rotate_to_view
+    from avsa_data.geometry import angular_distance, vector_to_direction, view_rotation
+    from avsa_data.synth import class_sound, diffuse_noise
+
+    rng = np.random.default_rng(abs(az) + 7)
+    s = class_sound(1 + (abs(az) % 5), SR, SR, rng)
+    foa = encode(0.1 * s, az, el) + 0.1 * 10 ** (-10 / 20) * diffuse_noise(rng, SR, SR)
+    rotated = rotate_to_view(foa, view_az, view_el)
+    iv = Spectrogram("mel128+iv")(torch.tensor(rotated, dtype=torch.float32))[IV_Y:].mean(dim=(1, 2))
+    y, z, x = iv.tolist()
+    got_az, got_el = vector_to_direction(np.array([x, y, z]))
+    want_az, want_el = vector_to_direction(
+        view_rotation(view_az, view_el)
+        @ np.array(
+            [
+                math.cos(math.radians(el)) * math.cos(math.radians(az)),
+                math.cos(math.radians(el)) * math.sin(math.radians(az)),
+                math.sin(math.radians(el)),
+            ]
+        )
+    )
+    assert float(angular_distance(got_az, got_el, want_az, want_el)) < 3.0, (got_az, got_el, want_az, want_el)
+
+
+def test_iv_is_bounded_batched_and_needs_foa():
+    g = torch.Generator().manual_seed(6)
+    wave = 0.1 * torch.randn(3, 4, SR // 2, generator=g)  # uncorrelated channels: no plane wave
+    spec = Spectrogram("mel128+iv")
+    out = spec(wave)
+    assert out.shape == (3, 7, 128, 50)
+    length = out[:, IV_Y:].norm(dim=1) * IV_STD
+    assert length.max() <= 1.0 + 1e-4  # a weighted mean of vectors in the unit ball
+    for b in range(3):
+        assert torch.allclose(out[b], spec(wave[b]), atol=1e-4)
+    silent = spec(torch.zeros(4, SR))
+    assert torch.all(silent[IV_Y:] == 0)  # a silent bin has no direction
+    assert spec.out_channels(4) == 7 and Spectrogram("mel128").out_channels(2) == 2
+    with pytest.raises(ValueError, match="first-order ambisonics"):
+        spec(torch.zeros(2, SR))
+    with pytest.raises(ValueError, match="ambisonics"):
+        feature_channels("mel128+iv", 1)
+
+
+def test_iv_spec_builds_a_7_channel_encoder_for_ambi_only():
+    from avsa_train.config import PretrainConfig
+    from avsa_train.models.avsa import AVSAModel
+
+    model = AVSAModel(width=0.125, spec="mel128+iv", depth=0)
+    assert model.audio.in_channels == 7
+    video = torch.zeros(2, 1, 2, 3, 4, 32, 32)
+    audio = plane_wave(0.0)[None, None, None].expand(2, 1, 2, 4, SR).contiguous()
+    ev, ea = model(video, audio, output="embeddings")
+    assert ea.shape == (2, 2, 128) and torch.isfinite(ea).all()
+    PretrainConfig(shards="x", spec="mel128+iv").validate()
+    with pytest.raises(ValueError, match="--audio-format ambi"):
+        PretrainConfig(shards="x", spec="mel128+iv", audio_format="stereo").validate()
+    with pytest.raises(ValueError, match="ambisonics"):
+        AVSAModel(width=0.125, spec="mel128+iv", audio_format="mono")

@@ -31,15 +31,29 @@ def _plane_wave_sample(
     """A minimal shard sample: one moment of a noise plane wave from (az, el) and four viewpoints."""
     rng = np.random.default_rng(5)
     foa = ambisonics.encode(0.2 * rng.standard_normal(SR), az, el).astype(np.float32)
-    meta = {
+    meta = {  # every field the reader checks (docs/FORMAT.md); no video members
+        "format_version": fmt.FORMAT_VERSION,
         "key": key,
         "video_id": video_id,
+        "split": "val",
+        "moment": int(key.rsplit("/", 1)[1]),
         "moments_per_sample": 1,
+        "times": [0.5],
+        "frame_indices": [[0, 8]],
+        "label_times": [0.5],
+        "fps": 16.0,
+        "frames_per_clip": 8,
+        "crop_size": [112, 112],
         "sr": SR,
         "audio_samples": SR,
         "audio_scale": 1.0,
+        "audio_bits": 24,
+        "audio_format": "ambix",
+        "renders": ["foa"],
         "binaural": {"mode": "virtual-mic", "sofa": None},
+        "labels": {"present": False},
         "viewpoints": [Viewpoint(a, e, 60.0, 60.0).as_dict() for a, e in VIEWS],
+        "equirect_size": None,
     }
     return RawSample(
         key, {fmt.meta_member(): codecs.encode_json(meta), fmt.foa_member(0): codecs.encode_flac(foa, SR, 24)}
@@ -410,6 +424,23 @@ def test_backbone_reads_width_format_and_spectrogram_from_the_checkpoint(saved_c
     assert load_backbone(str(saved_ckpt), width=0.125, audio_format="mono", spectrogram="stft129").width == 0.125
     scratch = load_backbone("none", width=0.125)
     assert scratch.checkpoint is None and scratch.audio_format == "ambi" and scratch.spectrogram.kind == "mel128"
+
+
+def test_backbone_with_intensity_vectors_round_trips_through_a_checkpoint(tmp_path):
+    """--spec mel128+iv: a 7-channel audio encoder, saved and read back with its front end; scratch too."""
+    from avsa_train.checkpoint import build_model, save_checkpoint
+    from avsa_train.tasks.common import load_backbone
+
+    config = {"task": "avsa", "width": 0.125, "audio_format": "ambi", "spec": "mel128+iv", "depth": 0}
+    path = save_checkpoint(tmp_path / "checkpoint.pt", build_model(config), None, None, 1, 0, config)
+    for bb in (load_backbone(str(path)), load_backbone("none", width=0.125, spectrogram="mel128+iv")):
+        assert bb.spectrogram.kind == "mel128+iv" and bb.audio.in_channels == 7
+        feats = bb.spectrogram(0.1 * torch.randn(2, 4, 24000, generator=torch.Generator().manual_seed(0)))
+        assert feats.shape == (2, 7, 128, 100) and bb.audio.eval()(feats).shape == (2, bb.dim)
+    with pytest.raises(ValueError, match="does not match the checkpoint's spec"):
+        load_backbone(str(path), spectrogram="mel128")
+    with pytest.raises(ValueError, match="first-order ambisonics"):
+        load_backbone("none", width=0.125, audio_format="stereo", spectrogram="mel128+iv")
 
 
 def test_eval_cli_on_a_checkpoint(saved_ckpt, synth_shards, tmp_path):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from avsa_data import codecs
 from avsa_data import format as fmt
 from avsa_data.reader import iter_samples
 
@@ -101,8 +100,8 @@ def class_histogram(paths: Iterable[str | Path] | str | Path, threshold: float =
         st.add_names(lab.get("classes") or {}, s.key)
         for m in range(int(s.meta["moments_per_sample"])):
             for k in range(len(s.meta["viewpoints"])):
-                seg = codecs.decode_png(s.members[fmt.seg_member(m, k, lowres)]).ravel()
-                conf = codecs.confidence_from_uint8(codecs.decode_png(s.members[fmt.conf_member(m, k, lowres)]))
+                seg, conf = s.masks(k, m, lowres)  # bounded decoding, errors name shard, key and member
+                seg = seg.ravel()
                 st.masks += 1
                 st.add(np.bincount(seg), np.bincount(seg[conf.ravel() >= threshold]))
     return st

@@ -1,8 +1,9 @@
 """Conv2D-10 audio encoder ``f_a`` (AVSA supplement, Table 1).
 
-Input: an N-channel log-spectrogram ``[B, N, F, T]`` (N = 1 mono, 2 stereo L/R, 4 ambiX W/Y/Z/X; F frequency
-bins, T frames; Table 1 uses F = 129, T = 100). The network is a plain (non-residual) stack of
-conv–BN–ReLU layers, as in Table 1 and the authors' ``Conv2D``:
+Input: an N-channel log-spectrogram ``[B, N, F, T]`` (N = 1 mono, 2 stereo L/R, 4 ambiX W/Y/Z/X, 7 for ambiX
+with ``--spec mel128+iv``: the 4 log-mel channels and the intensity vector's Y/Z/X; F frequency bins, T frames;
+Table 1 uses F = 129, T = 100). The network is a plain (non-residual) stack of conv–BN–ReLU layers, as in
+Table 1 and the authors' ``Conv2D``:
 
 =========  ==========  ========  ===========  ======================
 layer      kernel      stride    channels     size for 129×100 input
@@ -49,7 +50,7 @@ class Conv2D10(nn.Module):
     """Conv2D-10 of Table 1. ``forward(x)`` → ``[B, 512·width]`` (global max pool over F×T).
 
     Args:
-        in_channels: N, the spectrogram channels (1, 2 or 4).
+        in_channels: N, the spectrogram channels (1, 2, 4, or 7 with intensity vectors).
         width: channel multiplier (1.0 = the paper's network).
     """
 

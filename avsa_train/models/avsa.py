@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avsa_train.audio_features import Spectrogram
+from avsa_train.audio_features import Spectrogram, feature_channels
 from avsa_train.models.audio import AUDIO_INPUT_CHANNELS, Conv2D10
 from avsa_train.models.transformer import CrossModalTranslator, Translation
 from avsa_train.models.video import R2Plus1D18
@@ -33,7 +33,8 @@ class AVSAModel(nn.Module):
     Args:
         width: channel multiplier of both encoders (feature size ``512 · width``).
         audio_format: ``mono`` (1 ch), ``stereo`` (2 ch) or ``ambi`` (4 ch, ambiX).
-        spec: ``mel128`` or ``stft129`` (see :mod:`avsa_train.audio_features`).
+        spec: ``mel128``, ``stft129`` or ``mel128+iv`` (ambi only: 4 log-mel + 3 intensity-vector channels into
+            the audio encoder; see :mod:`avsa_train.audio_features`).
         depth, heads, proj_dim, dropout: translator depth D (0 = direct prediction), attention heads, embedding
             size P (128) and dropout (0.1).
         sr: audio sample rate in Hz.
@@ -56,7 +57,7 @@ class AVSAModel(nn.Module):
             raise ValueError(f"audio_format must be one of {tuple(AUDIO_INPUT_CHANNELS)}, got {audio_format!r}")
         self.audio_channels = AUDIO_INPUT_CHANNELS[audio_format]
         self.video = R2Plus1D18(width=width, factorisation=factorisation)
-        self.audio = Conv2D10(in_channels=self.audio_channels, width=width)
+        self.audio = Conv2D10(in_channels=feature_channels(spec, self.audio_channels), width=width)
         self.spectrogram = Spectrogram(kind=spec, sr=sr)
         self.translator = CrossModalTranslator(
             dim=self.video.out_dim, depth=depth, proj_dim=proj_dim, heads=heads, dropout=dropout

@@ -64,7 +64,8 @@ class Backbone:
         video: R(2+1)D-18 ``[B, 3, T, H, W] → [B, D]``.
         audio: Conv2D-10 ``[B, C, F, T] → [B, D]``.
         translator: the cross-modal transformers and heads (``None`` if the checkpoint has none).
-        spectrogram: waveform ``[..., n] → [..., F, T]`` as in pre-training.
+        spectrogram: waveform ``[..., C, n] → [..., N, F, T]`` as in pre-training (N = C, or 7 = 4 + 3
+            intensity-vector channels for ``mel128+iv``).
         config: the checkpoint's configuration (``{}`` for a random init).
         checkpoint: the checkpoint path, or ``None``.
     """
@@ -132,9 +133,10 @@ def load_backbone(
     if path is None:
         width = 1.0 if width is None else float(width)
         audio_format = audio_format or "ambi"
-        video, audio, translator, config = load_encoders(None, width=width, audio_format=audio_format, device=dev)
+        video, audio, translator, config = load_encoders(
+            None, width=width, audio_format=audio_format, device=dev, spec=spectrogram or "mel128"
+        )
         config = dict(config or {})
-        config["spec"] = spectrogram or config.get("spec") or "mel128"
     else:
         video, audio, translator, config = load_encoders(path, device=dev)
         config = dict(config or {})

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from avsa_data import ambisonics, codecs
 from avsa_data import format as fmt
 from avsa_data.geometry import rotation_yaw
-from avsa_data.reader import RawSample
+from avsa_data.reader import RawSample, ShardFormatError, parse_meta
 from avsa_data.rng import rng_for
 from avsa_data.samples import render_audio_from_meta
 
@@ -178,15 +178,24 @@ class DonorBank:
         for url in urls:
             if not Path(url).is_file():
                 raise ValueError(f"AVC-Bin reads donor audio by random access and needs local shard files, got {url}")
-            with tarfile.open(url, "r:") as tar:
-                for name in tar.getnames():
-                    slash = name.rfind("/")
-                    dot = name.find(".", slash + 1)
-                    if dot < 0:
-                        continue
-                    key, suffix = name[:dot], name[dot + 1 :]
-                    if suffix == fmt.meta_member() or (suffix.endswith(".foa.flac") and suffix.count(".") == 2):
-                        self._where.setdefault(key, (url, {}))[1][suffix] = name
+            size = Path(url).stat().st_size
+            try:
+                with tarfile.open(url, "r:") as tar:
+                    infos = tar.getmembers()
+            except tarfile.TarError as e:
+                raise ShardFormatError(f"{url}: corrupt or truncated tar ({e})") from None
+            for ti in infos:
+                name = ti.name
+                if ti.offset_data + ti.size > size:  # never read a member the file cannot hold
+                    raise ShardFormatError(f"{url}: member {name!r} declares {ti.size} bytes past the end of the "
+                                           f"file (truncated or damaged)")
+                slash = name.rfind("/")
+                dot = name.find(".", slash + 1)
+                if dot < 0:
+                    continue
+                key, suffix = name[:dot], name[dot + 1 :]
+                if suffix == fmt.meta_member() or (suffix.endswith(".foa.flac") and suffix.count(".") == 2):
+                    self._where.setdefault(key, (url, {}))[1][suffix] = name
         for key in sorted(self._where):
             if fmt.meta_member() in self._where[key][1]:
                 self.keys.append(key)
@@ -213,13 +222,19 @@ class DonorBank:
         """The donor's world-frame FOA ``[4, n]`` of each of its moments (``audio_scale`` applied)."""
         key = self.keys[index]
         url, members = self._where[key]
-        meta = codecs.decode_json(self._read(url, members[fmt.meta_member()]))
-        scale = np.float32(meta.get("audio_scale", 1.0))
+        meta, problems = parse_meta(self._read(url, members[fmt.meta_member()]), strict=False)
+        if problems:
+            raise ShardFormatError(f"{url}: {key}.meta.json: {problems[0]}")
+        scale = np.float32(meta["audio_scale"])
         out = []
         for m in range(int(meta["moments_per_sample"])):
             name = members.get(fmt.foa_member(m))
             if name is None:
-                raise ValueError(f"{url}: sample {key} has no {fmt.foa_member(m)} member")
-            a, _ = codecs.decode_flac(self._read(url, name))
+                raise ShardFormatError(f"{url}: {key}: member {fmt.foa_member(m)} missing")
+            try:  # bounded: the stream info must say 4 × audio_samples before anything is decoded
+                a, _ = codecs.decode_flac(self._read(url, name), (4, meta["audio_samples"]), meta["sr"],
+                                          meta["audio_bits"])
+            except codecs.MemberError as e:
+                raise ShardFormatError(f"{url}: {key}.{fmt.foa_member(m)}: {e}") from None
             out.append(a * scale)
         return out
