@@ -11,8 +11,9 @@ on the device) → the task's loss → Adam (Table 2: lr 1e-4, weight decay 1e-5
   same model and optimiser (:class:`Schedule`);
 * ``avts``: M moments of one viewpoint, translator over the moments, loss (9) with temporal negatives.
 
-Rank 0 writes ``OUT/metrics.jsonl`` (one JSON line per logged step: step, epoch, negatives, loss, AVC-Acc,
-AVSA-Acc…, samples/s), ``OUT/config.yaml`` and atomic checkpoints ``OUT/checkpoint.pt`` every
+Rank 0 writes ``OUT/metrics.jsonl`` (one JSON line per logged step: step, epoch, stage (the loss's task: ``avc``
+in the AVC stage of a curriculum), batch size and viewpoints of that step, negatives, loss, AVC-Acc, AVSA-Acc…,
+samples/s), ``OUT/config.yaml`` and atomic checkpoints ``OUT/checkpoint.pt`` every
 ``checkpoint_every`` steps and at the end (:mod:`avsa_train.checkpoint`).
 
 Exact resume: the data order is a pure function of (seed, world size, workers, batch size, steps done) — see
@@ -347,6 +348,8 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
                     "step": step,
                     "epoch": epoch,
                     "stage": stage_cfg.task,
+                    "batch_size": stage_cfg.batch_size,
+                    "viewpoints": stage_cfg.viewpoints,
                     "negatives": _neg_name(negatives),
                     "lr": opt.param_groups[0]["lr"],
                     "samples_per_s": round(sps, 2),
