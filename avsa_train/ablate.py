@@ -7,7 +7,14 @@ V = 4 viewpoints, instance + spatial negatives, the easy → hard curriculum, a 
 * (b) viewpoints: 1, 2, 4, 8;
 * (c) negatives: instance only, + spatial, + spatial + temporal;
 * (d) curriculum: easy only, hard only, no curriculum, curriculum (easy → hard);
-* (e) context: direct prediction (depth 0), transformer of depth 1, 2, 4.
+* (e) context: direct prediction, transformer of depth 1, 2, 4. "Direct prediction" has two readings, both run:
+  ``e/d0`` (depth 0: no translation network, the projection heads only) and ``e/noctx`` (the authors' NoCtx
+  network: a per-viewpoint MLP of depth 2 without attention, ``--context none``); both are compared with the
+  paper's one "Direct Prediction" row.
+
+The easy → hard curriculum of a cell runs in the same job: its first ``switch_epoch`` epochs are the AVC stage of
+Table 2 (one viewpoint, batch ``easy_batch_size`` = 112 at the paper scale, the direct projection heads, loss (7);
+:attr:`avsa_train.config.PretrainConfig.has_avc_stage`), the same for every cell whatever its V, then AVSA.
 
 Rows that describe the same training run share one **cell** (a pre-training run and its evaluations): the
 default configuration appears once per family but is trained once (cell ``base``), and Table 3c's "Instance"
@@ -71,7 +78,8 @@ class Scale:
     epochs: int  # pre-training epochs (ignored when ``steps`` is set)
     steps: int | None  # total pre-training steps (None: ``epochs`` × steps per epoch)
     steps_per_epoch: int | None  # None: train samples / batch size (from manifest.json)
-    switch_epoch: int  # easy → hard: epochs of instance-only negatives before the spatial ones join
+    switch_epoch: int  # easy → hard: epochs of the AVC stage before AVSA with the spatial negatives
+    easy_batch_size: int  # samples per step of the AVC stage (Table 2: 112), one viewpoint each, every cell
     temporal_moments: int  # M moments per item for the temporal-negatives cell (shards need ≥ M per sample)
     color_jitter: bool  # Table 2 cj
     flip_p: float  # Table 2 hf
@@ -111,6 +119,7 @@ SCALES: dict[str, Scale] = {
         steps=None,
         steps_per_epoch=None,
         switch_epoch=100,
+        easy_batch_size=112,
         temporal_moments=2,
         color_jitter=True,
         flip_p=0.5,
@@ -136,6 +145,7 @@ SCALES: dict[str, Scale] = {
         steps=96,
         steps_per_epoch=8,
         switch_epoch=6,
+        easy_batch_size=32,
         temporal_moments=2,
         color_jitter=False,
         flip_p=0.0,
@@ -201,6 +211,12 @@ class Row:
     label: str
     cell: str
     overrides: dict = field(default_factory=dict)
+    #: a row the paper's Table 3 does not have: the id of the paper row it is compared with (``None``: its own)
+    paper_row: str | None = None
+
+    @property
+    def paper_id(self) -> str:
+        return self.paper_row or self.id
 
 
 @dataclass(frozen=True)
@@ -212,7 +228,14 @@ class Family:
 
 
 #: The paper's AVSA model (Table 2), the point every family varies one option of.
-DEFAULTS = {"audio_format": "ambi", "viewpoints": 4, "negatives": "spatial", "curriculum": "easy-to-hard", "depth": 2}
+DEFAULTS = {
+    "audio_format": "ambi",
+    "viewpoints": 4,
+    "negatives": "spatial",
+    "curriculum": "easy-to-hard",
+    "depth": 2,
+    "context": "attention",
+}
 DEFAULT_CELL = "base"
 SCRATCH_CELL = "scratch"
 
@@ -278,6 +301,17 @@ FAMILIES: tuple[Family, ...] = (
             ("d4", "Transformer (Depth=4)", "d4", 4),
         ],
     ),
+)
+#: The authors' other reading of "Direct Prediction" (their ``use_context: false``): a per-viewpoint MLP of the
+#: default depth without attention, compared with the paper's Direct Prediction numbers.
+NOCTX_ROW = Row("e/noctx", "Direct Prediction (per-viewpoint MLP)", "noctx", {"context": "none"}, paper_row="e/d0")
+FAMILIES = FAMILIES[:-1] + (dataclasses.replace(FAMILIES[-1], rows=FAMILIES[-1].rows + (NOCTX_ROW,)),)
+#: What each reading of "Direct Prediction" is (shown under the table).
+DIRECT_PREDICTION_NOTE = (
+    "Table 3e's *Direct Prediction* is run in two readings: `d0` — no translation network (depth 0), each "
+    "viewpoint's features go straight to the projection heads; `noctx` — the authors' NoCtx network "
+    "(`--context none`): a per-viewpoint MLP of depth 2 (two residual MLP blocks per layer) without attention, "
+    "so no viewpoint sees another. Both are compared with the paper's single Direct Prediction row."
 )
 
 #: Options a row's option forces on others (the test checks that nothing else differs from the default):
@@ -372,6 +406,8 @@ def pretrain_values(cell: str, scale: Scale) -> dict:
         max_steps=scale.steps,
         steps_per_epoch=scale.steps_per_epoch,
         switch_epoch=scale.switch_epoch,
+        easy_stage="avc",
+        easy_batch_size=scale.easy_batch_size,
         color_jitter=scale.color_jitter,
         flip_p=scale.flip_p,
         checkpoint_every=scale.checkpoint_every,
@@ -804,7 +840,7 @@ def build_table(run: GridRun) -> dict:
                     "label": r.label,
                     "cell": r.cell,
                     "overrides": r.overrides,
-                    "paper": PAPER_TABLE3[r.id],
+                    "paper": PAPER_TABLE3[r.paper_id],
                     "ours": ours,
                     "paired_vs_default": paired,
                 }
@@ -894,6 +930,14 @@ def render_markdown(table: dict) -> str:
         "¹ UCF101 action recognition (`avsa-train finetune`) needs the UCF101 videos and split lists, which this "
         "grid does not have; run it per cell checkpoint (`cells/<cell>/pretrain/checkpoint.pt`) where they are.",
         "",
+        DIRECT_PREDICTION_NOTE,
+        "",
+        f"Curriculum: every cell with the easy → hard curriculum and hard negatives first trains the AVC stage of "
+        f"Table 2 for {s.get('switch_epoch')} epochs in the same job (1 viewpoint, batch "
+        f"{s.get('easy_batch_size')}, the direct projection heads, loss (7), instance negatives), then AVSA "
+        f"(V viewpoints, batch {s.get('batch_size')}, loss (9) with the row's negatives). The paper starts AVSA from "
+        "a separately trained AVC model (epoch 100) with a fresh optimiser; here the optimiser state carries over.",
+        "",
         "## Paired differences from the default (ambisonics, V = 4, + spatial, curriculum, D = 2)",
         "",
         "Accuracy of the row's cell minus the default cell `base` on the identical AVC-/AVSA-Bin items, with the "
@@ -982,7 +1026,7 @@ def describe_grid(scale: str = "tiny", overrides: dict | None = None) -> str:
     for f in FAMILIES:
         lines.append(f"({f.key}) {f.title}  [varies {f.option}]")
         for r in f.rows:
-            lines.append(f"    {r.id:<22} {r.label:<24} cell {r.cell}")
+            lines.append(f"    {r.id:<22} {r.label:<38} cell {r.cell}")
     lines.append("cells (one training run each; differences from the default AVSA model):")
     base = pretrain_values(DEFAULT_CELL, sc)
     for cell in cell_names():

@@ -21,8 +21,10 @@ SEED_FILE = Path(__file__).parent / "data" / "seed_table3.txt"  # Table 3 of the
 
 def test_grid_rows_differ_from_the_default_in_the_ablated_option_only():
     assert [f.key for f in ablate.FAMILIES] == ["a", "b", "c", "d", "e"]
-    assert [len(f.rows) for f in ablate.FAMILIES] == [3, 4, 3, 4, 4]
-    assert set(ablate.PAPER_TABLE3) == {r.id for r in ablate.all_rows()}
+    assert [len(f.rows) for f in ablate.FAMILIES] == [3, 4, 3, 4, 5]
+    assert set(ablate.PAPER_TABLE3) == {r.id for r in ablate.all_rows() if r.paper_row is None}
+    # rows the paper does not have: the NoCtx reading of Direct Prediction, compared with the paper's row
+    assert [(r.id, r.paper_row) for r in ablate.all_rows() if r.paper_row] == [("e/noctx", "e/d0")]
     scale = ablate.SCALES["tiny"]
     base = ablate.pretrain_values(ablate.DEFAULT_CELL, scale)
     assert {k: base[k] for k in ablate.DEFAULTS} == ablate.DEFAULTS
@@ -35,6 +37,9 @@ def test_grid_rows_differ_from_the_default_in_the_ablated_option_only():
             changed = {k for k in values if values[k] != base[k]}
             if row.cell == ablate.DEFAULT_CELL:
                 assert row.overrides == {} and changed == set()
+                continue
+            if row.paper_row is not None:  # e/noctx: the default depth, the per-viewpoint MLP instead of attention
+                assert row.overrides == {"context": "none"} and changed == {"context"}, (row, changed)
                 continue
             # exactly the family's option is set, to a value other than the default ...
             assert list(row.overrides) == [fam.option], row
@@ -56,6 +61,16 @@ def test_grid_rows_differ_from_the_default_in_the_ablated_option_only():
     assert st["negatives"] == "spatial+temporal" and st["moments"] == scale.temporal_moments >= 2
     v1 = ablate.pretrain_values("v1", scale)
     assert v1["viewpoints"] == 1 and v1["negatives"] == "instance"
+    # the curriculum's easy stage is Table 2's AVC stage, identical for every cell that has one (whatever its V)
+    paper = ablate.SCALES["paper"]
+    stages = {}
+    for cell in ablate.cell_names():
+        cfg = PretrainConfig(**ablate.pretrain_values(cell, paper), shards="x").validate()
+        if cfg.has_avc_stage:
+            e = cfg.avc_stage()
+            stages[cell] = (e.task, e.viewpoints, e.batch_size, e.negatives, cfg.switch_epoch, cfg.epochs)
+    assert set(stages) == set(ablate.cell_names()) - {"v1", "instance", "hard-only", "no-curriculum"}
+    assert set(stages.values()) == {("avc", 1, 112, "instance", 100, 150)}
 
 
 def _seed_table3(text: str) -> dict[str, dict[str, list[float]]]:
@@ -82,10 +97,11 @@ def test_paper_numbers_are_the_seeds_table3():
     seed = _seed_table3(SEED_FILE.read_text())
     assert sorted(seed) == ["a", "b", "c", "d", "e"]
     for fam in ablate.FAMILIES:
-        assert [r.label for r in fam.rows] == list(seed[fam.key]), fam.key
+        assert [r.label for r in fam.rows if r.paper_row is None] == list(seed[fam.key]), fam.key
+        labels = {r.id: r.label for r in fam.rows}
         for row in fam.rows:
-            paper = ablate.PAPER_TABLE3[row.id]
-            assert [paper[m] for m in ("avc", "avsa", "seg", "ucf")] == seed[fam.key][row.label], row.id
+            paper = ablate.PAPER_TABLE3[row.paper_id]
+            assert [paper[m] for m in ("avc", "avsa", "seg", "ucf")] == seed[fam.key][labels[row.paper_id]], row.id
 
 
 def test_selection_overrides_and_scales():
