@@ -816,6 +816,58 @@ def paired_vs_default(cells_dir: Path, cell: str, task: str, seed: int = 0) -> d
     )
 
 
+def paired_segmentation_vs_default(cells_dir: Path, cell: str, seed: int = 0, n_boot: int = 2000) -> dict | None:
+    """Paired mIoU gap (``cell`` − ``base``, percent) on the identical segmentation crops: the videos' confusion
+    matrices of both cells are resampled together (video bootstrap), the gap's 95 % CI is the percentile interval
+    of mIoU(A) − mIoU(B) over the replicates."""
+    import numpy as np
+
+    from avsa_train.tasks.metrics import cluster_bootstrap, mean_iou
+
+    a = (_read_json(cells_dir / cell / "eval" / "segment.json") or {}).get("metrics", {})
+    b = (_read_json(cells_dir / DEFAULT_CELL / "eval" / "segment.json") or {}).get("metrics", {})
+    va, vb = a.get("per_video_confusion"), b.get("per_video_confusion")
+    if not va or not vb or set(va) != set(vb):
+        return None
+    videos = sorted(va)
+    stack = np.stack([np.stack([np.asarray(va[v]), np.asarray(vb[v])]) for v in videos]).astype(np.float64)
+    if stack[:, 0].sum(axis=(1, 2)).tolist() != stack[:, 1].sum(axis=(1, 2)).tolist():
+        return None  # not the same confident pixels
+
+    def gap(s):
+        return mean_iou(s[0]) - mean_iou(s[1])
+
+    lo, hi = cluster_bootstrap(stack, gap, n_boot, seed=seed)
+    total = stack.sum(0)
+    return {
+        "miou_a": round(100 * mean_iou(total[0]), 4),
+        "miou_b": round(100 * mean_iou(total[1]), 4),
+        "gap": round(100 * gap(total), 4),
+        "gap_ci95_bootstrap_videos": [round(100 * lo, 4), round(100 * hi, 4)],
+        "n_videos": len(videos),
+    }
+
+
+#: How a row's paired difference from the default reads against the paper's difference for the same rows.
+VERDICTS = ("reproduced", "contradicted", "unresolved", "no paper difference", "not run")
+
+
+def verdict(paper_delta: float, gap: dict | None) -> str:
+    """``reproduced``: our paired 95 % CI excludes 0 on the paper's side; ``contradicted``: it excludes 0 on the
+    other side; ``unresolved``: it contains 0; ``no paper difference`` when the paper's two numbers are equal;
+    ``not run`` without a paired gap."""
+    if gap is None:
+        return "not run"
+    if paper_delta == 0:
+        return "no paper difference"
+    lo, hi = gap["gap_ci95_bootstrap_videos"]
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "unresolved"
+    if lo > 0 or hi < 0:
+        return "reproduced" if (lo > 0) == (paper_delta > 0) else "contradicted"
+    return "unresolved"
+
+
 def build_table(run: GridRun) -> dict:
     """``table3.json``: per family and row, the paper's numbers and ours (with CIs) from the cells' results."""
     results = {}
@@ -831,9 +883,17 @@ def build_table(run: GridRun) -> dict:
             ours = None
             if res is not None:
                 ours = {k: {"value": v, "ci95": ci} for k, (v, ci) in headline(res).items()}
+            default_row = next(x for x in f.rows if x.cell == DEFAULT_CELL)
+            paper_delta = {}
+            if r.cell != DEFAULT_CELL:
+                paper_delta = {
+                    t: round(PAPER_TABLE3[r.paper_id][t] - PAPER_TABLE3[default_row.paper_id][t], 2)
+                    for t in ("avc", "avsa", "seg")
+                }
             paired = None
             if res is not None and r.cell != DEFAULT_CELL and DEFAULT_CELL in results:
                 paired = {t: paired_vs_default(run.cells_dir, r.cell, t, run.seed) for t in ("avc", "avsa")}
+                paired["seg"] = paired_segmentation_vs_default(run.cells_dir, r.cell, run.seed)
             rows.append(
                 {
                     "id": r.id,
@@ -843,6 +903,8 @@ def build_table(run: GridRun) -> dict:
                     "paper": PAPER_TABLE3[r.paper_id],
                     "ours": ours,
                     "paired_vs_default": paired,
+                    "paper_delta": paper_delta,
+                    "verdicts": {t: verdict(d, (paired or {}).get(t)) for t, d in paper_delta.items()},
                 }
             )
         fams.append({"key": f.key, "title": f.title, "option": f.option, "rows": rows, "best": _best(rows)})
@@ -941,24 +1003,53 @@ def render_markdown(table: dict) -> str:
         "## Paired differences from the default (ambisonics, V = 4, + spatial, curriculum, D = 2)",
         "",
         "Accuracy of the row's cell minus the default cell `base` on the identical AVC-/AVSA-Bin items, with the "
-        "video-bootstrap 95 % CI of the gap and the exact McNemar p on the items only one of them gets right.",
+        "video-bootstrap 95 % CI of the gap and the exact McNemar p on the items only one of them gets right; "
+        "segmentation: mIoU of the row's cell minus `base` on the identical crops, videos resampled together. "
+        "Paper Δ: the same difference in the published Table 3. Verdict: *reproduced* — our CI excludes 0 on the "
+        "paper's side; *contradicted* — it excludes 0 on the other side; *unresolved* — it contains 0.",
         "",
-        "| Table 3 row | cell | AVC-Bin Δ [95 % CI] | McNemar p | AVSA-Bin Δ [95 % CI] | McNemar p |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| Table 3 row | cell | AVC-Bin Δ [95 % CI] | paper Δ | verdict | McNemar p | AVSA-Bin Δ [95 % CI] | "
+        "paper Δ | verdict | McNemar p | Segm mIoU Δ [95 % CI] | paper Δ | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for f in table["families"]:
         for r in f["rows"]:
             if r["cell"] == DEFAULT_CELL:
                 continue
             cols = [f"({f['key']}) {r['label']}", f"`{r['cell']}`"]
-            for t in ("avc", "avsa"):
+            for t in ("avc", "avsa", "seg"):
                 g = (r.get("paired_vs_default") or {}).get(t)
-                if g is None:
-                    cols += ["—", "—"]
-                else:
-                    lo, hi = g["gap_ci95_bootstrap_videos"]
-                    cols += [f"{g['gap']:+.1f} [{_fmt(lo)}, {_fmt(hi)}]", f"{g['mcnemar_p']:.2g}"]
+                v = r.get("verdicts", {}).get(t, "not run")
+                pd = r.get("paper_delta", {}).get(t)
+                cols.append(
+                    "—"
+                    if g is None
+                    else f"{g['gap']:+.1f} [{_fmt(g['gap_ci95_bootstrap_videos'][0])}, "
+                    f"{_fmt(g['gap_ci95_bootstrap_videos'][1])}]"
+                )
+                cols += ["—" if pd is None else f"{pd:+.2f}", v]
+                if t != "seg":
+                    cols.append("—" if g is None else f"{g['mcnemar_p']:.2g}")
             lines.append("| " + " | ".join(cols) + " |")
+    lines += [
+        "",
+        "### The paper's direction per family and metric",
+        "",
+        "Counts of the family's non-default rows by verdict (see above).",
+        "",
+        "| family | AVC-Bin@4 | AVSA-Bin@4 | Segm mIoU |",
+        "| --- | --- | --- | --- |",
+    ]
+    for f in table["families"]:
+        cols = [f"({f['key']}) {f['title']}"]
+        for t in ("avc", "avsa", "seg"):
+            counts: dict[str, int] = {}
+            for r in f["rows"]:
+                if r["cell"] != DEFAULT_CELL:
+                    v = r.get("verdicts", {}).get(t, "not run")
+                    counts[v] = counts.get(v, 0) + 1
+            cols.append(", ".join(f"{n} {k}" for k, n in counts.items()) or "—")
+        lines.append("| " + " | ".join(cols) + " |")
     lines += [
         "",
         "## AVC-/AVSA-Bin beyond accuracy",

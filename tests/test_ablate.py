@@ -241,3 +241,40 @@ def test_ablate_two_cells_end_to_end_resume_and_errors(synth_shards, tmp_path):
         r = _ablate(shards, tmp_path / "other", check=False)
         assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1
+
+
+def test_verdicts_and_the_paired_segmentation_gap(tmp_path):
+    """A row's verdict reads our paired CI against the sign of the paper's difference; the segmentation gap
+    resamples both cells' per-video confusion matrices together."""
+    import numpy as np
+
+    ci = lambda lo, hi: {"gap_ci95_bootstrap_videos": [lo, hi]}  # noqa: E731
+    assert ablate.verdict(2.0, ci(0.5, 3.0)) == "reproduced"
+    assert ablate.verdict(-2.0, ci(-3.0, -0.1)) == "reproduced"
+    assert ablate.verdict(-2.0, ci(0.5, 3.0)) == "contradicted"
+    assert ablate.verdict(2.0, ci(-1.0, 3.0)) == "unresolved"
+    assert ablate.verdict(0.0, ci(0.5, 3.0)) == "no paper difference"
+    assert ablate.verdict(1.0, None) == "not run"
+
+    rng = np.random.default_rng(0)
+    cells = tmp_path / "cells"
+
+    def write(cell, confusions):
+        path = cells / cell / "eval" / "segment.json"
+        path.parent.mkdir(parents=True)
+        per_video = {f"v{i}": c.tolist() for i, c in enumerate(confusions)}
+        path.write_text(json.dumps({"metrics": {"per_video_confusion": per_video}}))
+
+    good, bad = [], []
+    for _ in range(6):  # per video: 2 classes, the same pixels; "good" gets more of them right
+        n0, n1 = rng.integers(200, 400, 2)
+        good.append(np.array([[n0 - 10, 10], [20, n1 - 20]]))
+        bad.append(np.array([[n0 - 60, 60], [90, n1 - 90]]))
+    write("base", bad)
+    write("better", good)
+    g = ablate.paired_segmentation_vs_default(cells, "better")
+    assert g["gap"] > 0 and g["gap_ci95_bootstrap_videos"][0] > 0 and g["n_videos"] == 6
+    assert g["gap"] == pytest.approx(g["miou_a"] - g["miou_b"], abs=1e-3)
+    write("other-pixels", [c + 1 for c in good])  # not the same crops: no paired gap
+    assert ablate.paired_segmentation_vs_default(cells, "other-pixels") is None
+    assert ablate.paired_segmentation_vs_default(cells, "missing") is None

@@ -486,5 +486,6 @@ def _scores(confusion: np.ndarray, per_video: dict[str, np.ndarray], names: list
         "confident_pixels": s["confident_pixels"],
         "n_videos": len(per_video),
         "confusion_matrix": confusion.tolist(),
+        "per_video_confusion": {k: per_video[k].tolist() for k in sorted(per_video)},
         "class_names": names,
     }
