@@ -131,13 +131,19 @@ def audio_window(foa: NDArray, t: float, cfg: SampleConfig) -> NDArray:
     return out
 
 
-def sample_viewpoints(cfg: SampleConfig, video_id: str, index: int) -> list[Viewpoint]:
-    """The deterministic viewpoint bank of sample ``index`` of ``video_id``."""
+def sample_viewpoints(
+    cfg: SampleConfig, video_id: str, index: int, foa_window: NDArray | None = None
+) -> list[Viewpoint]:
+    """The deterministic viewpoint bank of sample ``index`` of ``video_id``.
+
+    The ``energy`` sampler also needs ``foa_window``, the unrotated ambiX audio of the sample's first moment
+    (:func:`audio_window`); the bank is then a function of (seed, video id, moment) and that audio.
+    """
     rng = rng_for(cfg.seed, video_id, index)
     kw: dict = {"hfov_range": (cfg.hfov_min, cfg.hfov_max)}
-    if cfg.sampler == "random":
+    if cfg.sampler in ("random", "energy"):
         kw["min_separation"] = cfg.min_separation
-    return sample_bank(rng, cfg.viewpoints_per_moment, cfg.sampler, **kw)
+    return sample_bank(rng, cfg.viewpoints_per_moment, cfg.sampler, foa=foa_window, **kw)
 
 
 def render_view_audio(
@@ -216,7 +222,7 @@ def build_sample(
     label_meta: dict,
 ) -> EncodedSample:
     """Render and encode one sample. ``frames`` maps frame index → equirect ``[H, W, 3]`` uint8."""
-    views = sample_viewpoints(cfg, info.video_id, plan.index)
+    views = sample_viewpoints(cfg, info.video_id, plan.index, audio_window(foa, plan.times[0], cfg))
     crop_hw = (cfg.crop_size, cfg.crop_size)
     grids = [CropGrid(v, crop_hw) for v in views]
     grids56 = [CropGrid(v, (fmt.SEG_LOWRES, fmt.SEG_LOWRES)) for v in views]

@@ -120,6 +120,10 @@ class SynthConfig:
     ctrl_rate: float = 100.0
     val_fraction: float = 0.25
     crf: int = 23
+    #: (min, max) number of sounding visible objects per video, both inclusive (at most 8, the classes).
+    sounding_objects: tuple[int, int] = (1, 4)
+    #: (min, max) angular radius of the objects, degrees (drawn uniformly).
+    object_radius: tuple[float, float] = (10.0, 16.0)
 
     def __post_init__(self) -> None:
         w, h = self.size
@@ -144,6 +148,14 @@ class SynthConfig:
             raise ValueError("snr_db must be a number of dB (or inf for no noise), got nan")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        lo, hi = self.sounding_objects
+        if not 1 <= lo <= hi <= len(CLASSES):
+            raise ValueError(f"sounding_objects must be (min, max) with 1 <= min <= max <= {len(CLASSES)}, "
+                             f"got {self.sounding_objects}")
+        rlo, rhi = self.object_radius
+        if not 0.0 < rlo <= rhi < 60.0:
+            raise ValueError(f"object_radius must be (min, max) degrees with 0 < min <= max < 60, "
+                             f"got {self.object_radius}")
 
     @property
     def n_frames(self) -> int:
@@ -164,6 +176,7 @@ class SynthConfig:
     def to_json(self) -> dict:
         d = asdict(self)
         d["size"], d["label_size"] = list(self.size), list(self.label_size)
+        d["sounding_objects"], d["object_radius"] = list(self.sounding_objects), list(self.object_radius)
         return d
 
 
@@ -271,15 +284,17 @@ def _separated(cand: Source, placed: list[Source], times: NDArray, margin: float
 
 
 def make_scene(cfg: SynthConfig, index: int) -> Scene:
-    """The random scene of video ``index``: 1–4 sounding visible objects of distinct classes, sometimes a
-    visible silent object and an invisible (off-screen) sound, kept ≥ 10° apart (edge to edge) at all times."""
+    """The random scene of video ``index``: ``cfg.sounding_objects`` (default 1–4) sounding visible objects of
+    distinct classes, sometimes a visible silent object and an invisible (off-screen) sound, kept ≥ 10° apart
+    (edge to edge) at all times. Objects that cannot be placed after 300 tries are left out."""
     rng = rng_for(cfg.seed, "scene", index)
-    n_sounding = int(rng.integers(1, 5))
+    n_sounding = int(rng.integers(cfg.sounding_objects[0], cfg.sounding_objects[1] + 1))
     roles = [(True, True)] * n_sounding
     if rng.random() < 0.35:
         roles.append((True, False))  # visible but silent
     if rng.random() < 0.35:
         roles.append((False, True))  # heard but not seen
+    roles = roles[: len(CLASSES)]  # one object per class
     classes = rng.permutation(len(CLASSES))[: len(roles)] + 1
     times = np.linspace(0.0, cfg.duration, int(math.ceil(cfg.duration * 10)) + 1)  # separation checked every 0.1 s
     placed: list[Source] = []
@@ -294,7 +309,7 @@ def make_scene(cfg: SynthConfig, index: int) -> Scene:
                 class_id=int(cid),
                 az=round(float(rng.uniform(-180.0, 180.0)), 4),
                 el=round(float(el), 4),
-                radius=round(float(rng.uniform(10.0, 16.0)), 4),
+                radius=round(float(rng.uniform(*cfg.object_radius)), 4),
                 az_speed=round(speed, 4),
                 visible=visible,
                 sounding=sounding,

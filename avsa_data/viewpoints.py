@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .geometry import angular_distance, wrap_azimuth
 
@@ -165,13 +166,114 @@ def from_list(items: Iterable[Sequence[float] | dict]) -> list[Viewpoint]:
     return views
 
 
-SAMPLERS = ("random", "grid")
+#: Fraction of the ``energy`` sampler's probability spread uniformly over the band, so that silent directions
+#: still get views (the negatives the spatial task needs) and a wrong energy map cannot starve any direction.
+ENERGY_UNIFORM_FRACTION = 0.25
+#: Angular width (degrees, 1 σ) of the kernel that smooths the energy map: views land near, not exactly on, a source.
+ENERGY_KERNEL_DEG = 15.0
+#: Spacing of the candidate-centre grid of the ``energy`` sampler (degrees).
+ENERGY_GRID_DEG = 5.0
 
 
-def sample_bank(rng: np.random.Generator, k: int, sampler: str = "random", **kwargs) -> list[Viewpoint]:
-    """Dispatch to a named sampler (``random`` with margin, or ``grid``)."""
+def energy_map(
+    foa: NDArray, az_deg: NDArray, el_deg: NDArray, kernel_deg: float = ENERGY_KERNEL_DEG, n_fft: int = 512,
+    max_bins: int = 2000,
+) -> NDArray[np.float64]:
+    """Sound energy arriving from each direction ``(az_deg[i], el_deg[i])`` of an ambiX FOA window ``[4, n]``.
+
+    Every time-frequency bin of a short-time Fourier transform (``n_fft`` samples, Hann, hop ``n_fft/2``) has an
+    active intensity ``Re(conj(W) · (X, Y, Z))`` that points at the source dominating that bin (DirAC). The map
+    adds, for the ``max_bins`` strongest bins, the bin's amplitude ``|W|`` through a von Mises–Fisher kernel of
+    width ``kernel_deg`` around its direction. Several sources with different spectra therefore give several
+    peaks; the diffuse noise spreads thinly. Returns a non-negative array shaped like ``az_deg``.
+    """
+    from .geometry import direction_to_vector
+
+    a = np.asarray(foa, dtype=np.float64)
+    n = a.shape[1]
+    n_fft = min(n_fft, n - n % 2) if n >= 2 else 2
+    hop = max(1, n_fft // 2)
+    starts = np.arange(0, max(1, n - n_fft + 1), hop)
+    frames = np.stack([a[:, s : s + n_fft] for s in starts], axis=1) * np.hanning(n_fft)  # [4, F, n_fft]
+    spec = np.fft.rfft(frames, axis=-1).reshape(4, -1)  # [4, bins]
+    w, y, z, x = spec
+    inten = np.real(np.conj(w)[None] * np.stack([x, y, z]))  # [3, bins], Cartesian (x front, y left, z up)
+    amp = np.abs(w)
+    if amp.size > max_bins:
+        keep = np.argpartition(amp, -max_bins)[-max_bins:]
+        inten, amp = inten[:, keep], amp[keep]
+    norm = np.linalg.norm(inten, axis=0)
+    ok = norm > 0
+    dirs = (inten[:, ok] / norm[ok]).T  # [N, 3]
+    cand = direction_to_vector(np.asarray(az_deg, dtype=np.float64), np.asarray(el_deg, dtype=np.float64))
+    kappa = 1.0 / np.deg2rad(kernel_deg) ** 2
+    out = np.exp(kappa * (cand.reshape(-1, 3) @ dirs.T - 1.0)) @ amp[ok]
+    return out.reshape(np.shape(az_deg))
+
+
+def sample_energy(
+    rng: np.random.Generator,
+    k: int,
+    foa: NDArray,
+    *,
+    min_separation: float = MIN_SEPARATION_DEG,
+    elevation_range: tuple[float, float] = ELEVATION_RANGE,
+    hfov_range: tuple[float, float] = HFOV_RANGE,
+    aspect_range: tuple[float, float] = ASPECT_RANGE,
+    uniform_fraction: float = ENERGY_UNIFORM_FRACTION,
+) -> list[Viewpoint]:
+    """K viewpoints that favour the directions the sound comes from, pairwise ≥ ``min_separation`` apart.
+
+    Centres are drawn one after the other from a grid (``ENERGY_GRID_DEG`` spacing, elevation in
+    ``elevation_range``) with probability ``(1 − uniform_fraction) · energy + uniform_fraction · uniform``, where
+    ``energy`` is the normalised :func:`energy_map` of ``foa`` (the sample's unrotated ambiX window); candidates
+    closer than ``min_separation`` to a chosen centre are removed. Each centre is then moved uniformly within
+    half a grid cell, and fields of view come from :func:`sample_fov`. Deterministic given ``rng`` and ``foa``.
+    Useful on real data too: no ground truth is needed, only the audio.
+    """
+    if k < 1:
+        raise ValueError(f"need at least one viewpoint, got k={k}")
+    if not 0.0 <= uniform_fraction <= 1.0:
+        raise ValueError(f"uniform_fraction must be in [0, 1], got {uniform_fraction}")
+    step = ENERGY_GRID_DEG
+    az_c = np.arange(-180.0, 180.0, step)
+    el_c = np.arange(elevation_range[0] + step / 2, elevation_range[1], step)
+    if el_c.size == 0:
+        el_c = np.array([(elevation_range[0] + elevation_range[1]) / 2])
+    az_g, el_g = (g.ravel() for g in np.meshgrid(az_c, el_c))
+    energy = energy_map(foa, az_g, el_g)
+    total = float(energy.sum())
+    uniform = np.full(az_g.shape, 1.0 / az_g.size)
+    p = (1.0 - uniform_fraction) * energy / total + uniform_fraction * uniform if total > 0 else uniform
+    alive = np.ones(az_g.shape, dtype=bool)
+    views = []
+    for _ in range(k):
+        q = np.where(alive, p, 0.0)
+        if q.sum() <= 0:
+            raise ValueError(f"could not place {k} viewpoints {min_separation}° apart in elevation band "
+                             f"{elevation_range}")
+        i = int(rng.choice(q.size, p=q / q.sum()))
+        a = float(wrap_azimuth(az_g[i] + rng.uniform(-step / 2, step / 2)))
+        e = float(np.clip(el_g[i] + rng.uniform(-step / 2, step / 2), *elevation_range))
+        alive &= angular_distance(a, e, az_g, el_g) >= min_separation
+        hfov, vfov = sample_fov(rng, hfov_range, aspect_range)
+        views.append(Viewpoint(a, e, hfov, vfov))
+    return views
+
+
+SAMPLERS = ("random", "grid", "energy")
+
+
+def sample_bank(
+    rng: np.random.Generator, k: int, sampler: str = "random", foa: NDArray | None = None, **kwargs
+) -> list[Viewpoint]:
+    """Dispatch to a named sampler (``random`` with margin, ``grid``, or ``energy``, which needs ``foa``)."""
     if sampler == "random":
         return sample_random(rng, k, **kwargs)
     if sampler == "grid":
         return sample_grid(rng, k, **kwargs)
+    if sampler == "energy":
+        if foa is None:
+            raise ValueError("the energy viewpoint sampler needs the sample's FOA window")
+        return sample_energy(rng, k, foa, **kwargs)
     raise ValueError(f"unknown viewpoint sampler {sampler!r}; choose one of {SAMPLERS}")

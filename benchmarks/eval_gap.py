@@ -128,21 +128,9 @@ def evaluate(task: str, ckpt: str, shards: Path, out: Path, seed: int, extra: li
 
 def compare(task: str, pre: tuple[dict, list[dict]], scratch: tuple[dict, list[dict]], seed: int = 0) -> dict:
     """Paired gap (pre-trained − scratch) on the items both runs evaluated; see the module docstring."""
-    from avsa_train.tasks.metrics import paired_gap
+    from avsa_train.tasks.compare import paired_items_gap
 
-    def keyed(rows):
-        return {(r["key"], r["moment"], r["draw"]): r for r in rows}
-
-    a, b = keyed(pre[1]), keyed(scratch[1])
-    if set(a) != set(b):
-        raise ValueError("the two runs evaluated different items: use the same shards, seed and --test-draws")
-    keys = sorted(a)
-    for k in keys:
-        if a[k]["label"] != b[k]["label"] or abs(a[k]["yaw"] - b[k]["yaw"]) > 1e-6:
-            raise ValueError(f"item {k} has different labels in the two runs: not a paired comparison")
-    gap = paired_gap(
-        [a[k]["correct"] for k in keys], [b[k]["correct"] for k in keys], [a[k]["video_id"] for k in keys], seed=seed
-    )
+    gap = paired_items_gap(pre[1], scratch[1], seed=seed)
     return {
         "task": f"{task}-bin",
         "pretrained": {k: pre[0]["metrics"].get(k) for k in HEADLINE_METRICS},

@@ -71,10 +71,13 @@ def _label_options(**options) -> tuple[tuple[str, str], ...]:
 @click.option("--moment-gap", type=float, default=1.0, help="Seconds between the M moments of one sample.")
 @click.option("--viewpoints-per-moment", "-k", type=int, default=8,
               help="K viewpoints in each sample's bank; the trainer draws its V views from it.")
-@click.option("--sampler", type=click.Choice(["random", "grid"]), default="random",
-              help="random: uniform azimuth, elevation in ±30°, pairwise ≥ --min-separation; grid: K azimuths.")
+@click.option("--sampler", type=click.Choice(["random", "grid", "energy"]), default="random",
+              help="random (the paper): uniform azimuth, elevation in ±30°, pairwise ≥ --min-separation; grid: K "
+                   "azimuths; energy: like random, but centres favour the directions the sound comes from (75 % "
+                   "drawn from the FOA's time-frequency energy map, 25 % uniform; docs/FORMAT.md).")
 @click.option("--min-separation", type=float, default=MIN_SEPARATION_DEG,
-              help="Minimum great-circle angle (degrees) between viewpoints of one bank (random sampler).")
+              help="Minimum great-circle angle (degrees) between viewpoints of one bank (random and energy "
+                   "samplers).")
 @click.option("--hfov", nargs=2, type=float, default=HFOV_RANGE, help="Min and max horizontal field of view (degrees).")
 @click.option("--crop-size", type=int, default=112, help="Crop side in pixels (square).")
 @click.option("--jpeg-quality", type=int, default=90, help="JPEG quality of the crop clips.")

@@ -60,6 +60,19 @@ def _size(value: str) -> tuple[int, int]:
 @click.option("--label-size", default="256x128", help="Size WIDTHxHEIGHT of the ground-truth class maps.")
 @click.option("--val-fraction", type=float, default=0.25, help="Fraction of videos (the last ones) marked 'val'.")
 @click.option(
+    "--sounding-objects",
+    type=(int, int),
+    default=(1, 4),
+    help="MIN MAX sounding visible objects per video (distinct classes, at most 8). The demo uses denser "
+    "scenes (docs/SYNTH.md) so that most viewpoints see a sound source.",
+)
+@click.option(
+    "--object-radius",
+    type=(float, float),
+    default=(10.0, 16.0),
+    help="MIN MAX angular radius of the objects (degrees).",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
@@ -86,6 +99,8 @@ def synth(
     label_fps,
     label_size,
     val_fraction,
+    sounding_objects,
+    object_radius,
     workers,
     corrupt,
     quiet,
@@ -106,6 +121,8 @@ def synth(
             label_fps=label_fps,
             label_size=_size(label_size),
             val_fraction=val_fraction,
+            sounding_objects=tuple(sounding_objects),
+            object_radius=tuple(object_radius),
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from e
