@@ -97,6 +97,7 @@ class Scale:
     seg_lr: float
     seg_milestones: tuple[int, ...]
     seg_fpn_dim: int  # lateral and semantic-branch channels of the FPN head (§A.2: 128)
+    seg_views: int = 4  # viewpoints per training item of the segmentation head (§A.2 reference: 4)
 
     def replace(self, **changes) -> Scale:
         return dataclasses.replace(self, **changes)
@@ -161,6 +162,35 @@ SCALES: dict[str, Scale] = {
         seg_lr=1e-3,
         seg_milestones=(),
         seg_fpn_dim=32,
+    ),
+    # issue 13's learning scale (docs/RESULTS.md): shards of dense synthetic scenes with 64-px crops and the
+    # energy viewpoint sampler, on which the AVSA pretext leaves chance within tens of steps on 2 CPU cores
+    "cpu": Scale(
+        width=0.125,
+        batch_size=16,
+        lr=1e-3,
+        weight_decay=1e-5,
+        epochs=10,
+        steps=100,
+        steps_per_epoch=10,
+        switch_epoch=4,
+        easy_batch_size=64,
+        temporal_moments=2,
+        color_jitter=False,
+        flip_p=0.0,
+        workers=0,
+        checkpoint_every=0,
+        bin_epochs=6,
+        bin_batch_size=16,
+        bin_lr=1e-3,
+        bin_milestones=(5,),
+        bin_test_draws=3,
+        seg_epochs=3,
+        seg_batch_size=8,
+        seg_lr=1e-3,
+        seg_milestones=(),
+        seg_fpn_dim=32,
+        seg_views=2,
     ),
 }
 
@@ -518,6 +548,7 @@ class GridRun:
             milestones=tuple(s.seg_milestones),
             fpn_dim=s.seg_fpn_dim,
             segm_dim=s.seg_fpn_dim,
+            views=s.seg_views,
             seed=self.seed,
             workers=s.workers or 0,
         )
