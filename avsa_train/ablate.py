@@ -951,6 +951,14 @@ def build_table(run: GridRun) -> dict:
         "scratch": None
         if scratch is None
         else {k: {"value": v, "ci95": ci} for k, (v, ci) in headline(scratch).items()},
+        # random init − the default cell on the same items: does pre-training beat no pre-training?
+        "scratch_vs_default": None
+        if scratch is None or DEFAULT_CELL not in results
+        else {
+            "avc": paired_vs_default(run.cells_dir, SCRATCH_CELL, "avc", run.seed),
+            "avsa": paired_vs_default(run.cells_dir, SCRATCH_CELL, "avsa", run.seed),
+            "seg": paired_segmentation_vs_default(run.cells_dir, SCRATCH_CELL, run.seed),
+        },
         "cells": {
             c: {
                 "rows": r["rows"],
@@ -1063,6 +1071,15 @@ def render_markdown(table: dict) -> str:
                 if t != "seg":
                     cols.append("—" if g is None else f"{g['mcnemar_p']:.2g}")
             lines.append("| " + " | ".join(cols) + " |")
+    if table.get("scratch_vs_default"):
+        cols = ["Random init (no pre-training)", f"`{SCRATCH_CELL}`"]
+        for t in ("avc", "avsa", "seg"):
+            g = table["scratch_vs_default"].get(t)
+            ci = g and g["gap_ci95_bootstrap_videos"]
+            cols += ["—" if g is None else f"{g['gap']:+.1f} [{_fmt(ci[0])}, {_fmt(ci[1])}]", "–", "–"]
+            if t != "seg":
+                cols.append("—" if g is None else f"{g['mcnemar_p']:.2g}")
+        lines.append("| " + " | ".join(cols) + " |")
     lines += [
         "",
         "### The paper's direction per family and metric",

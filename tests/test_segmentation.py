@@ -226,16 +226,17 @@ def test_segment_with_audio_context_and_finetuned_backbone(synth_shards, tmp_pat
 
 def _square_items(n: int, seed: int, size: int = 64, frames: int = 2) -> list[dict]:
     """A fixture with a learnable class: dark noisy clips with one bright square (class 1) at a random place;
-    the rest is background (class 0). One viewpoint per item; the corners of every mask are unconfident."""
+    the rest is background (class 0). One viewpoint per item; the corners of every mask are unconfident. The
+    masks have the crops' resolution, twice the head's output (as 56² masks of 64-px crops differ from it)."""
     rng = np.random.default_rng(seed)
     items = []
     for i in range(n):
         video = (0.3 * rng.standard_normal((1, 3, frames, size, size)) - 1.0).astype(np.float32)
-        seg = np.zeros((1, size // 2, size // 2), np.uint8)
+        seg = np.zeros((1, size, size), np.uint8)
         side = int(rng.integers(10, 22))
         y, x = (int(v) for v in rng.integers(0, size - side, 2))
         video[..., y : y + side, x : x + side] += 2.5
-        seg[:, y // 2 : (y + side) // 2, x // 2 : (x + side) // 2] = 1
+        seg[:, y : y + side, x : x + side] = 1
         conf = np.ones(seg.shape, np.float32)
         conf[:, :4, :4] = 0.5
         items.append(
@@ -284,6 +285,6 @@ def test_segmenter_learns_a_learnable_class_better_than_all_background():
     background = np.zeros_like(confusion)
     background[:, 0] = truth
     base = segmentation_scores(background, ["background", "square"])
-    assert ours["confident_pixels"] == int(truth.sum()) == 24 * (32 * 32 - 16)
+    assert ours["confident_pixels"] == int(truth.sum()) == 24 * (64 * 64 - 16)
     assert ours["per_class_iou"]["square"] >= 50.0, ours["per_class_iou"]
     assert ours["miou"] >= 100 * base["miou"] + 20.0, (ours["miou"], base["miou"])

@@ -399,6 +399,8 @@ def fit_segmenter(
             optimizer.step()
             with torch.no_grad():
                 valid = conf.flatten(0, 1) >= cfg.confidence_threshold
+                if logits.shape[-2:] != seg.shape[-2:]:  # e.g. 32² logits of 64-px crops, 56² masks
+                    logits = F.interpolate(logits, size=seg.shape[-2:], mode="bilinear", align_corners=False)
                 hits += int(((logits.argmax(1) == seg.flatten(0, 1)) & valid).sum())
                 counted += int(valid.sum())
             loss_sum += float(loss.detach())
