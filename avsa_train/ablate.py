@@ -880,6 +880,46 @@ def paired_segmentation_vs_default(cells_dir: Path, cell: str, seed: int = 0, n_
     }
 
 
+def paired_auc_vs_default(cells_dir: Path, cell: str, task: str, seed: int = 0, n_boot: int = 1000) -> dict | None:
+    """Paired ROC-AUC gap (``cell`` − ``base``) of the misalignment scores on the identical AVC-/AVSA-Bin items:
+    threshold-free, so it still compares two cells whose classifiers collapse to one answer. 95 % CI: videos
+    resampled with replacement, the same draw for both cells."""
+    import numpy as np
+
+    from avsa_train.tasks.metrics import roc_auc
+
+    a, b = _items(cells_dir / cell, task), _items(cells_dir / DEFAULT_CELL, task)
+    if a is None or b is None or set(a) != set(b):
+        return None
+    keys = sorted(a)
+    if any(a[k]["label"] != b[k]["label"] for k in keys):
+        return None
+    sa = np.array([a[k]["score"] for k in keys], dtype=np.float64)
+    sb = np.array([b[k]["score"] for k in keys], dtype=np.float64)
+    y = np.array([a[k]["label"] for k in keys])
+    vids = [a[k]["video_id"] for k in keys]
+    auc_a, auc_b = roc_auc(sa, y), roc_auc(sb, y)
+    if auc_a is None or auc_b is None:
+        return None
+    groups = [np.flatnonzero(np.array(vids) == v) for v in sorted(set(vids))]
+    rng = np.random.default_rng(seed)
+    gaps = []
+    for _ in range(n_boot):
+        idx = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+        ga, gb = roc_auc(sa[idx], y[idx]), roc_auc(sb[idx], y[idx])
+        if ga is not None and gb is not None:
+            gaps.append(ga - gb)
+    lo, hi = np.percentile(gaps, [2.5, 97.5]) if gaps else (float("nan"), float("nan"))
+    return {
+        "auc_a": round(auc_a, 4),
+        "auc_b": round(auc_b, 4),
+        "gap": round(auc_a - auc_b, 4),
+        "gap_ci95_bootstrap_videos": [round(float(lo), 4), round(float(hi), 4)],
+        "n": len(keys),
+        "n_videos": len(groups),
+    }
+
+
 #: How a row's paired difference from the default reads against the paper's difference for the same rows.
 VERDICTS = ("reproduced", "contradicted", "unresolved", "no paper difference", "not run")
 
@@ -926,6 +966,8 @@ def build_table(run: GridRun) -> dict:
             if res is not None and r.cell != DEFAULT_CELL and DEFAULT_CELL in results:
                 paired = {t: paired_vs_default(run.cells_dir, r.cell, t, run.seed) for t in ("avc", "avsa")}
                 paired["seg"] = paired_segmentation_vs_default(run.cells_dir, r.cell, run.seed)
+                for t in ("avc", "avsa"):
+                    paired[f"{t}_auc"] = paired_auc_vs_default(run.cells_dir, r.cell, t, run.seed)
             rows.append(
                 {
                     "id": r.id,
@@ -958,6 +1000,8 @@ def build_table(run: GridRun) -> dict:
             "avc": paired_vs_default(run.cells_dir, SCRATCH_CELL, "avc", run.seed),
             "avsa": paired_vs_default(run.cells_dir, SCRATCH_CELL, "avsa", run.seed),
             "seg": paired_segmentation_vs_default(run.cells_dir, SCRATCH_CELL, run.seed),
+            "avc_auc": paired_auc_vs_default(run.cells_dir, SCRATCH_CELL, "avc", run.seed),
+            "avsa_auc": paired_auc_vs_default(run.cells_dir, SCRATCH_CELL, "avsa", run.seed),
         },
         "cells": {
             c: {
@@ -1080,6 +1124,36 @@ def render_markdown(table: dict) -> str:
             if t != "seg":
                 cols.append("—" if g is None else f"{g['mcnemar_p']:.2g}")
         lines.append("| " + " | ".join(cols) + " |")
+    lines += [
+        "",
+        "Threshold-free check (a classifier that answers one label for every item has an accuracy equal to that "
+        "label's share, whatever the features): paired ROC-AUC gap of the misalignment scores, row − `base`, "
+        "same items, videos resampled together. The paper reports accuracies only, so no verdict is given here.",
+        "",
+        "| Table 3 row | cell | AVC-Bin AUC Δ [95 % CI] | AVSA-Bin AUC Δ [95 % CI] |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def auc_text(g):
+        if g is None:
+            return "—"
+        lo, hi = g["gap_ci95_bootstrap_videos"]
+        return f"{g['gap']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+    for f in table["families"]:
+        for r in f["rows"]:
+            if r["cell"] != DEFAULT_CELL and r.get("ours"):
+                g = r.get("paired_vs_default") or {}
+                lines.append(
+                    f"| ({f['key']}) {r['label']} | `{r['cell']}` | {auc_text(g.get('avc_auc'))} | "
+                    f"{auc_text(g.get('avsa_auc'))} |"
+                )
+    if table.get("scratch_vs_default"):
+        g = table["scratch_vs_default"]
+        lines.append(
+            f"| Random init (no pre-training) | `{SCRATCH_CELL}` | {auc_text(g.get('avc_auc'))} | "
+            f"{auc_text(g.get('avsa_auc'))} |"
+        )
     lines += [
         "",
         "### The paper's direction per family and metric",

@@ -278,3 +278,32 @@ def test_verdicts_and_the_paired_segmentation_gap(tmp_path):
     write("other-pixels", [c + 1 for c in good])  # not the same crops: no paired gap
     assert ablate.paired_segmentation_vs_default(cells, "other-pixels") is None
     assert ablate.paired_segmentation_vs_default(cells, "missing") is None
+
+
+def test_paired_auc_gap_separates_scores_that_accuracy_cannot(tmp_path):
+    """Two cells whose classifiers both answer "aligned" for every item tie on accuracy; the paired AUC gap
+    still sees that one cell's scores rank the misaligned items higher."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 240)
+    vids = [f"v{i % 8}" for i in range(240)]
+
+    def write(cell, scores):
+        path = tmp_path / "cells" / cell / "eval" / "eval_avsa_items.jsonl"
+        path.parent.mkdir(parents=True)
+        rows = [
+            {"key": f"k{i}", "moment": 0, "draw": 0, "video_id": v, "label": int(y), "score": float(s), "pred": 0}
+            for i, (v, y, s) in enumerate(zip(vids, labels, scores))
+        ]
+        rows = [{**r, "correct": int(r["pred"] == r["label"])} for r in rows]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write("base", rng.normal(size=240) - 5.0)  # all "aligned", scores unrelated to the label
+    write("better", labels + rng.normal(size=240) - 5.0)  # all "aligned", scores follow the label
+    cells = tmp_path / "cells"
+    assert ablate.paired_vs_default(cells, "better", "avsa")["gap"] == 0.0
+    g = ablate.paired_auc_vs_default(cells, "better", "avsa")
+    assert g["auc_a"] > 0.7 and abs(g["auc_b"] - 0.5) < 0.1
+    assert g["gap_ci95_bootstrap_videos"][0] > 0 and g["n"] == 240 and g["n_videos"] == 8
+    assert ablate.paired_auc_vs_default(cells, "missing", "avsa") is None
