@@ -228,8 +228,8 @@ def sample_energy(
     ``elevation_range``) with probability ``(1 − uniform_fraction) · energy + uniform_fraction · uniform``, where
     ``energy`` is the normalised :func:`energy_map` of ``foa`` (the sample's unrotated ambiX window); candidates
     closer than ``min_separation`` plus one grid step to a chosen centre are removed. Each centre is then moved
-    uniformly within half a grid cell, and fields of view come from :func:`sample_fov`. Deterministic given ``rng`` and ``foa``.
-    Useful on real data too: no ground truth is needed, only the audio.
+    uniformly within half a grid cell, and fields of view come from :func:`sample_fov`. Deterministic given
+    ``rng`` and ``foa``. Useful on real data too: no ground truth is needed, only the audio.
     """
     if k < 1:
         raise ValueError(f"need at least one viewpoint, got k={k}")
