@@ -119,7 +119,17 @@ def pretrain(shards: Path, work: Path, width: float, audio_format: str, seed: in
     return ckpts[-1]
 
 
-def evaluate(task: str, ckpt: str, shards: Path, out: Path, seed: int, extra: list[str]) -> tuple[dict, list[dict]]:
+def evaluate(
+    task: str, ckpt: str, shards: Path, out: Path, seed: int, extra: list[str], reuse: bool = False
+) -> tuple[dict, list[dict]]:
+    if not (reuse and (out / f"eval_{task}.json").is_file() and (out / f"eval_{task}_items.jsonl").is_file()):
+        _run_eval(task, ckpt, shards, out, seed, extra)
+    metrics = json.loads((out / f"eval_{task}.json").read_text())
+    items = [json.loads(ln) for ln in (out / f"eval_{task}_items.jsonl").read_text().splitlines() if ln]
+    return metrics, items
+
+
+def _run_eval(task: str, ckpt: str, shards: Path, out: Path, seed: int, extra: list[str]) -> None:
     run(
         [
             "cli.train",
@@ -137,9 +147,6 @@ def evaluate(task: str, ckpt: str, shards: Path, out: Path, seed: int, extra: li
             *extra,
         ]
     )
-    metrics = json.loads((out / f"eval_{task}.json").read_text())
-    items = [json.loads(ln) for ln in (out / f"eval_{task}_items.jsonl").read_text().splitlines() if ln]
-    return metrics, items
 
 
 def compare(task: str, pre: tuple[dict, list[dict]], scratch: tuple[dict, list[dict]], seed: int = 0) -> dict:
@@ -174,6 +181,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="extra arguments for both avsa-train eval runs",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--reuse-evals",
+        action="store_true",
+        help="use the evaluation outputs already in WORK/eval-pretrained and WORK/eval-scratch (e.g. copied from "
+        "an `avsa-data demo` run, whose evaluations use the same seed, so the items are paired) instead of rerunning",
+    )
     ap.add_argument("--result", type=Path, default=HERE / "results" / "eval_gap.json")
     args = ap.parse_args(argv)
 
@@ -182,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     shards = args.shards or make_shards(args.work, args.videos, args.duration, args.seed)
     ckpt = args.ckpt or str(pretrain(shards, args.work, args.width, args.audio_format, args.seed, args.pretrain_args))
     extra = shlex.split(args.eval_args)
-    pre = evaluate(args.task, ckpt, shards, args.work / "eval-pretrained", args.seed, extra)
+    pre = evaluate(args.task, ckpt, shards, args.work / "eval-pretrained", args.seed, extra, args.reuse_evals)
     info = pre[0]["checkpoint"]
     scratch_extra = [
         "--width",
@@ -195,7 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     if pre[0]["config"].get("features"):
         scratch_extra += ["--features", pre[0]["config"]["features"]]
-    scratch = evaluate(args.task, "none", shards, args.work / "eval-scratch", args.seed, scratch_extra)
+    scratch = evaluate(
+        args.task, "none", shards, args.work / "eval-scratch", args.seed, scratch_extra, args.reuse_evals
+    )
     result = compare(args.task, pre, scratch, args.seed)
     from avsa_train.tasks.streams import split_sample_count
 
@@ -209,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["data"].update(videos=args.videos, duration=args.duration, seed=args.seed)
     result["command"] = [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
     result["pretrain_args"] = None if args.ckpt else args.pretrain_args
+    result["reused_evals"] = bool(args.reuse_evals)
     result["wall_seconds"] = round(time.time() - t0, 1)
     args.result.parent.mkdir(parents=True, exist_ok=True)
     args.result.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
