@@ -412,6 +412,8 @@ def run_segmentation(
             optimizer.step()
             with torch.no_grad():
                 valid = conf.flatten(0, 1) >= cfg.confidence_threshold
+                if logits.shape[-2:] != seg.shape[-2:]:  # crops other than 112² (e.g. the demo's 64²)
+                    logits = F.interpolate(logits, size=seg.shape[-2:], mode="bilinear", align_corners=False)
                 hits += int(((logits.argmax(1) == seg.flatten(0, 1)) & valid).sum())
                 counted += int(valid.sum())
             loss_sum += float(loss.detach())
