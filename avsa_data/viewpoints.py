@@ -227,9 +227,9 @@ def sample_energy(
     Centres are drawn one after the other from a grid (``ENERGY_GRID_DEG`` spacing, elevation in
     ``elevation_range``) with probability ``(1 − uniform_fraction) · energy + uniform_fraction · uniform``, where
     ``energy`` is the normalised :func:`energy_map` of ``foa`` (the sample's unrotated ambiX window); candidates
-    closer than ``min_separation`` to a chosen centre are removed. Each centre is then moved uniformly within
-    half a grid cell, and fields of view come from :func:`sample_fov`. Deterministic given ``rng`` and ``foa``.
-    Useful on real data too: no ground truth is needed, only the audio.
+    closer than ``min_separation`` plus one grid step to a chosen centre are removed. Each centre is then moved
+    uniformly within half a grid cell, and fields of view come from :func:`sample_fov`. Deterministic given
+    ``rng`` and ``foa``. Useful on real data too: no ground truth is needed, only the audio.
     """
     if k < 1:
         raise ValueError(f"need at least one viewpoint, got k={k}")
@@ -255,7 +255,8 @@ def sample_energy(
         i = int(rng.choice(q.size, p=q / q.sum()))
         a = float(wrap_azimuth(az_g[i] + rng.uniform(-step / 2, step / 2)))
         e = float(np.clip(el_g[i] + rng.uniform(-step / 2, step / 2), *elevation_range))
-        alive &= angular_distance(a, e, az_g, el_g) >= min_separation
+        # one grid step of margin: a later centre moves at most half a cell diagonal (< step) from its grid point
+        alive &= angular_distance(a, e, az_g, el_g) >= min_separation + step
         hfov, vfov = sample_fov(rng, hfov_range, aspect_range)
         views.append(Viewpoint(a, e, hfov, vfov))
     return views

@@ -244,6 +244,7 @@ def build_model(config: dict) -> nn.Module:
         heads=int(config.get("heads", 1)),
         proj_dim=int(config.get("proj_dim", 128)),
         dropout=float(config.get("dropout", 0.1)),
+        context=config.get("context", "attention"),
     )
 
 

@@ -8,7 +8,7 @@ configuration is saved in every checkpoint and in ``OUT/config.yaml``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import yaml
@@ -24,6 +24,10 @@ CURRICULA = ("easy-to-hard", "none", "hard-only", "easy-only")
 SPECTROGRAM_KINDS = ("mel128", "stft129", "mel128+iv")
 #: Kinds that add intensity-vector channels (they need --audio-format ambi).
 IV_KINDS = ("mel128+iv",)
+#: How an easy-to-hard AVSA run trains its easy epochs (before ``switch_epoch``). ``avc``: the AVC stage of Table 2
+#: — one viewpoint per sample, ``easy_batch_size`` samples per step, the direct projection heads, loss (7);
+#: ``translation``: V viewpoints through the translator, loss (9) with instance negatives only.
+EASY_STAGES = ("avc", "translation")
 #: Options that change the data order: a resume with other values would not continue the same run.
 DATA_ORDER_KEYS = ("seed", "batch_size", "workers", "viewpoints", "moments", "shuffle_buffer", "shards")
 
@@ -45,6 +49,7 @@ class PretrainConfig:
     # model
     width: float = 1.0
     depth: int = 2  # transformer depth D (0 = direct prediction)
+    context: str = "attention"  # attention: transformer over the viewpoints | none: per-viewpoint MLP (NoCtx)
     heads: int = 1
     proj_dim: int = 128
     dropout: float = 0.1
@@ -60,6 +65,8 @@ class PretrainConfig:
     negatives: str = "spatial"  # instance | spatial | temporal | spatial+temporal
     curriculum: str = "easy-to-hard"
     switch_epoch: int = 0  # epochs of easy (instance-only) negatives before the hard ones join
+    easy_stage: str = "avc"  # avc | translation (see EASY_STAGES)
+    easy_batch_size: int | None = None  # samples per step of the AVC easy stage; None: viewpoints × batch_size
     # augmentation (Table 2: cj, hf; volume jitter ±10 %)
     color_jitter: bool = True
     flip_p: float = 0.5
@@ -92,6 +99,14 @@ class PretrainConfig:
                 f"--spec {self.spec} adds ambisonic intensity vectors: it needs --audio-format ambi, "
                 f"got {self.audio_format}"
             )
+        if self.easy_stage not in EASY_STAGES:
+            raise ValueError(f"--easy-stage must be one of {EASY_STAGES}, got {self.easy_stage!r}")
+        if self.easy_batch_size is not None and self.easy_batch_size < 2:
+            raise ValueError(f"--easy-batch-size must be ≥ 2, got {self.easy_batch_size}")
+        from avsa_train.models.transformer import CONTEXTS
+
+        if self.context not in CONTEXTS:
+            raise ValueError(f"--context must be one of {CONTEXTS}, got {self.context!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.viewpoints < 1 or self.moments < 1:
@@ -125,6 +140,31 @@ class PretrainConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def has_avc_stage(self) -> bool:
+        """An AVSA easy-to-hard run whose first ``switch_epoch`` epochs are the AVC stage of Table 2."""
+        return (
+            self.task == "avsa"
+            and self.curriculum == "easy-to-hard"
+            and self.switch_epoch > 0
+            and self.easy_stage == "avc"
+            and self.negatives != "instance"
+        )
+
+    def avc_stage(self) -> PretrainConfig:
+        """The configuration of the AVC stage (Table 2, AVC row): ``viewpoints`` 1, one moment, ``easy_batch_size``
+        samples per step (default V × batch: 4 × 28 = 112, so a step sees as many clips as an AVSA step),
+        instance negatives, loss (7) on the direct projection heads. Everything else is this run's."""
+        return replace(
+            self,
+            task="avc",
+            viewpoints=1,
+            moments=1,
+            batch_size=self.easy_batch_size or self.viewpoints * self.batch_size,
+            negatives="instance",
+            curriculum="easy-only",
+        )
 
 
 #: Table 2 of the supplement (and the reference configs InstDisc.yaml / Cur-Loc4-TransfD2.yaml). AVTS: the

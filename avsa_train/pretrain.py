@@ -5,11 +5,15 @@ on the device) → the task's loss → Adam (Table 2: lr 1e-4, weight decay 1e-5
 
 * ``avc``: V = 1, loss (7) between the projected video and audio embeddings (instance negatives);
 * ``avsa``: V viewpoints of one moment, translator over the viewpoints, joint loss (9) with the negatives of
-  the epoch's curriculum stage (:func:`negatives_at`);
+  the epoch's curriculum stage (:func:`negatives_at`). With ``--curriculum easy-to-hard --switch-epoch N`` the
+  first N epochs are the AVC stage of Table 2 (``--easy-stage avc``: one viewpoint per sample, V × B samples per
+  step — 112 at Table 2's B = 28 — the direct projection heads and loss (7)), then the AVSA stage continues the
+  same model and optimiser (:class:`Schedule`);
 * ``avts``: M moments of one viewpoint, translator over the moments, loss (9) with temporal negatives.
 
-Rank 0 writes ``OUT/metrics.jsonl`` (one JSON line per logged step: step, epoch, negatives, loss, AVC-Acc,
-AVSA-Acc…, samples/s), ``OUT/config.yaml`` and atomic checkpoints ``OUT/checkpoint.pt`` every
+Rank 0 writes ``OUT/metrics.jsonl`` (one JSON line per logged step: step, epoch, stage (the loss's task: ``avc``
+in the AVC stage of a curriculum), batch size and viewpoints of that step, negatives, loss, AVC-Acc, AVSA-Acc…,
+samples/s), ``OUT/config.yaml`` and atomic checkpoints ``OUT/checkpoint.pt`` every
 ``checkpoint_every`` steps and at the end (:mod:`avsa_train.checkpoint`).
 
 Exact resume: the data order is a pure function of (seed, world size, workers, batch size, steps done) — see
@@ -25,7 +29,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -82,6 +86,7 @@ def build_model(cfg: PretrainConfig) -> AVSAModel:
         audio_format=cfg.audio_format,
         spec=cfg.spec,
         depth=cfg.depth,
+        context=cfg.context,
         heads=cfg.heads,
         proj_dim=cfg.proj_dim,
         dropout=cfg.dropout,
@@ -111,6 +116,41 @@ def steps_per_epoch(cfg: PretrainConfig, world_size: int) -> int:
     if has_manifest(cfg.shards):
         return max(1, count_samples(cfg.shards, "train") // (cfg.batch_size * world_size))
     raise ValueError("--steps-per-epoch is needed when --shards is not a folder (or URL of one) with manifest.json")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Steps of a run: ``easy_steps`` steps of the AVC stage (``switch_epoch`` epochs of ``easy_spe`` steps; 0
+    without one), then epochs of ``spe`` steps of the run's own task, ``total`` steps in all."""
+
+    spe: int
+    total: int
+    easy_steps: int = 0
+    easy_spe: int = 1
+    switch_epoch: int = 0
+
+    def in_avc_stage(self, step: int) -> bool:
+        return step < self.easy_steps
+
+    def epoch(self, step: int) -> int:
+        """0-based epoch of the step that follows ``step`` completed steps."""
+        if self.in_avc_stage(step):
+            return step // self.easy_spe
+        return self.switch_epoch + (step - self.easy_steps) // self.spe
+
+
+def schedule(cfg: PretrainConfig, world_size: int) -> Schedule:
+    """The run's :class:`Schedule`: ``--max-steps`` or ``--epochs`` (for a run with an AVC stage, ``epochs``
+    counts both stages: ``switch_epoch`` AVC epochs, then ``epochs − switch_epoch`` AVSA epochs)."""
+    spe = steps_per_epoch(cfg, world_size)
+    if not cfg.has_avc_stage:
+        return Schedule(spe, cfg.max_steps if cfg.max_steps is not None else cfg.epochs * spe)
+    easy_spe = steps_per_epoch(cfg.avc_stage(), world_size)
+    easy_steps = cfg.switch_epoch * easy_spe
+    total = easy_steps + max(0, cfg.epochs - cfg.switch_epoch) * spe
+    if cfg.max_steps is not None:
+        total = cfg.max_steps
+    return Schedule(spe, total, min(easy_steps, total), easy_spe, cfg.switch_epoch)
 
 
 def set_cpu_threads(workers: int) -> int:
@@ -199,8 +239,16 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
             f"{sum(sizes.get(u, 0) for u in urls)} train samples cannot feed {info.world_size} rank(s) × "
             f"{max(1, cfg.workers)} DataLoader worker(s); use fewer --workers"
         )
-    spe = steps_per_epoch(cfg, info.world_size)
-    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * spe
+    sched = schedule(cfg, info.world_size)
+    spe, total = sched.spe, sched.total
+    easy_cfg = cfg.avc_stage() if cfg.has_avc_stage else None
+    if easy_cfg is not None:
+        check_shards_fit(peek_meta(urls), stream_config(easy_cfg))
+        _note(
+            f"easy-to-hard: {sched.easy_steps} steps of the AVC stage (1 viewpoint, batch {easy_cfg.batch_size}, "
+            f"direct heads, loss (7); {cfg.switch_epoch} epochs), then AVSA",
+            info,
+        )
     if (
         info.is_main
         and cfg.task == "avsa"
@@ -241,11 +289,13 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
         rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
         set_rng_state(rngs[info.rank % len(rngs)])
         del state
-    net = D.wrap(model, info, device, find_unused_parameters=cfg.task == "avc")
+    net = D.wrap(model, info, device, find_unused_parameters=cfg.task == "avc" or easy_cfg is not None)
 
-    stream = ShardStream(urls, scfg, rank=info.rank, world_size=info.world_size, sizes=sizes)
-    stream.resume_at(0, step)
-    loader = make_loader(stream, num_workers=cfg.workers, seed=cfg.seed)
+    def batches(stage_cfg: PretrainConfig, done: int):
+        """Batches of ``stage_cfg``'s stream after ``done`` steps of it (the data order of an uninterrupted run)."""
+        stream = ShardStream(urls, stream_config(stage_cfg), rank=info.rank, world_size=info.world_size, sizes=sizes)
+        stream.resume_at(0, done)
+        return iter(make_loader(stream, num_workers=cfg.workers, seed=cfg.seed))
 
     log = tb = bar = None
     if info.is_main:
@@ -265,22 +315,27 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
         rngs = D.gather(rng_state(), info)  # a collective: every rank takes part
         if info.is_main:
             save_checkpoint(
-                path, model, opt, scaler, step, step // spe, cfg.as_dict(), rng=rngs, world_size=info.world_size
+                path, model, opt, scaler, step, sched.epoch(step), cfg.as_dict(), rng=rngs, world_size=info.world_size
             )
 
     model.train()
     last: dict = {}
     start = step
     t0, n0 = time.perf_counter(), step
+    it, stage = None, None
     try:
-        it = iter(loader)
         while step < total:
+            stage_cfg = easy_cfg if sched.in_avc_stage(step) else cfg
+            if stage_cfg is not stage:  # the start, or the switch from the AVC stage to AVSA
+                it = None  # let the previous loader's workers go
+                it = batches(stage_cfg, step if stage_cfg is easy_cfg else step - sched.easy_steps)
+                stage = stage_cfg
             batch = next(it)
-            epoch = step // spe
-            negatives = negatives_at(cfg, epoch)
+            epoch = sched.epoch(step)
+            negatives = negatives_at(stage_cfg, epoch)
             video = batch["video"].to(device, non_blocking=True)
             audio = batch["audio"].to(device, non_blocking=True)
-            result = compute_loss(net, video, audio, cfg, negatives, use_amp)
+            result = compute_loss(net, video, audio, stage_cfg, negatives, use_amp)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(result.loss).backward()
@@ -297,11 +352,14 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
                 if not math.isfinite(metrics["loss"]):
                     raise FloatingPointError(f"the loss became {metrics['loss']} at step {step}")
                 now = time.perf_counter()
-                sps = (step - n0) * cfg.batch_size * info.world_size / max(now - t0, 1e-9)
+                sps = (step - n0) * stage_cfg.batch_size * info.world_size / max(now - t0, 1e-9)
                 t0, n0 = now, step
                 last = {
                     "step": step,
                     "epoch": epoch,
+                    "stage": stage_cfg.task,
+                    "batch_size": stage_cfg.batch_size,
+                    "viewpoints": stage_cfg.viewpoints,
                     "negatives": _neg_name(negatives),
                     "lr": opt.param_groups[0]["lr"],
                     "samples_per_s": round(sps, 2),

@@ -1,9 +1,10 @@
 """Does AVSA pre-training beat a random initialisation on AVSA-Bin? A paired comparison on synthetic data.
 
-    python benchmarks/eval_gap.py --work /tmp/gap [--videos 24 --duration 8 --width 0.25 --audio-format ambi]
+    python benchmarks/eval_gap.py --work /tmp/gap [--videos 48 --duration 4 --width 0.25 --audio-format ambi]
         [--ckpt CKPT | --pretrain-args "--epochs 30 ..."] [--task avsa] [--eval-epochs 10 --test-draws 4]
 
-1. Synthetic data (``avsa-data synth`` + ``avsa-data shard --labels synthetic``) in ``WORK/`` unless
+1. Synthetic data at the demo's scale (``avsa-data synth`` with dense scenes + ``avsa-data shard --labels
+   synthetic --sampler energy --crop-size 64``) in ``WORK/`` unless
    ``--shards`` is given; kept between runs.
 2. A checkpoint: ``--ckpt`` or ``avsa-train pretrain --shards WORK/shards --out WORK/pretrain`` with
    ``--pretrain-args`` appended (the newest ``*.pt``/``*.pth`` under ``WORK/pretrain`` is used).
@@ -57,7 +58,14 @@ def make_shards(work: Path, videos: int, duration: float, seed: int) -> Path:
             "--seed",
             str(seed),
             "--val-fraction",
-            "0.25",
+            "0.1667",
+            # the demo's learning scale (docs/RESULTS.md): dense scenes, energy sampler, 64-px crops
+            "--sounding-objects",
+            "4",
+            "6",
+            "--object-radius",
+            "14",
+            "20",
         ]
     )
     run(
@@ -70,6 +78,14 @@ def make_shards(work: Path, videos: int, duration: float, seed: int) -> Path:
             str(shards),
             "--labels",
             "synthetic",
+            "-k",
+            "4",
+            "--sampler",
+            "energy",
+            "--crop-size",
+            "64",
+            "--stride",
+            "0.5",
             "--seed",
             str(seed),
             "-q",
@@ -103,7 +119,17 @@ def pretrain(shards: Path, work: Path, width: float, audio_format: str, seed: in
     return ckpts[-1]
 
 
-def evaluate(task: str, ckpt: str, shards: Path, out: Path, seed: int, extra: list[str]) -> tuple[dict, list[dict]]:
+def evaluate(
+    task: str, ckpt: str, shards: Path, out: Path, seed: int, extra: list[str], reuse: bool = False
+) -> tuple[dict, list[dict]]:
+    if not (reuse and (out / f"eval_{task}.json").is_file() and (out / f"eval_{task}_items.jsonl").is_file()):
+        _run_eval(task, ckpt, shards, out, seed, extra)
+    metrics = json.loads((out / f"eval_{task}.json").read_text())
+    items = [json.loads(ln) for ln in (out / f"eval_{task}_items.jsonl").read_text().splitlines() if ln]
+    return metrics, items
+
+
+def _run_eval(task: str, ckpt: str, shards: Path, out: Path, seed: int, extra: list[str]) -> None:
     run(
         [
             "cli.train",
@@ -121,9 +147,6 @@ def evaluate(task: str, ckpt: str, shards: Path, out: Path, seed: int, extra: li
             *extra,
         ]
     )
-    metrics = json.loads((out / f"eval_{task}.json").read_text())
-    items = [json.loads(ln) for ln in (out / f"eval_{task}_items.jsonl").read_text().splitlines() if ln]
-    return metrics, items
 
 
 def compare(task: str, pre: tuple[dict, list[dict]], scratch: tuple[dict, list[dict]], seed: int = 0) -> dict:
@@ -146,8 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--work", type=Path, required=True, help="working folder (data, checkpoint, eval outputs)")
     ap.add_argument("--task", choices=["avsa", "avc"], default="avsa")
     ap.add_argument("--shards", type=Path, default=None, help="existing shards (train + val) instead of synth")
-    ap.add_argument("--videos", type=int, default=24)
-    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--videos", type=int, default=48)
+    ap.add_argument("--duration", type=float, default=4.0)
     ap.add_argument("--ckpt", default=None, help="existing checkpoint instead of pre-training")
     ap.add_argument("--pretrain-args", default="", help="extra arguments for avsa-train pretrain")
     ap.add_argument("--width", type=float, default=0.25)
@@ -158,6 +181,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="extra arguments for both avsa-train eval runs",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--reuse-evals",
+        action="store_true",
+        help="use the evaluation outputs already in WORK/eval-pretrained and WORK/eval-scratch (e.g. copied from "
+        "an `avsa-data demo` run, whose evaluations use the same seed, so the items are paired) instead of rerunning",
+    )
     ap.add_argument("--result", type=Path, default=HERE / "results" / "eval_gap.json")
     args = ap.parse_args(argv)
 
@@ -166,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     shards = args.shards or make_shards(args.work, args.videos, args.duration, args.seed)
     ckpt = args.ckpt or str(pretrain(shards, args.work, args.width, args.audio_format, args.seed, args.pretrain_args))
     extra = shlex.split(args.eval_args)
-    pre = evaluate(args.task, ckpt, shards, args.work / "eval-pretrained", args.seed, extra)
+    pre = evaluate(args.task, ckpt, shards, args.work / "eval-pretrained", args.seed, extra, args.reuse_evals)
     info = pre[0]["checkpoint"]
     scratch_extra = [
         "--width",
@@ -179,7 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     if pre[0]["config"].get("features"):
         scratch_extra += ["--features", pre[0]["config"]["features"]]
-    scratch = evaluate(args.task, "none", shards, args.work / "eval-scratch", args.seed, scratch_extra)
+    scratch = evaluate(
+        args.task, "none", shards, args.work / "eval-scratch", args.seed, scratch_extra, args.reuse_evals
+    )
     result = compare(args.task, pre, scratch, args.seed)
     from avsa_train.tasks.streams import split_sample_count
 
@@ -193,6 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["data"].update(videos=args.videos, duration=args.duration, seed=args.seed)
     result["command"] = [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
     result["pretrain_args"] = None if args.ckpt else args.pretrain_args
+    result["reused_evals"] = bool(args.reuse_evals)
     result["wall_seconds"] = round(time.time() - t0, 1)
     args.result.parent.mkdir(parents=True, exist_ok=True)
     args.result.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")

@@ -12,7 +12,7 @@ from avsa_data.demo import DemoError, run_demo
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("demo_out"), show_default=True,
               help="Folder for the data, shards, runs, metrics, report.md and demo.png.")
-@click.option("--quick", is_flag=True, help="A smaller run (about 2 minutes on 2 CPU cores instead of about 10).")
+@click.option("--quick", is_flag=True, help="A smaller run (about 3 minutes on 2 idle CPU cores instead of about 10).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every step.")
 def demo(out: Path, quick: bool, seed: int) -> None:
     """Run the whole AVSA pipeline on a synthetic 360° dataset and write OUT/report.md.

@@ -30,7 +30,9 @@ def _split(values: tuple[str, ...]) -> list[str]:
     type=click.Choice(list(SCALES)),
     default="tiny",
     help="tiny: width 0.125, batch 8, 96 steps, no augmentation, short evaluations (2 CPU cores, synthetic data); "
-    "paper: Table 2 and the evaluation protocols' defaults. Presets: avsa_train.ablate.SCALES.",
+    "cpu: the scale at which pre-training learns on 2 CPU cores (width 0.125, batch 16, lr 1e-3, 60 steps; for "
+    "shards of dense scenes with 64-px crops, docs/RESULTS.md); paper: Table 2 and the evaluation protocols' "
+    "defaults. Presets: avsa_train.ablate.SCALES.",
 )
 @click.option(
     "--families",

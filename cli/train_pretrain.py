@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from avsa_train.config import CURRICULA, NEGATIVES, SPECTROGRAM_KINDS, TASKS
+from avsa_train.config import CURRICULA, EASY_STAGES, NEGATIVES, SPECTROGRAM_KINDS, TASKS
+from avsa_train.models.transformer import CONTEXTS
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
@@ -49,6 +50,13 @@ from avsa_train.config import CURRICULA, NEGATIVES, SPECTROGRAM_KINDS, TASKS
 )
 @click.option("--width", type=float, help="Channel width multiplier of both encoders (tests: 0.125).  [1.0]")
 @click.option("--depth", type=int, help="Translator depth D; 0 = direct prediction.  [avsa/avts 2, avc 0]")
+@click.option(
+    "--context",
+    type=click.Choice(CONTEXTS),
+    help="Translation network: attention (transformer over the viewpoints, the paper's model) or none (a "
+    "per-viewpoint MLP of depth D without attention, the authors' NoCtx variant of direct prediction).  "
+    "[attention]",
+)
 @click.option("--batch-size", type=int, help="Samples per step and rank.  [Table 2: avc 112, avts/avsa 28]")
 @click.option("--lr", type=float, help="Adam learning rate.  [Table 2: 1e-4]")
 @click.option("--weight-decay", type=float, help="Adam weight decay.  [Table 2: 1e-5]")
@@ -72,7 +80,20 @@ from avsa_train.config import CURRICULA, NEGATIVES, SPECTROGRAM_KINDS, TASKS
     "--switch-epoch",
     type=int,
     help="Epoch at which the hard negatives join (easy-to-hard). The paper trains AVC for 100 epochs and "
-    "starts AVSA from it: --init runs/avc/checkpoint.pt with --switch-epoch 0.  [0]",
+    "starts AVSA from it: --init runs/avc/checkpoint.pt with --switch-epoch 0; or in one run: --switch-epoch "
+    "100 --epochs 150 (the first 100 epochs are the AVC stage, see --easy-stage).  [0]",
+)
+@click.option(
+    "--easy-stage",
+    type=click.Choice(EASY_STAGES),
+    help="How the easy epochs before --switch-epoch train. avc: the AVC stage of Table 2 (1 viewpoint, "
+    "--easy-batch-size samples per step, direct projection heads, loss (7)). translation: V viewpoints "
+    "through the translator, loss (9) with instance negatives only.  [avc]",
+)
+@click.option(
+    "--easy-batch-size",
+    type=int,
+    help="Samples per step of the AVC easy stage.  [viewpoints × batch size: 4 × 28 = 112, Table 2's AVC]",
 )
 @click.option(
     "--init",

@@ -21,10 +21,12 @@ SEED_FILE = Path(__file__).parent / "data" / "seed_table3.txt"  # Table 3 of the
 
 def test_grid_rows_differ_from_the_default_in_the_ablated_option_only():
     assert [f.key for f in ablate.FAMILIES] == ["a", "b", "c", "d", "e"]
-    assert [len(f.rows) for f in ablate.FAMILIES] == [4, 4, 3, 4, 4]
-    assert set(ablate.PAPER_TABLE3) == {r.id for r in ablate.all_rows() if r.in_paper}
+    assert [len(f.rows) for f in ablate.FAMILIES] == [4, 4, 3, 4, 5]
+    assert set(ablate.PAPER_TABLE3) == {r.id for r in ablate.all_rows() if r.in_paper and r.paper_row is None}
     beyond = [r for r in ablate.all_rows() if not r.in_paper]
     assert [(r.id, r.label, r.overrides) for r in beyond] == [("a/ambi-iv", "Ambisonics + IV", {"spec": "mel128+iv"})]
+    # another reading of a paper row: the NoCtx reading of Direct Prediction, compared with the paper's row
+    assert [(r.id, r.paper_row) for r in ablate.all_rows() if r.paper_row] == [("e/noctx", "e/d0")]
     scale = ablate.SCALES["tiny"]
     base = ablate.pretrain_values(ablate.DEFAULT_CELL, scale)
     assert {k: base[k] for k in ablate.DEFAULTS} == ablate.DEFAULTS
@@ -41,6 +43,9 @@ def test_grid_rows_differ_from_the_default_in_the_ablated_option_only():
             if not row.in_paper:  # a row beyond the paper sets its own option, and nothing else differs
                 assert changed == set(row.overrides) and all(values[k] == v for k, v in row.overrides.items())
                 PretrainConfig(**values, shards="x").validate()
+                continue
+            if row.paper_row is not None:  # e/noctx: the default depth, the per-viewpoint MLP instead of attention
+                assert row.overrides == {"context": "none"} and changed == {"context"}, (row, changed)
                 continue
             # exactly the family's option is set, to a value other than the default ...
             assert list(row.overrides) == [fam.option], row
@@ -62,6 +67,16 @@ def test_grid_rows_differ_from_the_default_in_the_ablated_option_only():
     assert st["negatives"] == "spatial+temporal" and st["moments"] == scale.temporal_moments >= 2
     v1 = ablate.pretrain_values("v1", scale)
     assert v1["viewpoints"] == 1 and v1["negatives"] == "instance"
+    # the curriculum's easy stage is Table 2's AVC stage, identical for every cell that has one (whatever its V)
+    paper = ablate.SCALES["paper"]
+    stages = {}
+    for cell in ablate.cell_names():
+        cfg = PretrainConfig(**ablate.pretrain_values(cell, paper), shards="x").validate()
+        if cfg.has_avc_stage:
+            e = cfg.avc_stage()
+            stages[cell] = (e.task, e.viewpoints, e.batch_size, e.negatives, cfg.switch_epoch, cfg.epochs)
+    assert set(stages) == set(ablate.cell_names()) - {"v1", "instance", "hard-only", "no-curriculum"}
+    assert set(stages.values()) == {("avc", 1, 112, "instance", 100, 150)}
 
 
 def _seed_table3(text: str) -> dict[str, dict[str, list[float]]]:
@@ -88,11 +103,13 @@ def test_paper_numbers_are_the_seeds_table3():
     seed = _seed_table3(SEED_FILE.read_text())
     assert sorted(seed) == ["a", "b", "c", "d", "e"]
     for fam in ablate.FAMILIES:
-        paper_rows = [r for r in fam.rows if r.in_paper]
-        assert [r.label for r in paper_rows] == list(seed[fam.key]), fam.key
-        for row in paper_rows:
-            paper = ablate.PAPER_TABLE3[row.id]
-            assert [paper[m] for m in ("avc", "avsa", "seg", "ucf")] == seed[fam.key][row.label], row.id
+        assert [r.label for r in fam.rows if r.in_paper and r.paper_row is None] == list(seed[fam.key]), fam.key
+        labels = {r.id: r.label for r in fam.rows}
+        for row in fam.rows:
+            if row.paper_id is None:
+                continue
+            paper = ablate.PAPER_TABLE3[row.paper_id]
+            assert [paper[m] for m in ("avc", "avsa", "seg", "ucf")] == seed[fam.key][labels[row.paper_id]], row.id
 
 
 def test_selection_overrides_and_scales():
@@ -242,3 +259,69 @@ def test_ablate_two_cells_end_to_end_resume_and_errors(synth_shards, tmp_path):
         r = _ablate(shards, tmp_path / "other", check=False)
         assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1
+
+
+def test_verdicts_and_the_paired_segmentation_gap(tmp_path):
+    """A row's verdict reads our paired CI against the sign of the paper's difference; the segmentation gap
+    resamples both cells' per-video confusion matrices together."""
+    import numpy as np
+
+    ci = lambda lo, hi: {"gap_ci95_bootstrap_videos": [lo, hi]}  # noqa: E731
+    assert ablate.verdict(2.0, ci(0.5, 3.0)) == "reproduced"
+    assert ablate.verdict(-2.0, ci(-3.0, -0.1)) == "reproduced"
+    assert ablate.verdict(-2.0, ci(0.5, 3.0)) == "contradicted"
+    assert ablate.verdict(2.0, ci(-1.0, 3.0)) == "unresolved"
+    assert ablate.verdict(0.0, ci(0.5, 3.0)) == "no paper difference"
+    assert ablate.verdict(1.0, None) == "not run"
+
+    rng = np.random.default_rng(0)
+    cells = tmp_path / "cells"
+
+    def write(cell, confusions):
+        path = cells / cell / "eval" / "segment.json"
+        path.parent.mkdir(parents=True)
+        per_video = {f"v{i}": c.tolist() for i, c in enumerate(confusions)}
+        path.write_text(json.dumps({"metrics": {"per_video_confusion": per_video}}))
+
+    good, bad = [], []
+    for _ in range(6):  # per video: 2 classes, the same pixels; "good" gets more of them right
+        n0, n1 = rng.integers(200, 400, 2)
+        good.append(np.array([[n0 - 10, 10], [20, n1 - 20]]))
+        bad.append(np.array([[n0 - 60, 60], [90, n1 - 90]]))
+    write("base", bad)
+    write("better", good)
+    g = ablate.paired_segmentation_vs_default(cells, "better")
+    assert g["gap"] > 0 and g["gap_ci95_bootstrap_videos"][0] > 0 and g["n_videos"] == 6
+    assert g["gap"] == pytest.approx(g["miou_a"] - g["miou_b"], abs=1e-3)
+    write("other-pixels", [c + 1 for c in good])  # not the same crops: no paired gap
+    assert ablate.paired_segmentation_vs_default(cells, "other-pixels") is None
+    assert ablate.paired_segmentation_vs_default(cells, "missing") is None
+
+
+def test_paired_auc_gap_separates_scores_that_accuracy_cannot(tmp_path):
+    """Two cells whose classifiers both answer "aligned" for every item tie on accuracy; the paired AUC gap
+    still sees that one cell's scores rank the misaligned items higher."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 240)
+    vids = [f"v{i % 8}" for i in range(240)]
+
+    def write(cell, scores):
+        path = tmp_path / "cells" / cell / "eval" / "eval_avsa_items.jsonl"
+        path.parent.mkdir(parents=True)
+        rows = [
+            {"key": f"k{i}", "moment": 0, "draw": 0, "video_id": v, "label": int(y), "score": float(s), "pred": 0}
+            for i, (v, y, s) in enumerate(zip(vids, labels, scores))
+        ]
+        rows = [{**r, "correct": int(r["pred"] == r["label"])} for r in rows]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write("base", rng.normal(size=240) - 5.0)  # all "aligned", scores unrelated to the label
+    write("better", labels + rng.normal(size=240) - 5.0)  # all "aligned", scores follow the label
+    cells = tmp_path / "cells"
+    assert ablate.paired_vs_default(cells, "better", "avsa")["gap"] == 0.0
+    g = ablate.paired_auc_vs_default(cells, "better", "avsa")
+    assert g["auc_a"] > 0.7 and abs(g["auc_b"] - 0.5) < 0.1
+    assert g["gap_ci95_bootstrap_videos"][0] > 0 and g["n"] == 240 and g["n_videos"] == 8
+    assert ablate.paired_auc_vs_default(cells, "missing", "avsa") is None

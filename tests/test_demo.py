@@ -38,6 +38,16 @@ def test_quick_demo_runs_every_stage_and_reports_real_metrics(tmp_path):
         assert steps and steps[-1] == cfg["max_steps"] if run == "avsa" else steps
         assert all(math.isfinite(v) for v in loss)
     assert set(metrics["timings_s"]) >= {"synth", "shard", "pretrain AVC", "pretrain AVSA"}
+    # the quick scale learns: the pretext AVSA accuracy (V = 4, chance 25 %) ends well above chance
+    pre = metrics["pretext_avsa_acc"]
+    assert pre["last10"] > 40.0 and pre["last10"] > pre["first10"] + 10, pre
+    assert f"{pre['last10']:.1f} % over the last 10" in report
+    # paired gaps (pre-trained − scratch) on identical items, with a video-bootstrap interval around the gap
+    for task in ("avc", "avsa"):
+        g = metrics["paired_gaps"][task]
+        lo, hi = g["gap_ci95_bootstrap_videos"]
+        assert lo <= g["gap"] <= hi and g["n"] == metrics["results"]["AVSA"][f"{task.upper()}@4 n"]
+        assert f"| {task.upper()}-Bin | {g['gap']:+.1f} | [{lo:+.1f}, {hi:+.1f}]" in report
 
 
 def test_demo_without_the_train_extra_is_one_clear_error(tmp_path, monkeypatch):

@@ -229,17 +229,48 @@ def test_translator_is_permutation_equivariant_in_views(depth):
         assert torch.allclose(a[:, perm], b, atol=1e-5)
 
 
-@pytest.mark.parametrize("depth", [0, 2])
-def test_translator_context_mixes_views_only_with_a_transformer(depth):
-    """With D >= 1 a view's prediction depends on the other views (spatial context); with D = 0 it does not."""
+@pytest.mark.parametrize(
+    "depth, context, mixes", [(0, "attention", False), (2, "attention", True), (2, "none", False), (1, "none", False)]
+)
+def test_translator_context_mixes_views_only_with_a_transformer(depth, context, mixes):
+    """With a transformer (D >= 1) a view's prediction depends on the other views (spatial context); with
+    D = 0 or the per-viewpoint MLP (context none, the authors' NoCtx) it does not: changing view 0's input leaves
+    the other views' outputs unchanged, while view 0's own output changes."""
     torch.manual_seed(0)
-    model = CrossModalTranslator(dim=128, depth=depth, proj_dim=32).eval()
+    model = CrossModalTranslator(dim=128, depth=depth, proj_dim=32, context=context).eval()
     video, audio = _features()
-    video2 = video.clone()
+    video2, audio2 = video.clone(), audio.clone()
     video2[:, 0] += 1.0  # change view 0 only
+    audio2[:, 0] -= 1.0
     with torch.no_grad():
-        changed = (model(video2, audio).v2a[:, 1:] - model(video, audio).v2a[:, 1:]).abs().max()
-    assert (changed > 1e-4) == (depth > 0)
+        a, b = model(video, audio), model(video2, audio2)
+    for name in ("v2a", "a2v"):
+        others = (getattr(b, name)[:, 1:] - getattr(a, name)[:, 1:]).abs().max()
+        own = (getattr(b, name)[:, 0] - getattr(a, name)[:, 0]).abs().max()
+        assert (others > 1e-4) == mixes, (name, float(others))
+        assert own > 1e-3
+
+
+def test_per_viewpoint_mlp_is_the_authors_noctx_layer():
+    """Two residual MLP blocks per layer, post-norm, ReLU after each: y = ReLU(LN(h + W4 ReLU(W3 h))),
+    h = ReLU(LN(x + W2 ReLU(W1 x))); no attention parameters; D layers; a nonlinear map of each view."""
+    from avsa_train.models import PerViewpointMLP
+
+    torch.manual_seed(0)
+    net = PerViewpointMLP(depth=2, dim=16, expansion=4, dropout=0.1).eval()
+    assert len(net) == 2
+    x = torch.randn(3, 5, 16)
+    ref = x
+    for layer in net:
+        for block, norm in zip(layer.blocks, layer.norms):
+            w1, w2 = block[0], block[2]
+            ref = torch.relu(norm(ref + w2(torch.relu(w1(ref)))))
+    torch.testing.assert_close(net(x), ref)
+    assert not torch.allclose(net(x), x)
+    tr = CrossModalTranslator(dim=64, depth=2, proj_dim=16, context="none")
+    assert not any("attention" in k or "query" in k for k, _ in tr.named_parameters())
+    with pytest.raises(ValueError, match="context must be one of"):
+        CrossModalTranslator(dim=64, depth=2, context="mlp")
 
 
 def test_translator_parameter_count_dim512_depth2():
@@ -250,6 +281,8 @@ def test_translator_parameter_count_dim512_depth2():
     heads = 4 * (d * 128 + 128)
     assert n_params(CrossModalTranslator(dim=512, depth=2)) == 2 * 2 * layer + heads
     assert n_params(CrossModalTranslator(dim=512, depth=0)) == heads
+    noctx_layer = 2 * ffn + 2 * (2 * d)  # two MLP blocks and their LayerNorms, no attention
+    assert n_params(CrossModalTranslator(dim=512, depth=2, context="none")) == 2 * 2 * noctx_layer + heads
 
 
 def test_translator_moments_axis_and_bad_input():

@@ -123,6 +123,7 @@ def test_resume_is_exact(synth_shards, tmp_path):
     a, b = _metrics(full), _metrics(part)
     assert [x["step"] for x in a] == [x["step"] for x in b] == [1, 2, 3, 4, 5, 6]
     assert [x["negatives"] for x in a] == ["instance"] * 2 + ["instance+spatial"] * 4  # the curriculum switch
+    assert [(x["stage"], x["batch_size"], x["viewpoints"]) for x in a] == [("avc", 4, 1)] * 2 + [("avsa", 2, 2)] * 4
     for x, y in zip(a, b):
         assert abs(x["loss"] - y["loss"]) < 1e-6, (x["step"], x["loss"], y["loss"])
         assert x["V2A/AVC-Acc"] == y["V2A/AVC-Acc"]
@@ -189,6 +190,49 @@ def test_pretrain_runs_under_torchrun_on_cpu(synth_shards, tmp_path):
     ck = load_checkpoint(run / "checkpoint.pt")
     assert ck["step"] == 2 and ck["world_size"] == 2 and len(ck["rng"]) == 2  # one RNG state per rank
     assert not torch.equal(ck["rng"][0]["torch"], ck["rng"][1]["torch"])
+
+
+def test_in_run_curriculum_trains_the_avc_stage_of_table2_first(synth_shards, tmp_path):
+    """easy-to-hard with --switch-epoch N: the first N epochs are Table 2's AVC row (1 viewpoint, batch V × B =
+    112, instance negatives, loss (7) on the direct projection heads — the translator's transformers and
+    prediction heads get no update), then AVSA (V viewpoints, batch B, + spatial negatives, loss (9))."""
+    from dataclasses import replace
+
+    from avsa_train.checkpoint import build_model
+    from avsa_train.pretrain import schedule
+
+    cfg = resolve("avsa", None, {"shards": "s", "switch_epoch": 100, "epochs": 150})
+    easy, avc = cfg.avc_stage(), resolve("avc", None, {"shards": "s"})
+    keys = ("task", "viewpoints", "moments", "batch_size", "negatives", "lr", "weight_decay", "tau", "flip_p")
+    assert [getattr(easy, k) for k in keys] == [getattr(avc, k) for k in keys]
+    assert (easy.task, easy.viewpoints, easy.batch_size, easy.negatives) == ("avc", 1, 112, "instance")
+    assert cfg.has_avc_stage and not replace(cfg, easy_stage="translation").has_avc_stage
+    assert not replace(cfg, switch_epoch=0).has_avc_stage and not replace(cfg, curriculum="none").has_avc_stage
+    sched = schedule(replace(cfg, steps_per_epoch=7), 1)
+    assert (sched.easy_steps, sched.total) == (700, 700 + 50 * 7)
+    assert [sched.epoch(s) for s in (0, 699, 700, 706, 707)] == [0, 99, 100, 100, 101]
+    assert [sched.in_avc_stage(s) for s in (699, 700)] == [True, False]
+
+    run = tmp_path / "cur"
+    args = ["--shards", str(synth_shards), "--task", "avsa", "--out", str(run), "--batch-size", "2"]
+    args += ["--viewpoints", "2", "--depth", "1", "--switch-epoch", "1", "--steps-per-epoch", "2", "--workers", "0"]
+    run_cli(*PRETRAIN, *args, "--max-steps", "2", *TINY)
+    m = _metrics(run)
+    assert [(x["stage"], x["batch_size"], x["viewpoints"], x["negatives"]) for x in m] == [
+        ("avc", 4, 1, "instance")
+    ] * 2
+    assert all("V2A/AVC-Acc" in x and "V2A/AVSA-Acc" not in x for x in m)
+    state = load_checkpoint(run / "checkpoint.pt")
+    torch.manual_seed(state["config"]["seed"])  # the run's initialisation
+    init = build_model(state["config"]).translator.state_dict()
+    untouched = [k for k in init if torch.equal(init[k], state["translator"][k])]
+    assert untouched == [k for k in init if "transformer" in k or "pred_head" in k]  # only the direct heads train
+    run_cli(*PRETRAIN, "--out", str(run), "--resume", "--max-steps", "3", "-q")
+    last = _metrics(run)[-1]
+    assert (last["step"], last["stage"], last["batch_size"], last["viewpoints"]) == (3, "avsa", 2, 2)
+    assert last["negatives"] == "instance+spatial" and "V2A/AVSA-Acc" in last
+    after = load_checkpoint(run / "checkpoint.pt")["translator"]
+    assert not torch.equal(after["v2a_transformer.0.ffn.0.weight"], init["v2a_transformer.0.ffn.0.weight"])
 
 
 def test_avsa_starts_from_avc_and_avts_uses_temporal_negatives(synth_shards, tmp_path):

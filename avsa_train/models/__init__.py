@@ -3,7 +3,10 @@ cross-modal translation transformers with their projection heads (§3.2, §A.1).
 
 from avsa_train.models.audio import AUDIO_INPUT_CHANNELS, Conv2D10
 from avsa_train.models.transformer import (
+    CONTEXTS,
     CrossModalTranslator,
+    PerViewpointLayer,
+    PerViewpointMLP,
     ProjectionHead,
     SelfAttention,
     Translation,
@@ -14,8 +17,11 @@ from avsa_train.models.video import R2Plus1D18, R2Plus1DBlock, scaled_channels, 
 
 __all__ = [
     "AUDIO_INPUT_CHANNELS",
+    "CONTEXTS",
     "Conv2D10",
     "CrossModalTranslator",
+    "PerViewpointLayer",
+    "PerViewpointMLP",
     "ProjectionHead",
     "R2Plus1D18",
     "R2Plus1DBlock",

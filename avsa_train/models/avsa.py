@@ -37,6 +37,8 @@ class AVSAModel(nn.Module):
             the audio encoder; see :mod:`avsa_train.audio_features`).
         depth, heads, proj_dim, dropout: translator depth D (0 = direct prediction), attention heads, embedding
             size P (128) and dropout (0.1).
+        context: ``attention`` (the transformer over the viewpoints) or ``none`` (per-viewpoint MLP, the
+            authors' NoCtx variant; see :mod:`avsa_train.models.transformer`).
         sr: audio sample rate in Hz.
     """
 
@@ -51,6 +53,7 @@ class AVSAModel(nn.Module):
         dropout: float = 0.1,
         sr: int = 24000,
         factorisation: str = "reference",
+        context: str = "attention",
     ):
         super().__init__()
         if audio_format not in AUDIO_INPUT_CHANNELS:
@@ -60,7 +63,7 @@ class AVSAModel(nn.Module):
         self.audio = Conv2D10(in_channels=feature_channels(spec, self.audio_channels), width=width)
         self.spectrogram = Spectrogram(kind=spec, sr=sr)
         self.translator = CrossModalTranslator(
-            dim=self.video.out_dim, depth=depth, proj_dim=proj_dim, heads=heads, dropout=dropout
+            dim=self.video.out_dim, depth=depth, proj_dim=proj_dim, heads=heads, dropout=dropout, context=context
         )
 
     def encode(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,14 @@ permutation-equivariant in V and must read where a viewpoint is from the feature
 
 ``heads`` defaults to 1: the authors' AVSA configs (``Cur-Loc4-TransfD2.yaml``) set ``multihead: false``,
 i.e. one attention head scaled by ``1/√512`` with no attention dropout; ``heads=8`` gives their multi-head
-variant. Depth 0 is the paper's "direct prediction" (Table 3e): no transformer, only the projection heads.
+variant.
+
+Two readings of the paper's "direct prediction" (Table 3e: a model "without the transformer networks"):
+
+* ``depth=0``: no translation network at all, only the projection heads (``a2v = video_pred_head(audio)``);
+* ``context="none"``: the authors' ``NoCtxTransformer`` (``use_context: false`` in their code) — ``depth``
+  layers of :class:`PerViewpointLayer`, each two residual MLP blocks applied to every viewpoint on its own, the
+  same feed-forward capacity as the transformer without the attention that mixes the viewpoints.
 
 Output heads: linear 512 → 128 maps, followed by L2 normalisation. As in the reference criterion, predictions
 and targets have separate heads: ``a2v = video_pred_head(g_{a→v}(audio))`` is contrasted with
@@ -93,6 +100,45 @@ class TranslationTransformer(nn.Sequential):
         super().__init__(*[TranslationLayer(dim, heads, expansion, dropout, attention_dropout) for _ in range(depth)])
 
 
+class PerViewpointLayer(nn.Module):
+    """Two post-norm residual MLP blocks with ReLU outputs, applied to each token on its own (no attention)::
+
+        h = ReLU(LayerNorm(x + Dropout(W_2 · ReLU(W_1 x))))
+        y = ReLU(LayerNorm(h + Dropout(W_4 · ReLU(W_3 h))))
+
+    as the authors' ``NoCtxTransformerLayer`` (``W_1, W_3``: ``expansion · dim`` outputs)."""
+
+    def __init__(self, dim: int = 512, expansion: int = 4, dropout: float = 0.1):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(dim, dim * expansion), nn.ReLU(inplace=True), nn.Linear(dim * expansion, dim))
+            for _ in range(2)
+        )
+        self.dropouts = nn.ModuleList(nn.Dropout(dropout) for _ in range(2))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block, drop, norm in zip(self.blocks, self.dropouts, self.norms):
+            x = F.relu(norm(x + drop(block(x))))
+        return x
+
+
+class PerViewpointMLP(nn.Sequential):
+    """``depth`` stacked :class:`PerViewpointLayer`: the translation network without spatial context (the
+    authors' ``NoCtxTransformer``). Input/output ``[..., V, dim]``; token ``i``'s output depends on token ``i``
+    only."""
+
+    def __init__(self, depth: int = 2, dim: int = 512, expansion: int = 4, dropout: float = 0.1):
+        if depth < 0:
+            raise ValueError(f"depth must be >= 0, got {depth}")
+        super().__init__(*[PerViewpointLayer(dim, expansion, dropout) for _ in range(depth)])
+
+
+#: Translation networks: ``attention`` — the transformer over the viewpoints (the paper's model); ``none`` — the
+#: per-viewpoint MLP without context (:class:`PerViewpointMLP`, the authors' NoCtx variant).
+CONTEXTS = ("attention", "none")
+
+
 class ProjectionHead(nn.Module):
     """Linear map ``in_dim → out_dim`` followed by L2 normalisation of the last axis."""
 
@@ -125,6 +171,7 @@ class CrossModalTranslator(nn.Module):
     Args:
         dim: feature dimension of the encoders (512 · width).
         depth: transformer depth D (0 = direct prediction, 1, 2 or 4 in Table 3e).
+        context: ``attention`` (transformer over the viewpoints) or ``none`` (per-viewpoint MLP, NoCtx).
         proj_dim: output embedding dimension (128).
         heads: attention heads (1 as in the authors' configs; must divide ``dim``).
         expansion: FFN expansion (4: ``W_1`` has ``4·dim`` outputs).
@@ -141,11 +188,21 @@ class CrossModalTranslator(nn.Module):
         expansion: int = 4,
         dropout: float = 0.1,
         attention_dropout: float = 0.0,
+        context: str = "attention",
     ):
         super().__init__()
-        self.dim, self.depth, self.proj_dim = dim, depth, proj_dim
-        self.v2a_transformer = TranslationTransformer(depth, dim, heads, expansion, dropout, attention_dropout)
-        self.a2v_transformer = TranslationTransformer(depth, dim, heads, expansion, dropout, attention_dropout)
+        if context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+        self.dim, self.depth, self.proj_dim, self.context = dim, depth, proj_dim, context
+
+        def network() -> nn.Module:
+            if context == "none":
+                return PerViewpointMLP(depth, dim, expansion, dropout)
+            return TranslationTransformer(depth, dim, heads, expansion, dropout, attention_dropout)
+
+        # the names stay *_transformer for either network (checkpoints, downstream features)
+        self.v2a_transformer = network()
+        self.a2v_transformer = network()
         self.video_head = ProjectionHead(dim, proj_dim)
         self.audio_head = ProjectionHead(dim, proj_dim)
         self.video_pred_head = ProjectionHead(dim, proj_dim)

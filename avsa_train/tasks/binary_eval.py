@@ -20,7 +20,7 @@ Labels: 0 = aligned (positive pair), 1 = misaligned (negative).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -220,7 +220,7 @@ def _to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, 
 def train_epoch(
     backbone: Backbone,
     head: BinaryClassifier,
-    loader: DataLoader,
+    loader: Iterable[dict],
     optimizer: torch.optim.Optimizer,
     cfg: BinaryEvalConfig,
     device: torch.device,
@@ -259,7 +259,7 @@ def train_epoch(
 def predict(
     backbone: Backbone,
     head: BinaryClassifier,
-    loader: DataLoader,
+    loader: Iterable[dict],
     cfg: BinaryEvalConfig,
     device: torch.device,
     show: bool,
@@ -342,39 +342,26 @@ class BinaryEvalResult:
         )
 
 
-def run_binary_eval(
-    backbone: Backbone, shards: str, cfg: BinaryEvalConfig, device: torch.device, show_progress: bool = True
-) -> BinaryEvalResult:
-    """Fit the binary classifier on ``cfg.train_split`` and evaluate it on ``cfg.eval_split`` of ``shards``."""
-    features = cfg.features
-    if features == "transformer" and backbone.translator is None:
-        raise ValueError("--features transformer needs a checkpoint with a translator; use --features direct")
-    train_urls = streams.shard_urls(shards, cfg.train_split)
-    eval_urls = streams.shard_urls(shards, cfg.eval_split)
+def fit_head(
+    backbone: Backbone,
+    cfg: BinaryEvalConfig,
+    device: torch.device,
+    loader_for_epoch: Callable[[int], Iterable[dict]],
+    show_progress: bool = True,
+    total: int | None = None,
+) -> tuple[BinaryClassifier, list[dict]]:
+    """Train a fresh :class:`BinaryClassifier` on the frozen ``backbone`` for ``cfg.epochs`` passes, the pass
+    of epoch ``e`` read from ``loader_for_epoch(e)`` (batches as :func:`collate_items` makes them). Returns the
+    head and the per-epoch history (lr, mean crop loss, item and crop accuracy in percent)."""
     backbone.freeze()
     head = BinaryClassifier(backbone.dim, int(backbone.audio.out_dim), cfg.hidden, cfg.dropout).to(device)
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay)
     scheduler = multistep(optimizer, cfg.lr_milestones, cfg.gamma)
-    n_train = streams.split_sample_count(shards, cfg.train_split)
-    total = None if n_train is None else -(-n_train // cfg.batch_size)
-    train_donors = misalign.DonorBank(train_urls) if cfg.task == "avc" else None
-    eval_donors = misalign.DonorBank(eval_urls) if cfg.task == "avc" else None
     history = []
     for epoch in range(cfg.epochs):
         lr = optimizer.param_groups[0]["lr"]
-        items = BinaryItems(train_urls, cfg, backbone.audio_format, "train", epoch, train_donors)
-        loader = make_loader(items, cfg, device)
-        stats = train_epoch(
-            backbone,
-            head,
-            loader,
-            optimizer,
-            cfg,
-            device,
-            show_progress,
-            f"{cfg.task}-bin epoch {epoch + 1}/{cfg.epochs}",
-            total,
-        )
+        desc = f"{cfg.task}-bin epoch {epoch + 1}/{cfg.epochs}"
+        stats = train_epoch(backbone, head, loader_for_epoch(epoch), optimizer, cfg, device, show_progress, desc, total)
         scheduler.step()
         history.append(
             {
@@ -386,13 +373,51 @@ def run_binary_eval(
                 "train_items": stats["items"],
             }
         )
+    return head, history
+
+
+def predict_draws(
+    backbone: Backbone,
+    head: BinaryClassifier,
+    cfg: BinaryEvalConfig,
+    device: torch.device,
+    loader_for_draw: Callable[[int], Iterable[dict]],
+    show_progress: bool = True,
+) -> dict[str, list]:
+    """:func:`predict` over ``cfg.test_draws`` passes (``loader_for_draw(d)``), merged, with a ``draw`` column."""
     merged: dict[str, list] = {}
     for draw in range(cfg.test_draws):
-        loader = make_loader(BinaryItems(eval_urls, cfg, backbone.audio_format, "test", draw, eval_donors), cfg, device)
-        pred = predict(backbone, head, loader, cfg, device, show_progress, f"{cfg.task}-bin eval {draw + 1}")
+        pred = predict(
+            backbone, head, loader_for_draw(draw), cfg, device, show_progress, f"{cfg.task}-bin eval {draw + 1}"
+        )
         pred["draw"] = [draw] * len(pred["key"])
         for k, v in pred.items():
             merged.setdefault(k, []).extend(v)
+    return merged
+
+
+def run_binary_eval(
+    backbone: Backbone, shards: str, cfg: BinaryEvalConfig, device: torch.device, show_progress: bool = True
+) -> BinaryEvalResult:
+    """Fit the binary classifier on ``cfg.train_split`` and evaluate it on ``cfg.eval_split`` of ``shards``."""
+    if cfg.features == "transformer" and backbone.translator is None:
+        raise ValueError("--features transformer needs a checkpoint with a translator; use --features direct")
+    train_urls = streams.shard_urls(shards, cfg.train_split)
+    eval_urls = streams.shard_urls(shards, cfg.eval_split)
+    n_train = streams.split_sample_count(shards, cfg.train_split)
+    total = None if n_train is None else -(-n_train // cfg.batch_size)
+    train_donors = misalign.DonorBank(train_urls) if cfg.task == "avc" else None
+    eval_donors = misalign.DonorBank(eval_urls) if cfg.task == "avc" else None
+    fmt = backbone.audio_format
+
+    def train_loader(epoch: int) -> DataLoader:
+        return make_loader(BinaryItems(train_urls, cfg, fmt, "train", epoch, train_donors), cfg, device)
+
+    def eval_loader(draw: int) -> DataLoader:
+        return make_loader(BinaryItems(eval_urls, cfg, fmt, "test", draw, eval_donors), cfg, device)
+
+    head, history = fit_head(backbone, cfg, device, train_loader, show_progress, total)
+    merged = predict_draws(backbone, head, cfg, device, eval_loader, show_progress)
     metrics = summarise(merged, cfg.task, seed=cfg.seed)
     conf = asdict(cfg)
     conf.update(lr=cfg.base_lr, milestones=list(cfg.lr_milestones))

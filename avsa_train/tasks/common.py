@@ -108,6 +108,7 @@ class Backbone:
             "audio_format": self.audio_format,
             "spectrogram": self.spectrogram.kind,
             "translator_depth": getattr(self.translator, "depth", None),
+            "translator_context": getattr(self.translator, "context", None),
             "config": _jsonable(self.config),
         }
 

@@ -28,7 +28,7 @@ augmentation. The confusion matrix over confident pixels gives mIoU, pixel accur
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -345,7 +345,7 @@ def _device_batch(batch: dict, device: torch.device, need_audio: bool):
 
 @torch.no_grad()
 def evaluate(
-    model: FPNSegmenter, loader: DataLoader, num_classes: int, threshold: float, device: torch.device, show: bool
+    model: FPNSegmenter, loader: Iterable[dict], num_classes: int, threshold: float, device: torch.device, show: bool
 ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     """Total and per-video confusion matrices over the confident pixels of the evaluation items, and the
     number of evaluated crops."""
@@ -370,6 +370,54 @@ def evaluate(
     return total, per_video, n_crops
 
 
+def fit_segmenter(
+    model: FPNSegmenter,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    cfg: SegmentationConfig,
+    device: torch.device,
+    loader_for_epoch: Callable[[int], Iterable[dict]],
+    show_progress: bool = True,
+    total: int | None = None,
+) -> list[dict]:
+    """``cfg.epochs`` passes of pixel-wise cross-entropy on confident pixels, epoch ``e`` read from
+    ``loader_for_epoch(e)`` (batches as :func:`_collate` makes them); the scheduler steps once per epoch.
+    Returns the per-epoch history (lr, mean loss, pixel accuracy in percent on confident pixels, batches)."""
+    history = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        lr = optimizer.param_groups[0]["lr"]
+        loss_sum, n_batches, hits, counted = 0.0, 0, 0, 0
+        for batch in progress(loader_for_epoch(epoch), show_progress, f"segment epoch {epoch + 1}/{cfg.epochs}", total):
+            video, audio, seg, conf = _device_batch(batch, device, cfg.use_audio)
+            logits = model(video, audio).flatten(0, 1)
+            loss = segmentation_loss(logits, seg.flatten(0, 1), conf.flatten(0, 1), cfg.confidence_threshold)
+            if loss is None:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                valid = conf.flatten(0, 1) >= cfg.confidence_threshold
+                if logits.shape[-2:] != seg.shape[-2:]:  # e.g. 32² logits of 64-px crops, 56² masks
+                    logits = F.interpolate(logits, size=seg.shape[-2:], mode="bilinear", align_corners=False)
+                hits += int(((logits.argmax(1) == seg.flatten(0, 1)) & valid).sum())
+                counted += int(valid.sum())
+            loss_sum += float(loss.detach())
+            n_batches += 1
+        scheduler.step()
+        history.append(
+            {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": loss_sum / max(n_batches, 1),
+                "train_pixel_accuracy": 100.0 * hits / max(counted, 1),
+                "batches": n_batches,
+            }
+        )
+    return history
+
+
 def run_segmentation(
     backbone: Backbone, shards: str, cfg: SegmentationConfig, device: torch.device, show_progress: bool = True
 ) -> SegmentationResult:
@@ -388,45 +436,20 @@ def run_segmentation(
     scheduler = multistep(optimizer, cfg.milestones, cfg.gamma)
     n_train = streams.split_sample_count(shards, cfg.train_split)
     total = None if n_train is None else -(-n_train // cfg.batch_size)
-    history, skipped = [], 0
-    for epoch in range(cfg.epochs):
-        model.train()
-        ds = SegmentationItems(train_urls, cfg, backbone.audio_format, "train", epoch)
-        loader = DataLoader(
-            ds,
+    datasets: list[SegmentationItems] = []
+
+    def train_loader(epoch: int) -> DataLoader:
+        datasets.append(SegmentationItems(train_urls, cfg, backbone.audio_format, "train", epoch))
+        return DataLoader(
+            datasets[-1],
             batch_size=cfg.batch_size,
             num_workers=cfg.workers,
             collate_fn=_collate,
             pin_memory=device.type == "cuda",
         )
-        lr = optimizer.param_groups[0]["lr"]
-        loss_sum, n_batches, hits, counted = 0.0, 0, 0, 0
-        for batch in progress(loader, show_progress, f"segment epoch {epoch + 1}/{cfg.epochs}", total):
-            video, audio, seg, conf = _device_batch(batch, device, cfg.use_audio)
-            logits = model(video, audio).flatten(0, 1)
-            loss = segmentation_loss(logits, seg.flatten(0, 1), conf.flatten(0, 1), cfg.confidence_threshold)
-            if loss is None:
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                valid = conf.flatten(0, 1) >= cfg.confidence_threshold
-                hits += int(((logits.argmax(1) == seg.flatten(0, 1)) & valid).sum())
-                counted += int(valid.sum())
-            loss_sum += float(loss.detach())
-            n_batches += 1
-        skipped = max(skipped, ds.skipped)
-        scheduler.step()
-        history.append(
-            {
-                "epoch": epoch,
-                "lr": lr,
-                "train_loss": loss_sum / max(n_batches, 1),
-                "train_pixel_accuracy": 100.0 * hits / max(counted, 1),
-                "batches": n_batches,
-            }
-        )
+
+    history = fit_segmenter(model, optimizer, scheduler, cfg, device, train_loader, show_progress, total)
+    skipped = max((ds.skipped for ds in datasets), default=0)
     eval_ds = SegmentationItems(eval_urls, cfg, backbone.audio_format, "test", 0)
     per_batch = max(1, cfg.batch_size * cfg.views // eval_ds.group)
     loader = DataLoader(
@@ -465,5 +488,6 @@ def _scores(confusion: np.ndarray, per_video: dict[str, np.ndarray], names: list
         "confident_pixels": s["confident_pixels"],
         "n_videos": len(per_video),
         "confusion_matrix": confusion.tolist(),
+        "per_video_confusion": {k: per_video[k].tolist() for k in sorted(per_video)},
         "class_names": names,
     }
