@@ -33,6 +33,10 @@ second measurement of the ratio):
 * on the fly: ``ffmpeg_video`` (seek + decode 8 frames), ``ffmpeg_audio`` (seek + decode 1 s of FOA),
   ``crops`` (V NFOV crops), ``audio_render`` (V rotations + mono + stereo renders).
 
+Then ``allocator_ab`` runs the shard side's worker loop (read + ``decode_item``) in fresh processes with glibc's
+default allocator thresholds and with ``avsa_train.allocator.keep_freed_buffers`` (what ``make_loader``'s workers
+use), alternately, and ``--soak N`` runs N items in one such worker, recording its RSS every N/20 items.
+
 Writes benchmarks/results/loader.json.
 """
 

@@ -23,7 +23,12 @@ then per sample the K NFOV crops, their JPEG encoding, the audio renders (rotati
 encoding, the masks (crop + PNG), and the tar write; ``build_sample`` is the real function on the same input
 (its time should match crops + jpeg + render + flac + masks).
 
-Writes benchmarks/results/shard.json.
+``cpu_ratio_1_worker`` (issue 17): a plain single-threaded ffmpeg decode of every frame to RGB against
+``avsa-data shard -j 1``, CPU seconds with children, wall beside; ``--before DIR`` runs a checkout of the previous
+code in the same rounds and compares its crops (PSNR). ``--soak N`` records the sample builder's RSS over N
+samples (``--before``: both trees).
+
+Writes benchmarks/results/shard.json (``--result`` to choose).
 """
 
 from __future__ import annotations
