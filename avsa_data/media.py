@@ -129,6 +129,8 @@ class StreamInfo:
     channel_layout: str | None = None
     duration: float | None = None  # from the packet scan; None when not scanned
     packets: int | None = None
+    pix_fmt: str | None = None  # video: ffmpeg's pixel format, e.g. "yuv420p"
+    color_tags: tuple[str, ...] = ()  # video: its annotations, e.g. ("tv", "bt709", "progressive")
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,12 @@ def _parse_stream(index: int, kind: str, codec: str, rest: str) -> StreamInfo:
     if kind == "video":
         w = h = None
         fps = tbr = None
+        pix_fmt, tags = None, ()
+        for f in fields[1:3]:  # the pixel format follows the codec's description: "yuv420p(tv; bt709; progressive)"
+            m = re.match(r"^([a-z0-9_]+)(?:\((.*)\))?$", f)
+            if m and pix_fmt is None and any(c in m.group(1) for c in ("yuv", "rgb", "gbr", "nv", "gray")):
+                pix_fmt = m.group(1)
+                tags = tuple(t.strip() for t in (m.group(2) or "").split(";") if t.strip())
         for f in fields:
             m = re.match(r"^(\d+)x(\d+)\b", f)
             if m and w is None:
@@ -276,7 +284,8 @@ def _parse_stream(index: int, kind: str, codec: str, rest: str) -> StreamInfo:
                 fps = _parse_rate(f[:-4])
             if f.endswith(" tbr"):
                 tbr = _parse_rate(f[:-4])
-        return StreamInfo(index, "video", codec, width=w, height=h, fps=fps or tbr)
+        return StreamInfo(index, "video", codec, width=w, height=h, fps=fps or tbr, pix_fmt=pix_fmt,
+                          color_tags=tags)
     if kind == "audio":
         sr = layout = None
         for i, f in enumerate(fields):
@@ -484,29 +493,35 @@ def select_expression(indices: Sequence[int]) -> str:
 
 def iter_video_frames_at(
     path: str | os.PathLike, fps: float, indices: Sequence[int], size: tuple[int, int] | None = None,
-    threads: int | None = None,
+    threads: int | None = None, pix_fmt: str = "rgb24",
 ) -> Iterator[tuple[int, NDArray[np.uint8]]]:
     """Like :func:`iter_video_frames`, but yield only frames ``indices`` (at ``fps``) as ``(index, frame)``.
 
     ffmpeg still decodes every frame, but drops the unneeded ones before the RGB conversion and the pipe,
     which is most of the cost at 360° resolutions. Pairs come in increasing index order; indices past the
-    end of the video are simply not yielded.
+    end of the video are simply not yielded. ``pix_fmt="yuv420p"`` yields :class:`avsa_data.crops_yuv.YuvFrame`
+    objects instead (the decoder's planes, half the pipe bytes, no colour conversion by ffmpeg).
     """
     wanted = sorted(set(int(i) for i in indices))
-    frames = iter_video_frames(path, fps, size, threads, select=select_expression(wanted) if wanted else None)
+    frames = iter_video_frames(path, fps, size, threads, select=select_expression(wanted) if wanted else None,
+                               pix_fmt=pix_fmt)
     return zip(wanted, frames)
 
 
 def iter_video_frames(
     path: str | os.PathLike, fps: float, size: tuple[int, int] | None = None, threads: int | None = None,
-    select: str | None = None,
+    select: str | None = None, pix_fmt: str = "rgb24",
 ) -> Iterator[NDArray[np.uint8]]:
     """Decode the first video stream as RGB frames ``[H, W, 3]`` uint8, resampled to ``fps`` frames per second.
 
     Frame ``i`` shows time ``i / fps`` seconds. ``size`` = (W, H) rescales (area filter); ``None`` keeps the
     native size. One ffmpeg process streams all frames (never the whole video in memory). Opening problems
     raise :class:`MediaError` immediately; a file that turns out truncated raises it after the last frame.
+    ``pix_fmt`` is ``rgb24`` (default) or ``yuv420p`` (frames are :class:`avsa_data.crops_yuv.YuvFrame`, in the
+    stream's own colour matrix and range, which they carry).
     """
+    if pix_fmt not in ("rgb24", "yuv420p"):
+        raise ValueError(f"iter_video_frames: pix_fmt must be rgb24 or yuv420p, got {pix_fmt!r}")
     if fps <= 0:
         raise ValueError(f"iter_video_frames: fps must be > 0 frames/s, got {fps}")
     p = _check_exists(path)
@@ -521,11 +536,18 @@ def iter_video_frames(
         stream = stream.filter("select", select)
     if size is not None:
         stream = stream.filter("scale", int(w), int(h), flags="area")
-    out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", **({"fps_mode": "passthrough"} if select else {}))
+    out = stream.output("pipe:", format="rawvideo", pix_fmt=pix_fmt, **({"fps_mode": "passthrough"} if select else {}))
     gargs = ["-nostdin", "-hide_banner", "-nostats", "-v", "error"]
     if threads is not None:
         gargs += ["-threads", str(int(threads))]
     cmd = out.global_args(*gargs).compile(cmd=ffmpeg_exe())
+    if pix_fmt == "yuv420p":
+        from .crops_yuv import ColorSpace, YuvFrame
+
+        space = ColorSpace.from_tags(info.video.color_tags if info.video else ())
+        nbytes = int(w) * int(h) + 2 * ((int(w) + 1) // 2) * ((int(h) + 1) // 2)
+        return _frame_generator(cmd, p, int(w), int(h), nbytes,
+                                lambda buf: YuvFrame.from_buffer(buf, int(w), int(h), space))
     return _frame_generator(cmd, p, int(w), int(h))
 
 
@@ -552,7 +574,8 @@ class _ReaderFailed:
         self.error = error
 
 
-def _frame_generator(cmd: list[str], p: Path, w: int, h: int) -> Iterator[NDArray[np.uint8]]:
+def _frame_generator(cmd: list[str], p: Path, w: int, h: int, nbytes: int | None = None,
+                     shape: Callable[[bytearray], object] | None = None) -> Iterator[NDArray[np.uint8]]:
     """Frames from an ffmpeg rawvideo pipe. A reader thread keeps up to ``READ_AHEAD_FRAMES`` frames in hand so
     that ffmpeg decodes the next frames while the caller works on this one (a 64 kB pipe would otherwise
     make decoding and processing take turns).
@@ -562,7 +585,10 @@ def _frame_generator(cmd: list[str], p: Path, w: int, h: int) -> Iterator[NDArra
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     err = _StderrCollector(proc.stderr, on_error=proc.kill)
     err.start()
-    nbytes = w * h * 3
+    nbytes = nbytes or w * h * 3
+    if shape is None:
+        def shape(buf: bytearray) -> NDArray[np.uint8]:
+            return np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)  # writable: backed by a bytearray
     frames: queue.Queue = queue.Queue(maxsize=READ_AHEAD_FRAMES)
     stop = threading.Event()
 
@@ -589,7 +615,7 @@ def _frame_generator(cmd: list[str], p: Path, w: int, h: int) -> Iterator[NDArra
             if buf is None:
                 break
             n += 1
-            yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)  # writable: backed by a bytearray
+            yield shape(buf)
         rc = proc.wait()
         err.join()
         finished = True

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from . import ambisonics, codecs
 from . import format as fmt
 from .crops import CropGrid
+from .crops_yuv import clips_for, rgb_of
 from .events import NO_EVENTS, VideoEvents
 from .labels import VideoLabels
 from .rng import rng_for
@@ -256,7 +257,8 @@ def build_sample(
     label_meta: dict,
     events: VideoEvents = NO_EVENTS,
 ) -> EncodedSample:
-    """Render and encode one sample. ``frames`` maps frame index → equirect ``[H, W, 3]`` uint8."""
+    """Render and encode one sample. ``frames`` maps frame index → equirect ``[H, W, 3]`` uint8 RGB or a
+    :class:`avsa_data.crops_yuv.YuvFrame` (the shard job's decoder output; crops then come from the YUV planes)."""
     views = sample_viewpoints(cfg, info.video_id, plan.index, audio_window(foa, plan.times[0], cfg))
     crop_hw = (cfg.crop_size, cfg.crop_size)
     grids = [CropGrid(v, crop_hw) for v in views]
@@ -266,7 +268,7 @@ def build_sample(
     peak = 0.0
     for t in plan.times:
         idx = clip_frame_indices(t, cfg)
-        clip = np.stack([frames[i] for i in idx])
+        clip = [frames[i] for i in idx]
         window = audio_window(foa, t, cfg)
         renders = [render_audio(window, v, cfg) for v in views]
         peak = max(peak, float(np.abs(window).max()), *(float(np.abs(a).max()) for r in renders for a in r.values()))
@@ -309,12 +311,13 @@ def build_sample(
         members.append((fmt.foa_member(m), codecs.encode_flac(window / scale, cfg.sr, cfg.audio_bits,
                                                               codecs.flac_tags("foa"))))
         if cfg.keep_equirect:
-            eq = _small_equirect(clip[len(clip) // 2], cfg.keep_equirect)
+            eq = _small_equirect(rgb_of(clip[len(clip) // 2]), cfg.keep_equirect)
             meta["equirect_size"] = [int(eq.shape[1]), int(eq.shape[0])]
             members.append((fmt.equirect_member(m), codecs.encode_jpeg(eq, cfg.jpeg_quality)))
         lab = labels.at(label_t) if labels is not None else None
+        crops = clips_for(clip, grids)
         for k in range(len(views)):
-            members.append((fmt.clip_member(m, k), codecs.encode_clip_jpeg(grids[k].sample(clip), cfg.jpeg_quality)))
+            members.append((fmt.clip_member(m, k), codecs.encode_clip_jpeg(crops[k], cfg.jpeg_quality)))
             for r in cfg.renders:
                 flac = codecs.encode_flac(renders[k][r] / scale, cfg.sr, cfg.audio_bits, codecs.flac_tags(r))
                 members.append((fmt.render_member(m, k, r), flac))

@@ -380,7 +380,8 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
         stage = "decode"
         info = VideoInfo(task.video_id, task.split, task.path, round(duration, 6), pr.width, pr.height,
                          pr.fps, str(audio_src))
-        frames = media.iter_video_frames_at(task.path, cfg.fps, needed_frames(plans, cfg), size=cfg.equirect_size)
+        frames = media.iter_video_frames_at(task.path, cfg.fps, needed_frames(plans, cfg), size=cfg.equirect_size,
+                                            pix_fmt="yuv420p")  # crops come from the YUV planes (crops_yuv)
         tmp = tmp_path(frag_dir / f"{task.video_id}.tar")
         index = []
         try:

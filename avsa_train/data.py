@@ -44,6 +44,8 @@ from avsa_data import format as fmt
 from avsa_data.reader import RawSample, iter_raw
 from avsa_data.rng import rng_for
 
+from . import allocator
+
 AUDIO_FORMATS = {"mono": ("mono", 1), "stereo": ("stereo", 2), "ambi": ("foa", 4)}
 #: Kinetics RGB statistics used to normalise video clips (as in the reference code).
 VIDEO_MEAN = (0.43216, 0.394666, 0.37645)
@@ -535,6 +537,7 @@ def make_loader(stream: ShardStream, num_workers: int = 2, pin_memory: bool | No
         persistent_workers=False,
         prefetch_factor=4 if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(int(seed)),
+        worker_init_fn=allocator.worker_init if num_workers > 0 else None,  # reuse freed decode buffers
     )
 
 

@@ -33,6 +33,10 @@ second measurement of the ratio):
 * on the fly: ``ffmpeg_video`` (seek + decode 8 frames), ``ffmpeg_audio`` (seek + decode 1 s of FOA),
   ``crops`` (V NFOV crops), ``audio_render`` (V rotations + mono + stereo renders).
 
+Then ``allocator_ab`` runs the shard side's worker loop (read + ``decode_item``) in fresh processes with glibc's
+default allocator thresholds and with ``avsa_train.allocator.keep_freed_buffers`` (what ``make_loader``'s workers
+use), alternately, and ``--soak N`` runs N items in one such worker, recording its RSS every N/20 items.
+
 Writes benchmarks/results/loader.json.
 """
 
@@ -137,6 +141,56 @@ def shard_breakdown(urls: list[str], cfg, n: int) -> dict:
     return _rounded_with_total(ms)
 
 
+_CHILD = r"""
+import json, resource, sys, time
+sys.path[:0] = [{root!r}]
+if {keep}:
+    from avsa_train.allocator import keep_freed_buffers
+    keep_freed_buffers()
+from avsa_train.data import StreamConfig, decode_item, iter_epoch_raw, prune_members
+cfg = StreamConfig(views={views}, audio_format="ambi", batch_size=1, shuffle_buffer=1)
+urls, n, soak_every = {urls!r}, {n}, {soak_every}
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
+def items():
+    while True:
+        yield from iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, keep=lambda s: prune_members(s, cfg))
+it = items()
+for _ in range(10):  # warm up: imports, first-touch of the caches
+    decode_item(next(it), cfg, 0)
+r0, c0, rss = resource.getrusage(resource.RUSAGE_SELF), time.process_time(), []
+for i in range(n):
+    decode_item(next(it), cfg, 0)
+    if soak_every and (i + 1) % soak_every == 0:
+        rss.append([i + 1, round(rss_mb(), 1)])
+r1 = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({{"cpu_ms": 1000 * (time.process_time() - c0) / n, "faults": (r1.ru_minflt - r0.ru_minflt) / n,
+                  "sys_ms": 1000 * (r1.ru_stime - r0.ru_stime) / n, "rss_MB": rss,
+                  "peak_rss_MB": round(r1.ru_maxrss / 1024, 1)}}))
+"""
+
+
+def loader_worker(urls: list[str], views: int, n: int, keep: bool, soak_every: int = 0) -> dict:
+    """One loader worker's loop (read + ``decode_item``) over ``n`` items in a fresh process: CPU ms and minor
+    page faults per item, with glibc's default allocator thresholds or ``avsa_train.allocator``'s; with
+    ``soak_every`` its RSS every so many items and its peak RSS."""
+    code = _CHILD.format(root=str(HERE.parent), keep=keep, views=views, urls=urls, n=n, soak_every=soak_every)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def allocator_ab(urls: list[str], views: int, n: int, repeats: int) -> dict:
+    """glibc defaults against ``keep_freed_buffers`` in the loader worker loop, alternately, pair by pair."""
+    rows: dict[str, list] = {"default": [], "keep": []}
+    for _ in range(repeats):
+        for k in rows:
+            rows[k].append(loader_worker(urls, views, n, k == "keep"))
+    med = {k: {m: round(statistics.median(r[m] for r in v), 2) for m in ("cpu_ms", "faults", "sys_ms")}
+           for k, v in rows.items()}
+    ratio = [a["cpu_ms"] / b["cpu_ms"] for a, b in zip(rows["default"], rows["keep"])]
+    return {"items": n, "rounds": repeats, **med, "cpu_default_over_keep_median": round(statistics.median(ratio), 3)}
+
+
 def _rounded_with_total(ms: dict) -> dict:
     out = {k: round(v, 2) for k, v in ms.items()}
     out["total"] = round(sum(ms.values()), 2)
@@ -153,6 +207,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--result", type=Path, default=HERE / "results" / "loader.json", help="JSON to write")
+    ap.add_argument("--soak", type=int, default=10_000, help="items of the loader-worker soak (0: none)")
+    ap.add_argument("--allocator-items", type=int, default=200, help="items per allocator A/B run (0: none)")
     args = ap.parse_args()
 
     from avsa_train.data import StreamConfig, decode_item, iter_epoch_raw, prune_members
@@ -209,6 +265,8 @@ def main() -> None:
     fly_clock: dict = {}
     for v, t in jobs:
         on_the_fly_item(v, t, args.views, 0, w, h, fly_clock)
+    alloc = allocator_ab(urls, args.views, args.allocator_items, args.repeats) if args.allocator_items else None
+    soak = loader_worker(urls, args.views, args.soak, True, max(1, args.soak // 20)) if args.soak else None
     breakdown = {
         "shards": shard_breakdown(urls, cfg, args.samples),
         "on_the_fly": _rounded_with_total({k: 1000 * s / len(jobs) for k, s in fly_clock.items()}),
@@ -229,6 +287,9 @@ def main() -> None:
         "shards_minor_page_faults_per_sample_median": round(statistics.median(f for f, _ in faults)),
         "shards_system_cpu_ms_per_sample_median": round(statistics.median(s for _, s in faults), 2),
         "breakdown_cpu_ms_per_sample": breakdown,
+        "allocator_ab": alloc,
+        "soak": soak and {"items": args.soak, "peak_rss_MB": soak["peak_rss_MB"], "rss_MB_every": soak["rss_MB"],
+                          "cpu_ms_per_item": round(soak["cpu_ms"], 2)},
     }
     out = args.result
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +301,10 @@ def main() -> None:
           f"{result['on_the_fly_cpu_ms_per_sample_median']:>14.2f}")
     print(f"ratio (median of pairs): {result['ratio_median']}×  (min {min(ratios):.2f}, max {max(ratios):.2f}); "
           f"per CPU-second: {result['cpu_ratio_median']}×")
+    print("allocator A/B:", json.dumps(alloc))
+    if soak:
+        print(f"soak {args.soak} items: peak RSS {soak['peak_rss_MB']} MB; RSS every {args.soak // 20}: "
+              + " ".join(str(r) for _, r in soak["rss_MB"]))
     for side, ms in breakdown.items():
         print(f"{side} CPU ms/sample: " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()))
     print(f"→ {out}")

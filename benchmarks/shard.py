@@ -23,13 +23,20 @@ then per sample the K NFOV crops, their JPEG encoding, the audio renders (rotati
 encoding, the masks (crop + PNG), and the tar write; ``build_sample`` is the real function on the same input
 (its time should match crops + jpeg + render + flac + masks).
 
-Writes benchmarks/results/shard.json.
+``cpu_ratio_1_worker`` (issue 17): a plain single-threaded ffmpeg decode of every frame to RGB against
+``avsa-data shard -j 1``, CPU seconds with children, wall beside; ``--before DIR`` runs a checkout of the previous
+code in the same rounds and compares its crops (PSNR). ``--soak N`` records the sample builder's RSS over N
+samples (``--before``: both trees).
+
+Writes benchmarks/results/shard.json (``--result`` to choose).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -66,12 +73,99 @@ def decode_all(videos: list[Path], fps: float, workers: int) -> float:
     return time.perf_counter() - t0
 
 
-def shard_all(raw: Path, out: Path, workers: int, extra: list[str]) -> float:
+def shard_all(raw: Path, out: Path, workers: int, extra: list[str], tree: Path | None = None) -> float:
+    """Wall seconds of one ``avsa-data shard`` job; ``tree`` runs another checkout's code (PYTHONPATH)."""
     shutil.rmtree(out, ignore_errors=True)
+    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
     t0 = time.perf_counter()
-    _run([sys.executable, "-m", "cli.data", "shard", "--src", str(raw), "--out", str(out), "-j", str(workers),
-          "-q", *extra])
+    subprocess.run([sys.executable, "-m", "cli.data", "shard", "--src", str(raw), "--out", str(out), "-j",
+                    str(workers), "-q", *extra], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env, cwd=tree)
     return time.perf_counter() - t0
+
+
+def decode_one_thread(videos: list[Path], fps: float) -> None:
+    """The yardstick of issue 17: a plain single-threaded ffmpeg decode of every frame at ``fps`` to RGB."""
+    exe = media.ffmpeg_exe()
+    for v in videos:
+        _run([exe, "-nostdin", "-v", "error", "-threads", "1", "-i", str(v), "-vf", f"fps={fps}", "-f", "rawvideo",
+              "-pix_fmt", "rgb24", "-y", "/dev/null"])
+
+
+def peak_rss_children_mb() -> float:
+    """Largest peak RSS (MB) of any finished child process so far (``ru_maxrss`` of RUSAGE_CHILDREN)."""
+    return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+
+
+def cpu_ratio(raw: Path, work: Path, videos: list[Path], repeats: int, before: Path | None) -> dict:
+    """Plain decode CPU ÷ ``avsa-data shard -j 1`` CPU (children included), pair by pair, wall beside.
+
+    With ``before`` (a checkout of the previous code) its shard job runs in the same rounds (decode, shard now,
+    shard before, ...), so the speed-up and the crops' PSNR against the previous code come from one run.
+    """
+    rows: dict[str, list] = {"decode_cpu": [], "decode_wall": [], "shard_cpu": [], "shard_wall": []}
+    if before:
+        rows |= {"before_cpu": [], "before_wall": []}
+    rss = {}
+    for _ in range(repeats):
+        c, t = cpu_s(), time.perf_counter()
+        decode_one_thread(videos, 16.0)
+        rows["decode_cpu"].append(cpu_s() - c)
+        rows["decode_wall"].append(time.perf_counter() - t)
+        sides = [("shard", None)] + ([("before", before)] if before else [])
+        for name, tree in sides:
+            c = cpu_s()
+            rows[f"{name}_wall"].append(shard_all(raw, work / f"cpu_{name}", 1, ["--labels", "synthetic"], tree))
+            rows[f"{name}_cpu"].append(cpu_s() - c)
+            rss[name] = peak_rss_children_mb()  # monotone: the "before" value may include "now"'s (run first)
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    ratios = [d / s for d, s in zip(rows["decode_cpu"], rows["shard_cpu"])]
+    wall = [d / s for d, s in zip(rows["decode_wall"], rows["shard_wall"])]
+    out = {
+        "rounds": repeats,
+        "decode_cpu_s": round(med["decode_cpu"], 3), "decode_wall_s": round(med["decode_wall"], 3),
+        "shard_cpu_s": round(med["shard_cpu"], 3), "shard_wall_s": round(med["shard_wall"], 3),
+        "cpu_ratio_decode_over_shard_median": round(statistics.median(ratios), 3),
+        "cpu_ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
+        "wall_ratio_decode_over_shard_median": round(statistics.median(wall), 3),
+        "wall_ratio_min_max": [round(min(wall), 3), round(max(wall), 3)],
+        "peak_rss_MB_largest_process": rss.get("shard"),
+        "bytes": bytes_per_sample(work / "cpu_shard"),
+    }
+    if before:
+        bcpu = [d / s for d, s in zip(rows["decode_cpu"], rows["before_cpu"])]
+        out["before"] = {
+            "tree": str(before),
+            "shard_cpu_s": round(med["before_cpu"], 3), "shard_wall_s": round(med["before_wall"], 3),
+            "cpu_ratio_decode_over_shard_median": round(statistics.median(bcpu), 3),
+            "cpu_ratio_min_max": [round(min(bcpu), 3), round(max(bcpu), 3)],
+            "speedup_cpu_before_over_now": round(med["before_cpu"] / med["shard_cpu"], 3),
+            "bytes": bytes_per_sample(work / "cpu_before"),
+        }
+        out["crops_vs_before"] = crop_psnr(work / "cpu_shard", work / "cpu_before")
+    return out
+
+
+def crop_psnr(now: Path, before: Path) -> dict:
+    """PSNR (dB) of every decoded clip JPEG of ``now`` against the same member of ``before`` (same keys, views)."""
+    import numpy as np
+
+    from avsa_data import codecs
+
+    old = {s.key: s.members for s in iter_samples(before)}
+    psnr, same_other = [], True
+    for s in iter_samples(now):
+        for name, data in s.members.items():
+            if name.endswith(".jpg"):
+                a = codecs.decode_jpeg(data).astype(np.float64)
+                b = codecs.decode_jpeg(old[s.key][name]).astype(np.float64)
+                mse = float(np.mean((a - b) ** 2))
+                psnr.append(99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse))
+            elif name.endswith((".flac", ".png")):
+                same_other &= data == old[s.key][name]
+    q = np.percentile(psnr, [0, 5, 50])
+    return {"clips": len(psnr), "psnr_db_min": round(float(q[0]), 2), "psnr_db_p5": round(float(q[1]), 2),
+            "psnr_db_median": round(float(q[2]), 2), "audio_and_mask_members_identical": bool(same_other)}
 
 
 def engine_scaling(raw: Path, work: Path, seconds: float, repeats: int) -> dict:
@@ -100,9 +194,10 @@ def stage_breakdown(videos: list[Path]) -> dict:
 
     import numpy as np
 
-    from avsa_data import codecs
+    from avsa_data import codecs, crops_yuv
     from avsa_data import crops as crops_mod
     from avsa_data.crops import CropGrid
+    from avsa_data.crops_yuv import crop_bank
     from avsa_data.labels import make_backend
     from avsa_data.samples import (
         SampleConfig,
@@ -139,7 +234,7 @@ def stage_breakdown(videos: list[Path]) -> dict:
         t = tick("labels_open", t)
         duration = min(pr.duration, foa.shape[1] / cfg.sr)
         plans = plan_samples(duration, cfg)
-        frames = dict(media.iter_video_frames_at(path, cfg.fps, needed_frames(plans, cfg)))
+        frames = dict(media.iter_video_frames_at(path, cfg.fps, needed_frames(plans, cfg), pix_fmt="yuv420p"))
         tick("decode_frames", t)
         info = VideoInfo(path.stem, "train", str(path), duration, pr.width, pr.height, pr.fps, str(path))
         sink = tarfile.open(fileobj=io.BytesIO(), mode="w", format=tarfile.USTAR_FORMAT)
@@ -150,8 +245,7 @@ def stage_breakdown(videos: list[Path]) -> dict:
                 views = sample_viewpoints(cfg, info.video_id, plan.index)
                 grids = [CropGrid(v, (cfg.crop_size, cfg.crop_size)) for v in views]
                 idx = clip_frame_indices(mt, cfg)
-                clip = np.stack([frames[min(i, max(frames))] for i in idx])
-                crops = [g.sample(clip) for g in grids]
+                crops = crop_bank([frames[min(i, max(frames))] for i in idx], grids)
                 t = tick("crops", t)
                 for c in crops:
                     codecs.encode_clip_jpeg(c, cfg.jpeg_quality)
@@ -170,7 +264,8 @@ def stage_breakdown(videos: list[Path]) -> dict:
                 for k in range(len(views)):
                     _mask_members(lab, grids[k], grids56[k], 0, k)
                 tick("masks", t)
-            for f in (crops_mod._grid_fractions, crops_mod._nearest_index, crops_mod._bilinear_taps):
+            for f in (crops_mod._grid_fractions, crops_mod._nearest_index, crops_mod._bilinear_taps,
+                      crops_yuv._bank_maps):
                 f.cache_clear()  # the real run meets every viewpoint once: no grid may come from the pass above
             t = cpu_s()
             sample = build_sample(plan, frames, foa, info, cfg, labels, backend.describe())
@@ -182,6 +277,45 @@ def stage_breakdown(videos: list[Path]) -> dict:
     out["samples"] = n
     out["crops_to_masks_sum"] = round(sum(out[k] for k in ("crops", "jpeg", "render", "flac", "masks")), 2)
     return out
+
+
+_SOAK_CHILD = r"""
+import inspect, json, resource, sys
+from pathlib import Path
+from avsa_data import media
+from avsa_data.labels import make_backend
+from avsa_data.samples import SampleConfig, SamplePlan, VideoInfo, build_sample, needed_frames, plan_samples
+n, every, path = {n}, {every}, Path({path!r})
+cfg = SampleConfig()
+yuv = "pix_fmt" in inspect.signature(media.iter_video_frames_at).parameters  # the code before issue 17: RGB
+pr = media.probe(path)
+foa = media.read_foa(media.find_audio_source(path), cfg.sr)
+backend = make_backend("synthetic")
+labels = backend.open(path, path.stem)
+plans = plan_samples(pr.duration, cfg)
+frames = dict(media.iter_video_frames_at(path, cfg.fps, needed_frames(plans, cfg),
+                                         **({{"pix_fmt": "yuv420p"}} if yuv else {{}})))
+info = VideoInfo(path.stem, "train", str(path), pr.duration, pr.width, pr.height, pr.fps, str(path))
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
+rss = []
+for i in range(n):  # sample index i: a new random viewpoint bank each time, the frames of plan i % len(plans)
+    p = plans[i % len(plans)]
+    build_sample(SamplePlan(i, p.times), frames, foa, info, cfg, labels, backend.describe())
+    if (i + 1) % every == 0:
+        rss.append([i + 1, round(rss_mb(), 1)])
+print(json.dumps({{"rss_MB": rss, "peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}}))
+"""
+
+
+def shard_soak(video: Path, n: int, tree: Path | None = None) -> dict:
+    """RSS of one shard worker's sample builder over ``n`` samples of one decoded video (new viewpoints each
+    sample), every ``n / 20`` samples, in a fresh process; ``tree`` runs another checkout's code."""
+    code = _SOAK_CHILD.format(n=n, every=max(1, n // 20), path=str(video))
+    env = {**os.environ, "PYTHONPATH": str(tree or HERE.parent)}
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env,
+                         cwd=tree or HERE.parent)  # "-c" puts the working directory first on sys.path
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def bytes_per_sample(out: Path) -> dict:
@@ -211,6 +345,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="a checkout of the previous code: its shard job runs in the same CPU-ratio rounds")
+    ap.add_argument("--cpu-videos", type=int, default=2, help="videos in the CPU-ratio rounds (1 worker)")
+    ap.add_argument("--skip-throughput", action="store_true", help="only the CPU ratio and the breakdown")
+    ap.add_argument("--result", type=Path, default=None, help="JSON to write (default results/shard.json)")
+    ap.add_argument("--soak", type=int, default=0, help="samples of the shard-worker RSS soak (0: none)")
+    ap.add_argument("--soak-only", action="store_true", help="only the soak (with --before: both trees)")
     ap.add_argument("--engine", choices=["local", "ray"], default="local",
                     help="ray: also compare the Ray engine with the local one at 1 and 2 CPUs")
     args = ap.parse_args()
@@ -223,9 +364,22 @@ def main() -> None:
     videos = sorted(raw.glob("*.mp4"))
     seconds = args.videos * args.duration
     mach = machine()
+    soak = None
     profiles = {"full": ["--labels", "synthetic"], "foa_only": ["--labels", "synthetic", "--renders", "foa"]}
+    if args.soak:
+        soak = {"samples": args.soak, "now": shard_soak(videos[0], args.soak)}
+        if args.before:
+            soak["before"] = shard_soak(videos[0], args.soak, args.before)
+        print("soak:", json.dumps(soak))
+        if args.soak_only:
+            out = args.result or HERE / "results" / "shard_soak.json"
+            out.write_text(json.dumps({"benchmark": "shard soak", "machine": mach | {"load_average_at_end":
+                                       load_average()}, "soak": soak}, indent=1))
+            return
+    cpu = cpu_ratio(raw, work, videos[: args.cpu_videos], args.repeats, args.before)
+    print("CPU ratio (plain 1-thread decode / shard -j 1):", json.dumps(cpu))
     rows: dict[str, dict] = {}
-    for name, extra in profiles.items():
+    for name, extra in ({} if args.skip_throughput else profiles).items():
         ratios, t_dec, t_sh = [], [], []
         for _ in range(args.repeats):
             d = decode_all(videos, 16.0, args.workers)
@@ -247,14 +401,17 @@ def main() -> None:
     result = {
         "benchmark": "shard",
         "machine": mach | {"load_average_at_end": load_average()},
-        "config": vars(args) | {"work": str(work)},
-        "targets": {"throughput_ratio": ">= 0.5", "video_kB_per_sample": "<= 150 (K=8, 8 frames of 112²)",
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {"work": str(work)},
+        "targets": {"throughput_ratio": ">= 0.5", "cpu_ratio_1_worker": ">= 0.5",
+                    "video_kB_per_sample": "<= 150 (K=8, 8 frames of 112²)",
                     "container_overhead_pct": "<= 5"},
+        "cpu_ratio_1_worker": cpu,
+        "soak": soak,
         "results": rows,
         "engine_scaling": scaling,
         "breakdown_cpu_ms_per_sample": breakdown,
     }
-    out = HERE / "results" / ("shard_ray.json" if args.engine == "ray" else "shard.json")
+    out = args.result or HERE / "results" / ("shard_ray.json" if args.engine == "ray" else "shard.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"{'profile':10} {'ratio (shard/decode)':>22} {'video kB':>9} {'audio kB':>9} {'masks kB':>9} "

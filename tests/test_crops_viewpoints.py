@@ -63,6 +63,17 @@ def test_matches_py360convert_e2p_with_negated_azimuth(rng, monkeypatch):
     ref = py360convert.e2p(img, (view.hfov, view.vfov), u_deg, v_deg, (64, 64))
     ours = crop(img, view, (64, 64))
     assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1
+    # The grid itself is py360convert's, written out (crops._camera_rays / _equirect_fractions): bit-identical.
+    from py360convert.utils import uv2coor, xyz2uv, xyzpers
+
+    from avsa_data.crops import _grid_fractions
+
+    xyz = xyzpers(np.deg2rad(view.hfov), np.deg2rad(view.vfov), -np.deg2rad(u_deg), np.deg2rad(v_deg), (64, 64), 0.0)
+    u, v = xyz2uv(xyz.astype(np.float64))
+    cx, cy = uv2coor(u[..., 0], v[..., 0], 1, 1)
+    fx, fy = _grid_fractions(view, 64, 64)
+    np.testing.assert_array_equal(fx, cx + 0.5)
+    np.testing.assert_array_equal(fy, cy + 0.5)
 
 
 def test_horizontal_flip_consistency(rng):
