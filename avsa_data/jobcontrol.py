@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .fsutil import pid_alive
+
 LOCK_NAME = ".lock"
 #: How often a pool worker checks that its parent is still alive (seconds).
 WATCHDOG_SECONDS = 1.0
@@ -53,29 +55,19 @@ def exclusive_lock(folder: Path, what: str = "avsa-data shard job") -> Iterator[
         os.close(fd)  # releases the lock (forked children holding the descriptor keep it until they exit)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def die_with_parent(parent_pid: int) -> None:
     """Initializer of a pool worker: exit as soon as ``parent_pid`` (the job's main process) is gone."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
     ppid = os.getppid()
-    if not _alive(parent_pid):  # the parent died before the prctl took effect
+    if not pid_alive(parent_pid):  # the parent died before the prctl took effect
         os._exit(1)
 
     def watch() -> None:
         while True:
             time.sleep(WATCHDOG_SECONDS)
-            if os.getppid() != ppid or not _alive(parent_pid):
+            if os.getppid() != ppid or not pid_alive(parent_pid):
                 os._exit(1)
 
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
