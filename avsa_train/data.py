@@ -29,7 +29,6 @@ from __future__ import annotations
 import fnmatch
 import glob
 import itertools
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from avsa_data import ambisonics, events, remote
 from avsa_data import format as fmt
+from avsa_data.fsutil import parse_json
 from avsa_data.reader import RawSample, iter_raw
 from avsa_data.rng import rng_for
 
@@ -550,11 +550,7 @@ def read_manifest(shards_dir: str | Path) -> dict | None:
         where, data = str(p), p.read_bytes() if p.is_file() else None
     if data is None:
         return None
-    try:
-        m = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{where}: not valid JSON ({str(e).splitlines()[0]}); truncated? rerun avsa-data shard "
-                         f"to rewrite it") from None
+    m = parse_json(data, where, "the manifest.json written by avsa-data shard (rerun it to rewrite the file)")
     if not isinstance(m, dict) or not isinstance(m.get("shards"), list):
         raise ValueError(f"{where}: not an avsa-data manifest (an object with a list 'shards'; docs/FORMAT.md)")
     return m
