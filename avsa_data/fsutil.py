@@ -2,11 +2,13 @@
 
 A reader (or a rerun after ``kill -9``) therefore sees either nothing or a complete file under the final
 name, never a partial one; :func:`remove_stale_tmp` collects the temporary files of killed writers. Also
-:func:`read_json`: a JSON file whose corruption is reported in one line naming the file.
+:func:`write_json` (the one atomic JSON writer), :func:`read_json`: a JSON file whose corruption is reported in
+one line naming the file, and :func:`sha256_file`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,6 +34,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` durably and atomically (:func:`atomic_write_bytes`) as JSON text: sorted keys, indent 2, one
+    trailing newline (the format of the metrics and state files of avsa_train). ``obj`` must hold plain JSON
+    values (NaN is written as ``NaN``: convert it first where a strict reader follows)."""
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -127,3 +136,12 @@ def parse_json(data: bytes | str, name: str, what: str) -> Any:
         else:
             why = f"malformed JSON at line {e.lineno} column {e.colno} ({e.msg})"
         raise ValueError(f"{name}: {why}; expected {what}") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of the whole file at ``path``, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

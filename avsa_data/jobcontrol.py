@@ -4,6 +4,8 @@
   writes the holder's pid into it. A second job on the same folder fails at once with a message naming that
   pid. The kernel drops the lock when the holder (and any forked child still holding the descriptor) exits,
   so a killed job never leaves a stale lock; the ``.lock`` file itself stays (it is empty of meaning).
+- :func:`usable_cpus`: the CPU cores this process may run on (its affinity mask where the OS has one), the
+  one count that worker defaults and thread budgets are derived from.
 - :func:`die_with_parent` is a process-pool *initializer*: on Linux it asks the kernel to SIGKILL the worker
   when its parent exits (``prctl(PR_SET_PDEATHSIG)``), and on every platform a watchdog thread exits the
   worker within :data:`WATCHDOG_SECONDS` once the parent is gone (``kill -9`` of the main process included).
@@ -28,6 +30,15 @@ LOCK_NAME = ".lock"
 #: How often a pool worker checks that its parent is still alive (seconds).
 WATCHDOG_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on: its affinity mask (Linux: respects ``taskset`` and container cpusets),
+    else ``os.cpu_count()``; at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class FolderBusy(Exception):

@@ -58,7 +58,7 @@ from pathlib import Path
 from . import __version__, layouts, media, remote
 from . import format as fmt
 from .events import AUTO_CLASSES, EventClasses, EventLabelError, EventOptions, load_video_events
-from .fsutil import atomic_write_bytes, tmp_path
+from .fsutil import atomic_write_bytes, sha256_file, tmp_path
 from .input_identity import same_content, video_identity
 from .jobcontrol import FolderBusy, die_with_parent, exclusive_lock
 from .labels import LabelBackend, LabelError, make_backend
@@ -436,14 +436,6 @@ def read_fragment(path: Path) -> Iterable[tuple[str, bytes]]:
         for ti in tar:
             f = tar.extractfile(ti)
             yield ti.name, f.read() if f else b""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ assembly

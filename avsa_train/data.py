@@ -29,8 +29,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import itertools
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,15 +37,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avsa_data import ambisonics, events, remote
+from avsa_data import ambisonics, binaural, events, remote
 from avsa_data import format as fmt
 from avsa_data.fsutil import parse_json
+from avsa_data.jobcontrol import usable_cpus
 from avsa_data.reader import RawSample, iter_raw
 from avsa_data.rng import rng_for
 
 from . import allocator
 
 AUDIO_FORMATS = {"mono": ("mono", 1), "stereo": ("stereo", 2), "ambi": ("foa", 4)}
+#: The left↔right mirror of a ``[C, n]`` render, the audio twin of a horizontal image flip: FOA negates Y
+#: (ACN 1), stereo swaps L/R, and mono (a cardioid at the look direction, symmetric) stays as it is.
+AUDIO_MIRRORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "mono": lambda a: a, "stereo": binaural.flip_stereo, "ambi": ambisonics.flip_horizontal}
 #: Kinetics RGB statistics used to normalise video clips (as in the reference code).
 VIDEO_MEAN = (0.43216, 0.394666, 0.37645)
 VIDEO_STD = (0.22803, 0.22145, 0.216989)
@@ -359,11 +363,10 @@ def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
 
     decoded = [[s.audio(k, m, render) for k in views] for m in moments]
     audio = np.empty((len(moments), len(views), *decoded[0][0].shape), np.float32)
+    mirror = AUDIO_MIRRORS[cfg.audio_format] if flip else None
     for i, row in enumerate(decoded):
         for j, a in enumerate(row):
-            np.multiply(a, np.float32(gain), out=audio[i, j])
-    if flip:
-        audio = _flip_audio(audio, cfg.audio_format)
+            np.multiply(a if mirror is None else mirror(a), np.float32(gain), out=audio[i, j])
     jitter = _jitter_affine(rng, COLOUR_JITTER, HUE_JITTER) if cfg.train and cfg.color_jitter else None
     video = _finish_video([[s.clip(k, m) for k in views] for m in moments], jitter, flip)
     item = {
@@ -388,16 +391,6 @@ def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
             seg, conf = seg[..., ::-1], conf[..., ::-1]
         item["seg"], item["conf"] = np.ascontiguousarray(seg), np.ascontiguousarray(conf)
     return item
-
-
-def _flip_audio(audio: np.ndarray, audio_format: str) -> np.ndarray:
-    """Mirror ``[..., C, n]`` audio left↔right **in place** where it can: FOA negates Y (ACN 1), stereo swaps
-    L/R (a new contiguous array), mono is unchanged."""
-    if audio_format == "ambi":
-        audio[..., ambisonics.Y, :] *= -1  # ambiX ACN: W, Y, Z, X
-    elif audio_format == "stereo":
-        audio = np.ascontiguousarray(audio[..., ::-1, :])
-    return audio
 
 
 def collate(items: list[dict]) -> dict:
@@ -517,8 +510,7 @@ class ShardStream(IterableDataset):
 
 def auto_workers(world_size_on_node: int = 1) -> int:
     """DataLoader workers per rank that keep a GPU fed: the node's CPUs shared by its ranks, at most 8."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cpus // max(1, world_size_on_node) - 1))
+    return max(1, min(8, usable_cpus() // max(1, world_size_on_node) - 1))
 
 
 def make_loader(stream: ShardStream, num_workers: int = 2, pin_memory: bool | None = None, seed: int = 0) -> DataLoader:

@@ -36,6 +36,7 @@ import torch
 import yaml
 
 from avsa_data.fsutil import atomic_write, atomic_write_bytes, remove_stale_tmp
+from avsa_data.jobcontrol import usable_cpus
 from avsa_data.rng import rng_for
 from avsa_train import distributed as D
 from avsa_train.checkpoint import init_from, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -157,8 +158,7 @@ def set_cpu_threads(workers: int) -> int:
     """On a CPU device, leave the cores that DataLoader workers use to them (unless ``OMP_NUM_THREADS`` is set):
     oversubscribed OpenMP pools slow training down many times over. Returns torch's intra-op thread count."""
     if "OMP_NUM_THREADS" not in os.environ:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, cpus // D.local_world_size() - workers))
+        torch.set_num_threads(max(1, usable_cpus() // D.local_world_size() - workers))
     return torch.get_num_threads()
 
 

@@ -172,15 +172,14 @@ def test_iv_left_and_right_differ_only_in_the_sign_of_y():
 
 
 def test_horizontal_flip_negates_the_iv_y_channel_only():
-    """The training pipeline's flip (avsa_train.data._flip_audio) of a two-source reverberant-ish scene."""
+    """The training pipeline's flip (avsa_train.data.AUDIO_MIRRORS) of a two-source reverberant-ish scene."""
     from avsa_data.synth import diffuse_noise
-    from avsa_train.data import _flip_audio
+    from avsa_train.data import AUDIO_MIRRORS
 
     rng = np.random.default_rng(3)
     foa = plane_wave(35.0, 10.0, seed=4) + 0.5 * plane_wave(-120.0, -20.0, seed=5)
     foa = foa + torch.tensor(0.02 * diffuse_noise(rng, SR, SR), dtype=torch.float32)
-    batch = foa.numpy()[None, None].copy()  # [M=1, V=1, 4, n] as decode_item holds it
-    flipped = torch.from_numpy(_flip_audio(batch, "ambi")[0, 0])
+    flipped = torch.from_numpy(AUDIO_MIRRORS["ambi"](foa.numpy()))
     spec = Spectrogram("mel128+iv")
     a, b = spec(foa), spec(flipped)
     assert a[IV_Y].abs().mean() > 0.1  # there is something to negate

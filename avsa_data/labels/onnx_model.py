@@ -21,7 +21,6 @@ sample's ``meta.json``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import time
@@ -33,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from avsa_data import media
+from avsa_data.fsutil import sha256_file
 
 from .base import LabelBackend, LabelError, LabelFrame
 from .classmap import ClassMap
@@ -63,26 +63,17 @@ class OnnxSettings:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        if self.output not in OUTPUT_KINDS:
-            raise LabelError(f"--onnx-output must be one of {OUTPUT_KINDS}, got {self.output!r}")
-        if self.layout not in TENSOR_LAYOUTS:
-            raise LabelError(f"--onnx-layout must be one of {TENSOR_LAYOUTS}, got {self.layout!r}")
-        if self.device not in DEVICES:
-            raise LabelError(f"--onnx-device must be one of {DEVICES}, got {self.device!r}")
+        for flag, value, allowed in (("--onnx-output", self.output, OUTPUT_KINDS),
+                                     ("--onnx-layout", self.layout, TENSOR_LAYOUTS),
+                                     ("--onnx-device", self.device, DEVICES)):
+            if value not in allowed:
+                raise LabelError(f"{flag} must be one of {allowed}, got {value!r}")
         if self.size is not None and self.size < 8:
             raise LabelError(f"--onnx-size must be ≥ 8 pixels, got {self.size}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise LabelError("--onnx-mean and --onnx-std need 3 values (R,G,B); std > 0")
         if not 90.0 <= self.fov < 180.0:
             raise LabelError(f"--onnx-fov must be in [90, 180) degrees, got {self.fov}")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def normalise_faces(faces: NDArray[np.float32], mean, std, layout: str = "nchw") -> NDArray[np.float32]:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avsa_data.fsutil import atomic_write_bytes, write_json
 from avsa_train.audio_features import SPECTROGRAM_KINDS, Spectrogram
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -223,19 +224,12 @@ def write_metrics(out_dir: str | os.PathLike, name: str, payload: dict) -> Path:
     """Write ``payload`` as ``OUT/{name}.json`` (atomically, sorted keys, NaN → null) and return the path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(out / f"{name}.json", _jsonable(payload))
 
 
 def write_jsonl(out_dir: str | os.PathLike, name: str, rows: Sequence[dict]) -> Path:
     """Write ``rows`` as ``OUT/{name}.jsonl`` (one JSON object per line, sorted keys), atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in rows))
-    os.replace(tmp, path)
-    return path
+    text = "".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in rows)
+    return atomic_write_bytes(out / f"{name}.jsonl", text.encode())
