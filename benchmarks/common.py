@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import resource
@@ -42,3 +43,11 @@ def machine() -> dict:
     """Platform, CPU model, CPUs, memory, and the load average when called (the machine may be shared)."""
     return {"platform": platform.platform(), "cpu": cpu_model(), "python": sys.version.split()[0],
             "cpus": os.cpu_count(), "mem_GiB": mem_gib(), "load_average_at_start": load_average()}
+
+
+def add_synth_options(ap: argparse.ArgumentParser) -> None:
+    """The options of the synthetic dataset a benchmark makes with ``avsa-data synth`` (same defaults in every
+    benchmark that times the data path: 4 videos × 10 s at 1920×960)."""
+    ap.add_argument("--videos", type=int, default=4, help="synthetic videos to make")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per synthetic video")
+    ap.add_argument("--size", default="1920x960", help="equirectangular frame size WxH (pixels)")

@@ -65,7 +65,7 @@ from avsa_data.viewpoints import sample_random
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import cpu_s, load_average, machine  # noqa: E402
+from common import add_synth_options, cpu_s, load_average, machine  # noqa: E402
 
 
 def on_the_fly_item(video: Path, t: float, views: int, seed: int, w: int, h: int, clock: dict | None = None) -> dict:
@@ -199,9 +199,7 @@ def _rounded_with_total(ms: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--videos", type=int, default=4)
-    ap.add_argument("--duration", type=float, default=10.0)
-    ap.add_argument("--size", default="1920x960")
+    add_synth_options(ap)
     ap.add_argument("--samples", type=int, default=40, help="items per timed run")
     ap.add_argument("--views", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)

@@ -52,7 +52,7 @@ from avsa_data.reader import iter_samples
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import cpu_s, load_average, machine  # noqa: E402
+from common import add_synth_options, cpu_s, load_average, machine  # noqa: E402
 
 
 def _run(cmd: list[str]) -> None:
@@ -339,9 +339,7 @@ def bytes_per_sample(out: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--videos", type=int, default=4)
-    ap.add_argument("--duration", type=float, default=10.0)
-    ap.add_argument("--size", default="1920x960")
+    add_synth_options(ap)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")

@@ -50,7 +50,7 @@ from avsa_data.fsutil import read_json
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import cpu_s, load_average, machine  # noqa: E402
+from common import add_synth_options, cpu_s, load_average, machine  # noqa: E402
 from shard import _run, bytes_per_sample, decode_all, shard_all  # noqa: E402
 
 QUALITIES = (60, 75, 90, 95)
@@ -334,9 +334,7 @@ def shard_size_part(raw: Path, work: Path, seconds: float, repeats: int, batches
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--videos", type=int, default=4)
-    ap.add_argument("--duration", type=float, default=10.0)
-    ap.add_argument("--size", default="1920x960")
+    add_synth_options(ap)
     ap.add_argument("--repeats", type=int, default=3, help="rounds of every comparison")
     ap.add_argument("--samples", type=int, default=30, help="items per loader timing in the quality part")
     ap.add_argument("--batches", type=int, default=40, help="timed batches per loader run in the shard-size part")

@@ -2,6 +2,7 @@
 cross-modal translation transformers with their projection heads (§3.2, §A.1)."""
 
 from avsa_train.models.audio import AUDIO_INPUT_CHANNELS, Conv2D10
+from avsa_train.models.levels import scaled_channels
 from avsa_train.models.transformer import (
     CONTEXTS,
     CrossModalTranslator,
@@ -13,7 +14,7 @@ from avsa_train.models.transformer import (
     TranslationLayer,
     TranslationTransformer,
 )
-from avsa_train.models.video import R2Plus1D18, R2Plus1DBlock, scaled_channels, tran_mid_channels
+from avsa_train.models.video import R2Plus1D18, R2Plus1DBlock, tran_mid_channels
 
 __all__ = [
     "AUDIO_INPUT_CHANNELS",

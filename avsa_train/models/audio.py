@@ -28,11 +28,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avsa_train.models.video import scaled_channels
+from avsa_train.models.levels import LEVELS, run_levels, scaled_channels
 
 #: Output channels of conv1 and of block2..block5 at width 1.0 (Table 1).
 AUDIO_CHANNELS = (64, 64, 128, 256, 512)
-AUDIO_LEVELS = ("conv1", "block2", "block3", "block4", "block5")
+AUDIO_LEVELS = LEVELS
 #: Spectrogram channels per audio format: mono, stereo (L, R), ambiX FOA (W, Y, Z, X).
 AUDIO_INPUT_CHANNELS = {"mono": 1, "stereo": 2, "ambi": 4}
 
@@ -74,10 +74,4 @@ class Conv2D10(nn.Module):
         per-level maps ``{'conv1', 'block2', 'block3', 'block4', 'block5'}``, each ``[B, C, F', T']``."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"audio input must be [B, {self.in_channels}, F, T], got {tuple(x.shape)}")
-        maps = {}
-        h = x
-        for name in AUDIO_LEVELS:
-            h = getattr(self, name)(h)
-            maps[name] = h
-        feat = self.pool(h).flatten(1)
-        return (feat, maps) if return_maps else feat
+        return run_levels(self, x, return_maps)

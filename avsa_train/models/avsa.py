@@ -42,6 +42,8 @@ class AVSAModel(nn.Module):
         sr: audio sample rate in Hz.
     """
 
+    # The translator's arguments (depth, heads, proj_dim, dropout, context) repeat CrossModalTranslator's on
+    # purpose: the whole model is built from one flat set of keywords (a run config, as checkpoint.py does).
     def __init__(
         self,
         width: float = 1.0,

@@ -179,6 +179,8 @@ class CrossModalTranslator(nn.Module):
         attention_dropout: dropout on the attention probabilities (0 as in the single-head reference).
     """
 
+    # The layer arguments repeat TranslationTransformer's (and PerViewpointMLP's) on purpose: this class builds
+    # either network, two of them, from the same keywords.
     def __init__(
         self,
         dim: int = 512,

@@ -28,17 +28,12 @@ from typing import Literal
 import torch
 from torch import nn
 
+from avsa_train.models.levels import LEVELS, run_levels, scaled_channels
+
 Factorisation = Literal["reference", "tran2018"]
 #: Output channels of conv1 and of block2..block5 at width 1.0 (Table 1).
 VIDEO_CHANNELS = (64, 64, 128, 256, 512)
-VIDEO_LEVELS = ("conv1", "block2", "block3", "block4", "block5")
-
-
-def scaled_channels(channels: int, width: float) -> int:
-    """``channels · width`` rounded, at least 1."""
-    if width <= 0:
-        raise ValueError(f"width must be > 0, got {width}")
-    return max(1, int(round(channels * width)))
+VIDEO_LEVELS = LEVELS
 
 
 def tran_mid_channels(n_in: int, n_out: int, t: int = 3, d: int = 3) -> int:
@@ -132,10 +127,4 @@ class R2Plus1D18(nn.Module):
         per-level maps ``{'conv1', 'block2', 'block3', 'block4', 'block5'}``, each ``[B, C, T', H', W']``."""
         if x.ndim != 5 or x.shape[1] != 3:
             raise ValueError(f"video input must be [B, 3, T, H, W], got {tuple(x.shape)}")
-        maps = {}
-        h = x
-        for name in VIDEO_LEVELS:
-            h = getattr(self, name)(h)
-            maps[name] = h
-        feat = self.pool(h).flatten(1)
-        return (feat, maps) if return_maps else feat
+        return run_levels(self, x, return_maps)
