@@ -29,6 +29,15 @@ def run_cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.
     return out
 
 
+#: How the tests run a small training or evaluation command: data loading in-process, on the CPU, quietly.
+ON_CPU = ("--workers", "0", "--device", "cpu", "-q")
+
+
+def run_train(*args: str, out: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """``avsa-train ARGS --out OUT`` with :data:`ON_CPU`, in a subprocess (:func:`run_cli`)."""
+    return run_cli("cli.train", *args, *ON_CPU, "--out", str(out), check=check)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, run_train
 
 from avsa_data import ambisonics, codecs
 from avsa_data import format as fmt
@@ -277,32 +277,8 @@ def check_binary_json(path, task: str) -> dict:
 
 
 def _eval_cli(shards, out, task: str, width: str, fmt: str):
-    return run_cli(
-        "cli.train",
-        "eval",
-        task,
-        "--ckpt",
-        "none",
-        "--shards",
-        str(shards),
-        "--width",
-        width,
-        "--audio-format",
-        fmt,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "6",
-        "--test-draws",
-        "2",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
-        "-q",
-    )
+    return run_train("eval", task, "--ckpt", "none", "--shards", str(shards), "--width", width, "--audio-format", fmt,
+                     "--epochs", "1", "--batch-size", "6", "--test-draws", "2", out=out)
 
 
 @pytest.fixture(scope="module")
@@ -364,20 +340,8 @@ def test_eval_cli_rejects_bad_input(synth_shards, tmp_path):
         "cli.train", "eval", "avsa", "--ckpt", str(tmp_path / "missing.pt"), "--shards", str(synth_shards), check=False
     )
     assert r.returncode != 0 and "does not exist" in r.stderr
-    r = run_cli(
-        "cli.train",
-        "eval",
-        "avsa",
-        "--ckpt",
-        "none",
-        "--shards",
-        str(tmp_path),
-        "--width",
-        "0.125",
-        "--device",
-        "cpu",
-        check=False,
-    )
+    r = run_train("eval", "avsa", "--ckpt", "none", "--shards", str(tmp_path), "--width", "0.125",
+                  out=tmp_path / "out", check=False)
     assert r.returncode != 0 and "no shards" in r.stderr
 
 
@@ -445,46 +409,16 @@ def test_backbone_with_intensity_vectors_round_trips_through_a_checkpoint(tmp_pa
 
 
 def test_eval_cli_on_a_checkpoint(saved_ckpt, synth_shards, tmp_path):
-    r = run_cli(
-        "cli.train",
-        "eval",
-        "avsa",
-        "--ckpt",
-        str(saved_ckpt),
-        "--shards",
-        str(synth_shards),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "6",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--out",
-        str(tmp_path),
-        "-q",
-    )
+    r = run_train("eval", "avsa", "--ckpt", str(saved_ckpt), "--shards", str(synth_shards), "--epochs", "1",
+                  "--batch-size", "6", out=tmp_path)
     assert "AVSA-Bin@4" in r.stdout
     out = check_binary_json(tmp_path / "eval_avsa.json", "avsa")
     ck = out["checkpoint"]
     assert ck["pretrained"] is True and ck["path"] == str(saved_ckpt)
     assert (ck["width"], ck["audio_format"], ck["spectrogram"], ck["translator_depth"]) == (0.125, "mono", "stft129", 1)
     assert out["config"]["features"] == "transformer"
-    r = run_cli(
-        "cli.train",
-        "eval",
-        "avsa",
-        "--ckpt",
-        str(saved_ckpt),
-        "--width",
-        "0.5",
-        "--shards",
-        str(synth_shards),
-        "--device",
-        "cpu",
-        check=False,
-    )
+    r = run_train("eval", "avsa", "--ckpt", str(saved_ckpt), "--width", "0.5", "--shards", str(synth_shards),
+                  out=tmp_path / "refused", check=False)
     assert r.returncode != 0 and "does not match the checkpoint's width" in r.stderr
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_train
 
 from avsa_data import media
 from avsa_data.rng import rng_for
@@ -185,33 +185,8 @@ FINETUNE_KEYS = {
 
 
 def test_finetune_cli_end_to_end_from_scratch(action_clips, tmp_path):
-    r = run_cli(
-        "cli.train",
-        "finetune",
-        "--ckpt",
-        "none",
-        "--videos",
-        str(action_clips),
-        "--dataset",
-        "folder",
-        "--width",
-        "0.125",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--test-clips",
-        "3",
-        "--milestones",
-        "1",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--out",
-        str(tmp_path),
-        "-q",
-    )
+    r = run_train("finetune", "--ckpt", "none", "--videos", str(action_clips), "--dataset", "folder", "--width",
+                  "0.125", "--epochs", "2", "--batch-size", "4", "--test-clips", "3", "--milestones", "1", out=tmp_path)
     assert "clip accuracy" in r.stdout and "video accuracy" in r.stdout
     out = json.loads((tmp_path / "finetune.json").read_text())
     assert out["schema"] == "avsa.eval.finetune" and out["schema_version"] == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -29,82 +31,77 @@ def test_video_encoder_table1_shapes_width1():
     assert maps["block5"].shape == (1, 512, 1, 7, 7)
     # global max pool of the last map
     assert torch.allclose(feat, maps["block5"].amax(dim=(2, 3, 4)))
-    assert torch.all(feat >= 0)  # after ReLU
+    assert_levels_end_in_relu(maps)
 
 
-def test_video_encoder_parameter_count_reference():
-    # conv1: full 3x7x7 conv 3->64 (no bias) + BN(64)
-    conv1 = 3 * 64 * 3 * 7 * 7 + 2 * 64
-
-    # one block (in -> out): spatial 1x3x3 in->out, BN, temporal 3x1x1 out->out, BN,
-    # spatial out->out, BN, temporal out->out, output BN, [+ 1x1x1 shortcut in->out]
-    def block(cin, cout, shortcut):
-        return (
-            cin * cout * 9
-            + 2 * cout
-            + cout * cout * 3
-            + 2 * cout
-            + cout * cout * 9
-            + 2 * cout
-            + cout * cout * 3
-            + 2 * cout
-            + (cin * cout if shortcut else 0)
-        )
-
-    expected = (
-        conv1
-        + block(64, 64, False)
-        + block(64, 64, False)
-        + block(64, 128, True)
-        + block(128, 128, False)
-        + block(128, 256, True)
-        + block(256, 256, False)
-        + block(256, 512, True)
-        + block(512, 512, False)
-    )
-    assert expected == 15_379_136
-    assert n_params(R2Plus1D18()) == expected
+def assert_levels_end_in_relu(maps: dict[str, torch.Tensor]) -> None:
+    """Table 1: "ReLU activations ... at each layer": every level's map has nothing negative and a good share of
+    exact zeros (a map without its ReLU has about half its values below 0)."""
+    for name, m in maps.items():
+        assert m.min() == 0 and (m == 0).float().mean() > 0.1, name
 
 
-def test_video_encoder_parameter_count_tran2018():
-    # M = floor(t d^2 Nin Nout / (d^2 Nin + t Nout)), t = 3, d = 3 (d = 7 for conv1)
-    m_conv1 = (3 * 49 * 3 * 64) // (49 * 3 + 3 * 64)  # 28224 // 339 = 83
-    m = {
-        (64, 64): 110592 // 768,
-        (64, 128): 221184 // 960,
-        (128, 128): 442368 // 1536,
-        (128, 256): 884736 // 1920,
-        (256, 256): 1769472 // 3072,
-        (256, 512): 3538944 // 3840,
-        (512, 512): 7077888 // 6144,
-    }
-    assert (m_conv1, m[(64, 64)], m[(64, 128)], m[(256, 512)], m[(512, 512)]) == (83, 144, 230, 921, 1152)
-    conv1 = 3 * m_conv1 * 49 + 2 * m_conv1 + m_conv1 * 64 * 3 + 2 * 64
+#: Supplement Table 1, video network: the rows ``(C, K_s, K_t, S_s, S_t)`` of each level; a block row holds its
+#: two (2+1)D convolutions.
+VIDEO_TABLE1 = {
+    "conv1": [(64, 7, 3, 2, 1)],
+    "block2.1": [(64, 3, 3, 1, 1), (64, 3, 3, 1, 1)],
+    "block2.2": [(64, 3, 3, 1, 1), (64, 3, 3, 1, 1)],
+    "block3.1": [(128, 3, 3, 2, 2), (128, 3, 3, 1, 1)],
+    "block3.2": [(128, 3, 3, 1, 1), (128, 3, 3, 1, 1)],
+    "block4.1": [(256, 3, 3, 2, 2), (256, 3, 3, 1, 1)],
+    "block4.2": [(256, 3, 3, 1, 1), (256, 3, 3, 1, 1)],
+    "block5.1": [(512, 3, 3, 2, 2), (512, 3, 3, 1, 1)],
+    "block5.2": [(512, 3, 3, 1, 1), (512, 3, 3, 1, 1)],
+}
 
-    def conv2p1d(cin, mid, cout):  # spatial conv, BN(mid), temporal conv
-        return cin * mid * 9 + 2 * mid + mid * cout * 3
 
-    def block(cin, cout, shortcut):
-        return (
-            conv2p1d(cin, m[(cin, cout)], cout)
-            + 2 * cout
-            + conv2p1d(cout, m[(cout, cout)], cout)
-            + 2 * cout
-            + (cin * cout if shortcut else 0)
-        )
+def tran2018_mid(n_in: int, n_out: int, t: int = 3, d: int = 3) -> int:
+    """Tran et al. 2018, §3.5: ``M = ⌊t·d²·N_in·N_out / (d²·N_in + t·N_out)⌋`` (written here from the paper)."""
+    return (t * d * d * n_in * n_out) // (d * d * n_in + t * n_out)
 
-    expected = (
-        conv1
-        + block(64, 64, False)
-        + block(64, 64, False)
-        + block(64, 128, True)
-        + block(128, 128, False)
-        + block(128, 256, True)
-        + block(256, 256, False)
-        + block(256, 512, True)
-        + block(512, 512, False)
-    )
-    assert n_params(R2Plus1D18(factorisation="tran2018")) == expected
+
+def video_layers_from_table1(factorisation: str) -> tuple[list[tuple], list[int]]:
+    """``(weight shape, stride)`` of every Conv3d in module order and the width of every BatchNorm3d that
+    Table 1 implies: each (2+1)D convolution is a spatial ``1×K_s×K_s`` conv to M channels, BN, and a temporal
+    ``K_t×1×1`` conv to C, then BN; a block that changes shape adds a ``1×1×1`` shortcut with its stride (the
+    authors' ``BasicR2P1DBlock``). ``reference``: M = C and a full ``K_t×K_s×K_s`` conv1; ``tran2018``: M from
+    :func:`tran2018_mid`, conv1 factorised as well."""
+    convs, norms = [], []
+    ((c, ks, kt, ss, st),) = VIDEO_TABLE1["conv1"]
+    if factorisation == "reference":
+        convs.append(((c, 3, kt, ks, ks), (st, ss, ss)))
+        norms.append(c)
+    else:
+        m = tran2018_mid(3, c, t=kt, d=ks)
+        convs += [((m, 3, 1, ks, ks), (1, ss, ss)), ((c, m, kt, 1, 1), (st, 1, 1))]
+        norms += [m, c]
+    cin = c
+    for level, rows in VIDEO_TABLE1.items():
+        if level == "conv1":
+            continue
+        block_in, (_, _, _, block_ss, block_st) = cin, rows[0]
+        for c, ks, kt, ss, st in rows:
+            m = c if factorisation == "reference" else tran2018_mid(cin, c)
+            convs += [((m, cin, 1, ks, ks), (1, ss, ss)), ((c, m, kt, 1, 1), (st, 1, 1))]
+            norms += [m, c]
+            cin = c
+        if block_in != cin or (block_ss, block_st) != (1, 1):
+            convs.append(((cin, block_in, 1, 1, 1), (block_st, block_ss, block_ss)))
+    return convs, norms
+
+
+@pytest.mark.parametrize("factorisation", ["reference", "tran2018"])
+def test_video_encoder_layers_and_parameter_count_follow_table1(factorisation):
+    """Every convolution's shape and stride and every BatchNorm's width are Table 1's, and the model has no
+    other parameters (no biases: each conv is followed by BN)."""
+    model = R2Plus1D18(factorisation=factorisation)
+    convs, norms = video_layers_from_table1(factorisation)
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert [(tuple(m.weight.shape), m.stride) for m in layers] == convs
+    assert all(m.bias is None for m in layers)
+    assert [m.num_features for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)] == norms
+    assert n_params(model) == sum(math.prod(shape) for shape, _ in convs) + sum(2 * n for n in norms)
 
 
 def test_video_encoder_width_quarter_and_tran2018_shapes():
@@ -144,35 +141,35 @@ def test_audio_encoder_table1_shapes_width1():
     assert maps["block4"].shape == (1, 256, 17, 13)
     assert maps["block5"].shape == (1, 512, 17, 13)
     assert torch.allclose(feat, maps["block5"].amax(dim=(2, 3)))
+    assert_levels_end_in_relu(maps)
 
 
-def test_audio_encoder_is_plain_not_residual():
-    # Table 1 / reference Conv2D: every block is conv-BN-ReLU, no shortcut convolutions anywhere.
-    model = Conv2D10(in_channels=1)
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert len(convs) == 9
-    assert [c.kernel_size for c in convs] == [(7, 7)] + [(3, 3)] * 8
-    assert [c.stride[0] for c in convs] == [2, 1, 1, 2, 1, 2, 1, 1, 1]
+#: Supplement Table 1, audio network: ``(C, K_f, K_t, S_f, S_t)`` of conv1, block2.1 … block5.2.
+AUDIO_TABLE1 = [
+    (64, 7, 7, 2, 2),
+    (64, 3, 3, 1, 1),
+    (64, 3, 3, 1, 1),
+    (128, 3, 3, 2, 2),
+    (128, 3, 3, 1, 1),
+    (256, 3, 3, 2, 2),
+    (256, 3, 3, 1, 1),
+    (512, 3, 3, 1, 1),
+    (512, 3, 3, 1, 1),
+]
 
 
 @pytest.mark.parametrize("n_in", [1, 2, 4])
-def test_audio_encoder_parameter_count(n_in):
-    def layer(cin, cout, k=3):  # conv (no bias) + BN
-        return cin * cout * k * k + 2 * cout
-
-    expected = (
-        layer(n_in, 64, 7)
-        + layer(64, 64)
-        + layer(64, 64)
-        + layer(64, 128)
-        + layer(128, 128)
-        + layer(128, 256)
-        + layer(256, 256)
-        + layer(256, 512)
-        + layer(512, 512)
-    )
-    assert expected == n_in * 64 * 49 + 4_722_560
-    assert n_params(Conv2D10(in_channels=n_in)) == expected
+def test_audio_encoder_layers_and_parameter_count_follow_table1(n_in):
+    """Nine conv–BN–ReLU layers of Table 1's shapes and strides on an N-channel spectrogram, nothing else."""
+    model = Conv2D10(in_channels=n_in)
+    cins = [n_in] + [c for c, *_ in AUDIO_TABLE1[:-1]]
+    convs = [((c, cin, kf, kt), (sf, st)) for cin, (c, kf, kt, sf, st) in zip(cins, AUDIO_TABLE1)]
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(tuple(m.weight.shape), m.stride) for m in layers] == convs
+    assert all(m.bias is None for m in layers)
+    norms = [m.num_features for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms == [c for c, *_ in AUDIO_TABLE1]
+    assert n_params(model) == sum(math.prod(shape) for shape, _ in convs) + 2 * sum(norms)
 
 
 @pytest.mark.parametrize("n_in", [1, 2, 4])

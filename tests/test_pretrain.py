@@ -18,6 +18,8 @@ from avsa_train.losses import Negatives
 from avsa_train.pretrain import negatives_at
 
 TINY = ["--width", "0.125", "--device", "cpu", "-q"]
+#: A two-step run of batch 2 with in-process loading.
+TWO_STEPS = ["--batch-size", "2", "--max-steps", "2", "--workers", "0"]
 PRETRAIN = ["cli.train", "pretrain"]
 
 
@@ -169,12 +171,7 @@ def test_pretrain_runs_under_torchrun_on_cpu(synth_shards, tmp_path):
             str(synth_shards),
             "--task",
             "avc",
-            "--batch-size",
-            "2",
-            "--max-steps",
-            "2",
-            "--workers",
-            "0",
+            *TWO_STEPS,
             "--out",
             str(run),
             *TINY,
@@ -214,9 +211,9 @@ def test_in_run_curriculum_trains_the_avc_stage_of_table2_first(synth_shards, tm
     assert [sched.in_avc_stage(s) for s in (699, 700)] == [True, False]
 
     run = tmp_path / "cur"
-    args = ["--shards", str(synth_shards), "--task", "avsa", "--out", str(run), "--batch-size", "2"]
-    args += ["--viewpoints", "2", "--depth", "1", "--switch-epoch", "1", "--steps-per-epoch", "2", "--workers", "0"]
-    run_cli(*PRETRAIN, *args, "--max-steps", "2", *TINY)
+    args = ["--shards", str(synth_shards), "--task", "avsa", "--out", str(run), *TWO_STEPS]
+    args += ["--viewpoints", "2", "--depth", "1", "--switch-epoch", "1", "--steps-per-epoch", "2"]
+    run_cli(*PRETRAIN, *args, *TINY)
     m = _metrics(run)
     assert [(x["stage"], x["batch_size"], x["viewpoints"], x["negatives"]) for x in m] == [
         ("avc", 4, 1, "instance")
@@ -237,22 +234,8 @@ def test_in_run_curriculum_trains_the_avc_stage_of_table2_first(synth_shards, tm
 
 def test_avsa_starts_from_avc_and_avts_uses_temporal_negatives(synth_shards, tmp_path):
     avc = tmp_path / "avc"
-    run_cli(
-        *PRETRAIN,
-        "--shards",
-        str(synth_shards),
-        "--task",
-        "avc",
-        "--out",
-        str(avc),
-        "--batch-size",
-        "4",
-        "--max-steps",
-        "2",
-        "--workers",
-        "0",
-        *TINY,
-    )
+    run_cli(*PRETRAIN, "--shards", str(synth_shards), "--task", "avc", "--out", str(avc), "--batch-size", "4",
+            "--max-steps", "2", "--workers", "0", *TINY)
     a = load_checkpoint(avc / "checkpoint.pt")
     assert a["config"]["depth"] == 0 and a["config"]["batch_size"] == 4 and a["config"]["viewpoints"] == 1
     assert set(_metrics(avc)[-1]) >= {"V2A/AVC-Acc", "A2V/AVC-Acc", "loss"}
@@ -278,24 +261,8 @@ def test_avsa_starts_from_avc_and_avts_uses_temporal_negatives(synth_shards, tmp
     for head in ("video_head", "audio_head"):  # the AVC projections carry over; the transformers are new
         torch.testing.assert_close(b["translator"][f"{head}.linear.weight"], a["translator"][f"{head}.linear.weight"])
     avts = tmp_path / "avts"
-    run_cli(
-        *PRETRAIN,
-        "--shards",
-        str(synth_shards),
-        "--task",
-        "avts",
-        "--moments",
-        "2",
-        "--out",
-        str(avts),
-        "--batch-size",
-        "2",
-        "--max-steps",
-        "2",
-        "--workers",
-        "0",
-        *TINY,
-    )
+    run_cli(*PRETRAIN, "--shards", str(synth_shards), "--task", "avts", "--moments", "2", "--out", str(avts),
+            *TWO_STEPS, *TINY)
     m = _metrics(avts)
     assert m[-1]["negatives"] == "instance+temporal" and "V2A/AVTS-Acc" in m[-1] and "V2A/AVSA-Acc" not in m[-1]
 

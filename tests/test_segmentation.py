@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_train
 
 from avsa_train.models import Conv2D10, CrossModalTranslator, R2Plus1D18
 from avsa_train.tasks.metrics import (
@@ -178,29 +178,8 @@ def _check_segment_json(path, n_classes: int = 9):
 
 def test_segment_cli_end_to_end_from_scratch(synth_shards, tmp_path):
     out_dir = tmp_path / "seg"
-    r = run_cli(
-        "cli.train",
-        "segment",
-        "--ckpt",
-        "none",
-        "--shards",
-        str(synth_shards),
-        "--width",
-        "0.125",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--views",
-        "2",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--out",
-        str(out_dir),
-        "-q",
-    )
+    r = run_train("segment", "--ckpt", "none", "--shards", str(synth_shards), "--width", "0.125", "--epochs", "1",
+                  "--batch-size", "4", "--views", "2", out=out_dir)
     assert "mIoU" in r.stdout
     out = _check_segment_json(out_dir / "segment.json")
     assert out["checkpoint"]["pretrained"] is False and out["checkpoint"]["width"] == 0.125
