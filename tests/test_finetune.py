@@ -167,6 +167,24 @@ def test_transforms_shapes_and_crop_bounds():
     assert torch.isfinite(x).all() and torch.isfinite(y).all()
 
 
+def test_eval_transform_is_the_central_crop_normalised_as_in_pretraining():
+    """A 96×72 clip whose red channel is 0 | 255 left | right and green 0 | 255 top | bottom: the central 112²
+    crop of the 128-pixel resize keeps both edges in its middle; values are the reference code's Kinetics
+    normalisation ``(v / 255 − mean) / std``."""
+    mean, std = np.array([0.43216, 0.394666, 0.37645]), np.array([0.22803, 0.22145, 0.216989])
+    clip = np.zeros((4, 72, 96, 3), np.uint8)
+    clip[:, :, 48:, 0] = 255
+    clip[:, 36:, :, 1] = 255
+    clip[..., 2] = 100
+    y = eval_transform(clip).numpy()
+    lo, hi = (0 - mean) / std, (1 - mean) / std
+    np.testing.assert_allclose(y[0, :, :, :50], lo[0], atol=1e-5)
+    np.testing.assert_allclose(y[0, :, :, 63:], hi[0], atol=1e-5)
+    np.testing.assert_allclose(y[1, :, :50], lo[1], atol=1e-5)
+    np.testing.assert_allclose(y[1, :, 63:], hi[1], atol=1e-5)
+    np.testing.assert_allclose(y[2], (100 / 255 - mean[2]) / std[2], atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------ command
 
 FINETUNE_KEYS = {
