@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from avsa_data.demo import DemoError, run_demo
+from avsa_train.demo import DemoError, run_demo
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

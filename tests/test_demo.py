@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import run_cli
 
-from avsa_data import demo as D
+from avsa_train import demo as D
 from cli.data_demo import demo as demo_cmd
 
 

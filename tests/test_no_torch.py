@@ -23,3 +23,37 @@ def test_avsa_data_never_imports_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok")
+
+
+def test_avsa_data_does_not_drive_training():
+    """Data flows one way (raw → avsa_data → shards → avsa_train): no avsa_data module imports avsa_train or
+    launches its commands (the demo orchestrator lives in avsa_train/demo.py)."""
+    import ast
+    from pathlib import Path
+
+    offenders = []
+    for path in sorted(Path(avsa_data.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and node.value in ("cli.train", "avsa-train", "avsa_train"):
+                offenders.append(f"{path.name}:{node.lineno} {node.value!r}")
+            offenders += [f"{path.name}:{node.lineno} import {n}" for n in names if n.split(".")[0] == "avsa_train"]
+    assert not offenders, offenders
+
+
+def test_avsa_data_demo_command_imports_without_torch():
+    """`avsa-data demo` loads its orchestrator without torch, so a missing [train] extra is one clear line."""
+    code = (
+        "import sys\n"
+        "import cli.data_demo, avsa_train.demo\n"
+        "bad = sorted(k for k in sys.modules if k == 'torch' or k.startswith('torch.'))\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")

@@ -4,8 +4,11 @@ synth (train + val) → shard → pretrain AVC → pretrain AVSA initialised fro
 segmentation, each also from a random initialisation (the scratch baseline) → ``DIR/report.md`` and
 ``DIR/demo.png`` (contact sheet, loss curves, audio-direction plot).
 
-Training needs PyTorch (the ``[train]`` extra). This module itself never imports torch: it runs the
-``avsa-train`` commands in subprocesses, exactly as a user would, so ``avsa_data`` stays torch-free.
+It lives beside the training code, not in the torch-free ``avsa_data``, because it drives training. It runs each
+step as the ``avsa-data`` / ``avsa-train`` command a user would type (one subprocess each, so the report is what
+those commands produce). Training needs PyTorch (the ``[train]`` extra); this module itself imports neither torch
+nor matplotlib at import time, so ``avsa-data demo`` without them stops with one clear line
+(:func:`require_torch`).
 """
 
 from __future__ import annotations
@@ -271,9 +274,9 @@ def _figure(png: Path, runs: list[Path], shards: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from . import ambisonics
-    from .inspection import contact_sheet
-    from .reader import iter_samples
+    from avsa_data import ambisonics
+    from avsa_data.inspection import contact_sheet
+    from avsa_data.reader import iter_samples
 
     val = sorted(shards.glob("val-*.tar")) or sorted(shards.glob("*.tar"))
     sample = next(iter_samples(val[0]))
