@@ -9,12 +9,11 @@ import sys
 import avsa_data
 
 
-def test_avsa_data_never_imports_torch():
-    mods = sorted(m.name for m in pkgutil.walk_packages(avsa_data.__path__, "avsa_data."))
-    assert "avsa_data.geometry" in mods
+def assert_imports_without_torch(modules: list[str]) -> None:
+    """Import ``modules`` in a fresh interpreter and fail if torch came with them."""
     code = (
         "import importlib, sys\n"
-        f"for m in {mods!r}:\n"
+        f"for m in {modules!r}:\n"
         "    importlib.import_module(m)\n"
         "bad = sorted(k for k in sys.modules if k == 'torch' or k.startswith('torch.'))\n"
         "assert not bad, bad\n"
@@ -23,6 +22,12 @@ def test_avsa_data_never_imports_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok")
+
+
+def test_avsa_data_never_imports_torch():
+    mods = sorted(m.name for m in pkgutil.walk_packages(avsa_data.__path__, "avsa_data."))
+    assert "avsa_data.geometry" in mods
+    assert_imports_without_torch(mods)
 
 
 def test_avsa_data_does_not_drive_training():
@@ -47,13 +52,4 @@ def test_avsa_data_does_not_drive_training():
 
 def test_avsa_data_demo_command_imports_without_torch():
     """`avsa-data demo` loads its orchestrator without torch, so a missing [train] extra is one clear line."""
-    code = (
-        "import sys\n"
-        "import cli.data_demo, avsa_train.demo\n"
-        "bad = sorted(k for k in sys.modules if k == 'torch' or k.startswith('torch.'))\n"
-        "assert not bad, bad\n"
-        "print('ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("ok")
+    assert_imports_without_torch(["cli.data_demo", "avsa_train.demo"])
