@@ -13,7 +13,7 @@ from conftest import run_cli
 
 from avsa_data import media
 from avsa_data.rng import rng_for
-from avsa_data.synth import CLASSES, _shape_masks
+from avsa_data.synth import CLASSES, shape_masks as _shape_masks
 from avsa_train.tasks.action import (
     ActionDataError,
     eval_transform,

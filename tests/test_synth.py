@@ -191,7 +191,7 @@ def test_scene_statistics():
 def test_classes_are_visually_distinct():
     g = np.linspace(-1.4, 1.4, 141)
     s, t = np.meshgrid(g, g)
-    masks = {c.name: synth._shape_masks(c.shape, s, t) for c in synth.CLASSES}
+    masks = {c.name: synth.shape_masks(c.shape, s, t) for c in synth.CLASSES}
     names = list(masks)
     for i, a in enumerate(names):
         inside, primary = masks[a]
