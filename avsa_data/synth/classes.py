@@ -13,9 +13,11 @@ from dataclasses import dataclass
 class ObjectClass:
     """A visual class (shape + colours, RGB uint8) and its sound.
 
-    ``sound`` is ``harmonic`` (``pitch`` Hz fundamental, ``partials`` amplitudes), ``noise`` (band
-    ``band`` Hz, optional amplitude modulation at ``rate`` Hz) or ``bursts`` (``rate`` bursts per second of
-    ``burst`` s, carrier a tone at ``pitch`` Hz or, if ``pitch`` is 0, noise in ``band``).
+    ``shape`` names an entry of :data:`avsa_data.synth.shapes.SHAPES`; ``secondary`` is the second colour of
+    two-colour shapes (stripes, checker). ``sound`` names an entry of :data:`avsa_data.synth.sound.SOUNDS`:
+    ``harmonic`` (``pitch`` Hz fundamental, ``partials`` amplitudes), ``noise`` (band ``band`` Hz, optional
+    amplitude modulation at ``rate`` Hz) or ``bursts`` (``rate`` bursts per second of ``burst`` s, carrier a tone
+    at ``pitch`` Hz or, if ``pitch`` is 0, noise in ``band``).
     """
 
     name: str
