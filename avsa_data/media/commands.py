@@ -52,6 +52,13 @@ def decode_audio(path: str, sr: int | None = None, frames: int | None = None) ->
     return cmd + ["pipe:1"]
 
 
+def seek_video_frames(path: str, start: float, count: int) -> list[str]:
+    """Up to ``count`` RGB24 frames of the first video stream at its native size and rate on stdout, from the
+    first frame at or after ``start`` seconds (input seek; microsecond precision)."""
+    return [ffmpeg_exe(), *QUIET, "-ss", f"{start:.6f}", "-i", path, "-map", "0:v:0", "-frames:v", str(int(count)),
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+
+
 def _filter_arg(value: str) -> str:
     """``value`` escaped for a filter graph: ``\\ ' = :`` inside an option value, then ``\\ ' [ ] , ;`` of the
     graph (ffmpeg's two escaping levels; a ``select`` expression's commas become ``\\,``)."""
