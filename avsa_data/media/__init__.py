@@ -19,8 +19,8 @@ Every failure on bad input raises :class:`MediaError` with a one-line reason and
 killed by a signal raises :class:`FfmpegKilled` (an environment problem, not bad input).
 """
 
-from .commands import AUDIO_CODECS, ffmpeg_exe
-from .decoding import AMBI_FORMATS, iter_video_frames, iter_video_frames_at, read_audio, read_foa, select_expression
+from .commands import AUDIO_CODECS, ffmpeg_exe, select_expression
+from .decoding import AMBI_FORMATS, iter_video_frames, iter_video_frames_at, read_audio, read_foa
 from .encoding import write_audio, write_video
 from .errors import FfmpegKilled, MediaError
 from .frame_pipe import READ_AHEAD_FRAMES

@@ -7,6 +7,7 @@ string ffmpeg parses itself, the filter graph of :func:`decode_video`, is escape
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 #: Options of every run: no terminal input, no banner, no progress line, only errors on stderr.
@@ -66,6 +67,29 @@ def _filter_arg(value: str) -> str:
         for ch in level:
             value = value.replace(ch, "\\" + ch)
     return value
+
+
+def select_expression(indices: Sequence[int]) -> str:
+    """An ffmpeg ``select`` expression true exactly for the frame numbers ``indices`` (after the fps filter).
+
+    Runs of consecutive indices become ranges; when the ranges repeat with a fixed length and period (the
+    usual stride plan) a single periodic term is used, so the expression stays short for hour-long videos.
+    """
+    idx = sorted(set(int(i) for i in indices))
+    if not idx or idx[0] < 0:
+        raise ValueError("select_expression needs non-negative frame indices")
+    runs: list[list[int]] = [[idx[0], idx[0]]]
+    for i in idx[1:]:
+        if i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    lengths = {b - a for a, b in runs}
+    periods = {runs[k + 1][0] - runs[k][0] for k in range(len(runs) - 1)}
+    if len(runs) > 2 and len(lengths) == 1 and len(periods) == 1:
+        a0, last, L, P = runs[0][0], runs[-1][1], lengths.pop() + 1, periods.pop()
+        return f"between(n,{a0},{last})*lt(mod(n-{a0},{P}),{L})"
+    return "+".join(f"between(n,{a},{b})" for a, b in runs)
 
 
 def decode_video(path: str, fps: float, size: tuple[int, int] | None, select: str | None, pix_fmt: str,

@@ -27,29 +27,6 @@ from .wav import parse_wav
 AMBI_FORMATS = ("ambix", "fuma")
 
 
-def select_expression(indices: Sequence[int]) -> str:
-    """An ffmpeg ``select`` expression true exactly for the frame numbers ``indices`` (after the fps filter).
-
-    Runs of consecutive indices become ranges; when the ranges repeat with a fixed length and period (the
-    usual stride plan) a single periodic term is used, so the expression stays short for hour-long videos.
-    """
-    idx = sorted(set(int(i) for i in indices))
-    if not idx or idx[0] < 0:
-        raise ValueError("select_expression needs non-negative frame indices")
-    runs: list[list[int]] = [[idx[0], idx[0]]]
-    for i in idx[1:]:
-        if i == runs[-1][1] + 1:
-            runs[-1][1] = i
-        else:
-            runs.append([i, i])
-    lengths = {b - a for a, b in runs}
-    periods = {runs[k + 1][0] - runs[k][0] for k in range(len(runs) - 1)}
-    if len(runs) > 2 and len(lengths) == 1 and len(periods) == 1:
-        a0, last, L, P = runs[0][0], runs[-1][1], lengths.pop() + 1, periods.pop()
-        return f"between(n,{a0},{last})*lt(mod(n-{a0},{P}),{L})"
-    return "+".join(f"between(n,{a},{b})" for a, b in runs)
-
-
 def iter_video_frames_at(
     path: str | os.PathLike, fps: float, indices: Sequence[int], size: tuple[int, int] | None = None,
     threads: int | None = None, pix_fmt: str = "rgb24",
@@ -62,7 +39,7 @@ def iter_video_frames_at(
     objects instead (the decoder's planes, half the pipe bytes, no colour conversion by ffmpeg).
     """
     wanted = sorted(set(int(i) for i in indices))
-    frames = iter_video_frames(path, fps, size, threads, select=select_expression(wanted) if wanted else None,
+    frames = iter_video_frames(path, fps, size, threads, select=commands.select_expression(wanted) if wanted else None,
                                pix_fmt=pix_fmt)
     return zip(wanted, frames)
 
@@ -79,7 +56,7 @@ def iter_video_frames(
     ``pix_fmt`` is ``rgb24`` (default) or ``yuv420p`` (frames are :class:`avsa_data.crops_yuv.YuvFrame`, in the
     stream's own colour matrix and range, which they carry). ``threads``: ffmpeg's decoder threads (default:
     its own choice); ``select``: an ffmpeg ``select`` expression on the frame numbers (see
-    :func:`select_expression`).
+    :func:`~avsa_data.media.commands.select_expression`).
     """
     if pix_fmt not in ("rgb24", "yuv420p"):
         raise ValueError(f"iter_video_frames: pix_fmt must be rgb24 or yuv420p, got {pix_fmt!r}")
