@@ -224,6 +224,17 @@ def test_writers_are_deterministic_and_atomic(tmp_path):
         media.write_audio(tmp_path / "x.wav", np.zeros(10), SR)
 
 
+def test_write_video_refuses_bad_options_before_writing_anything(tmp_path):
+    """A bad audio codec or output extension is a ValueError that leaves the folder as it was (no temporary
+    audio input, no partial video)."""
+    frames, audio = solid_frames(2), tones(SR // 4)
+    with pytest.raises(ValueError, match="audio codec"):
+        media.write_video(tmp_path / "a.mp4", frames, FPS, (W, H), audio=audio, sr=SR, audio_codec="mp3")
+    with pytest.raises(ValueError, match="unsupported output extension"):
+        media.write_video(tmp_path / "a.avi", frames, FPS, (W, H), audio=audio, sr=SR)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_header_parsing_of_real_world_stream_lines():
     """probe() parses ffmpeg's own description; check it on lines as printed for typical 360° uploads."""
     text = "\n".join(
