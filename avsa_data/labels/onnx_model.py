@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from avsa_data import media
+from avsa_data.media import commands as ffmpeg_commands
 
 from .base import LabelBackend, LabelError, LabelFrame
 from .classmap import ClassMap
@@ -333,9 +334,7 @@ def read_frame_at(path: Path, t: float, width: int, height: int) -> NDArray[np.u
     n = width * height * 3
 
     def frames_from(start: float, count: int) -> tuple[bytes, str]:
-        cmd = [media.ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-ss", f"{start:.6f}", "-i", str(path),
-               "-map", "0:v:0", "-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-        out = subprocess.run(cmd, capture_output=True)
+        out = subprocess.run(ffmpeg_commands.seek_video_frames(str(path), start, count), capture_output=True)
         return (out.stdout if out.returncode == 0 else b""), out.stderr.decode("utf-8", "replace").strip()
 
     data, err = frames_from(max(float(t), 0.0), 1)
