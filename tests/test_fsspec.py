@@ -19,7 +19,7 @@ from conftest import SHARD_ARGS, run_cli
 from avsa_data import remote
 from avsa_data.reader import iter_samples
 from avsa_data.samples import SampleConfig
-from avsa_data.shards import OUTPUTS, WORK, JobConfig, ShardJobError, run_shard_job
+from avsa_data.shards import OUTPUTS, WORK, JobConfig, ShardJobError, VideoResult, run_shard_job
 from avsa_data.verify import verify_dir
 
 #: The job of conftest's SHARD_ARGS, built in-process (checked against the CLI's config hash below).
@@ -47,8 +47,8 @@ def memory_job(synth_raw, synth_shards, tmp_path_factory):
     staging = tmp_path_factory.mktemp("staging") / "stage"
     done: list[str] = []
 
-    def stop_after_two(r: dict) -> None:
-        done.append(r["video_id"])
+    def stop_after_two(r: VideoResult) -> None:
+        done.append(r.video_id)
         if len(done) == 2:
             raise _Stop
 

@@ -23,7 +23,7 @@ from avsa_data import shards as shards_mod
 from avsa_data.jobcontrol import exclusive_lock
 from avsa_data.reader import iter_samples
 from avsa_data.samples import SampleConfig
-from avsa_data.shards import JobConfig, JobStopped, ShardJobError, discover, run_shard_job
+from avsa_data.shards import JobConfig, JobStopped, ShardJobError, VideoResult, discover, run_shard_job
 
 #: Small and fast: 2 views, FOA only, 32 px crops, 2 samples per shard.
 JOB = JobConfig(sample=SampleConfig(viewpoints_per_moment=2, renders=("foa",), crop_size=32), shard_size=2)
@@ -217,8 +217,8 @@ def test_an_interrupted_run_never_mixes_inputs(videos, tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_after_two(r: dict) -> None:
-        if r["video_id"] == "synth_0001":
+    def stop_after_two(r: VideoResult) -> None:
+        if r.video_id == "synth_0001":
             raise Stop
 
     with pytest.raises(Stop):
