@@ -896,16 +896,21 @@ class UrlOutput:
             self._lock = lock
             yield lock
 
-    def _json(self, name: str):
+    def _json(self, name: str, damaged):
+        """The JSON object ``name``; a damaged one is ``damaged``, or a one-line error when that is ShardJobError."""
         try:
             return self.store.read_json(name)
         except ValueError as e:
-            raise ShardJobError(f"{e}{_REBUILD}") from None
+            if damaged is ShardJobError:
+                raise ShardJobError(f"{e}{_REBUILD}") from None
+            return damaged
 
     def open(self, job: JobConfig, src: str, overwrite: bool) -> dict | None:
+        """As :meth:`LocalOutput.open`; a manifest whose shards are not all there (lost objects) is withdrawn,
+        so that they are published again, the manifest last."""
         store = self.store
         listing = store.listing()
-        old = self._json("config.json") if "config.json" in listing else None
+        old = self._json("config.json", {} if overwrite else ShardJobError) if "config.json" in listing else None
         problem = _mismatch(store.url, old, job, src) if old is not None else None
         if problem is not None or (old is None and overwrite):
             if problem is not None and not overwrite:
@@ -913,10 +918,10 @@ class UrlOutput:
             store.remove(n for n in listing if fmt.SHARD_RE.match(n) or n in OUTPUTS)
             listing = {n: size for n, size in listing.items() if remote.TMP_RE.match(n)}
         self.listing = listing
-        m = self._json("manifest.json") if "manifest.json" in listing else None
+        m = self._json("manifest.json", None if overwrite else ShardJobError) if "manifest.json" in listing else None
         m = m if _complete(m, job) else None
         if m is not None and not all(listing.get(s["name"]) == s["bytes"] for s in m["shards"]):
-            self.discard()  # shards were lost since: publish again, the manifest last
+            self.discard()
             m = None
         return m
 

@@ -175,3 +175,20 @@ def test_reading_a_url_stays_torch_free(memory_job, synth_shards, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "18", out.stderr
+
+
+def test_a_damaged_object_is_one_line_naming_its_url_and_overwrite_rebuilds(memory_job, synth_raw, synth_shards,
+                                                                          tmp_path):
+    url = "memory://avsa-tests/fsspec/damaged"
+    store = remote.Store(url)
+    store.fs.pipe_file(f"{store.root}/config.json", (synth_shards / "config.json").read_bytes()[:50])
+    staging = tmp_path / "stage"
+    shutil.copytree(memory_job["staging"], staging)  # its fragments: the rebuild does no phase 1 again
+    with pytest.raises(ShardJobError) as e:
+        run_shard_job(synth_raw, url, JOB, progress=False, staging=staging)
+    assert str(e.value).startswith(f"{url}/config.json: truncated JSON (it stops inside a value after line ")
+    assert str(e.value).endswith("; expected the config.json written by avsa-data shard; pass --overwrite to "
+                                 "rebuild the output") and "\n" not in str(e.value)
+    report = run_shard_job(synth_raw, url, JOB, progress=False, staging=staging, overwrite=True)
+    assert report.samples == 18 and _remote(url) == _local(synth_shards)
+    store.fs.rm(store.root, recursive=True)

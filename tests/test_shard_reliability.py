@@ -454,6 +454,18 @@ def test_non_2to1_and_one_frame_videos_are_failures(tmp_path):
         assert sum(f["path"] in line and "FAILED" in line for line in r.stderr.splitlines()) == 1
 
 
+def test_each_job_makes_its_own_label_backend_once(videos, tmp_path, monkeypatch):
+    """The backend is made once per job (by the check before anything is written; phase 1 uses that one) and
+    never carried over to the next job of the same process."""
+    made: list[str] = []
+    real = shards_mod.make_backend
+    monkeypatch.setattr(shards_mod, "make_backend", lambda name, **kw: (made.append(name), real(name, **kw))[1])
+    raw = _raw(videos, tmp_path / "raw", (0, 1))
+    assert run_shard_job(raw, tmp_path / "out", JOB, workers=1, progress=False).ok == 2 and made == ["none"]
+    assert run_shard_job(raw, tmp_path / "out", JOB, workers=1, progress=False).up_to_date
+    assert made == ["none", "none"]
+
+
 # -------------------------------------------------------------------------- item 11: damaged output files
 
 
