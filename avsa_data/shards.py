@@ -34,7 +34,13 @@ rerun retries it.
 phases then run in a local *staging* folder (``--staging``, by default one under the system temp folder named
 after the URL), and each finished shard is uploaded and removed from the staging folder, followed by
 ``failures.jsonl`` and, last, ``manifest.json``: its presence (``complete: true``) marks the job done. The
-bytes are those of a local run.
+bytes are those of a local run: both kinds of output go through one job path (lock, check the configuration,
+plan the update, phase 1, assembly, report) over a :class:`LocalOutput` or a :class:`UrlOutput`, which differ
+only in where the files end up.
+
+Phases hand each other typed results: :class:`VideoResult` (a video's fragment summary, with its
+:class:`FragmentSample` index) and :class:`ShardPlan`; the label backend belongs to the job's
+:class:`VideoSharder`.
 """
 
 from __future__ import annotations

@@ -115,7 +115,8 @@ def _dim(d) -> int | None:
 
 @dataclass
 class OnnxLabels(LabelBackend):
-    """The backend: loads the model once per process (see the module docstring)."""
+    """The backend: loads the model when made (a shard job makes one in its main process, and one per video in
+    a pool or Ray worker; see the module docstring)."""
 
     name: str = "onnx"
     model: Path = Path("model.onnx")
