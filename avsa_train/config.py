@@ -77,9 +77,9 @@ class PretrainConfig:
     dropout: float = option(0.1, cli=False, help="Dropout of the translator.")
     # optimisation (Table 2)
     batch_size: int = option(28, help="Samples per step and rank.")
-    lr: float = option(1e-4, help="Adam learning rate.")
-    weight_decay: float = option(1e-5, help="Adam weight decay.")
-    tau: float = option(0.07, help="InfoNCE temperature τ.")
+    lr: float = option(1e-4, help="Adam learning rate (Table 2).")
+    weight_decay: float = option(1e-5, help="Adam weight decay (Table 2).")
+    tau: float = option(0.07, help="InfoNCE temperature τ (Table 2).")
     epochs: int = option(50, help="Epochs.")
     steps_per_epoch: int | None = option(None, help="Steps per epoch.",
                                          default_doc="train samples in manifest.json / global batch")

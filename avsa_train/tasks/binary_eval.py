@@ -67,6 +67,8 @@ class BinaryEvalConfig:
                            help="Video features: through the pre-trained video→audio transformer (reference "
                            "use_transf=audio) or the encoder's directly.")
     test_draws: int = option(1, min=1, help="Evaluation passes over the val split, each with new views and negatives.")
+    # The protocol fields from here on repeat those of SegmentationConfig on purpose: each task's config is the
+    # one source of truth of its command's options and defaults.
     shuffle_buffer: int = option(16, cli=False, help="Shuffle buffer of the training items, per DataLoader worker.")
     seed: int = option(0, help="Seed of initialisation, data order and augmentations.")
     workers: int = option(0, min=0, cli=False,  # the commands default to 4 (cli/_train_common.py)

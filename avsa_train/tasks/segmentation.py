@@ -226,6 +226,8 @@ class SegmentationConfig:
                            "too.")
     confidence_threshold: float = option(CONFIDENCE_THRESHOLD, flag="--confidence", min=0.0, max=1.0,
                                          help="Label confidence below which pixels are ignored.")
+    # The protocol fields from here on repeat those of BinaryEvalConfig on purpose: each task's config is the
+    # one source of truth of its command's options and defaults.
     shuffle_buffer: int = option(16, cli=False, help="Shuffle buffer of the training items, per DataLoader worker.")
     seed: int = option(0, help="Seed of initialisation, data order and augmentations.")
     workers: int = option(0, min=0, cli=False,  # the commands default to 4 (cli/_train_common.py)
