@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from pathlib import Path
 from typing import Any
 
 import click
@@ -143,19 +142,17 @@ def cli_fields(config: type) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(config) if (m := option_meta(f)) is not None and m["cli"]]
 
 
-def config_options(config: type, *, skip: tuple[str, ...] = (), unset: dict[str, str] | None = None,
+def config_options(config: type, *, unset: dict[str, str] | None = None,
                    all_unset: typing.Callable[[dataclasses.Field], str] | None = None):
     """A decorator adding one click option per command-line field of ``config`` (in field order).
 
-    ``skip``: fields the command adds itself (e.g. from :func:`shared`). ``unset``: field → what a ``None``
+    ``unset``: field → what a ``None``
     default means (the command decides). ``all_unset``: every option defaults to ``None`` and the callable says
     where the value then comes from (``pretrain``: Table 2 per task ← YAML file ← flags).
     """
     hints = typing.get_type_hints(config)
     made = []
     for f in cli_fields(config):
-        if f.name in skip:
-            continue
         note = all_unset(f) if all_unset else (unset or {}).get(f.name)
         made.append(_option(config, f, hints[f.name], note, "" if all_unset else "default: "))
 
@@ -186,19 +183,18 @@ def _shared() -> dict[str, typing.Callable]:
     }
 
 
-def shared(*names: str):
-    """The shared hand-written options (``device``, ``quiet``) in the order given."""
-    table = _shared()
-    opts = [table[n] for n in names]
+def stack(*decorators):
+    """One decorator applying ``decorators`` so that their options are listed in the order given."""
 
     def decorate(fn):
-        for opt in reversed(opts):
-            fn = opt(fn)
+        for d in reversed(decorators):
+            fn = d(fn)
         return fn
 
     return decorate
 
 
-def out_folder(help: str, **kwargs):  # noqa: A002 - click's name
-    """``--out`` as a local folder (a Path)."""
-    return click.option("--out", type=click.Path(path_type=Path, file_okay=False), help=help, **kwargs)
+def shared(*names: str):
+    """The shared hand-written options (``device``, ``quiet``) in the order given."""
+    table = _shared()
+    return stack(*(table[n] for n in names))

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from avsa_train.config import AUDIO_FORMATS, SPECTROGRAM_KINDS
-from cli._options import shared
+from cli._options import shared, stack
 
 SHARED_HELP = """
 Common options: --ckpt (a checkpoint of `avsa-train pretrain`, or `none` for a random initialisation, the
@@ -58,9 +58,7 @@ def backbone_options(f):
         ),
         shared("quiet"),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return stack(*opts)(f)
 
 
 def default_out(ckpt: str, out: Path | None) -> Path:

@@ -17,7 +17,7 @@ from avsa_data.samples import SampleConfig
 from avsa_data.shards import ENGINES, JobConfig, run_shard_job
 from cli._command import command
 from cli._locations import output_folder
-from cli._options import config_from, config_options, shared
+from cli._options import config_from, config_options, shared, stack
 
 
 def _shard_size(value: str) -> tuple[int | None, float | None]:
@@ -69,17 +69,6 @@ LABEL_OPTIONS = {
 }
 
 
-def _options(decorators):
-    decorators = list(decorators)
-
-    def decorate(fn):
-        for d in reversed(decorators):
-            fn = d(fn)
-        return fn
-
-    return decorate
-
-
 @command()
 @click.option("--src", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
               help="Folder searched recursively for .mp4/.mkv/.webm/.mov 360° equirect videos. Audio: a 4-channel "
@@ -99,7 +88,7 @@ def _options(decorators):
 @click.option("--hfov", nargs=2, type=float, default=(SampleConfig.hfov_min, SampleConfig.hfov_max),
               metavar="MIN MAX", help="Min and max horizontal field of view (degrees).")
 @config_options(JobConfig)
-@_options(LABEL_OPTIONS.values())
+@stack(*LABEL_OPTIONS.values())
 @click.option("--shard-size", default=str(JobConfig.shard_size),
               help="Samples per shard (e.g. 256) or a size target (e.g. 500MB).")
 @click.option("--engine", type=click.Choice(ENGINES), default="local",
