@@ -67,7 +67,8 @@ from .events import AUTO_CLASSES, EventClasses, EventLabelError, EventOptions, l
 from .fsutil import atomic_write_bytes, read_json, tmp_path
 from .input_identity import same_content, video_identity
 from .jobcontrol import FolderBusy, die_with_parent, exclusive_lock
-from .labels import LabelBackend, LabelError, make_backend
+from .labels import BACKENDS, LabelBackend, LabelError, make_backend
+from .options import option
 from .samples import EncodedSample, SampleConfig, VideoInfo, iter_samples, needed_frames, plan_samples
 
 VIDEO_EXTS = layouts.VIDEO_EXTS
@@ -144,15 +145,22 @@ class JobConfig:
     """Options of a shard job. ``sample`` fields and the label description determine the bytes."""
 
     sample: SampleConfig = field(default_factory=SampleConfig)
-    labels: str = "none"
+    labels: str = option("none", choices=BACKENDS,
+                         help="Pseudo-label backend for segmentation masks (docs/LABELS.md): synthetic (the synth "
+                         "truth sidecar), precomputed (--label-dir), onnx (--model).")
+    #: The backend's options as sorted (name, string) pairs (cli/data_shard.py: --label-dir, --model, --onnx-*).
     label_options: tuple[tuple[str, str], ...] = ()
-    labels_optional: bool = False
+    labels_optional: bool = option(False, help="Write samples without masks (and say so in meta.json) when a "
+                                   "video's labels are unusable.")
     shard_size: int | None = 256  # samples per shard
-    shard_mb: float | None = None  # or a target size in MB
-    max_av_mismatch: float = 0.5  # seconds of audio/video duration mismatch tolerated
+    shard_mb: float | None = None  # or a target size in MB (one flag sets either: --shard-size 256 or 500MB)
+    max_av_mismatch: float = option(0.5, unit="SECONDS", help="Tolerated audio/video duration mismatch (s).")
     #: Largest input frame (width, height) in pixels; larger inputs are failures (an 8K equirect decodes to
     #: 88 MB per RGB frame; 16384×8192 drove one worker to 8.4 GB).
-    max_resolution: tuple[int, int] = (7680, 3840)
+    max_resolution: tuple[int, int] = option((7680, 3840), form="size",
+                                             help="Largest input frame WIDTHxHEIGHT; larger videos are recorded as "
+                                             "failures before decoding (a worker holds several decoded RGB frames "
+                                             "of 3 bytes per pixel; a 16384x8192 input took 8.4 GB).")
     #: Tolerated deviation of width / height from the 2:1 of an equirectangular frame (relative).
     aspect_tolerance: float = 0.01
     events: EventOptions = field(default_factory=EventOptions)  # how sound-event CSVs are read

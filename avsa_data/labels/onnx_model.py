@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 
 from avsa_data import media
 from avsa_data.media import commands as ffmpeg_commands
+from avsa_data.options import DEVICES
 
 from .base import LabelBackend, LabelError, LabelFrame
 from .classmap import ClassMap
@@ -41,7 +42,6 @@ from .cubemap import equirect_to_faces, faces_to_equirect
 
 OUTPUT_KINDS = ("logits", "probs")
 TENSOR_LAYOUTS = ("nchw", "nhwc")
-DEVICES = ("auto", "cpu", "cuda")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Face side (pixels) when the model's input size is dynamic and ``--onnx-size`` is not given.

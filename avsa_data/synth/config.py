@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import overload
 
 from .. import media
+from ..options import option
 from .classes import CLASSES
 
 #: Version of the raw-input layout written here (docs/FORMAT.md, "Raw input").
@@ -37,26 +38,41 @@ class _CountAt:
 class SynthConfig:
     """Generator parameters. Sizes are (W, H) pixels; rates in Hz / frames per second; times in seconds."""
 
-    videos: int = 8
-    duration: float = 10.0
-    seed: int = 0
-    size: tuple[int, int] = (1024, 512)
-    fps: float = 16.0
-    sr: int = 24000
-    ambi_format: str = "ambix"
-    audio_layout: str = "container"
-    audio_codec: str = "aac"
-    snr_db: float = 20.0
-    label_fps: float = 4.0
-    label_size: tuple[int, int] = (256, 128)
-    ctrl_rate: float = 100.0
-    val_fraction: float = 0.25
-    crf: int = 23
-    layout: str = "flat"
+    videos: int = option(8, min=0, help="Number of videos.")
+    duration: float = option(10.0, unit="SECONDS", help="Length of each video (seconds).")
+    seed: int = option(0, help="Master seed; the same seed gives byte-identical files.")
+    size: tuple[int, int] = option((1024, 512), form="size", help="Equirect frame size WIDTHxHEIGHT (2:1, even).")
+    fps: float = option(16.0, unit="FPS", help="Video frame rate (frames per second).")
+    sr: int = option(24000, unit="HZ", help="Audio sample rate (Hz).")
+    ambi_format: str = option("ambix", flag="--format", choices=media.AMBI_FORMATS,
+                              help="Channel convention of the written FOA: ambiX (ACN W,Y,Z,X; SN3D) or FuMa "
+                              "(W,X,Y,Z; W at -3 dB).")
+    audio_layout: str = option("container", choices=AUDIO_LAYOUTS,
+                               help="4-channel track inside the .mp4, or a same-stem .wav sidecar (PCM s16le) next "
+                               "to it.")
+    audio_codec: str = option("aac", choices=tuple(sorted(media.AUDIO_CODECS)),
+                              help="Codec of the in-container track (the sidecar is always PCM).")
+    snr_db: float = option(20.0, unit="DB", help="Sources-to-diffuse-noise power ratio on the W channel (dB); 'inf' "
+                           "for no noise.")
+    label_fps: float = option(4.0, unit="FPS", help="Rate of the ground-truth class maps (frames per second).")
+    label_size: tuple[int, int] = option((256, 128), form="size",
+                                         help="Size WIDTHxHEIGHT of the ground-truth class maps.")
+    ctrl_rate: float = option(100.0, cli=False, help="Rate (Hz) of the source tracks (direction, activity) in the "
+                              "truth file.")
+    val_fraction: float = option(0.25, help="Fraction of videos (the last ones) marked 'val'.")
+    crf: int = option(23, cli=False, help="x264 constant rate factor of the written video.")
+    layout: str = option("flat", choices=LAYOUTS,
+                         help="flat: one folder (docs/FORMAT.md, Raw input). starss23: the STARSS23 / DCASE SELD "
+                         "layout, video_dev/ foa_dev/ metadata_dev/ with dev-train-synth / dev-test-synth splits and "
+                         "exact sound-event CSVs (frame,class,source,azimuth,elevation at 100 ms; classes in "
+                         "metadata_dev/classes.json).")
     #: (min, max) number of sounding visible objects per video, both inclusive (at most 8, the classes).
-    sounding_objects: tuple[int, int] = (1, 4)
+    sounding_objects: tuple[int, int] = option((1, 4), help="MIN MAX sounding visible objects per video (distinct "
+                                               "classes, at most 8). The demo uses denser scenes (docs/SYNTH.md) so "
+                                               "that most viewpoints see a sound source.")
     #: (min, max) angular radius of the objects, degrees (drawn uniformly).
-    object_radius: tuple[float, float] = (10.0, 16.0)
+    object_radius: tuple[float, float] = option((10.0, 16.0), unit="DEGREES",
+                                                help="MIN MAX angular radius of the objects (degrees).")
 
     def __post_init__(self) -> None:
         w, h = self.size
