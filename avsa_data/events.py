@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .geometry import angular_distance, direction_to_vector, vector_to_direction, view_rotation
+from .options import option
 from .viewpoints import Viewpoint
 
 #: Label-frame length of STARSS23 / DCASE 2022–2024 metadata (seconds).
@@ -59,8 +60,11 @@ class EventOptions:
     :data:`AUTO_CLASSES`); ``hop``: label-frame length in seconds.
     """
 
-    classes: str = AUTO_CLASSES
-    hop: float = LABEL_HOP
+    classes: str = option(AUTO_CLASSES, flag="--event-classes",
+                          help="Class-map JSON naming the event CSVs' class ids ({\"classes\": [...]}), or a shipped "
+                          "map by name. auto: EVENTS_ROOT/classes.json if present, else starss23 (its 13 classes).")
+    hop: float = option(LABEL_HOP, flag="--event-hop", unit="SECONDS",
+                        help="Length of one event label frame in seconds (STARSS23 / DCASE 2022-2024: 0.1).")
 
     def __post_init__(self) -> None:
         if not self.hop > 0:

@@ -141,9 +141,23 @@ def meta_problems(meta: object, strict: bool = True) -> list[str]:
     informational fields and, from format_version 2 on, missing checksums (what ``avsa-data verify`` reports;
     readers check only what they use).
     """
+    return _schema_problems(meta, strict)[0]
+
+
+def meta_check(meta: object) -> tuple[list[str], bool]:
+    """One pass of the schema for ``avsa-data verify``: (the strict :func:`meta_problems`, whether a reader may
+    use ``meta``, i.e. whether ``meta_problems(meta, strict=False)`` is empty)."""
+    problems, strict_only = _schema_problems(meta, strict=True)
+    return problems, len(problems) == strict_only
+
+
+def _schema_problems(meta: object, strict: bool) -> tuple[list[str], int]:
+    """:func:`meta_problems`, and how many of them only ``strict`` reports (the others are the same lines,
+    in the same order, that ``strict=False`` gives)."""
     if not isinstance(meta, dict):
-        return [f"meta.json must be a JSON object, got {type(meta).__name__}"]
+        return [f"meta.json must be a JSON object, got {type(meta).__name__}"], 0
     out: list[str] = []
+    strict_only = 0
 
     def bad(name: str, want: str) -> None:
         text = repr(meta[name]) if name in meta else "nothing (missing)"
@@ -173,7 +187,7 @@ def meta_problems(meta: object, strict: bool = True) -> list[str]:
     version = meta.get("format_version")
     if not _is_int(version) or version not in READABLE_VERSIONS:
         bad("format_version", f"one of {READABLE_VERSIONS} (this reader's versions)")
-        return out  # a different layout: the other fields mean nothing
+        return out, 0  # a different layout: the other fields mean nothing
     key, vid, split, moment = meta.get("key"), meta.get("video_id"), meta.get("split"), meta.get("moment")
     if not isinstance(key, str) or not KEY_RE.match(key):
         bad("key", "'{video_id}/{moment:06d}'")
@@ -220,6 +234,7 @@ def meta_problems(meta: object, strict: bool = True) -> list[str]:
         bad("labels", "an object with a boolean 'present'")
     elif strict and not (isinstance(labels.get("classes", {}), dict) and _is_num(labels.get("confidence_threshold"))):
         bad("labels", "an object with 'classes' (id → name) and a numeric 'confidence_threshold'")
+        strict_only += 1
     views = meta.get("viewpoints")
     if not isinstance(views, list) or not 1 <= len(views) <= MAX_VIEWS:
         bad("viewpoints", f"a list of 1..{MAX_VIEWS} viewpoints")
@@ -246,6 +261,7 @@ def meta_problems(meta: object, strict: bool = True) -> list[str]:
     if sr is not None and n is not None and n > 600 * sr:
         out.append(f"meta.json audio_samples {n} is more than 10 minutes at {sr} Hz")
     if strict:
+        before = len(out)
         if not isinstance(meta.get("source"), dict):
             bad("source", "an object (path, audio, duration, width, height, fps)")
         allowed = META_FIELDS | (CHECKSUM_FIELDS if version >= 2 else frozenset())
@@ -253,6 +269,7 @@ def meta_problems(meta: object, strict: bool = True) -> list[str]:
         out += [f"meta.json has an unknown field {f!r}" for f in sorted(set(meta) - allowed)]
         out += [f"meta.json lacks the field {f!r}" for f in sorted(required - set(meta))
                 if not any(f"meta.json {f} must" in p for p in out)]
+        strict_only += len(out) - before
     sums = meta.get("member_sha256")
     if "member_sha256" in meta and not (isinstance(sums, dict) and len(sums) <= 16 * MAX_MOMENTS * MAX_VIEWS and all(
             isinstance(k, str) and isinstance(h, str) and _HEX64.match(h) for k, h in sums.items())):
@@ -260,7 +277,7 @@ def meta_problems(meta: object, strict: bool = True) -> list[str]:
     ms = meta.get("meta_sha256")
     if "meta_sha256" in meta and not (isinstance(ms, str) and _HEX64.match(ms)):
         bad("meta_sha256", "a sha256 hex string")
-    return out
+    return out, strict_only
 
 
 def member_shape(meta: dict, suffix: str) -> tuple[int, ...]:

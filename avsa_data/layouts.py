@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import format as fmt
+from .options import option
 
 LAYOUTS = ("auto", "flat", "starss23", "folders")
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".mov")
@@ -49,9 +50,18 @@ class LayoutError(Exception):
 class LayoutSpec:
     """Which layout to read ``SRC`` with, and the folders of the general form."""
 
-    name: str = "auto"
-    audio_dir: str | None = None
-    events_dir: str | None = None
+    name: str = option("auto", flag="--layout", choices=LAYOUTS,
+                       help="How SRC is organised. flat: videos with container/sidecar audio. starss23: the STARSS23 "
+                       "/ DCASE SELD layout, SRC/video_dev/<split>/X.mp4 + foa_dev/<split>/X.wav + "
+                       "metadata_dev/<split>/X.csv (sound events), splits from dev-train-*/dev-test-* folder names. "
+                       "folders: the general form, with --audio-dir and --events-dir. auto: starss23 when SRC has "
+                       "video_dev/ and foa_dev/, folders when --audio-dir/--events-dir is given, else flat.")
+    audio_dir: str | None = option(None, form="dir",
+                                   help="folders layout: the FOA of SRC/a/b.mp4 is AUDIO_DIR/a/b.wav (or .flac).")
+    events_dir: str | None = option(None, form="dir",
+                                    help="folders layout: the sound-event CSV of SRC/a/b.mp4 is EVENTS_DIR/a/b.csv "
+                                    "(DCASE format: frame,class,source,azimuth,elevation[,distance]; a missing CSV "
+                                    "is stored as 'no labels').")
 
     def __post_init__(self) -> None:
         if self.name not in LAYOUTS:

@@ -164,15 +164,21 @@ class RawSample:
 def parse_meta(data: bytes | None, strict: bool = True) -> tuple[dict | None, list[str]]:
     """Decode a ``meta.json`` member and check it (:func:`avsa_data.format.meta_problems`): ``(meta or None,
     problems)``; the meta is usable for sizing buffers only when there are no problems."""
+    meta, problem = decode_meta(data)
+    return (meta, fmt.meta_problems(meta, strict)) if problem is None else (None, [problem])
+
+
+def decode_meta(data: bytes | None) -> tuple[object, str | None]:
+    """A ``meta.json`` member decoded, not yet checked against the schema: ``(meta, None)``, or ``(None, why)``
+    when it is missing, too large or not JSON."""
     if data is None:
-        return None, ["meta.json missing (every sample starts with one)"]
+        return None, "meta.json missing (every sample starts with one)"
     if len(data) > fmt.MAX_META_BYTES:
-        return None, [f"meta.json is {len(data)} bytes, more than the format's {fmt.MAX_META_BYTES}"]
+        return None, f"meta.json is {len(data)} bytes, more than the format's {fmt.MAX_META_BYTES}"
     try:
-        meta = codecs.decode_json(data)
+        return codecs.decode_json(data), None
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        return None, [f"meta.json is not UTF-8 JSON ({type(e).__name__}: {str(e).splitlines()[0][:120]})"]
-    return meta, fmt.meta_problems(meta, strict)
+        return None, f"meta.json is not UTF-8 JSON ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
 
 
 def iter_tar(f: IO[bytes], where: str, size: int | None = None,

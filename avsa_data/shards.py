@@ -34,7 +34,13 @@ rerun retries it.
 phases then run in a local *staging* folder (``--staging``, by default one under the system temp folder named
 after the URL), and each finished shard is uploaded and removed from the staging folder, followed by
 ``failures.jsonl`` and, last, ``manifest.json``: its presence (``complete: true``) marks the job done. The
-bytes are those of a local run.
+bytes are those of a local run: both kinds of output go through one job path (lock, check the configuration,
+plan the update, phase 1, assembly, report) over a :class:`LocalOutput` or a :class:`UrlOutput`, which differ
+only in where the files end up.
+
+Phases hand each other typed results: :class:`VideoResult` (a video's fragment summary, with its
+:class:`FragmentSample` index) and :class:`ShardPlan`; the label backend belongs to the job's
+:class:`VideoSharder`.
 """
 
 from __future__ import annotations
@@ -58,16 +64,19 @@ from pathlib import Path
 from . import __version__, layouts, media, remote
 from . import format as fmt
 from .events import AUTO_CLASSES, EventClasses, EventLabelError, EventOptions, load_video_events
-from .fsutil import atomic_write_bytes, sha256_file, tmp_path
+from .fsutil import atomic_write_bytes, read_json, sha256_file, tmp_path
 from .input_identity import same_content, video_identity
 from .jobcontrol import FolderBusy, die_with_parent, exclusive_lock
-from .labels import LabelBackend, LabelError, make_backend
+from .labels import BACKENDS, LabelBackend, LabelError, make_backend
+from .options import option
 from .samples import EncodedSample, SampleConfig, VideoInfo, iter_samples, needed_frames, plan_samples
 
 VIDEO_EXTS = layouts.VIDEO_EXTS
 WORK = ".work"
 #: The files a job writes next to its shards.
 OUTPUTS = ("manifest.json", "failures.jsonl", "config.json")
+#: Where phase 1 runs (``--engine``): a local process pool, or a Ray cluster.
+ENGINES = ("local", "ray")
 
 
 class ShardJobError(Exception):
@@ -136,15 +145,22 @@ class JobConfig:
     """Options of a shard job. ``sample`` fields and the label description determine the bytes."""
 
     sample: SampleConfig = field(default_factory=SampleConfig)
-    labels: str = "none"
+    labels: str = option("none", choices=BACKENDS,
+                         help="Pseudo-label backend for segmentation masks (docs/LABELS.md): synthetic (the synth "
+                         "truth sidecar), precomputed (--label-dir), onnx (--model).")
+    #: The backend's options as sorted (name, string) pairs (cli/data_shard.py: --label-dir, --model, --onnx-*).
     label_options: tuple[tuple[str, str], ...] = ()
-    labels_optional: bool = False
+    labels_optional: bool = option(False, help="Write samples without masks (and say so in meta.json) when a "
+                                   "video's labels are unusable.")
     shard_size: int | None = 256  # samples per shard
-    shard_mb: float | None = None  # or a target size in MB
-    max_av_mismatch: float = 0.5  # seconds of audio/video duration mismatch tolerated
+    shard_mb: float | None = None  # or a target size in MB (one flag sets either: --shard-size 256 or 500MB)
+    max_av_mismatch: float = option(0.5, unit="SECONDS", help="Tolerated audio/video duration mismatch (s).")
     #: Largest input frame (width, height) in pixels; larger inputs are failures (an 8K equirect decodes to
     #: 88 MB per RGB frame; 16384×8192 drove one worker to 8.4 GB).
-    max_resolution: tuple[int, int] = (7680, 3840)
+    max_resolution: tuple[int, int] = option((7680, 3840), form="size",
+                                             help="Largest input frame WIDTHxHEIGHT; larger videos are recorded as "
+                                             "failures before decoding (a worker holds several decoded RGB frames "
+                                             "of 3 bytes per pixel; a 16384x8192 input took 8.4 GB).")
     #: Tolerated deviation of width / height from the 2:1 of an equirectangular frame (relative).
     aspect_tolerance: float = 0.01
     events: EventOptions = field(default_factory=EventOptions)  # how sound-event CSVs are read
@@ -293,39 +309,126 @@ def _read_list(path: Path) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ per video
 
 
+@dataclass(frozen=True)
+class FragmentSample:
+    """One sample in a fragment's index: its key, payload bytes and the ``(member name, bytes)`` it holds."""
+
+    key: str
+    bytes: int
+    members: tuple[tuple[str, int], ...]
+
+    def as_json(self) -> dict:
+        return {"key": self.key, "bytes": self.bytes, "members": [list(m) for m in self.members]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> FragmentSample:
+        return cls(d["key"], d["bytes"], tuple((n, size) for n, size in d["members"]))
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """Phase 1's outcome for one video, saved as its fragment summary (``.work/frag/{video_id}.json``, or
+    ``{video_id}.failed.json`` for a bad input). ``input`` is the input identity the fragment was made from."""
+
+    video_id: str
+    split: str
+    path: str
+    status: str  # "ok" or "failed"
+    input: dict | None
+    seconds: float  # wall time of the processing
+    samples: int = 0
+    bytes: int = 0  # payload bytes of the samples
+    duration: float | None = None  # seconds of the video that were used
+    index: tuple[FragmentSample, ...] = ()
+    stage: str | None = None  # failed: where (probe, audio, events, labels, duration, decode)
+    reason: str | None = None  # failed: one line naming the file
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def summary(self) -> dict:
+        """The fragment summary (JSON): the identity fields, then the fragment's or the failure's."""
+        d = {"video_id": self.video_id, "split": self.split, "path": self.path, "status": self.status,
+             "input": self.input, "seconds": self.seconds}
+        if self.ok:
+            return {**d, "samples": self.samples, "bytes": self.bytes, "duration": self.duration,
+                    "index": [s.as_json() for s in self.index]}
+        return {**d, "stage": self.stage, "reason": self.reason}
+
+    @classmethod
+    def from_summary(cls, d: dict) -> VideoResult:
+        common = dict(video_id=d["video_id"], split=d["split"], path=d["path"], status=d["status"],
+                      input=d.get("input"), seconds=d.get("seconds", 0.0))
+        if d["status"] == "ok":
+            return cls(**common, samples=d["samples"], bytes=d["bytes"], duration=d["duration"],
+                       index=tuple(FragmentSample.from_json(s) for s in d["index"]))
+        return cls(**common, stage=d["stage"], reason=d["reason"])
+
+    def record(self) -> dict:
+        """Its record in ``manifest.json`` ``videos`` (plus ``video_id``)."""
+        outcome = ({"samples": self.samples, "bytes": self.bytes, "duration": self.duration} if self.ok
+                   else {"stage": self.stage, "reason": self.reason})
+        return {"video_id": self.video_id, "path": self.path, "split": self.split, "status": self.status,
+                **outcome, "input": self.input}
+
+
 def _fail(stage: str, reason: str) -> dict:
     return {"status": "failed", "stage": stage, "reason": reason.splitlines()[0] if reason else stage}
 
 
-def process_video(task: VideoTask, job: JobConfig, out: Path) -> dict:
-    """Phase 1 for one video. Returns a summary dict (``status`` ok/failed); never raises for bad input.
-    Environment errors raise :class:`JobStopped` (and nothing is recorded, so that a rerun retries)."""
-    try:
-        return _process_video_once(task, job, out / WORK / "frag")
-    except BaseException as e:
-        stop = environment_stop(e, task.path)
-        if stop is None:
-            raise
-        raise stop from None
+def make_labels(job: JobConfig) -> LabelBackend:
+    """The label backend of ``job`` (``--labels`` and its options)."""
+    return make_backend(job.labels, **dict(job.label_options))
+
+
+class VideoSharder:
+    """Phase 1 of one job: a video → its fragment in ``frag_dir``. It holds the job's label backend, made on
+    first use (or given); a copy sent to a worker process (pool, Ray) makes its own there, never shares one."""
+
+    def __init__(self, job: JobConfig, frag_dir: Path, labels: LabelBackend | None = None):
+        self.job, self.frag_dir, self._labels = job, Path(frag_dir), labels
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_labels": None}  # a backend (an ONNX session) does not travel between processes
+
+    def labels(self) -> LabelBackend:
+        if self._labels is None:
+            self._labels = make_labels(self.job)
+        return self._labels
+
+    def __call__(self, task: VideoTask) -> VideoResult:
+        """Phase 1 for one video; never raises for bad input. Environment errors raise :class:`JobStopped`
+        (and nothing is recorded, so that a rerun retries)."""
+        try:
+            return self._process_once(task)
+        except BaseException as e:
+            stop = environment_stop(e, task.path)
+            if stop is None:
+                raise
+            raise stop from None
+
+    def _process_once(self, task: VideoTask) -> VideoResult:
+        done, failed = _summary_paths(self.frag_dir, task.video_id)
+        for summary in (done, failed):
+            if summary.exists():
+                return VideoResult.from_summary(read_json(summary, "a fragment summary written by avsa-data shard"))
+        t0 = time.time()
+        outcome = _process_video(task, self.job, self.frag_dir, self.labels)
+        result = VideoResult(video_id=task.video_id, split=task.split, path=task.path, input=task.identity,
+                             seconds=round(time.time() - t0, 3), **outcome)
+        atomic_write_bytes(done if result.ok else failed, json.dumps(result.summary(), sort_keys=True).encode())
+        return result
+
+
+def process_video(task: VideoTask, job: JobConfig, out: Path) -> VideoResult:
+    """Phase 1 for one video of the job writing to ``out`` (see :class:`VideoSharder`)."""
+    return VideoSharder(job, out / WORK / "frag")(task)
 
 
 def _summary_paths(frag_dir: Path, video_id: str) -> tuple[Path, Path]:
     """(ok summary, failure summary) of one video in the fragment folder."""
     return frag_dir / f"{video_id}.json", frag_dir / f"{video_id}.failed.json"
-
-
-def _process_video_once(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
-    done, failed = _summary_paths(frag_dir, task.video_id)
-    for summary in (done, failed):
-        if summary.exists():
-            return json.loads(summary.read_text())
-    t0 = time.time()
-    result = _process_video(task, job, frag_dir)
-    result.update(video_id=task.video_id, split=task.split, path=task.path, input=task.identity,
-                  seconds=round(time.time() - t0, 3))
-    target = done if result["status"] != "failed" else failed
-    atomic_write_bytes(target, json.dumps(result, sort_keys=True).encode())
-    return result
 
 
 def frame_problem(width: int | None, height: int | None, job: JobConfig) -> str | None:
@@ -342,7 +445,8 @@ def frame_problem(width: int | None, height: int | None, job: JobConfig) -> str 
     return None
 
 
-def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
+def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path, labels: Callable[[], LabelBackend]) -> dict:
+    """The outcome fields of :class:`VideoResult` for one video (``labels()`` gives the job's backend)."""
     cfg = job.sample
     stage = "probe"
     try:
@@ -363,7 +467,7 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
         stage = "events"
         events = load_video_events(task.events, job.events, audio_dur)
         stage = "labels"
-        backend = _backend(job)
+        backend = labels()
         labels, label_meta = None, backend.describe()
         try:
             labels = backend.open(Path(task.path), task.video_id)
@@ -388,28 +492,18 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path) -> dict:
             with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
                 for sample in iter_samples(frames, foa, plans, info, cfg, labels, label_meta, events):
                     add_sample(tar, sample)
-                    index.append({"key": sample.key, "bytes": sample.nbytes,
-                                  "members": [[n, len(b)] for n, b in sample.members]})
+                    index.append(FragmentSample(sample.key, sample.nbytes,
+                                                tuple((n, len(b)) for n, b in sample.members)))
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         if not index:
             return _fail("decode", f"{task.path}: the video decoded to too few frames for any sample")
         os.replace(tmp, frag_dir / f"{task.video_id}.tar")
-        return {"status": "ok", "samples": len(index), "bytes": sum(s["bytes"] for s in index),
-                "duration": duration, "index": index}
+        return {"status": "ok", "samples": len(index), "bytes": sum(s.bytes for s in index),
+                "duration": duration, "index": tuple(index)}
     except (media.MediaError, LabelError, EventLabelError) as e:  # bad input; anything else is not
         return _fail("labels" if isinstance(e, LabelError) else stage, f"{task.path}: {e}")
-
-
-_BACKEND_CACHE: dict[tuple, LabelBackend] = {}
-
-
-def _backend(job: JobConfig) -> LabelBackend:
-    key = (job.labels, job.label_options)
-    if key not in _BACKEND_CACHE:
-        _BACKEND_CACHE[key] = make_backend(job.labels, **dict(job.label_options))
-    return _BACKEND_CACHE[key]
 
 
 # ------------------------------------------------------------------------------------------- tar I/O
@@ -441,43 +535,63 @@ def read_fragment(path: Path) -> Iterable[tuple[str, bytes]]:
 # ------------------------------------------------------------------------------------------ assembly
 
 
-def plan_shards(results: list[dict], job: JobConfig, first_index: dict[str, int] | None = None) -> list[dict]:
+@dataclass(frozen=True)
+class ShardPlan:
+    """One shard to write: its name and split, its sample keys (in order), the videos they come from (in order)
+    and their payload bytes."""
+
+    name: str
+    split: str
+    samples: tuple[str, ...]
+    videos: tuple[str, ...]
+    payload: int
+
+
+def plan_shards(results: list[VideoResult], job: JobConfig, first_index: dict[str, int] | None = None
+                ) -> list[ShardPlan]:
     """Assign samples to shards: per split, in sorted video order, cut by sample count or bytes.
 
     ``first_index`` gives, per split, the number of the first new shard (an incremental update continues after
     the shards already finished; default 0)."""
-    shards: list[dict] = []
-    for split in sorted({r["split"] for r in results if r["status"] == "ok"}):
-        cur: dict | None = None
-        count = (first_index or {}).get(split, 0)
-        for r in sorted((r for r in results if r["status"] == "ok" and r["split"] == split),
-                        key=lambda r: r["video_id"]):
-            for s in r["index"]:
-                full = cur is not None and (
-                    (job.shard_size and len(cur["samples"]) >= job.shard_size)
-                    or (job.shard_mb and cur["payload"] + s["bytes"] > job.shard_mb * 1e6 and cur["samples"])
-                )
-                if cur is None or full:
-                    cur = {"name": fmt.shard_name(split, count), "split": split, "samples": [],
-                           "videos": [], "payload": 0}
-                    shards.append(cur)
-                    count += 1
-                cur["samples"].append(s["key"])
-                cur["payload"] += s["bytes"]
-                if r["video_id"] not in cur["videos"]:
-                    cur["videos"].append(r["video_id"])
+    shards: list[ShardPlan] = []
+    for split in sorted({r.split for r in results if r.ok}):
+        first = (first_index or {}).get(split, 0)
+        videos = sorted((r for r in results if r.ok and r.split == split), key=lambda r: r.video_id)
+        for n, (samples, owners, payload) in enumerate(_cut_samples(videos, job)):
+            shards.append(ShardPlan(fmt.shard_name(split, first + n), split, samples, owners, payload))
     return shards
 
 
-def write_shard(plan: dict, out: Path) -> dict:
-    """Write one planned shard from the fragments (atomically); skip it if it already exists."""
-    final = out / plan["name"]
+def _cut_samples(videos: list[VideoResult], job: JobConfig) -> Iterator[tuple[tuple[str, ...], tuple[str, ...], int]]:
+    """The samples of ``videos`` in order, cut into consecutive groups of ``job.shard_size`` samples (or of at most
+    ``job.shard_mb`` megabytes, and at least one sample): (sample keys, their videos in order, payload bytes)."""
+    samples: list[str] = []
+    owners: list[str] = []
+    payload = 0
+    for r in videos:
+        for s in r.index:
+            if samples and ((job.shard_size and len(samples) >= job.shard_size)
+                            or (job.shard_mb and payload + s.bytes > job.shard_mb * 1e6)):
+                yield tuple(samples), tuple(owners), payload
+                samples, owners, payload = [], [], 0
+            samples.append(s.key)
+            payload += s.bytes
+            if r.video_id not in owners:
+                owners.append(r.video_id)
+    if samples:
+        yield tuple(samples), tuple(owners), payload
+
+
+def write_shard(plan: ShardPlan, out: Path) -> dict:
+    """Write one planned shard from the fragments (atomically); skip it if it already exists. Returns its
+    record in ``manifest.json`` ``shards``."""
+    final = out / plan.name
     if not final.exists():
-        wanted = set(plan["samples"])
+        wanted = set(plan.samples)
         tmp = tmp_path(final)
         try:
             with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for vid in plan["videos"]:
+                for vid in plan.videos:
                     for name, data in read_fragment(out / WORK / "frag" / f"{vid}.tar"):
                         if name.split(".", 1)[0] in wanted:
                             tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
@@ -488,15 +602,15 @@ def write_shard(plan: dict, out: Path) -> dict:
             tmp.unlink(missing_ok=True)  # a disk-full error must not leave the partial shard taking space
             raise
         os.replace(tmp, final)
-    return {"name": plan["name"], "split": plan["split"], "num_samples": len(plan["samples"]),
-            "samples": plan["samples"], "source_videos": plan["videos"], "bytes": final.stat().st_size,
-            "payload_bytes": plan["payload"], "sha256": sha256_file(final)}
+    return {"name": plan.name, "split": plan.split, "num_samples": len(plan.samples),
+            "samples": list(plan.samples), "source_videos": list(plan.videos), "bytes": final.stat().st_size,
+            "payload_bytes": plan.payload, "sha256": sha256_file(final)}
 
 
 PLAN_FILE = "plan.json"
 
 
-def _settle_shard_plan(out: Path, plans: list[dict], results: list[dict], kept: set[str]) -> set[str]:
+def _settle_shard_plan(out: Path, plans: list[ShardPlan], results: list[VideoResult], kept: set[str]) -> set[str]:
     """Make the shard files in ``out`` agree with ``plans`` before they are written; return the names whose
     content is new since the last recorded plan (a URL job must upload them even if an object of the same size
     is there).
@@ -504,8 +618,8 @@ def _settle_shard_plan(out: Path, plans: list[dict], results: list[dict], kept: 
     A shard's content follows from its sample keys and its videos' inputs; both are recorded in
     ``.work/plan.json``. A shard file under a final name whose recorded plan differs (an input changed while
     the job was interrupted), or that no plan names, is deleted, except the finished shards ``kept``."""
-    inputs = {r["video_id"]: (r.get("input") or {}).get("head_tail_sha256") for r in results}
-    signature = {p["name"]: {"samples": p["samples"], "inputs": [[v, inputs.get(v)] for v in p["videos"]]}
+    inputs = {r.video_id: (r.input or {}).get("head_tail_sha256") for r in results}
+    signature = {p.name: {"samples": list(p.samples), "inputs": [[v, inputs.get(v)] for v in p.videos]}
                  for p in plans}
     plan_path = out / WORK / PLAN_FILE
     old = _read_json(plan_path, missing=None, damaged=None) or {}
@@ -625,17 +739,17 @@ class JobReport:
 
 
 def _read_json(path: Path, *, missing=ShardJobError, damaged=ShardJobError, hint: str = ""):
-    """The JSON document at ``path``; when it is missing or damaged, return the given value, or raise a
-    one-line :class:`ShardJobError` naming the file when that value is ShardJobError."""
+    """The JSON document at ``path`` (a file this module writes); when it is missing or damaged, return the
+    given value, or raise a one-line :class:`ShardJobError` naming the file when that value is ShardJobError."""
     try:
-        return json.loads(Path(path).read_text())
+        return read_json(path, f"the {Path(path).name} written by avsa-data shard")
     except FileNotFoundError:
         if missing is ShardJobError:
             raise ShardJobError(f"{path} is missing{hint}") from None
         return missing
-    except (ValueError, UnicodeDecodeError) as e:
+    except ValueError as e:  # fsutil's one line: where and how it is broken (truncated, malformed, not UTF-8)
         if damaged is ShardJobError:
-            raise ShardJobError(f"{path} is damaged ({type(e).__name__}: {e}){hint}".splitlines()[0]) from None
+            raise ShardJobError(f"{e}{hint}") from None
         return damaged
 
 
@@ -702,37 +816,6 @@ def _start_work(out: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def _assemble(out: Path, job: JobConfig, src: str, found: Discovery, update: Update, results: list[dict],
-              progress: bool, publish: Callable[[dict, bool], None] | None = None) -> tuple[list[dict], list[dict]]:
-    """Phase 2 in ``out``: the new shards (each handed to ``publish`` once written, with whether its content is
-    new since the last recorded plan), failures.jsonl, manifest.json. Returns (failures, all shard records)."""
-    first = {}
-    for rec in update.shards:
-        first[rec["split"]] = max(first.get(rec["split"], 0), int(fmt.SHARD_RE.match(rec["name"])["index"]) + 1)
-    plans = plan_shards(results, job, first)
-    fresh = _settle_shard_plan(out, plans, results, {rec["name"] for rec in update.shards})
-    shard_records = list(update.shards)
-    for plan in _progress(plans, progress, "shards", "shard"):
-        shard_records.append(write_shard(plan, out))
-        if publish is not None:
-            publish(shard_records[-1], plan["name"] in fresh)
-    shard_records.sort(key=lambda rec: rec["name"])
-    everything = sorted([*update.kept, *results, *found.failed], key=lambda r: (r["video_id"], r["path"]))
-    failures = [{"video_id": r["video_id"], "path": r["path"], "stage": r["stage"], "reason": r["reason"]}
-                for r in everything if r["status"] == "failed"]
-    _write_manifest(out, job, src, everything, shard_records, failures, found.skipped)
-    return failures, shard_records
-
-
-def _report(out, found: Discovery, update: Update, results: list[dict], failures: list[dict],
-            shard_records: list[dict]) -> JobReport:
-    everything = [*update.kept, *results]
-    ok = sum(r["status"] == "ok" for r in everything)
-    return JobReport(out, len(everything) + len(found.failed), ok, len(failures),
-                     sum(s["num_samples"] for s in shard_records), len(shard_records), failures,
-                     added=len(results) if update.incremental else 0, skipped=found.skipped)
-
-
 def clear_output(out: Path) -> None:
     """Remove what a shard job writes in ``out`` (and nothing else; the lock file stays)."""
     for p in out.glob("*.tar"):
@@ -755,6 +838,144 @@ def _finish_cleanup(out: Path, keep_work: bool) -> None:
         shutil.rmtree(out / WORK)
 
 
+# ------------------------------------------------------------------------------------------ outputs
+
+
+class LocalOutput:
+    """A local output folder: the job works in it, and each file it writes there is final."""
+
+    def __init__(self, out: Path):
+        self.folder = Path(out)  # where the job works (fragments, then shards)
+        self.where: Path | str = self.folder  # what messages and the report name
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[Path]:
+        with exclusive_lock(self.folder) as lock:
+            yield lock
+
+    def open(self, job: JobConfig, src: str, overwrite: bool) -> dict | None:
+        """Check the folder's configuration (cleared on a mismatch with ``overwrite``); the manifest of a
+        finished job with ``job``'s configuration, or None."""
+        _check_config(self.folder, job, src, overwrite)
+        m = _read_json(self.folder / "manifest.json", missing=None, damaged=None if overwrite else ShardJobError,
+                       hint=_REBUILD)
+        return m if _complete(m, job) else None
+
+    def discard(self) -> None:
+        """Forget the finished output (its inputs changed, and ``--overwrite`` rebuilds it)."""
+        clear_output(self.folder)
+
+    def failures_text(self) -> str:
+        return (self.folder / "failures.jsonl").read_text()
+
+    def start(self, job: JobConfig, src: str) -> None:
+        """Record the configuration and prepare the work folder."""
+        atomic_write_bytes(self.folder / "config.json", _config_bytes(job, src))
+        _start_work(self.folder)
+
+    def publish_shard(self, rec: dict, fresh: bool) -> None:
+        """A shard was written (here: already in place)."""
+
+    def publish_outputs(self, shard_records: list[dict]) -> None:
+        """failures.jsonl and manifest.json were written (here: already in place)."""
+
+    def finish(self, keep_work: bool) -> None:
+        _finish_cleanup(self.folder, keep_work)
+
+
+class UrlOutput:
+    """An fsspec URL (:class:`avsa_data.remote.Store`): the job works in a local *staging* folder (locked; two
+    jobs with different staging folders on one URL are not detected), and every result is uploaded as soon as
+    it is final (shards, then failures.jsonl, then manifest.json), never partially."""
+
+    def __init__(self, url: str, staging: Path | None = None):
+        self.store = remote.Store(url)
+        self.folder = Path(staging) if staging is not None else remote.default_staging(self.store.url)
+        self.where: Path | str = self.store.url
+        self.listing: dict[str, int] = {}
+        self.rebuilt = False  # the manifest was withdrawn: shards it does not list go once the new one is up
+        self._lock: Path | None = None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[Path]:
+        with exclusive_lock(self.folder) as lock:
+            self._lock = lock
+            yield lock
+
+    def _json(self, name: str, damaged):
+        """The JSON object ``name``; a damaged one is ``damaged``, or a one-line error when that is ShardJobError."""
+        try:
+            return self.store.read_json(name)
+        except ValueError as e:
+            if damaged is ShardJobError:
+                raise ShardJobError(f"{e}{_REBUILD}") from None
+            return damaged
+
+    def open(self, job: JobConfig, src: str, overwrite: bool) -> dict | None:
+        """As :meth:`LocalOutput.open`; a manifest whose shards are not all there (lost objects) is withdrawn,
+        so that they are published again, the manifest last."""
+        store = self.store
+        listing = store.listing()
+        old = self._json("config.json", {} if overwrite else ShardJobError) if "config.json" in listing else None
+        problem = _mismatch(store.url, old, job, src) if old is not None else None
+        if problem is not None or (old is None and overwrite):
+            if problem is not None and not overwrite:
+                raise problem
+            store.remove(n for n in listing if fmt.SHARD_RE.match(n) or n in OUTPUTS)
+            listing = {n: size for n, size in listing.items() if remote.TMP_RE.match(n)}
+        self.listing = listing
+        m = self._json("manifest.json", None if overwrite else ShardJobError) if "manifest.json" in listing else None
+        m = m if _complete(m, job) else None
+        if m is not None and not all(listing.get(s["name"]) == s["bytes"] for s in m["shards"]):
+            self.discard()
+            m = None
+        return m
+
+    def discard(self) -> None:
+        self.store.remove(["manifest.json"])
+        self.rebuilt = True
+
+    def failures_text(self) -> str:
+        return (self.store.read_bytes("failures.jsonl") or b"").decode()
+
+    def start(self, job: JobConfig, src: str) -> None:
+        _check_config(self.folder, job, src, overwrite=True)  # the staging folder is a cache: other work is dropped
+        atomic_write_bytes(self.folder / "config.json", _config_bytes(job, src))
+        self.store.put(self.folder / "config.json", "config.json")
+        self.store.remove(n for n in self.listing if remote.TMP_RE.match(n))  # uploads of a killed run
+        _start_work(self.folder)
+
+    def publish_shard(self, rec: dict, fresh: bool) -> None:
+        """Upload a shard written in the staging folder (unless the same object is there), then drop it."""
+        local = self.folder / rec["name"]
+        if fresh or self.listing.get(rec["name"]) != rec["bytes"]:  # same plan ⇒ same bytes, by construction
+            self.store.put(local, rec["name"])
+        local.unlink()
+
+    def publish_outputs(self, shard_records: list[dict]) -> None:
+        self.store.put(self.folder / "failures.jsonl", "failures.jsonl")
+        self.store.put(self.folder / "manifest.json", "manifest.json")
+        if self.rebuilt:  # shards of an earlier layout that the new manifest does not list
+            names = {rec["name"] for rec in shard_records}
+            self.store.remove(n for n in self.store.listing() if fmt.SHARD_RE.match(n) and n not in names)
+
+    def finish(self, keep_work: bool) -> None:
+        """Remove the staging folder of a published job (its lock file last, while still holding the lock)."""
+        if keep_work:
+            return
+        clear_output(self.folder)
+        if not any(p != self._lock for p in self.folder.iterdir()):
+            self._lock.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()
+
+
+JobOutput = LocalOutput | UrlOutput
+
+
+# ------------------------------------------------------------------------------------------- the job
+
+
 def run_shard_job(
     src: Path,
     out: Path,
@@ -765,7 +986,7 @@ def run_shard_job(
     overwrite: bool = False,
     keep_work: bool = False,
     progress: bool = True,
-    on_video_done: Callable[[dict], None] | None = None,
+    on_video_done: Callable[[VideoResult], None] | None = None,
     engine: str = "local",
     ray_address: str | None = None,
     staging: Path | None = None,
@@ -775,136 +996,55 @@ def run_shard_job(
 
     ``out`` is a local folder, or an fsspec URL string (``s3://bucket/prefix``) with ``staging`` the local
     folder for the per-video work (default :func:`avsa_data.remote.default_staging`). ``layout`` says how
-    ``src`` is organised (:mod:`avsa_data.layouts`; default: detected). Raises
-    :class:`ShardJobError` (one line) when the job cannot run, :class:`JobStopped` when the environment
-    stopped it.
+    ``src`` is organised (:mod:`avsa_data.layouts`; default: detected). ``on_video_done`` is called with each
+    video's :class:`VideoResult` as phase 1 finishes it. Raises :class:`ShardJobError` (one line) when the job
+    cannot run, :class:`JobStopped` when the environment stopped it.
     """
-    found, job = _prepare(src, job, list_file, engine, layout)
-    src_text = _src_text(src)
+    found, job, labels = _prepare(src, job, list_file, engine, layout)
     try:
-        if remote.is_url(out):
-            try:
-                return _run_url_job(found, src_text, str(out), job, workers=workers, overwrite=overwrite,
-                                    keep_work=keep_work, progress=progress, on_video_done=on_video_done,
-                                    engine=engine, ray_address=ray_address, staging=staging)
-            except remote.StorageError as e:
-                raise ShardJobError(str(e)) from e
-        out = Path(out)
-        with _stop_on_environment_errors(str(out)), exclusive_lock(out):
-            return _run_local_job(found, src_text, out, job, workers=workers, overwrite=overwrite,
-                                  keep_work=keep_work, progress=progress, on_video_done=on_video_done,
-                                  engine=engine, ray_address=ray_address)
+        output = UrlOutput(str(out), staging) if remote.is_url(out) else LocalOutput(Path(out))
+        with _stop_on_environment_errors(str(output.folder)), output.lock():
+            return _run_job(found, _src_text(src), output, job, labels, workers=workers, overwrite=overwrite,
+                            keep_work=keep_work, progress=progress, on_video_done=on_video_done, engine=engine,
+                            ray_address=ray_address)
     except FolderBusy as e:
         raise ShardJobError(str(e)) from None
+    except remote.StorageError as e:
+        raise ShardJobError(str(e)) from e
 
 
-def _run_local_job(found: Discovery, src: str, out: Path, job: JobConfig, *, workers, overwrite, keep_work,
-                   progress, on_video_done, engine, ray_address) -> JobReport:
-    _check_config(out, job, src, overwrite)
-    m = _read_json(out / "manifest.json", missing=None, damaged=None if overwrite else ShardJobError, hint=_REBUILD)
-    m = m if _complete(m, job) else None
+def _run_job(found: Discovery, src: str, output: JobOutput, job: JobConfig, labels: LabelBackend, *, workers: int,
+             overwrite: bool, keep_work: bool, progress: bool, on_video_done, engine: str,
+             ray_address: str | None) -> JobReport:
+    """The job in a locked ``output``: check its configuration, plan the update, phase 1, assembly, report."""
+    m = output.open(job, src, overwrite)
     tasks = identify_inputs(found.tasks, m["videos"] if m else None)
     try:
-        update = plan_update(tasks, m, out)
+        update = plan_update(tasks, m, output.where)
     except InputsChanged:
         if not overwrite:
             raise
-        clear_output(out)
-        m, update = None, plan_update(tasks, None, out)
+        output.discard()
+        m, update = None, plan_update(tasks, None, output.where)
     if m is not None and update.nothing_to_do(m, found.failed):
-        _finish_cleanup(out, keep_work)
-        return _up_to_date(out, m, (out / "failures.jsonl").read_text(), found.skipped)
-    atomic_write_bytes(out / "config.json", _config_bytes(job, src))
-    _start_work(out)
-    _drop_stale_fragments(out / WORK / "frag", update.todo)
-    results = _run_phase1(update.todo, job, out, workers, progress, on_video_done, engine, ray_address)
-    failures, shard_records = _assemble(out, job, src, found, update, results, progress)
-    _finish_cleanup(out, keep_work)
-    return _report(out, found, update, results, failures, shard_records)
+        output.finish(keep_work)
+        return _up_to_date(output.where, m, output.failures_text(), found.skipped)
+    output.start(job, src)
+    frag_dir = output.folder / WORK / "frag"
+    _drop_stale_fragments(frag_dir, update.todo)
+    sharder = VideoSharder(job, frag_dir, labels)
+    results = _run_phase1(update.todo, sharder, workers, progress, on_video_done, engine, ray_address)
+    failures, shard_records = _assemble(output.folder, job, src, found, update, results, progress,
+                                        output.publish_shard)
+    output.publish_outputs(shard_records)
+    output.finish(keep_work)
+    return _report(output.where, found, update, results, failures, shard_records)
 
 
-def _run_url_job(found: Discovery, src: str, url: str, job: JobConfig, *, workers, overwrite, keep_work, progress,
-                 on_video_done, engine, ray_address, staging) -> JobReport:
-    """:func:`run_shard_job` for an fsspec URL: the local job runs in ``staging``, and every result is uploaded
-    as soon as it is final (shards, then failures.jsonl, then manifest.json), never partially. The staging
-    folder is locked (two jobs with different staging folders on one URL are not detected)."""
-    store = remote.Store(url)
-    stage = Path(staging) if staging is not None else remote.default_staging(store.url)
-    with _stop_on_environment_errors(str(stage)), exclusive_lock(stage) as lock:
-        listing = store.listing()
-        old = _store_json(store, "config.json") if "config.json" in listing else None
-        problem = _mismatch(store.url, old, job, src) if old is not None else None
-        if problem is not None or (old is None and overwrite):
-            if problem is not None and not overwrite:
-                raise problem
-            store.remove(n for n in listing if fmt.SHARD_RE.match(n) or n in OUTPUTS)
-            listing = {n: size for n, size in listing.items() if remote.TMP_RE.match(n)}
-        m = _store_json(store, "manifest.json") if "manifest.json" in listing else None
-        m = m if _complete(m, job) else None
-        rebuilt = False
-        if m is not None and not all(listing.get(s["name"]) == s["bytes"] for s in m["shards"]):
-            store.remove(["manifest.json"])  # shards were lost since: publish again, the manifest last
-            m, rebuilt = None, True
-        tasks = identify_inputs(found.tasks, m["videos"] if m else None)
-        try:
-            update = plan_update(tasks, m, store.url)
-        except InputsChanged:
-            if not overwrite:
-                raise
-            store.remove(["manifest.json"])
-            m, rebuilt, update = None, True, plan_update(tasks, None, store.url)
-        if m is not None and update.nothing_to_do(m, found.failed):
-            _finish_url_cleanup(stage, lock, keep_work)
-            return _up_to_date(store.url, m, (store.read_bytes("failures.jsonl") or b"").decode(), found.skipped)
-        _check_config(stage, job, src, overwrite=True)  # the staging folder is a cache: other work there is dropped
-        atomic_write_bytes(stage / "config.json", _config_bytes(job, src))
-        store.put(stage / "config.json", "config.json")
-        store.remove(n for n in listing if remote.TMP_RE.match(n))  # uploads of a killed run
-        _start_work(stage)
-        _drop_stale_fragments(stage / WORK / "frag", update.todo)
-        results = _run_phase1(update.todo, job, stage, workers, progress, on_video_done, engine, ray_address)
-
-        def publish(rec: dict, fresh: bool) -> None:
-            local = stage / rec["name"]
-            if fresh or listing.get(rec["name"]) != rec["bytes"]:  # same plan ⇒ same bytes, by construction
-                store.put(local, rec["name"])
-            local.unlink()
-
-        failures, shard_records = _assemble(stage, job, src, found, update, results, progress, publish)
-        store.put(stage / "failures.jsonl", "failures.jsonl")
-        store.put(stage / "manifest.json", "manifest.json")
-        if rebuilt:  # shards of an earlier layout that the new manifest does not list
-            names = {rec["name"] for rec in shard_records}
-            store.remove(n for n in store.listing() if fmt.SHARD_RE.match(n) and n not in names)
-        if not keep_work:
-            clear_output(stage)
-        _finish_url_cleanup(stage, lock, keep_work)
-        return _report(store.url, found, update, results, failures, shard_records)
-
-
-def _store_json(store: remote.Store, name: str):
+def _discover(src: Path, list_file, spec: layouts.LayoutSpec) -> Discovery:
+    """The videos of ``src`` in its input layout ``spec`` (resolved): flat (:func:`discover`), or starss23 /
+    folders (:func:`avsa_data.layouts.discover`, splits from folder names unless a list says otherwise)."""
     try:
-        return store.read_json(name)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ShardJobError(f"{store.url_of(name)} is damaged ({type(e).__name__}){_REBUILD}") from None
-
-
-def _finish_url_cleanup(stage: Path, lock: Path, keep_work: bool) -> None:
-    """Remove the staging folder of a published job (its lock file last, while still holding the lock)."""
-    if keep_work:
-        return
-    clear_output(stage)
-    if not any(p != lock for p in stage.iterdir()):
-        lock.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            stage.rmdir()
-
-
-def _discover(src: Path, list_file, layout: layouts.LayoutSpec | None) -> Discovery:
-    """The videos of ``src`` in its input layout: flat (:func:`discover`), or starss23 / folders
-    (:func:`avsa_data.layouts.discover`, splits from folder names unless a list says otherwise)."""
-    try:
-        spec = layouts.resolve(src, layout or layouts.LayoutSpec())
         if spec.name == "flat":
             return discover(src, list_file)
         if not src.is_dir():
@@ -919,12 +1059,19 @@ def _discover(src: Path, list_file, layout: layouts.LayoutSpec | None) -> Discov
     return Discovery([VideoTask(r.video_id, r.split, r.video, r.audio, r.events) for r in recs])
 
 
-def _prepare(src, job: JobConfig, list_file, engine: str, layout=None) -> tuple[Discovery, JobConfig]:
-    """The videos of the job, after the checks that must fail before anything is written, and the job with its
+def _prepare(src, job: JobConfig, list_file, engine: str, layout: layouts.LayoutSpec | None = None
+             ) -> tuple[Discovery, JobConfig, LabelBackend]:
+    """The videos of the job, after the checks that must fail before anything is written; the job with its
     event class map ``auto`` replaced by the input's own ``classes.json`` if it has one
-    (:func:`avsa_data.layouts.own_event_classes`; otherwise ``auto`` stays and means ``starss23``)."""
-    found = _discover(Path(src).resolve(), list_file, layout)
-    own = layouts.own_event_classes(Path(src).resolve(), layout or layouts.LayoutSpec())
+    (:func:`avsa_data.layouts.own_event_classes`; otherwise ``auto`` stays and means ``starss23``); and the
+    job's label backend."""
+    src_dir = Path(src).resolve()
+    try:
+        spec = layouts.resolve(src_dir, layout or layouts.LayoutSpec())
+    except layouts.LayoutError as e:
+        raise ShardJobError(str(e)) from e
+    found = _discover(src_dir, list_file, spec)
+    own = layouts.own_event_classes(src_dir, spec)
     if job.events.classes == AUTO_CLASSES and own is not None:
         job = replace(job, events=replace(job.events, classes=own))
     for s in found.skipped:
@@ -933,19 +1080,20 @@ def _prepare(src, job: JobConfig, list_file, engine: str, layout=None) -> tuple[
         raise ShardJobError(f"no videos ({', '.join(VIDEO_EXTS)}) found under {src}")
     if engine not in ENGINES:
         raise ShardJobError(f"--engine must be one of {ENGINES}, got {engine!r}")
-    _make_backend_check(job)  # a bad --labels setting must fail before anything is written
-    return found, job
+    return found, job, _check_labels(job)  # a bad --labels setting must fail before anything is written
 
 
-def _make_backend_check(job: JobConfig) -> None:
+def _check_labels(job: JobConfig) -> LabelBackend:
+    """The job's label backend; a bad ``--labels`` setting or event class map is a :class:`ShardJobError`."""
     try:
-        _backend(job)
+        labels = make_labels(job)
     except (LabelError, ValueError, OSError) as e:
         raise ShardJobError(f"--labels {job.labels}: {e}") from e
     try:
         EventClasses.load(job.events.classes)
     except EventLabelError as e:
         raise ShardJobError(str(e)) from e
+    return labels
 
 
 def _progress(it, enabled: bool, desc: str, unit: str):
@@ -956,28 +1104,26 @@ def _progress(it, enabled: bool, desc: str, unit: str):
     return tqdm(it, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 
-ENGINES = ("local", "ray")
-
-
-def _run_phase1(tasks, job, out, workers, progress, on_video_done, engine="local", ray_address=None) -> list[dict]:
-    """Phase 1 on a local process pool, or on a Ray cluster (one task per video). Both call
-    :func:`process_video` with the same arguments, so fragments, and hence shards, are byte-identical.
+def _run_phase1(tasks: list[VideoTask], sharder: VideoSharder, workers: int, progress: bool, on_video_done,
+                engine: str = "local", ray_address: str | None = None) -> list[VideoResult]:
+    """Phase 1 in this process, on a local process pool, or on a Ray cluster (one task per video). All run the
+    same ``sharder``, so fragments, and hence shards, are byte-identical.
     Pool workers die with this process (:func:`avsa_data.jobcontrol.die_with_parent`); the first
     :class:`JobStopped` cancels the videos not started yet and is raised."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), desc="videos", unit="video", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
-    results: list[dict] = []
+    results: list[VideoResult] = []
     samples = 0
     t0 = time.time()
 
-    def done(r: dict) -> None:
+    def done(r: VideoResult) -> None:
         nonlocal samples
         results.append(r)
-        samples += r.get("samples", 0)
-        if r["status"] == "failed":
-            _console(f"avsa-data shard: FAILED {r['path']} [{r['stage']}]: {r['reason']}")
+        samples += r.samples
+        if not r.ok:
+            _console(f"avsa-data shard: FAILED {r.path} [{r.stage}]: {r.reason}")
         bar.update(1)
         bar.set_postfix(samples=samples, sps=f"{samples / max(time.time() - t0, 1e-9):.1f}/s")
         if on_video_done:
@@ -985,15 +1131,15 @@ def _run_phase1(tasks, job, out, workers, progress, on_video_done, engine="local
 
     try:
         if engine == "ray":
-            for r in _ray_results(tasks, job, out, workers, ray_address):
+            for r in _ray_results(tasks, sharder, workers, ray_address):
                 done(r)
         elif workers <= 1 or len(tasks) <= 1:
             for t in tasks:
-                done(process_video(t, job, out))
+                done(sharder(t))
         else:
             with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
                                      initargs=(os.getpid(),)) as ex:
-                futs = [ex.submit(process_video, t, job, out) for t in tasks]
+                futs = [ex.submit(sharder, t) for t in tasks]
                 try:
                     for f in as_completed(futs):
                         done(f.result())
@@ -1002,14 +1148,20 @@ def _run_phase1(tasks, job, out, workers, progress, on_video_done, engine="local
                     raise
     finally:
         bar.close()
-    return sorted(results, key=lambda r: r["video_id"])
+    return sorted(results, key=lambda r: r.video_id)
 
 
-def _ray_results(tasks, job, out, workers, ray_address):
-    """Run :func:`process_video` as Ray tasks; yield summaries as tasks complete (drives the progress bar).
+def _shard_video(sharder: VideoSharder, task: VideoTask) -> VideoResult:
+    """One video on a Ray worker."""
+    return sharder(task)
+
+
+def _ray_results(tasks: list[VideoTask], sharder: VideoSharder, workers: int,
+                 ray_address: str | None) -> Iterator[VideoResult]:
+    """Run ``sharder`` as Ray tasks; yield results as tasks complete (drives the progress bar).
 
     ``ray_address`` connects to an existing cluster (``auto`` or ``ray://host:port``); by default a local
-    instance with ``workers`` CPUs is started and shut down afterwards. ``out`` must be a path every node sees
+    instance with ``workers`` CPUs is started and shut down afterwards. The fragment folder must be one every node sees
     (a shared filesystem); writes stay atomic (temp + rename) on it.
     """
     try:
@@ -1023,8 +1175,9 @@ def _ray_results(tasks, job, out, workers, ray_address):
         else:
             ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
     try:
-        task_fn = ray.remote(num_cpus=1, max_retries=2)(process_video)
-        pending = [task_fn.remote(t, job, out) for t in tasks]
+        task_fn = ray.remote(num_cpus=1, max_retries=2)(_shard_video)
+        shared = ray.put(sharder)
+        pending = [task_fn.remote(shared, t) for t in tasks]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             try:
@@ -1038,7 +1191,42 @@ def _ray_results(tasks, job, out, workers, ray_address):
             ray.shutdown()
 
 
-def _write_manifest(out, job, src: str, results, shard_records, failures, skipped) -> None:
+# ------------------------------------------------------------------------------------------ phase 2
+
+
+def _assemble(out: Path, job: JobConfig, src: str, found: Discovery, update: Update, results: list[VideoResult],
+              progress: bool, publish: Callable[[dict, bool], None]) -> tuple[list[dict], list[dict]]:
+    """Phase 2 in ``out``: the new shards (each handed to ``publish`` once written, with whether its content is
+    new since the last recorded plan), failures.jsonl, manifest.json. Returns (failures, all shard records)."""
+    first: dict[str, int] = {}
+    for rec in update.shards:
+        first[rec["split"]] = max(first.get(rec["split"], 0), int(fmt.SHARD_RE.match(rec["name"])["index"]) + 1)
+    plans = plan_shards(results, job, first)
+    fresh = _settle_shard_plan(out, plans, results, {rec["name"] for rec in update.shards})
+    shard_records = list(update.shards)
+    for plan in _progress(plans, progress, "shards", "shard"):
+        shard_records.append(write_shard(plan, out))
+        publish(shard_records[-1], plan.name in fresh)
+    shard_records.sort(key=lambda rec: rec["name"])
+    everything = sorted([*update.kept, *(r.record() for r in results), *found.failed],
+                        key=lambda r: (r["video_id"], r["path"]))
+    failures = [{"video_id": r["video_id"], "path": r["path"], "stage": r["stage"], "reason": r["reason"]}
+                for r in everything if r["status"] == "failed"]
+    _write_manifest(out, job, src, everything, shard_records, failures, found.skipped)
+    return failures, shard_records
+
+
+def _report(out, found: Discovery, update: Update, results: list[VideoResult], failures: list[dict],
+            shard_records: list[dict]) -> JobReport:
+    ok = sum(rec["status"] == "ok" for rec in update.kept) + sum(r.ok for r in results)
+    return JobReport(out, len(update.kept) + len(results) + len(found.failed), ok, len(failures),
+                     sum(s["num_samples"] for s in shard_records), len(shard_records), failures,
+                     added=len(results) if update.incremental else 0, skipped=found.skipped)
+
+
+def _write_manifest(out: Path, job: JobConfig, src: str, results: list[dict], shard_records: list[dict],
+                    failures: list[dict], skipped: list[dict]) -> None:
+    """failures.jsonl and manifest.json (``results``: the video records, with ``video_id``)."""
     videos = {}
     for r in results:
         v = {k: r[k] for k in ("path", "split", "status") if k in r}

@@ -11,7 +11,6 @@ errors (out of memory, a storage error reaching a URL) stop it.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,8 @@ import numpy as np
 
 from . import codecs, events, remote
 from . import format as fmt
-from .reader import RawSample, ShardFormatError, iter_raw, parse_meta
+from .fsutil import parse_json
+from .reader import RawSample, ShardFormatError, decode_meta, iter_raw
 
 
 @dataclass
@@ -41,8 +41,11 @@ class VerifyReport:
 def check_sample(s: RawSample, decode: bool = True) -> list[str]:
     """Every problem of one sample: its meta.json against the schema, missing/extra members, the per-member
     checksums (format_version ≥ 2) and, with ``decode``, every member decoded against the shape meta declares."""
-    meta, problems = parse_meta(s.members.get(fmt.meta_member()), strict=True)
-    if meta is None or fmt.meta_problems(meta, strict=False):
+    meta, problem = decode_meta(s.members.get(fmt.meta_member()))
+    if problem is not None:
+        return [problem]
+    problems, usable = fmt.meta_check(meta)  # the schema, once
+    if not usable:
         return problems  # its numbers cannot size anything: nothing else is checked
     if s.members[fmt.meta_member()] != codecs.encode_json(meta):
         problems.append("meta.json is not the canonical JSON the writer makes (sorted keys, no spaces, ASCII): "
@@ -116,9 +119,11 @@ def _load_manifest(read: Callable[[], bytes | None]) -> tuple[dict | None, str |
     if data is None:
         return None, "manifest.json missing (did the shard job finish?)"
     try:
-        manifest = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        return None, f"manifest.json is not valid JSON ({str(e).splitlines()[0][:120]}; truncated?)"
+        manifest = parse_json(data, "manifest.json", "the manifest.json written by avsa-data shard")
+    except ValueError as e:  # one line: truncated, malformed (where), empty or not UTF-8
+        return None, str(e)
+    except RecursionError:
+        return None, "manifest.json: nested too deeply; expected the manifest.json written by avsa-data shard"
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
         return None, "manifest.json must be an object with a list 'shards' (docs/FORMAT.md)"
     return manifest, None

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from avsa_data.options import DEVICES, format_value, option, option_meta
+from avsa_train.models.transformer import CONTEXTS
+
 TASKS = ("avc", "avts", "avsa")
+#: Audio input of the encoders (avsa_train.data.AUDIO_FORMATS maps each to its render and channel count).
+AUDIO_FORMATS = ("mono", "stereo", "ambi")
 #: Hard negatives joined to the instance (easy) ones once the curriculum allows (Table 3c).
 NEGATIVES = ("instance", "spatial", "temporal", "spatial+temporal")
 #: Table 3d. easy-to-hard: instance only before ``switch_epoch``; none: hard from the start; hard-only: no
@@ -32,55 +37,88 @@ EASY_STAGES = ("avc", "translation")
 DATA_ORDER_KEYS = ("seed", "batch_size", "workers", "viewpoints", "moments", "shuffle_buffer", "shards")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PretrainConfig:
-    """Every option of ``avsa-train pretrain``. Units: learning rate per step, τ dimensionless, steps, epochs."""
+    """Every option of ``avsa-train pretrain``. Units: learning rate per step, τ dimensionless, steps, epochs.
 
-    task: str = "avsa"
-    shards: str = ""
-    out: str = "runs/avsa"
+    The field defaults are the AVSA task's; :data:`TASK_DEFAULTS` holds the other tasks' Table 2 values."""
+
+    task: str = option("avsa", choices=TASKS,
+                       help="avc: instance discrimination, V=1, loss (7). avsa: joint loss (9) over V viewpoints, "
+                       "spatial negatives, curriculum. avts: loss (9) over M moments of one viewpoint, temporal "
+                       "negatives (shards with --moments-per-sample ≥ M).",
+                       default_doc="the YAML's task, else avsa")
+    shards: str = option("", help="Shard folder (its train-NNNNNN.tar are used), glob, brace pattern or pipe:/URL.")
+    out: str = option("runs/avsa", help="Run folder: checkpoint.pt, metrics.jsonl, config.yaml.",
+                      default_doc="runs/TASK")
     # data (Table 2: nv viewpoints; M moments per item for AVTS / temporal negatives)
-    viewpoints: int = 4
-    moments: int = 1
-    audio_format: str = "ambi"  # mono | stereo | ambi
-    spec: str = "mel128"  # mel128 (reference code) | stft129 (Table 1) | mel128+iv (ambi: + intensity vectors)
-    shuffle_buffer: int = 128  # samples per DataLoader worker
-    workers: int | None = None  # DataLoader workers per rank; None: CPUs per rank − 1, at most 8
+    viewpoints: int = option(4, min=1, help="V viewpoints drawn from each sample's bank.")
+    moments: int = option(1, min=1, help="M moments per item (temporal negatives).")
+    audio_format: str = option("ambi", choices=AUDIO_FORMATS,
+                               help="Audio input: mono (1 ch), binaural stereo (2 ch) or first-order ambisonics "
+                               "(4 ch).")
+    spec: str = option("mel128", choices=SPECTROGRAM_KINDS,
+                       help="Audio features: 128 log-mel bins (reference code), 129 STFT bins (Table 1), or "
+                       "mel128+iv (ambi only): the 4 log-mel channels plus the 3 active-intensity-vector channels "
+                       "(Y, Z, X) in the same bands, which keep front/back and left/right (7 channels into "
+                       "Conv2D-10).")
+    shuffle_buffer: int = option(128, min=1, help="Shuffle buffer, samples per DataLoader worker.")
+    workers: int | None = option(None, min=0, help="DataLoader workers per rank.",
+                                 default_doc="CPUs per rank − 1, at most 8")
     # model
-    width: float = 1.0
-    depth: int = 2  # transformer depth D (0 = direct prediction)
-    context: str = "attention"  # attention: transformer over the viewpoints | none: per-viewpoint MLP (NoCtx)
-    heads: int = 1
-    proj_dim: int = 128
-    dropout: float = 0.1
+    width: float = option(1.0, help="Channel width multiplier of both encoders (tests: 0.125).")
+    depth: int = option(2, min=0, help="Translator depth D; 0 = direct prediction.")
+    context: str = option("attention", choices=CONTEXTS,
+                          help="Translation network: attention (transformer over the viewpoints, the paper's "
+                          "model) or none (a per-viewpoint MLP of depth D without attention, the authors' NoCtx "
+                          "variant of direct prediction).")
+    heads: int = option(1, cli=False, help="Attention heads of the translator.")
+    proj_dim: int = option(128, cli=False, help="Dimension of the projection heads' output.")
+    dropout: float = option(0.1, cli=False, help="Dropout of the translator.")
     # optimisation (Table 2)
-    batch_size: int = 28  # per rank
-    lr: float = 1e-4
-    weight_decay: float = 1e-5
-    tau: float = 0.07
-    epochs: int = 50
-    steps_per_epoch: int | None = None  # default: train samples / global batch
-    max_steps: int | None = None
+    batch_size: int = option(28, help="Samples per step and rank.")
+    lr: float = option(1e-4, help="Adam learning rate (Table 2).")
+    weight_decay: float = option(1e-5, help="Adam weight decay (Table 2).")
+    tau: float = option(0.07, help="InfoNCE temperature τ (Table 2).")
+    epochs: int = option(50, help="Epochs.")
+    steps_per_epoch: int | None = option(None, help="Steps per epoch.",
+                                         default_doc="train samples in manifest.json / global batch")
+    max_steps: int | None = option(None, help="Stop after this many steps in total (instead of --epochs).",
+                                   default_doc="none")
     # negatives and curriculum (Table 2 in/sn/tn, Table 3c/3d)
-    negatives: str = "spatial"  # instance | spatial | temporal | spatial+temporal
-    curriculum: str = "easy-to-hard"
-    switch_epoch: int = 0  # epochs of easy (instance-only) negatives before the hard ones join
-    easy_stage: str = "avc"  # avc | translation (see EASY_STAGES)
-    easy_batch_size: int | None = None  # samples per step of the AVC easy stage; None: viewpoints × batch_size
+    negatives: str = option("spatial", choices=NEGATIVES,
+                            help="Hard negatives joined to the instance ones (Table 3c): instance (none), spatial "
+                            "(other viewpoints), temporal (other moments), spatial+temporal.")
+    curriculum: str = option("easy-to-hard", choices=CURRICULA,
+                             help="Table 3d: easy-to-hard (instance negatives only until --switch-epoch), none "
+                             "(easy + hard from the start), hard-only, easy-only.")
+    switch_epoch: int = option(0, min=0,
+                               help="Epoch at which the hard negatives join (easy-to-hard). The paper trains AVC for "
+                               "100 epochs and starts AVSA from it: --init runs/avc/checkpoint.pt with "
+                               "--switch-epoch 0; or in one run: --switch-epoch 100 --epochs 150 (the first 100 "
+                               "epochs are the AVC stage, see --easy-stage).")
+    easy_stage: str = option("avc", choices=EASY_STAGES,
+                             help="How the easy epochs before --switch-epoch train. avc: the AVC stage of Table 2 "
+                             "(1 viewpoint, --easy-batch-size samples per step, direct projection heads, loss (7)). "
+                             "translation: V viewpoints through the translator, loss (9) with instance negatives "
+                             "only.")
+    easy_batch_size: int | None = option(None, help="Samples per step of the AVC easy stage.",
+                                         default_doc="viewpoints × batch size: 4 × 28 = 112, Table 2's AVC")
     # augmentation (Table 2: cj, hf; volume jitter ±10 %)
-    color_jitter: bool = True
-    flip_p: float = 0.5
-    volume_jitter: float = 0.1
+    color_jitter: bool = option(True, help="Colour jitter (Table 2 cj).")
+    flip_p: float = option(0.5, min=0.0, max=1.0, help="Horizontal flip probability (Table 2 hf).")
+    volume_jitter: float = option(0.1, help="Audio gain jitter, ± this fraction.")
     # run
-    init: str | None = None  # an AVC checkpoint to start from (Table 2: AVSA starts from AVC at epoch 100)
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # mixed precision, used on CUDA only
-    checkpoint_every: int = 1000  # steps; 0 = only at the end
-    keep_checkpoints: bool = False  # also keep OUT/checkpoint-stepN.pt at every checkpoint
-    log_every: int = 1
-    tensorboard: bool = False
-    quiet: bool = False
+    init: str | None = option(None, help="Start from this checkpoint's encoders (Table 2: AVSA starts from the AVC "
+                              "model); 'none' for a random initialisation.", default_doc="none")
+    seed: int = option(0, help="Seed of the initialisation, data order and augmentation.")
+    device: str = option("auto", choices=DEVICES, help="auto = CUDA when available.")
+    amp: bool = option(True, help="Mixed precision (CUDA only).")
+    checkpoint_every: int = option(1000, min=0, help="Steps between checkpoints (0: only at the end).")
+    keep_checkpoints: bool = option(False, help="Also keep checkpoint-stepN.pt files.")
+    log_every: int = option(1, min=1, help="Steps between metrics.jsonl lines.")
+    tensorboard: bool = option(False, help="Also log to OUT/tb (needs tensorboard installed).")
+    quiet: bool = option(False, short="-q", help="No progress bar.")
 
     def validate(self) -> PretrainConfig:
         """Check values and their combinations; raise ValueError naming the option."""
@@ -90,7 +128,7 @@ class PretrainConfig:
             raise ValueError(f"--negatives must be one of {NEGATIVES}, got {self.negatives!r}")
         if self.curriculum not in CURRICULA:
             raise ValueError(f"--curriculum must be one of {CURRICULA}, got {self.curriculum!r}")
-        if self.audio_format not in ("mono", "stereo", "ambi"):
+        if self.audio_format not in AUDIO_FORMATS:
             raise ValueError(f"--audio-format must be mono, stereo or ambi, got {self.audio_format!r}")
         if self.spec not in SPECTROGRAM_KINDS:
             raise ValueError(f"--spec must be one of {', '.join(SPECTROGRAM_KINDS)}, got {self.spec!r}")
@@ -103,11 +141,9 @@ class PretrainConfig:
             raise ValueError(f"--easy-stage must be one of {EASY_STAGES}, got {self.easy_stage!r}")
         if self.easy_batch_size is not None and self.easy_batch_size < 2:
             raise ValueError(f"--easy-batch-size must be ≥ 2, got {self.easy_batch_size}")
-        from avsa_train.models.transformer import CONTEXTS
-
         if self.context not in CONTEXTS:
             raise ValueError(f"--context must be one of {CONTEXTS}, got {self.context!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.viewpoints < 1 or self.moments < 1:
             raise ValueError(f"--viewpoints and --moments must be ≥ 1, got {self.viewpoints} and {self.moments}")
@@ -202,6 +238,19 @@ TASK_DEFAULTS: dict[str, dict] = {
         "out": "runs/avsa",
     },
 }
+
+
+def default_doc(name: str) -> str:
+    """Where the value of option ``name`` comes from when no flag or YAML key gives it (for ``--help``):
+    the field's ``default_doc``, Table 2's value per task where the tasks differ, else the default."""
+    f = next(f for f in fields(PretrainConfig) if f.name == name)
+    meta = option_meta(f)
+    if meta and meta["default_doc"]:
+        return meta["default_doc"]
+    values = {task: TASK_DEFAULTS[task].get(name, f.default) for task in TASKS}
+    if len(set(map(repr, values.values()))) > 1:
+        return "Table 2: " + ", ".join(f"{task} {format_value(v)}" for task, v in values.items())
+    return format_value(f.default)
 
 
 def _field_names() -> set[str]:

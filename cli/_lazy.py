@@ -22,3 +22,11 @@ class LazyGroup(click.Group):
             mod, attr = self.lazy_commands[name].split(":")
             return getattr(importlib.import_module(mod), attr)
         return super().get_command(ctx, name)
+
+
+def lazy_group(name: str, commands: dict[str, str], help: str) -> LazyGroup:  # noqa: A002 - click's name
+    """A console-script group (``avsa-data``, ``avsa-train``) of lazily imported ``commands``, with --version."""
+    from cli._command import CONTEXT
+
+    group = LazyGroup(name, lazy_commands=commands, context_settings=CONTEXT, help=help)
+    return click.version_option(package_name="avsa")(group)

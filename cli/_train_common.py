@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
 import click
 
-from avsa_train.config import SPECTROGRAM_KINDS
+from avsa_train.config import AUDIO_FORMATS, SPECTROGRAM_KINDS
+from cli._options import shared, stack
 
 SHARED_HELP = """
 Common options: --ckpt (a checkpoint of `avsa-train pretrain`, or `none` for a random initialisation, the
@@ -17,21 +17,9 @@ scratch baseline), --width (must match the checkpoint's; read from it when given
 """
 
 
-def parse_milestones(value: str | None) -> tuple[int, ...] | None:
-    """``"5,8"`` → ``(5, 8)``; ``""`` → ``()``; ``None`` → ``None`` (the protocol's default)."""
-    if value is None:
-        return None
-    v = value.strip()
-    if not v or v.lower() == "none":
-        return ()
-    try:
-        return tuple(int(x) for x in v.split(","))
-    except ValueError as e:
-        raise click.BadParameter(f"expected comma-separated epochs such as 5,8, got {value!r}") from e
-
-
-def common_options(f):
-    """--ckpt, --width, --audio-format, --spec, --device, --seed, --workers, --out, --quiet."""
+def backbone_options(f):
+    """--ckpt, --width, --audio-format, --spec, --device, --workers, --out, --quiet: what a downstream command needs
+    besides its task config (whose options, --seed among them, are generated from the config)."""
     opts = [
         click.option(
             "--ckpt",
@@ -47,7 +35,7 @@ def common_options(f):
         ),
         click.option(
             "--audio-format",
-            type=click.Choice(["mono", "stereo", "ambi"]),
+            type=click.Choice(AUDIO_FORMATS),
             default=None,
             help="Audio input of the encoders. Read from the checkpoint; default ambi with --ckpt none.",
         ),
@@ -58,22 +46,19 @@ def common_options(f):
             help="Audio features (mel128, stft129, or mel128+iv: log-mel + intensity vectors, ambi only). Read "
             "from the checkpoint; default mel128 with --ckpt none.",
         ),
-        click.option(
-            "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto = CUDA when available."
-        ),
-        click.option("--seed", type=int, default=0, help="Seed of initialisation, data order and augmentations."),
-        click.option("--workers", type=int, default=4, help="DataLoader worker processes (0 = in-process)."),
+        shared("device"),
+        # The task configs default to 0 workers (in-process, for library callers); the commands use 4.
+        click.option("--workers", type=click.IntRange(min=0), default=4,
+                     help="DataLoader worker processes (0 = in-process)."),
         click.option(
             "--out",
             type=click.Path(path_type=Path, file_okay=False),
             default=None,
             help="Folder for the metrics JSON. Default: CKPT_DIR/eval, or ./eval-scratch with --ckpt none.",
         ),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+        shared("quiet"),
     ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return stack(*opts)(f)
 
 
 def default_out(ckpt: str, out: Path | None) -> Path:
@@ -82,19 +67,6 @@ def default_out(ckpt: str, out: Path | None) -> Path:
     if ckpt.strip().lower() in ("none", "scratch", ""):
         return Path("eval-scratch")
     return Path(ckpt).parent / "eval"
-
-
-def friendly_errors(f):
-    """Turn the library's ValueError / FileNotFoundError into one clean click error line."""
-
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        try:
-            return f(*args, **kwargs)
-        except (ValueError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from e
-
-    return wrapper
 
 
 def setup(ckpt: str, width: float | None, audio_format: str | None, spec: str | None, device: str, seed: int):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import click
-
-from cli._lazy import LazyGroup
+from cli._lazy import lazy_group
 
 #: command name → "module:attribute" of its click command (one module per command).
 COMMANDS = {
@@ -17,15 +15,15 @@ COMMANDS = {
 }
 
 
-@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="avsa")
-def main() -> None:
+main = lazy_group(
+    "avsa-data",
+    COMMANDS,
     """Turn 360° equirectangular video + first-order ambisonics into WebDataset shards.
 
     Conventions (ambiX ACN/SN3D, x front / y left / z up, azimuth positive to the left,
     equirect centre = front) are in docs/CONVENTIONS.md; the shard layout in docs/FORMAT.md.
-    """
-
+    """,
+)
 
 if __name__ == "__main__":
     main()

@@ -7,13 +7,14 @@ from pathlib import Path
 import click
 
 from avsa_train.demo import DemoError, run_demo
+from cli._command import command
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("demo_out"), show_default=True,
+@command(user_errors=(DemoError,))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("demo_out"),
               help="Folder for the data, shards, runs, metrics, report.md and demo.png.")
 @click.option("--quick", is_flag=True, help="A smaller run (about 3 minutes on 2 idle CPU cores instead of about 10).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every step.")
+@click.option("--seed", type=int, default=0, help="Seed of every step.")
 def demo(out: Path, quick: bool, seed: int) -> None:
     """Run the whole AVSA pipeline on a synthetic 360° dataset and write OUT/report.md.
 
@@ -21,8 +22,5 @@ def demo(out: Path, quick: bool, seed: int) -> None:
     avsa-train eval avc / eval avsa / segment, for the pre-trained model and a random-init baseline. Needs the
     [train] extra (PyTorch).
     """
-    try:
-        report = run_demo(out, quick=quick, seed=seed, echo=click.echo)
-    except DemoError as e:
-        raise click.ClickException(str(e)) from None
+    report = run_demo(out, quick=quick, seed=seed, echo=click.echo)
     click.echo(report.read_text())

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import click
 
-from avsa_data.reader import ShardFormatError
-from avsa_data.remote import StorageError
+from cli._command import command
 from cli._locations import shard_location
 
 
-@click.command("inspect", context_settings={"help_option_names": ["-h", "--help"]})
+@command("inspect", show_default=False)
 @click.argument("shard", callback=shard_location)
 @click.option("--key", default=None, help="Sample key {video_id}/{moment:06d}; default: the first sample.")
 @click.option("--moment", type=int, default=0, show_default=True, help="Moment index within the sample.")
@@ -26,10 +25,7 @@ def inspect_cmd(shard: Path | str, key: str | None, moment: int, png: Path | Non
     """
     from avsa_data.inspection import contact_sheet, find_sample, write_wavs
 
-    try:
-        s = find_sample(shard, key)
-    except (ShardFormatError, StorageError) as e:
-        raise click.ClickException(str(e)) from None
+    s = find_sample(shard, key)
     m = s.meta
     click.echo(f"{s.key}: {len(m['viewpoints'])} viewpoints × {m['moments_per_sample']} moment(s), "
                f"T={m['frames_per_clip']} frames {m['crop_size'][0]}², audio {m['audio_samples']} @ {m['sr']} Hz, "

@@ -8,14 +8,15 @@ from pathlib import Path
 import click
 
 from avsa_data.format import CONFIDENCE_THRESHOLD
+from cli._command import CONTEXT, Command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=CONTEXT)
 def labels() -> None:
     """Pseudo-label tools (backends and class maps: docs/LABELS.md)."""
 
 
-@labels.command("classes", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@labels.command("classes", cls=Command, user_errors=(KeyError,), context_settings={**CONTEXT, "show_default": True})
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 @click.option("--threshold", type=float, default=CONFIDENCE_THRESHOLD,
@@ -25,10 +26,6 @@ def classes(paths: tuple[Path, ...], as_json: bool, threshold: float, lowres: bo
     """Class histogram of the masks in PATHS (shard folders or .tar files): per class id and name the pixel
     count and fraction, and the fraction of confident pixels."""
     from avsa_data.labels.stats import class_histogram, format_table
-    from avsa_data.reader import ShardFormatError
 
-    try:
-        stats = class_histogram(list(paths), threshold=threshold, lowres=lowres)
-    except (FileNotFoundError, ValueError, KeyError, ShardFormatError) as e:
-        raise click.ClickException(str(e).splitlines()[0]) from None
+    stats = class_histogram(list(paths), threshold=threshold, lowres=lowres)
     click.echo(json.dumps(stats.to_json(), indent=1) if as_json else format_table(stats))

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from avsa_data.remote import StorageError
 from avsa_data.verify import verify_dir, verify_shard
+from cli._command import command
 from cli._locations import shard_location
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command(show_default=False)
 @click.argument("path", callback=shard_location)
 @click.option("--no-decode", is_flag=True, help="Only checksums and sample lists; do not decode members.")
 @click.option("--max-report", type=int, default=50, show_default=True, help="Problems printed at most.")
@@ -27,10 +27,7 @@ def verify(path: Path | str, no_decode: bool, max_report: int) -> None:
     Exits 1 if anything is wrong.
     """
     single = path.endswith(".tar") if isinstance(path, str) else not path.is_dir()
-    try:
-        report = verify_shard(path, not no_decode) if single else verify_dir(path, not no_decode)
-    except StorageError as e:
-        raise click.ClickException(str(e)) from None
+    report = verify_shard(path, not no_decode) if single else verify_dir(path, not no_decode)
     for p in report.problems[:max_report]:
         click.echo(f"{p['shard']}{' ' + p['key'] if p['key'] else ''}: {p['problem']}", err=True)
     if len(report.problems) > max_report:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import click
-
-from cli._lazy import LazyGroup
+from cli._lazy import lazy_group
 
 #: command name → "module:attribute" of its click command (one module per command).
 COMMANDS: dict[str, str] = {
@@ -16,15 +14,15 @@ COMMANDS: dict[str, str] = {
 }
 
 
-@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="avsa")
-def main() -> None:
+main = lazy_group(
+    "avsa-train",
+    COMMANDS,
     """Pre-train AVC / AVTS / AVSA models on avsa shards and evaluate them downstream.
 
     Hyper-parameter defaults follow the AVSA paper's supplementary Table 2, §A.2 and §A.3;
     deviations are listed in docs/DEVIATIONS.md.
-    """
-
+    """,
+)
 
 if __name__ == "__main__":
     main()

@@ -6,21 +6,14 @@ from pathlib import Path
 
 import click
 
-from cli._train_common import (
-    SHARED_HELP,
-    common_options,
-    default_out,
-    fmt_ci,
-    friendly_errors,
-    parse_milestones,
-    report,
-    setup,
-)
+from avsa_train.tasks.action import FinetuneConfig
+from cli._command import command
+from cli._options import config_from, config_options
+from cli._train_common import SHARED_HELP, backbone_options, default_out, fmt_ci, report, setup
 
 
-@click.command(
+@command(
     "finetune",
-    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
     help=f"""Fine-tune the whole video encoder with a linear layer after its global max pool for action
 recognition on regular (not 360°) videos: UCF101, HMDB51, or a folder of <class>/<video> files.
 
@@ -49,70 +42,17 @@ or DIR/<class>/* with --splits holding train.txt and test.txt (lines <class>/<vi
 )
 @click.option("--dataset", type=click.Choice(["ucf101", "hmdb51", "folder"]), required=True, help="Dataset layout.")
 @click.option("--fold", type=int, default=1, help="Official split number (1, 2 or 3).")
-@common_options
-@click.option("--epochs", type=int, default=100, help="Fine-tuning epochs.")
-@click.option("--batch-size", type=int, default=28, help="Clips per batch.")
-@click.option("--lr", type=float, default=1e-4, help="Adam learning rate.")
-@click.option("--milestones", default="40,60,80", help="Epochs where lr ×= --gamma.")
-@click.option("--gamma", type=float, default=0.3, help="Learning-rate decay factor.")
-@click.option("--weight-decay", type=float, default=0.0, help="Adam weight decay.")
-@click.option("--dropout", type=float, default=0.5, help="Dropout before the linear layer.")
-@click.option("--clips-per-video", type=int, default=1, help="Random training clips per video per epoch.")
-@click.option("--test-clips", type=int, default=25, help="N uniformly spaced clips per test video.")
-@click.option("--fps", type=float, default=16.0, help="Decoding frame rate (frames per second).")
-@click.option("--frames", type=int, default=8, help="Frames per clip.")
-@click.option("--eval-every", type=int, default=0, help="Also evaluate every K epochs (0 = only at the end).")
 @click.option("--skip-missing", is_flag=True, help="Skip listed videos that are missing instead of failing.")
-@friendly_errors
-def finetune(
-    videos: Path,
-    splits: Path | None,
-    dataset: str,
-    fold: int,
-    ckpt: str,
-    width: float | None,
-    audio_format: str | None,
-    spec: str | None,
-    device: str,
-    seed: int,
-    workers: int,
-    out: Path | None,
-    quiet: bool,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    milestones: str,
-    gamma: float,
-    weight_decay: float,
-    dropout: float,
-    clips_per_video: int,
-    test_clips: int,
-    fps: float,
-    frames: int,
-    eval_every: int,
-    skip_missing: bool,
-) -> None:
-    from avsa_train.tasks.action import FinetuneConfig, load_split, run_finetune
+@backbone_options
+@config_options(FinetuneConfig)
+def finetune(videos: Path, splits: Path | None, dataset: str, fold: int, skip_missing: bool, ckpt: str, width,
+             audio_format, spec, device: str, out, quiet: bool, **opts) -> None:
+    from avsa_train.tasks.action import load_split, run_finetune
     from avsa_train.tasks.common import write_metrics
 
     split = load_split(dataset, videos, splits, fold, allow_missing=skip_missing)
-    backbone, dev = setup(ckpt, width, audio_format, spec, device, seed)
-    cfg = FinetuneConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        milestones=parse_milestones(milestones) or (),
-        gamma=gamma,
-        weight_decay=weight_decay,
-        dropout=dropout,
-        fps=fps,
-        frames=frames,
-        clips_per_video=clips_per_video,
-        test_clips=test_clips,
-        eval_every=eval_every,
-        seed=seed,
-        workers=workers,
-    )
+    backbone, dev = setup(ckpt, width, audio_format, spec, device, opts["seed"])
+    cfg = config_from(FinetuneConfig, opts)
     result = run_finetune(backbone, split, cfg, dev, show_progress=not quiet, dataset=dataset)
     path = write_metrics(default_out(ckpt, out), "finetune", result.to_json())
     m = result.metrics

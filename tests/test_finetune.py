@@ -13,7 +13,7 @@ from conftest import run_train
 
 from avsa_data import media
 from avsa_data.rng import rng_for
-from avsa_data.synth import CLASSES, _shape_masks
+from avsa_data.synth import CLASSES, shape_masks
 from avsa_train.tasks.action import (
     ActionDataError,
     eval_transform,
@@ -54,7 +54,7 @@ def write_action_clips(
                 video = []
                 for f in range(frames):
                     cx, cy = np.clip(x0 + vx * f, r, w - r), np.clip(y0 + vy * f, r, h - r)
-                    inside, primary = _shape_masks(cls.shape, (cx - xx) / r, (cy - yy) / r)
+                    inside, primary = shape_masks(cls.shape, (cx - xx) / r, (cy - yy) / r)
                     img = bg.copy()
                     img[inside] = cls.secondary or cls.colour
                     img[primary] = cls.colour

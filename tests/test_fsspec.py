@@ -19,7 +19,7 @@ from conftest import SHARD_ARGS, run_cli
 from avsa_data import remote
 from avsa_data.reader import iter_samples
 from avsa_data.samples import SampleConfig
-from avsa_data.shards import OUTPUTS, WORK, JobConfig, ShardJobError, run_shard_job
+from avsa_data.shards import OUTPUTS, WORK, JobConfig, ShardJobError, VideoResult, run_shard_job
 from avsa_data.verify import verify_dir
 
 #: The job of conftest's SHARD_ARGS, built in-process (checked against the CLI's config hash below).
@@ -47,8 +47,8 @@ def memory_job(synth_raw, synth_shards, tmp_path_factory):
     staging = tmp_path_factory.mktemp("staging") / "stage"
     done: list[str] = []
 
-    def stop_after_two(r: dict) -> None:
-        done.append(r["video_id"])
+    def stop_after_two(r: VideoResult) -> None:
+        done.append(r.video_id)
         if len(done) == 2:
             raise _Stop
 
@@ -175,3 +175,20 @@ def test_reading_a_url_stays_torch_free(memory_job, synth_shards, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "18", out.stderr
+
+
+def test_a_damaged_object_is_one_line_naming_its_url_and_overwrite_rebuilds(memory_job, synth_raw, synth_shards,
+                                                                          tmp_path):
+    url = "memory://avsa-tests/fsspec/damaged"
+    store = remote.Store(url)
+    store.fs.pipe_file(f"{store.root}/config.json", (synth_shards / "config.json").read_bytes()[:50])
+    staging = tmp_path / "stage"
+    shutil.copytree(memory_job["staging"], staging)  # its fragments: the rebuild does no phase 1 again
+    with pytest.raises(ShardJobError) as e:
+        run_shard_job(synth_raw, url, JOB, progress=False, staging=staging)
+    assert str(e.value).startswith(f"{url}/config.json: truncated JSON (it stops inside a value after line ")
+    assert str(e.value).endswith("; expected the config.json written by avsa-data shard; pass --overwrite to "
+                                 "rebuild the output") and "\n" not in str(e.value)
+    report = run_shard_job(synth_raw, url, JOB, progress=False, staging=staging, overwrite=True)
+    assert report.samples == 18 and _remote(url) == _local(synth_shards)
+    store.fs.rm(store.root, recursive=True)

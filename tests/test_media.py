@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,7 @@ import pytest
 
 from avsa_data import media
 from avsa_data.ambisonics import ambix_to_fuma
+from avsa_data.media import commands, frame_pipe, probing
 
 SR = 16000
 FPS = 8.0
@@ -118,11 +122,41 @@ def test_iter_video_frames_native_resampled_and_scaled(clips):
     np.testing.assert_allclose([f[..., 0].mean() for f in half], [20 + 50 * i for i in range(4)], atol=6)
 
 
-def test_iter_video_frames_can_stop_early(clips):
-    it = media.iter_video_frames(clips["pcm"], FPS)
-    first = next(it)
-    it.close()  # the ffmpeg process is killed, no error
-    assert first.shape == (H, W, 3)
+def test_select_expression_forms():
+    assert media.select_expression([3]) == "between(n,3,3)"
+    assert media.select_expression([5, 1, 2]) == "between(n,1,2)+between(n,5,5)"
+    assert media.select_expression([0, 1, 4, 5, 8, 9]) == "between(n,0,9)*lt(mod(n-0,4),2)"  # a stride plan
+    with pytest.raises(ValueError):
+        media.select_expression([])
+
+
+@pytest.mark.parametrize("indices", [[1, 2, 5, 6], [0, 3, 4, 7], [6, 7, 9, 40]])
+def test_iter_video_frames_at_yields_exactly_the_asked_frames(clips, indices):
+    """The select filter (its commas escaped in the filter graph) keeps exactly frames ``indices`` of the full
+    decode, with their own content; indices past the end (8 frames) are not yielded."""
+    every = list(media.iter_video_frames(clips["pcm"], FPS))
+    got = list(media.iter_video_frames_at(clips["pcm"], FPS, indices))
+    assert [i for i, _ in got] == [i for i in indices if i < len(every)]
+    for i, frame in got:
+        np.testing.assert_array_equal(frame, every[i])
+
+
+def test_every_reading_command_puts_its_options_where_ffmpeg_applies_them(clips):
+    """ffmpeg ignores options after the output ('Trailing option(s) found'): run each reading command with
+    warnings shown and check it has none (e.g. the decoder's ``-threads`` must come before ``-i``)."""
+    path = str(clips["pcm"])
+    for cmd in (
+        commands.probe(path, scan_packets=True),
+        commands.decode_audio(path, sr=SR),
+        commands.decode_audio(path, frames=1),
+        commands.decode_video(path, FPS, (32, 16), media.select_expression([1, 2]), "yuv420p", threads=1),
+    ):
+        loud = [c if c != "error" else "warning" for c in cmd]
+        res = subprocess.run(loud, capture_output=True)
+        assert res.returncode == 0, res.stderr.decode()[-300:]
+        assert b"Trailing option" not in res.stderr and b"may be ignored" not in res.stderr, " ".join(cmd)
+    one = list(media.iter_video_frames(clips["pcm"], FPS, threads=1))
+    np.testing.assert_array_equal(np.stack(one), np.stack(list(media.iter_video_frames(clips["pcm"], FPS))))
 
 
 def test_find_audio_source(tmp_path, clips):
@@ -190,6 +224,17 @@ def test_writers_are_deterministic_and_atomic(tmp_path):
         media.write_audio(tmp_path / "x.wav", np.zeros(10), SR)
 
 
+def test_write_video_refuses_bad_options_before_writing_anything(tmp_path):
+    """A bad audio codec or output extension is a ValueError that leaves the folder as it was (no temporary
+    audio input, no partial video)."""
+    frames, audio = solid_frames(2), tones(SR // 4)
+    with pytest.raises(ValueError, match="audio codec"):
+        media.write_video(tmp_path / "a.mp4", frames, FPS, (W, H), audio=audio, sr=SR, audio_codec="mp3")
+    with pytest.raises(ValueError, match="unsupported output extension"):
+        media.write_video(tmp_path / "a.avi", frames, FPS, (W, H), audio=audio, sr=SR)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_header_parsing_of_real_world_stream_lines():
     """probe() parses ffmpeg's own description; check it on lines as printed for typical 360° uploads."""
     text = "\n".join(
@@ -207,7 +252,7 @@ def test_header_parsing_of_real_world_stream_lines():
             "  Stream #0:0: Video: hevc, yuv420p, 3840x1920, 29.97 fps",
         ]
     )
-    fmt, dur, streams = media._parse_header(text)
+    fmt, dur, streams = probing._parse_header(text)
     assert fmt == "mov,mp4,m4a,3gp,3g2,mj2" and dur == pytest.approx(205.47)
     assert [s.kind for s in streams] == ["video", "audio", "audio", "audio", "audio", "data"]
     v = streams[0]
@@ -238,7 +283,7 @@ def long_clip(tmp_path_factory) -> Path:
 
 def _decoders(monkeypatch, wrap=lambda proc: proc) -> list:
     """Record (and optionally alter) the ffmpeg decoders that media starts."""
-    procs, real = [], media.subprocess.Popen
+    procs, real = [], subprocess.Popen
 
     def popen(cmd, *a, **k):
         proc = real(cmd, *a, **k)
@@ -246,14 +291,12 @@ def _decoders(monkeypatch, wrap=lambda proc: proc) -> list:
             procs.append(wrap(proc))
         return proc
 
-    monkeypatch.setattr(media.subprocess, "Popen", popen)
+    monkeypatch.setattr(subprocess, "Popen", popen)
     return procs
 
 
 def _consume(path, timeout: float = 60.0) -> dict:
     """Iterate all frames in a thread; fail the test if that does not end within ``timeout`` seconds."""
-    import threading
-
     res: dict = {"frames": 0}
 
     def run() -> None:
@@ -283,11 +326,26 @@ def _gone(proc) -> bool:
     return False
 
 
+def test_closing_the_frame_iterator_early_kills_and_reaps_ffmpeg(long_clip, monkeypatch):
+    """A consumer that stops after one frame closes the iterator: no error, and the ffmpeg process (blocked on
+    the full pipe: it could not finish 24 frames of 512×256 by itself) is killed and reaped."""
+    procs = _decoders(monkeypatch)
+    it = media.iter_video_frames(long_clip, FPS)
+    first = next(it)
+    closer = threading.Thread(target=it.close, daemon=True)
+    closer.start()
+    closer.join(60)
+    assert not closer.is_alive(), "closing the iterator still waits after 60 s: ffmpeg was not killed"
+    assert first.shape == (256, 512, 3)
+    (proc,) = procs
+    assert proc.returncode == -signal.SIGKILL and _gone(proc)
+
+
 def test_an_error_in_the_frame_reader_thread_reaches_the_caller_and_kills_ffmpeg(long_clip, monkeypatch):
     """A MemoryError while the reader thread allocates frame 3 is raised to the consumer (not a hang), and the
     ffmpeg process, blocked on the pipe at that moment, is killed and reaped."""
     procs = _decoders(monkeypatch)
-    real_read, calls = media._read_exact, []
+    real_read, calls = frame_pipe.read_exact, []
     boom = MemoryError("injected: cannot allocate a frame")
 
     def read_exact(stream, n):
@@ -296,11 +354,11 @@ def test_an_error_in_the_frame_reader_thread_reaches_the_caller_and_kills_ffmpeg
             raise boom
         return real_read(stream, n)
 
-    monkeypatch.setattr(media, "_read_exact", read_exact)
+    monkeypatch.setattr(frame_pipe, "read_exact", read_exact)
     res = _consume(long_clip)
     assert res.get("error") is boom and res["frames"] <= 2
     (proc,) = procs
-    assert _gone(proc) and proc.returncode == -9  # killed (it could not have finished 24 frames by itself)
+    assert _gone(proc) and proc.returncode == -signal.SIGKILL  # killed (it could not have finished 24 frames by itself)
 
 
 def test_an_error_in_the_stderr_thread_reaches_the_caller(long_clip, monkeypatch):

@@ -23,7 +23,7 @@ from avsa_data import shards as shards_mod
 from avsa_data.jobcontrol import exclusive_lock
 from avsa_data.reader import iter_samples
 from avsa_data.samples import SampleConfig
-from avsa_data.shards import JobConfig, JobStopped, ShardJobError, discover, run_shard_job
+from avsa_data.shards import JobConfig, JobStopped, ShardJobError, VideoResult, discover, run_shard_job
 
 #: Small and fast: 2 views, FOA only, 32 px crops, 2 samples per shard.
 JOB = JobConfig(sample=SampleConfig(viewpoints_per_moment=2, renders=("foa",), crop_size=32), shard_size=2)
@@ -217,8 +217,8 @@ def test_an_interrupted_run_never_mixes_inputs(videos, tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_after_two(r: dict) -> None:
-        if r["video_id"] == "synth_0001":
+    def stop_after_two(r: VideoResult) -> None:
+        if r.video_id == "synth_0001":
             raise Stop
 
     with pytest.raises(Stop):
@@ -454,6 +454,18 @@ def test_non_2to1_and_one_frame_videos_are_failures(tmp_path):
         assert sum(f["path"] in line and "FAILED" in line for line in r.stderr.splitlines()) == 1
 
 
+def test_each_job_makes_its_own_label_backend_once(videos, tmp_path, monkeypatch):
+    """The backend is made once per job (by the check before anything is written; phase 1 uses that one) and
+    never carried over to the next job of the same process."""
+    made: list[str] = []
+    real = shards_mod.make_backend
+    monkeypatch.setattr(shards_mod, "make_backend", lambda name, **kw: (made.append(name), real(name, **kw))[1])
+    raw = _raw(videos, tmp_path / "raw", (0, 1))
+    assert run_shard_job(raw, tmp_path / "out", JOB, workers=1, progress=False).ok == 2 and made == ["none"]
+    assert run_shard_job(raw, tmp_path / "out", JOB, workers=1, progress=False).up_to_date
+    assert made == ["none", "none"]
+
+
 # -------------------------------------------------------------------------- item 11: damaged output files
 
 
@@ -465,7 +477,8 @@ def test_a_truncated_output_file_is_one_line_naming_it(videos, tmp_path, name):
     data = (out / name).read_bytes()
     (out / name).write_bytes(data[: len(data) // 2])
     r = _cli("--src", str(raw), "--out", str(out), *CLI_JOB)
-    assert r.returncode == 1 and f"{out / name} is damaged" in r.stderr and "--overwrite" in r.stderr, r.stderr
+    assert r.returncode == 1 and f"{out / name}: truncated JSON (it stops inside a value after line " in r.stderr
+    assert f"; expected the {name} written by avsa-data shard; pass --overwrite to rebuild" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert _cli("--src", str(raw), "--out", str(out), *CLI_JOB, "--overwrite").returncode == 0
     assert _manifest(out)["complete"]

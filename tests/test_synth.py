@@ -191,7 +191,7 @@ def test_scene_statistics():
 def test_classes_are_visually_distinct():
     g = np.linspace(-1.4, 1.4, 141)
     s, t = np.meshgrid(g, g)
-    masks = {c.name: synth._shape_masks(c.shape, s, t) for c in synth.CLASSES}
+    masks = {c.name: synth.shape_masks(c.shape, s, t) for c in synth.CLASSES}
     names = list(masks)
     for i, a in enumerate(names):
         inside, primary = masks[a]
@@ -202,6 +202,60 @@ def test_classes_are_visually_distinct():
             iou = (inside & masks[b][0]).sum() / (inside | masks[b][0]).sum()
             assert np.abs(ca - cb).max() >= 80 or iou < 0.7, (a, b)
         assert len({c.colour for c in synth.CLASSES}) == len(synth.CLASSES)
+
+
+#: Probe points (s left, t up; in units of the object's radius) of each shape: inside, outside, and inside in
+#: the secondary colour (two-colour shapes only).
+SHAPE_PROBES = {
+    "disc": ([(0.0, 0.95), (0.67, 0.67)], [(0.75, 0.75), (0.0, 1.05)], []),
+    "square": ([(0.8, 0.8), (-0.8, 0.0)], [(0.0, 0.9), (0.9, 0.0)], []),
+    "triangle": ([(0.0, 0.9), (0.6, -0.6)], [(0.0, -0.8), (0.6, 0.6)], []),
+    "ring": ([(0.0, 0.0), (0.8, 0.0)], [(0.45, 0.0), (0.55, 0.0), (0.0, 1.05)], []),
+    "stripes": ([(0.0, 0.0), (0.9, 0.0)], [(0.75, 0.75)], [(0.5, 0.0), (-0.5, 0.3)]),
+    "checker": ([(0.0, 0.0), (0.6, 0.6)], [(0.0, 0.9)], [(0.6, 0.0), (0.0, -0.6)]),
+    "cross": ([(0.0, 0.95), (0.95, 0.0)], [(0.6, 0.6), (0.0, 1.05)], []),
+    "diamond": ([(0.0, 0.95), (0.45, 0.45)], [(0.6, 0.6), (0.67, 0.67)], []),
+}
+
+
+def test_shape_table_draws_each_named_shape():
+    """Each name in the shape table draws that shape (a swapped or copied entry fails), every class's shape is in
+    the table, single-colour shapes are all primary, and an unknown name is one clear error."""
+    assert set(synth.SHAPES) == set(SHAPE_PROBES) and {c.shape for c in synth.CLASSES} <= set(synth.SHAPES)
+    g = np.linspace(-1.2, 1.2, 49)
+    for name, (ins, outs, second) in SHAPE_PROBES.items():
+        pts = np.array(ins + outs + second, float)
+        inside, primary = synth.shape_masks(name, pts[:, 0], pts[:, 1])
+        n_in, n_out = len(ins), len(outs)
+        assert inside[:n_in].all() and primary[:n_in].all(), name
+        assert not inside[n_in : n_in + n_out].any(), name
+        assert inside[n_in + n_out :].all() and not primary[n_in + n_out :].any(), name
+        inside, primary = synth.shape_masks(name, *np.meshgrid(g, g))
+        assert (primary == inside).all() == (not second), name
+    with pytest.raises(ValueError, match="unknown shape 'blob'; choose from"):
+        synth.shape_masks("blob", np.zeros(1), np.zeros(1))
+
+
+def test_sound_table_makes_each_class_sound():
+    """Each sound type of the synthesiser table makes its documented sound (a swapped entry fails): tones peak at
+    the class pitch, noise stays in the class band, bursts are silent between bursts; every sound has unit RMS."""
+    sr, n = 16000, 32000
+    f = np.fft.rfftfreq(n, 1.0 / sr)
+    for cid, c in enumerate(synth.CLASSES, start=1):
+        x = synth.class_sound(cid, n, sr, np.random.default_rng(cid))
+        assert np.sqrt(np.mean(x**2)) == pytest.approx(1.0), c.name
+        power = np.abs(np.fft.rfft(x)) ** 2
+        if c.pitch:  # a tone (harmonic, or the carrier of bursts)
+            assert abs(f[np.argmax(power)] - c.pitch) < 0.03 * c.pitch, c.name
+        else:  # noise in the class band
+            in_band = (f >= c.band[0] - 50) & (f <= c.band[1] + 50)
+            assert power[in_band].sum() > 0.95 * power.sum(), c.name
+        silent = np.mean(np.abs(x) < 1e-9)
+        if c.sound == "bursts":  # on for rate·burst of the time
+            assert silent == pytest.approx(1.0 - c.rate * c.burst, abs=0.03), c.name
+        else:
+            assert silent < 0.01, c.name
+    assert set(synth.SOUNDS) == {c.sound for c in synth.CLASSES}
 
 
 def test_shapes_use_spherical_geometry():

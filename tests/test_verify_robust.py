@@ -157,6 +157,33 @@ def test_malformed_meta_is_a_problem_line_not_a_crash(tiny, tmp_path, case):
         assert hits, (case, problems)
 
 
+#: Metas that only ``strict`` (verify) objects to: a reader may still use them.
+STRICT_ONLY_META = {
+    "no source": lambda m: m.update(source=None),
+    "labels classes a list": lambda m: m["labels"].update(classes=["dog"]),
+    "unknown field": lambda m: m.update(colour="red"),
+}
+
+
+@pytest.mark.parametrize("case", ["clean", *sorted(STRICT_ONLY_META), *sorted(BAD_META)])
+def test_meta_check_gives_both_schema_answers_in_one_pass(tiny, case):
+    meta = json.loads(dict(_members(tiny / SHARD))[f"synth_0000/000000.{fmt.meta_member()}"])
+    change = STRICT_ONLY_META.get(case) or BAD_META.get(case, (lambda m: None, ""))[0]
+    meta = change(meta) or meta
+    problems, usable = fmt.meta_check(meta)
+    assert problems == fmt.meta_problems(meta, strict=True)
+    assert usable == (not fmt.meta_problems(meta, strict=False))
+    assert usable == (case == "clean" or case in STRICT_ONLY_META) and bool(problems) == (case != "clean")
+
+
+def test_verify_runs_the_meta_schema_once_per_sample(tiny, monkeypatch):
+    calls = []
+    real = fmt._schema_problems
+    monkeypatch.setattr(fmt, "_schema_problems", lambda meta, strict: (calls.append(strict), real(meta, strict))[1])
+    r = verify_dir(tiny)
+    assert r.ok and r.samples == 2 and calls == [True, True], (calls, _problems(r))
+
+
 def test_member_header_declaring_one_tib_is_checked_against_the_file_size(tiny, tmp_path):
     d = _copy(tiny, tmp_path / "d")
     data = bytearray((d / SHARD).read_bytes())
@@ -404,7 +431,8 @@ def test_truncated_manifest_is_one_line_for_verify_and_the_loader(tiny, tmp_path
     man.write_bytes(man.read_bytes()[:100])
     r = verify_dir(d)
     assert [p["problem"] for p in r.problems] == [r.problems[0]["problem"]]
-    assert "manifest.json is not valid JSON" in r.problems[0]["problem"]
+    assert r.problems[0]["problem"].startswith("manifest.json: truncated JSON (it stops inside a value after line ")
+    assert r.problems[0]["problem"].endswith("; expected the manifest.json written by avsa-data shard")
     from avsa_train.data import read_manifest
 
     with pytest.raises(ValueError, match=r"manifest\.json: truncated JSON .*; expected the manifest\.json written by"):

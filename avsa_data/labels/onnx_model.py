@@ -33,6 +33,8 @@ from numpy.typing import NDArray
 
 from avsa_data import media
 from avsa_data.fsutil import sha256_file
+from avsa_data.media import commands as ffmpeg_commands
+from avsa_data.options import DEVICES
 
 from .base import LabelBackend, LabelError, LabelFrame
 from .classmap import ClassMap
@@ -40,7 +42,6 @@ from .cubemap import equirect_to_faces, faces_to_equirect
 
 OUTPUT_KINDS = ("logits", "probs")
 TENSOR_LAYOUTS = ("nchw", "nhwc")
-DEVICES = ("auto", "cpu", "cuda")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Face side (pixels) when the model's input size is dynamic and ``--onnx-size`` is not given.
@@ -105,7 +106,8 @@ def _dim(d) -> int | None:
 
 @dataclass
 class OnnxLabels(LabelBackend):
-    """The backend: loads the model once per process (see the module docstring)."""
+    """The backend: loads the model when made (a shard job makes one in its main process, and one per video in
+    a pool or Ray worker; see the module docstring)."""
 
     name: str = "onnx"
     model: Path = Path("model.onnx")
@@ -324,9 +326,7 @@ def read_frame_at(path: Path, t: float, width: int, height: int) -> NDArray[np.u
     n = width * height * 3
 
     def frames_from(start: float, count: int) -> tuple[bytes, str]:
-        cmd = [media.ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-ss", f"{start:.6f}", "-i", str(path),
-               "-map", "0:v:0", "-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-        out = subprocess.run(cmd, capture_output=True)
+        out = subprocess.run(ffmpeg_commands.seek_video_frames(str(path), start, count), capture_output=True)
         return (out.stdout if out.returncode == 0 else b""), out.stderr.decode("utf-8", "replace").strip()
 
     data, err = frames_from(max(float(t), 0.0), 1)

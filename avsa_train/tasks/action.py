@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from avsa_data import media
+from avsa_data.options import option
 from avsa_data.rng import rng_for
 from avsa_train import data as avdata
 from avsa_train.tasks.common import Backbone, multistep, progress, result_document
@@ -344,21 +345,23 @@ class ActionClassifier(nn.Module):
 class FinetuneConfig:
     """Hyper-parameters of action recognition fine-tuning (defaults: seed §A.3 and the reference configs)."""
 
-    epochs: int = 100
-    batch_size: int = 28
-    lr: float = 1e-4
-    milestones: tuple[int, ...] = (40, 60, 80)
-    gamma: float = 0.3
-    weight_decay: float = 0.0
-    dropout: float = 0.5
-    fps: float = 16.0
-    frames: int = 8
-    crop_size: int = 112
-    clips_per_video: int = 1
-    test_clips: int = 25
-    eval_every: int = 0
-    seed: int = 0
-    workers: int = 0
+    epochs: int = option(100, min=0, help="Fine-tuning epochs.")
+    batch_size: int = option(28, min=1, help="Clips per batch.")
+    lr: float = option(1e-4, help="Adam learning rate.")
+    milestones: tuple[int, ...] = option((40, 60, 80), unit="EPOCHS",
+                                         help="Epochs where lr ×= --gamma (comma-separated; 'none': no decay).")
+    gamma: float = option(0.3, help="Learning-rate decay factor.")
+    weight_decay: float = option(0.0, help="Adam weight decay.")
+    dropout: float = option(0.5, help="Dropout before the linear layer.")
+    fps: float = option(16.0, unit="FPS", help="Decoding frame rate (frames per second).")
+    frames: int = option(8, min=1, help="Frames per clip.")
+    crop_size: int = option(112, cli=False, help="Crop side in pixels (square).")
+    clips_per_video: int = option(1, min=1, help="Random training clips per video per epoch.")
+    test_clips: int = option(25, min=1, help="N uniformly spaced clips per test video.")
+    eval_every: int = option(0, help="Also evaluate every K epochs (0 = only at the end).")
+    seed: int = option(0, help="Seed of initialisation, data order and augmentations.")
+    workers: int = option(0, min=0, cli=False,  # the commands default to 4 (cli/_train_common.py)
+                          help="DataLoader worker processes (0 = in-process).")
 
     def __post_init__(self) -> None:
         if min(self.batch_size, self.frames, self.crop_size, self.clips_per_video, self.test_clips) < 1:

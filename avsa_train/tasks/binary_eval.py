@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
+from avsa_data.options import option, per_task
 from avsa_train.tasks import misalign, streams
 from avsa_train.tasks.common import Backbone, multistep, progress, result_document
 from avsa_train.tasks.metrics import accuracy_summary, roc_auc
@@ -43,25 +44,37 @@ YAW_BINS = (0.0, 45.0, 90.0, 135.0, 180.0)
 class BinaryEvalConfig:
     """Hyper-parameters of AVC-Bin / AVSA-Bin (defaults: the reference's 4-crop benchmark configs)."""
 
-    task: str = "avsa"
-    views: int = 4
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float | None = None  # None: TASK_DEFAULTS[task]
-    milestones: tuple[int, ...] | None = None
-    gamma: float = 0.1
-    weight_decay: float = 1e-5
-    hidden: int = 512
-    dropout: float = 0.5
-    misalign_rate: float = misalign.MISALIGN_RATE
-    min_yaw: float = 0.0  # degrees; AVSA negatives have |yaw| >= min_yaw
-    features: str = "transformer"
-    test_draws: int = 1  # independent evaluation passes over the val split (new views and labels each)
-    shuffle_buffer: int = 16
-    seed: int = 0
-    workers: int = 0
-    train_split: str = "train"
-    eval_split: str = "val"
+    task: str = option("avsa", choices=misalign.BINARY_TASKS, cli=False,  # the command's TASK argument
+                       help="avc (AVC-Bin: is the audio from this video?) or avsa (AVSA-Bin: is it spatially "
+                       "aligned with the viewpoints?).")
+    views: int = option(4, min=1, help="Viewpoints (crops) per item.")
+    epochs: int = option(10, min=0, help="Classifier training epochs.")
+    batch_size: int = option(32, min=1, help="Items (of V crops) per batch.")
+    lr: float | None = option(None, help="Learning rate.",
+                              default_doc=per_task({t: d["lr"] for t, d in TASK_DEFAULTS.items()}))
+    milestones: tuple[int, ...] | None = option(
+        None, unit="EPOCHS", help="Epochs where lr ×= --gamma (comma-separated; 'none': no decay).",
+        default_doc=per_task({t: d["milestones"] for t, d in TASK_DEFAULTS.items()}))
+    gamma: float = option(0.1, help="Learning-rate decay factor.")
+    weight_decay: float = option(1e-5, help="Adam weight decay.")
+    hidden: int = option(512, cli=False, help="Hidden units of the classifier MLP.")
+    dropout: float = option(0.5, cli=False, help="Dropout before the classifier MLP.")
+    misalign_rate: float = option(misalign.MISALIGN_RATE, min=0.0, max=1.0, help="Fraction of negative items.")
+    min_yaw: float = option(0.0, unit="DEGREES", min=0.0, max=180.0,
+                            help="AVSA: smallest |yaw| (degrees) of a rotated negative; the reference draws "
+                            "U(-180, 180).")
+    features: str = option("transformer", choices=FEATURE_MODES,
+                           help="Video features: through the pre-trained video→audio transformer (reference "
+                           "use_transf=audio) or the encoder's directly.")
+    test_draws: int = option(1, min=1, help="Evaluation passes over the val split, each with new views and negatives.")
+    # The protocol fields from here on repeat those of SegmentationConfig on purpose: each task's config is the
+    # one source of truth of its command's options and defaults.
+    shuffle_buffer: int = option(16, cli=False, help="Shuffle buffer of the training items, per DataLoader worker.")
+    seed: int = option(0, help="Seed of initialisation, data order and augmentations.")
+    workers: int = option(0, min=0, cli=False,  # the commands default to 4 (cli/_train_common.py)
+                          help="DataLoader worker processes (0 = in-process).")
+    train_split: str = option("train", help="Split the classifier is fitted on.")
+    eval_split: str = option("val", help="Held-out split it is evaluated on.")
 
     def __post_init__(self) -> None:
         if self.task not in misalign.BINARY_TASKS:

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from avsa_data.fsutil import atomic_write_bytes, write_json
+from avsa_data.options import DEVICES
 from avsa_train.audio_features import SPECTROGRAM_KINDS, Spectrogram
 
-DEVICES = ("auto", "cpu", "cuda")
 #: Version tag of every metrics JSON written by the downstream commands (docs/EVALUATION.md).
 METRICS_SCHEMA_VERSION = 1
 

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
+from avsa_data.options import option
 from avsa_train.tasks import streams
 from avsa_train.tasks.common import Backbone, multistep, progress, result_document
 from avsa_train.tasks.metrics import (
@@ -202,26 +203,37 @@ class FPNSegmenter(nn.Module):
 class SegmentationConfig:
     """Hyper-parameters of the segmentation protocol (defaults: seed §A.2)."""
 
-    views: int = 4
-    epochs: int = 10
-    batch_size: int = 20
-    lr: float = 1e-4
-    weight_decay: float = 5e-4
-    milestones: tuple[int, ...] = (5, 8)
-    gamma: float = 0.1
-    hfov_range: tuple[float, float] = (45.0, 90.0)
-    eval_hfov_range: tuple[float, float] | None = (45.0, 90.0)
-    fpn_dim: int = 128
-    segm_dim: int = 128
-    use_audio: bool = False
-    use_context: bool = False
-    backbone: str = "frozen"
-    confidence_threshold: float = CONFIDENCE_THRESHOLD
-    shuffle_buffer: int = 16
-    seed: int = 0
-    workers: int = 0
-    train_split: str = "train"
-    eval_split: str = "val"
+    views: int = option(4, min=1, help="Viewpoints per item.")
+    epochs: int = option(10, min=0, help="Training epochs.")
+    batch_size: int = option(20, min=1, help="Items (of V viewpoints) per batch.")
+    lr: float = option(1e-4, help="Adam learning rate.")
+    weight_decay: float = option(5e-4, help="Adam weight decay.")
+    milestones: tuple[int, ...] = option((5, 8), unit="EPOCHS",
+                                         help="Epochs where lr ×= --gamma (comma-separated; 'none': no decay).")
+    gamma: float = option(0.1, help="Learning-rate decay factor.")
+    hfov_range: tuple[float, float] = option((45.0, 90.0), flag="--hfov", unit="DEGREES",
+                                             help="Horizontal field of view range (degrees) of the training "
+                                             "viewpoints.")
+    eval_hfov_range: tuple[float, float] | None = option((45.0, 90.0), flag="--eval-hfov", unit="DEGREES",
+                                                         help="Field of view range (degrees) of the evaluated "
+                                                         "viewpoints.")
+    fpn_dim: int = option(128, cli=False, help="Channels of the FPN's lateral and top-down maps.")
+    segm_dim: int = option(128, cli=False, help="Channels of the upsampling convolutions.")
+    use_audio: bool = option(False, help="Condition the head on the viewpoint's audio feature.")
+    use_context: bool = option(False, help="Condition the head on the translator's context over the views.")
+    backbone: str = option("frozen", choices=BACKBONE_MODES,
+                           help="frozen: train the head only (reference head_only); finetune: train the encoders "
+                           "too.")
+    confidence_threshold: float = option(CONFIDENCE_THRESHOLD, flag="--confidence", min=0.0, max=1.0,
+                                         help="Label confidence below which pixels are ignored.")
+    # The protocol fields from here on repeat those of BinaryEvalConfig on purpose: each task's config is the
+    # one source of truth of its command's options and defaults.
+    shuffle_buffer: int = option(16, cli=False, help="Shuffle buffer of the training items, per DataLoader worker.")
+    seed: int = option(0, help="Seed of initialisation, data order and augmentations.")
+    workers: int = option(0, min=0, cli=False,  # the commands default to 4 (cli/_train_common.py)
+                          help="DataLoader worker processes (0 = in-process).")
+    train_split: str = option("train", help="Split the head is trained on.")
+    eval_split: str = option("val", help="Held-out split it is evaluated on.")
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONE_MODES:

@@ -1,0 +1,170 @@
+"""The command-line options are generated from the config dataclasses (avsa_data.options, cli/_options.py):
+every default a command uses is its config's, and every command ends a user's mistake the same way."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from avsa_data.events import EventOptions
+from avsa_data.layouts import LayoutSpec
+from avsa_data.options import field_default, option_meta
+from avsa_data.samples import SampleConfig
+from avsa_data.shards import JobConfig, JobStopped
+from avsa_data.synth import SynthConfig
+from cli import data as data_cli
+from cli import train as train_cli
+from cli._options import ConfigOption, config_from
+
+torch = pytest.importorskip("torch")
+
+from avsa_train.config import TASK_DEFAULTS, TASKS, PretrainConfig, resolve  # noqa: E402
+from avsa_train.tasks.action import FinetuneConfig  # noqa: E402
+from avsa_train.tasks.binary_eval import BinaryEvalConfig  # noqa: E402
+from avsa_train.tasks.segmentation import SegmentationConfig  # noqa: E402
+
+#: The smallest command line of each command (its required options), and the configs it builds.
+MINIMAL = {
+    ("data", "synth"): (["--out", "x"], [SynthConfig]),
+    ("data", "shard"): (["--src", ".", "--out", "x"], [SampleConfig, JobConfig, EventOptions, LayoutSpec]),
+    ("train", "pretrain"): ([], [PretrainConfig]),
+    ("train", "eval"): (["avsa", "--shards", "x", "--ckpt", "none"], [BinaryEvalConfig]),
+    ("train", "segment"): (["--shards", "x", "--ckpt", "none"], [SegmentationConfig]),
+    ("train", "finetune"): (["--videos", ".", "--dataset", "folder", "--ckpt", "none"], [FinetuneConfig]),
+}
+#: Fields whose command-line default differs from the library's on purpose, with the reason.
+CLI_DEFAULTS = {"workers": 4}  # downstream commands load with 4 DataLoader workers; the library default is in-process
+
+
+def _command(group: str, name: str) -> click.Command:
+    main = data_cli.main if group == "data" else train_cli.main
+    return main.get_command(click.Context(main), name)
+
+
+def _params(group: str, name: str) -> dict:
+    """The values the command's callback would receive for its minimal command line."""
+    args, _ = MINIMAL[(group, name)]
+    cmd = _command(group, name)
+    with cmd.make_context(name, list(args)) as ctx:
+        return dict(ctx.params)
+
+
+def test_every_command_with_config_options_is_covered():
+    """Each command that generates options from a config is in MINIMAL (ablate generates none: its own lane)."""
+    generating = set()
+    for group, main in (("data", data_cli.main), ("train", train_cli.main)):
+        for name in main.list_commands(click.Context(main)):
+            cmd = main.get_command(click.Context(main), name)
+            if any(isinstance(p, ConfigOption) for p in getattr(cmd, "params", [])):
+                generating.add((group, name))
+    assert generating == set(MINIMAL)
+
+
+@pytest.mark.parametrize(("group", "name"), sorted(MINIMAL))
+def test_generated_option_defaults_are_the_config_defaults(group, name):
+    """Every generated option's parsed default is its field's default (``None`` where a later layer decides:
+    pretrain's Table 2 per task / YAML file, eval's checkpoint-dependent --features)."""
+    cmd = _command(group, name)
+    params = _params(group, name)
+    options = [p for p in cmd.params if isinstance(p, ConfigOption)]
+    assert options, name
+    for p in options:
+        field_value = field_default(p.field)
+        if name == "pretrain" or (name == "eval" and p.name == "features"):
+            assert params[p.name] is None, (name, p.name, params[p.name])
+        else:
+            assert params[p.name] == field_value, (name, p.name, params[p.name], field_value)
+            assert type(params[p.name]) is type(field_value), (name, p.name)
+
+
+@pytest.mark.parametrize(("group", "name"), sorted(MINIMAL))
+def test_config_built_from_no_flags_is_the_default_config(group, name):
+    """The config a command builds when no option is given equals the dataclass's own defaults, hand-written
+    options (--hfov, --shard-size, --workers) included."""
+    params = _params(group, name)
+    _, configs = MINIMAL[(group, name)]
+    if name == "pretrain":
+        for task in TASKS:
+            built = resolve(task, None, {**params, "shards": "x"})
+            assert built == PretrainConfig(**{**TASK_DEFAULTS[task], "task": task, "shards": "x"})
+        return
+    for cls in configs:
+        extra = {}
+        if cls is SampleConfig:
+            extra = {"hfov_min": params["hfov"][0], "hfov_max": params["hfov"][1]}
+        if cls is JobConfig:
+            from cli.data_shard import _shard_size
+
+            n, mb = _shard_size(params["shard_size"])
+            extra = {"shard_size": n, "shard_mb": mb}
+        if cls is BinaryEvalConfig:
+            extra = {"task": "avsa", "features": "transformer"}
+        built = config_from(cls, params, **extra)
+        expected = cls(**{k: v for k, v in CLI_DEFAULTS.items() if k in {f.name for f in dataclasses.fields(cls)}})
+        assert built == expected, (name, cls.__name__)
+
+
+def test_every_cli_field_documents_itself():
+    for cls in (SynthConfig, SampleConfig, JobConfig, EventOptions, LayoutSpec, PretrainConfig, BinaryEvalConfig,
+                SegmentationConfig, FinetuneConfig):
+        for f in dataclasses.fields(cls):
+            meta = option_meta(f)
+            if meta is None:
+                continue
+            assert meta["help"].strip().endswith((".", ")")), (cls.__name__, f.name)
+            if meta["choices"] is not None and field_default(f) is not None:
+                assert field_default(f) in meta["choices"], (cls.__name__, f.name)
+
+
+def _help(main, *args) -> str:
+    return " ".join(CliRunner().invoke(main, [*args, "--help"]).output.split())  # unwrapped
+
+
+def test_help_shows_the_config_defaults_as_typed():
+    out = _help(train_cli.main, "segment")
+    assert "[default: 5,8]" in out and "[default: 45 90]" in out and "[default: 1e-4]" in out
+    out = _help(train_cli.main, "pretrain")
+    assert "[Table 2: avc 112, avts 28, avsa 28]" in out and "--color-jitter / --no-color-jitter" in out
+    out = _help(data_cli.main, "synth")
+    assert "[default: 1024x512]" in out and "--size WIDTHxHEIGHT" in out
+
+
+# ------------------------------------------------------------------------------------------- one error path
+
+
+def _synth_raising(monkeypatch, tmp_path, exc: BaseException):
+    import cli.data_synth
+
+    def boom(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(cli.data_synth, "generate", boom)
+    return CliRunner().invoke(data_cli.main, ["synth", "--out", str(tmp_path / "o"), "-q"])
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, tmp_path):
+    r = _synth_raising(monkeypatch, tmp_path, ValueError("bad input.mp4: no audio\n  details"))
+    assert r.exit_code == 1 and r.stderr == "Error: bad input.mp4: no audio\n", r.output
+    r = _synth_raising(monkeypatch, tmp_path, FileNotFoundError("missing.csv"))
+    assert r.exit_code == 1 and r.stderr == "Error: missing.csv\n"
+    r = _synth_raising(monkeypatch, tmp_path, JobStopped("disk full writing x: free space and rerun"))
+    assert r.exit_code == 75 and r.stderr.startswith("Error: disk full")
+    r = _synth_raising(monkeypatch, tmp_path, ZeroDivisionError("a bug"))
+    assert isinstance(r.exception, ZeroDivisionError)  # not turned into a tidy line: the traceback stays
+    r = _synth_raising(monkeypatch, tmp_path, KeyError("a bug"))
+    assert isinstance(r.exception, KeyError)
+
+
+def test_bad_values_rejected_by_click_or_by_the_config(tmp_path):
+    r = CliRunner().invoke(data_cli.main, ["synth", "--out", str(tmp_path / "o"), "--videos", "-1"])
+    assert r.exit_code == 2 and "--videos" in r.stderr  # the field's range, checked by click
+    r = CliRunner().invoke(data_cli.main, ["synth", "--out", str(tmp_path / "o"), "--size", "big"])
+    assert r.exit_code == 2 and "expected WIDTHxHEIGHT, e.g. 1024x512" in r.stderr
+    r = CliRunner().invoke(data_cli.main, ["synth", "--out", str(tmp_path / "o"), "--size", "300x100"])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "2:1" in r.stderr  # SynthConfig.__post_init__
+    r = CliRunner().invoke(train_cli.main, ["segment", "--shards", "x", "--ckpt", "none", "--milestones", "5,x"])
+    assert r.exit_code == 2 and "comma-separated" in r.stderr
+    assert not (tmp_path / "o").exists()
