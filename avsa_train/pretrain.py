@@ -39,6 +39,7 @@ import yaml
 from avsa_data.fsutil import atomic_write, atomic_write_bytes, remove_stale_tmp
 from avsa_data.rng import rng_for
 from avsa_train import distributed as D
+from avsa_train.checkpoint import build_model as model_for_config
 from avsa_train.checkpoint import init_from, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from avsa_train.config import DATA_ORDER_KEYS, PretrainConfig
 from avsa_train.data import (
@@ -83,16 +84,8 @@ def negatives_at(cfg: PretrainConfig, epoch: int) -> Negatives:
 
 
 def build_model(cfg: PretrainConfig) -> AVSAModel:
-    return AVSAModel(
-        width=cfg.width,
-        audio_format=cfg.audio_format,
-        spec=cfg.spec,
-        depth=cfg.depth,
-        context=cfg.context,
-        heads=cfg.heads,
-        proj_dim=cfg.proj_dim,
-        dropout=cfg.dropout,
-    )
+    """The model ``cfg`` describes, built as a checkpoint's is (:func:`avsa_train.checkpoint.build_model`)."""
+    return model_for_config(cfg.as_dict())
 
 
 def stream_config(cfg: PretrainConfig) -> StreamConfig:
