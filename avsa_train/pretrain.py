@@ -16,6 +16,11 @@ in the AVC stage of a curriculum), batch size and viewpoints of that step, negat
 samples/s), ``OUT/config.yaml`` and atomic checkpoints ``OUT/checkpoint.pt`` every
 ``checkpoint_every`` steps and at the end (:mod:`avsa_train.checkpoint`).
 
+The loop is :func:`avsa_train.fit.fit`, shared with the downstream tasks: this module gives it the step
+(:func:`train_step`: batch → loss and metrics), each epoch's batches (:class:`StageBatches`) and the hooks that
+log (:class:`RunLog`) and checkpoint; ``_run`` checks the inputs, builds or restores the model
+(:func:`_build`, :func:`_restore`) and trains (:func:`_train`).
+
 Exact resume: the data order is a pure function of (seed, world size, workers, batch size, steps done) — see
 :meth:`avsa_train.data.ShardStream.resume_at` — and the checkpoint restores the model, optimiser, AMP scaler
 and every rank's torch RNG (dropout), so the losses after ``--resume`` equal those of an uninterrupted run.
@@ -405,6 +410,31 @@ class StageBatches:
         return iter(make_loader(stream, num_workers=self.cfg.workers, seed=self.cfg.seed))
 
 
+class Checkpointer:
+    """Atomic checkpoints of a run at ``OUT/checkpoint.pt`` (every ``checkpoint_every`` steps before the end,
+    with ``keep_checkpoints`` also copied to ``checkpoint-stepN.pt``, and at the end). Saving is a collective:
+    every rank gives its RNG state, rank 0 writes."""
+
+    def __init__(self, path: Path, cfg: PretrainConfig, tr: Trainer, sched: Schedule, info: D.DistInfo):
+        self.path, self.cfg, self.tr, self.sched, self.info = path, cfg, tr, sched, info
+
+    def save(self, step: int) -> None:
+        rngs = D.gather(rng_state(), self.info)  # a collective: every rank takes part
+        if self.info.is_main:
+            tr = self.tr
+            save_checkpoint(
+                self.path, tr.model, tr.opt, tr.scaler, step, self.sched.epoch(step), self.cfg.as_dict(), rng=rngs,
+                world_size=self.info.world_size,
+            )
+
+    def periodic(self, step: int) -> None:
+        every = self.cfg.checkpoint_every
+        if every and step % every == 0 and step < self.sched.total:
+            self.save(step)
+            if self.cfg.keep_checkpoints and self.info.is_main:
+                atomic_write(self.path.parent / f"checkpoint-step{step}.pt", lambda f: f.write(self.path.read_bytes()))
+
+
 def _train(
     cfg: PretrainConfig,
     tr: Trainer,
@@ -418,38 +448,25 @@ def _train(
     checkpoints every ``checkpoint_every`` steps and at the end. Returns the last logged metrics."""
     sched, total = data.sched, data.sched.total
     stages = StageBatches(cfg, data, info)
-    use_amp = tr.scaler is not None
+    ckpt = Checkpointer(ckpt_path, cfg, tr, sched, info)
     rate = SampleRate(tr.step)
+    last: dict = {}
 
     def step(batch: dict, epoch: int) -> StepOutput:
         negatives = negatives_at(stages.stage, epoch)
-        out = train_step(tr.net, batch, stages.stage, negatives, device, use_amp)
+        out = train_step(tr.net, batch, stages.stage, negatives, device, tr.scaler is not None)
         out.info["negatives"] = negatives
         return out
 
-    def checkpoint(step: int) -> None:
-        rngs = D.gather(rng_state(), info)  # a collective: every rank takes part
-        if info.is_main:
-            save_checkpoint(
-                ckpt_path, tr.model, tr.opt, tr.scaler, step, sched.epoch(step), cfg.as_dict(), rng=rngs,
-                world_size=info.world_size,
-            )
-
-    last: dict = {}
-
     def after_step(state: FitState, out: StepOutput) -> None:
         nonlocal last
-        step = state.step
-        if step % cfg.log_every == 0 or step == total:
+        if state.step % cfg.log_every == 0 or state.step == total:
             last = _log_row(state, out, stages.stage, tr.opt, rate, info, device)
             if log is not None:
                 log.write(last)
         if log is not None:
             log.progress(last)
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
-            checkpoint(step)
-            if cfg.keep_checkpoints and info.is_main:
-                atomic_write(ckpt_path.parent / f"checkpoint-step{step}.pt", lambda f: f.write(ckpt_path.read_bytes()))
+        ckpt.periodic(state.step)
 
     start = tr.step
     epochs = range(sched.epoch(start), sched.epoch(total - 1) + 1) if start < total else range(0)
@@ -458,7 +475,7 @@ def _train(
     if tr.step < total:
         raise RuntimeError(f"the training stream ended after {tr.step} of {total} steps")
     if tr.step > start or not ckpt_path.exists():
-        checkpoint(tr.step)
+        ckpt.save(tr.step)
     return last
 
 
