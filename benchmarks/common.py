@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,3 +44,19 @@ def machine() -> dict:
     """Platform, CPU model, CPUs, memory, and the load average when called (the machine may be shared)."""
     return {"platform": platform.platform(), "cpu": cpu_model(), "python": sys.version.split()[0],
             "cpus": os.cpu_count(), "mem_GiB": mem_gib(), "load_average_at_start": load_average()}
+
+
+def run_cli(args: list[str]) -> None:
+    """Run ``python -m cli.data …`` / ``cli.train …`` as a user would (the command echoed first)."""
+    print("+", " ".join(shlex.quote(a) for a in args), flush=True)
+    subprocess.run([sys.executable, "-m", *args], check=True)
+
+
+def synth_shards(work: Path, synth_args: list[str], shard_args: list[str]) -> Path:
+    """``WORK/shards`` from ``avsa-data synth --out WORK/raw SYNTH_ARGS`` and ``avsa-data shard --src WORK/raw
+    --out WORK/shards SHARD_ARGS``; kept between runs (nothing is built when its manifest exists)."""
+    raw, shards = work / "raw", work / "shards"
+    if not (shards / "manifest.json").is_file():
+        run_cli(["cli.data", "synth", "--out", str(raw), *synth_args])
+        run_cli(["cli.data", "shard", "--src", str(raw), "--out", str(shards), *shard_args])
+    return shards
