@@ -7,6 +7,8 @@ import dataclasses
 import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -225,6 +227,15 @@ def test_every_set_key_reaches_the_task_config_a_cell_runs_with():
             ablate.parse_overrides([bad])
 
 
+def test_the_command_line_reads_its_options_without_loading_torch():
+    """``avsa-train ablate --help`` stays fast: the options come from the torch-free ``keys`` module, whose
+    names are the presets' and the grid's own."""
+    assert ablate.SCALE_NAMES == tuple(ablate.SCALES) and ablate.GRIDS == ("table3",)
+    code = "import sys, cli.train_ablate; print([m for m in ('torch', 'avsa_train.ablate.scales') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 # ------------------------------------------------------------------------------------------ the runner
 
 #: A few steps and one epoch of every evaluation: the machinery, not the numbers (curriculum switch at step 2).
@@ -252,7 +263,9 @@ def _finite(x) -> bool:
 
 
 def test_ablate_two_cells_end_to_end_resume_and_errors(synth_shards, tmp_path):
-    from avsa_train.checkpoint import load_checkpoint
+    import torch
+
+    from avsa_train.checkpoint import load_checkpoint, state_checksum
 
     out = tmp_path / "grid"
     r = _ablate(synth_shards, out, "--cells", "base,a/mono,a/ambi-iv", "--no-scratch")
@@ -323,6 +336,21 @@ def test_ablate_two_cells_end_to_end_resume_and_errors(synth_shards, tmp_path):
         out / "cells" / "mono" / "eval" / "segment.json"
     ).is_file()
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/pretrain/checkpoint.pt")} == ckpts
+
+    # a cell killed after its checkpoint but before pretrain.json: its pre-training resumes from a checkpoint of
+    # its own configuration (checkpoint.config_changes finds none) and starts over from one of another
+    for cell in ("base", "mono"):
+        (out / "cells" / cell / "result.json").unlink()
+        (out / "cells" / cell / "pretrain.json").unlink()
+    other = out / "cells" / "mono" / "pretrain" / "checkpoint.pt"
+    state = load_checkpoint(other)
+    state["config"]["lr"] *= 2
+    state["checksum"] = state_checksum(state)
+    torch.save(state, other)
+    r = _ablate(synth_shards, out, "--cells", "base,mono", "--no-scratch")
+    resumed = {c: json.loads((out / "cells" / c / "pretrain.json").read_text())["resumed"] for c in ("base", "mono")}
+    assert resumed == {"base": True, "mono": False}, r.stderr
+    assert load_checkpoint(other)["config"]["lr"] == results["mono"]["spec"]["pretrain"]["lr"]  # trained again
 
     # bad input: one clear line, no traceback
     for extra, rc, message in (

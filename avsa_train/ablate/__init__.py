@@ -39,44 +39,97 @@ encoders, batches, steps and evaluation epochs so the whole grid runs on synthet
 is the scale at which pre-training learns on two CPU cores. A :class:`Scale` holds the task configurations
 (``PretrainConfig``, ``BinaryEvalConfig``, ``SegmentationConfig``); ``--set KEY=VALUE`` changes one field.
 
-Modules: :mod:`~avsa_train.ablate.scales` (the presets and ``--set``), :mod:`~avsa_train.ablate.grid` (families,
-rows, cells, published numbers, each cell's configuration), :mod:`~avsa_train.ablate.runner` (cells, resume),
-:mod:`~avsa_train.ablate.paired` (paired gaps and verdicts), :mod:`~avsa_train.ablate.report` (``table3.json``,
-``table3.md``), :mod:`~avsa_train.ablate.store` (the folder's JSON files).
+Modules: :mod:`~avsa_train.ablate.scales` (the presets and ``--set``; their names in
+:mod:`~avsa_train.ablate.keys`), :mod:`~avsa_train.ablate.grid` (families, rows, cells, published numbers, each
+cell's configuration), :mod:`~avsa_train.ablate.runner` (cells, resume), :mod:`~avsa_train.ablate.paired` (paired
+gaps and verdicts), :mod:`~avsa_train.ablate.report` (``table3.json``, ``table3.md``),
+:mod:`~avsa_train.ablate.store` (the folder's JSON files).
 """
 
-from avsa_train.ablate.grid import (
-    AVSA_ROWS,
-    DEFAULT_CELL,
-    DEFAULTS,
-    FAMILIES,
-    GRIDS,
-    IMPLIED,
-    PAPER_ROWS,
-    PAPER_SOURCE,
-    PAPER_TABLE3,
-    SCRATCH_CELL,
-    Family,
-    Row,
-    all_rows,
-    cell_config,
-    cell_names,
-    cell_overrides,
-    describe_grid,
-    pretrain_values,
-    select,
-)
-from avsa_train.ablate.paired import (
-    VERDICTS,
-    paired_auc_vs_default,
-    paired_segmentation_vs_default,
-    paired_vs_default,
-    verdict,
-)
-from avsa_train.ablate.report import METRIC_TITLES, METRICS, build_table, headline, render_markdown
-from avsa_train.ablate.runner import GridError, GridRun, check_inputs, run_cell, run_grid
-from avsa_train.ablate.scales import SCALE_KEYS, SCALES, Scale, parse_overrides, resolve_scale
-from avsa_train.ablate.store import RESULT, SCHEMA_VERSION
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from avsa_train.ablate.grid import (
+        AVSA_ROWS,
+        DEFAULT_CELL,
+        DEFAULTS,
+        FAMILIES,
+        IMPLIED,
+        PAPER_ROWS,
+        PAPER_SOURCE,
+        PAPER_TABLE3,
+        SCRATCH_CELL,
+        Family,
+        Row,
+        all_rows,
+        cell_config,
+        cell_names,
+        cell_overrides,
+        describe_grid,
+        pretrain_values,
+        select,
+    )
+    from avsa_train.ablate.keys import GRIDS, SCALE_KEYS, SCALE_NAMES
+    from avsa_train.ablate.paired import (
+        VERDICTS,
+        paired_auc_vs_default,
+        paired_segmentation_vs_default,
+        paired_vs_default,
+        verdict,
+    )
+    from avsa_train.ablate.report import METRIC_TITLES, METRICS, build_table, headline, render_markdown
+    from avsa_train.ablate.runner import GridError, GridRun, check_inputs, run_cell, run_grid
+    from avsa_train.ablate.scales import SCALES, Scale, parse_overrides, resolve_scale
+    from avsa_train.ablate.store import RESULT, SCHEMA_VERSION
+
+#: Where each public name lives. They load on first use (PEP 562), so the command line can read
+#: :mod:`avsa_train.ablate.keys` for its options without importing torch.
+_HOMES = {
+    **dict.fromkeys(("GRIDS", "SCALE_KEYS", "SCALE_NAMES"), "keys"),
+    **dict.fromkeys(("SCALES", "Scale", "parse_overrides", "resolve_scale"), "scales"),
+    **dict.fromkeys(
+        (
+            "AVSA_ROWS",
+            "DEFAULT_CELL",
+            "DEFAULTS",
+            "FAMILIES",
+            "IMPLIED",
+            "PAPER_ROWS",
+            "PAPER_SOURCE",
+            "PAPER_TABLE3",
+            "SCRATCH_CELL",
+            "Family",
+            "Row",
+            "all_rows",
+            "cell_config",
+            "cell_names",
+            "cell_overrides",
+            "describe_grid",
+            "pretrain_values",
+            "select",
+        ),
+        "grid",
+    ),
+    **dict.fromkeys(
+        ("VERDICTS", "paired_auc_vs_default", "paired_segmentation_vs_default", "paired_vs_default", "verdict"),
+        "paired",
+    ),
+    **dict.fromkeys(("METRICS", "METRIC_TITLES", "build_table", "headline", "render_markdown"), "report"),
+    **dict.fromkeys(("GridError", "GridRun", "check_inputs", "run_cell", "run_grid"), "runner"),
+    **dict.fromkeys(("RESULT", "SCHEMA_VERSION"), "store"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AVSA_ROWS",
@@ -93,6 +146,7 @@ __all__ = [
     "RESULT",
     "SCALES",
     "SCALE_KEYS",
+    "SCALE_NAMES",
     "SCHEMA_VERSION",
     "SCRATCH_CELL",
     "VERDICTS",

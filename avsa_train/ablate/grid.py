@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from avsa_train.ablate.scales import Scale, resolve_scale
 from avsa_train.config import PretrainConfig
 
-GRIDS = ("table3",)
 #: The seed file that holds the published numbers of :data:`PAPER_TABLE3`.
 PAPER_SOURCE = "AVSA supplementary material (NeurIPS 2020), Table 3"
 

@@ -16,45 +16,13 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from avsa_train.ablate.keys import SCALE_KEYS, SCALE_NAMES
 from avsa_train.config import TASK_DEFAULTS, PretrainConfig
 from avsa_train.tasks.binary_eval import BinaryEvalConfig
 from avsa_train.tasks.segmentation import SegmentationConfig
 
 #: The task configurations of a scale, by the prefix of their ``--set PART.FIELD`` keys.
 PARTS = {"pretrain": PretrainConfig, "binary": BinaryEvalConfig, "segmentation": SegmentationConfig}
-
-#: The grid's ``--set`` names, in ``--list`` order: ``(part, fields)``, the task-configuration field(s) each sets
-#: (``seg_fpn_dim`` sets both FPN widths). Part ``grid``: a value of the grid itself (:attr:`Scale.temporal_moments`).
-SCALE_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
-    # pre-training
-    "width": ("pretrain", ("width",)),  # channel width multiplier of both encoders
-    "batch_size": ("pretrain", ("batch_size",)),  # samples per step
-    "lr": ("pretrain", ("lr",)),  # Adam learning rate
-    "weight_decay": ("pretrain", ("weight_decay",)),
-    "epochs": ("pretrain", ("epochs",)),  # pre-training epochs (ignored when ``steps`` is set)
-    "steps": ("pretrain", ("max_steps",)),  # total pre-training steps (None: ``epochs`` × steps per epoch)
-    "steps_per_epoch": ("pretrain", ("steps_per_epoch",)),  # None: train samples / batch size (manifest.json)
-    "switch_epoch": ("pretrain", ("switch_epoch",)),  # easy → hard: epochs of the AVC stage before AVSA
-    "easy_batch_size": ("pretrain", ("easy_batch_size",)),  # samples per step of the AVC stage (Table 2: 112)
-    "temporal_moments": ("grid", ("temporal_moments",)),  # M moments per item of the temporal-negatives cell
-    "color_jitter": ("pretrain", ("color_jitter",)),  # Table 2 cj
-    "flip_p": ("pretrain", ("flip_p",)),  # Table 2 hf
-    "workers": ("pretrain", ("workers",)),  # DataLoader workers (None: CPUs − 1, at most 8; evaluations: 0)
-    "checkpoint_every": ("pretrain", ("checkpoint_every",)),  # pre-training checkpoint period in steps
-    # AVC-Bin / AVSA-Bin
-    "bin_epochs": ("binary", ("epochs",)),
-    "bin_batch_size": ("binary", ("batch_size",)),
-    "bin_lr": ("binary", ("lr",)),  # None: 1e-5 AVC, 1e-4 AVSA (the reference configs)
-    "bin_milestones": ("binary", ("milestones",)),  # None: (5, 8) AVC, (8,) AVSA
-    "bin_test_draws": ("binary", ("test_draws",)),  # evaluation passes over the val split
-    # segmentation
-    "seg_epochs": ("segmentation", ("epochs",)),
-    "seg_batch_size": ("segmentation", ("batch_size",)),
-    "seg_lr": ("segmentation", ("lr",)),
-    "seg_milestones": ("segmentation", ("milestones",)),
-    "seg_fpn_dim": ("segmentation", ("fpn_dim", "segm_dim")),  # FPN lateral and semantic channels (§A.2: 128)
-    "seg_views": ("segmentation", ("views",)),  # viewpoints per training item of the head (§A.2: 4)
-}
 
 #: Fields a cell or the run sets itself, so ``--set PART.FIELD`` refuses them: the ablated options and what they
 #: imply (:data:`avsa_train.ablate.grid.DEFAULTS`), where the run writes and its seed, device and output.
@@ -235,26 +203,24 @@ TINY = PAPER.replace(
     seg_milestones=(),
     seg_fpn_dim=32,
 )
-SCALES: dict[str, Scale] = {
-    "paper": PAPER,
-    "tiny": TINY,
-    # issue 13's learning scale (docs/RESULTS.md): shards of dense synthetic scenes with 64-px crops and the
-    # energy viewpoint sampler, on which the AVSA pretext leaves chance within tens of steps on 2 CPU cores;
-    # 60 steps: 20 of the AVC stage (batch 64), 40 of AVSA (batch 16)
-    "cpu": TINY.replace(
-        batch_size=16,
-        steps=60,
-        steps_per_epoch=10,
-        switch_epoch=2,
-        easy_batch_size=64,
-        workers=0,
-        bin_epochs=4,
-        bin_batch_size=16,
-        bin_milestones=(3,),
-        bin_test_draws=3,
-        seg_views=2,
-    ),
-}
+#: ``cpu``: issue 13's learning scale (docs/RESULTS.md): shards of dense synthetic scenes with 64-px crops and the
+#: energy viewpoint sampler, on which the AVSA pretext leaves chance within tens of steps on 2 CPU cores;
+#: 60 steps: 20 of the AVC stage (batch 64), 40 of AVSA (batch 16).
+CPU = TINY.replace(
+    batch_size=16,
+    steps=60,
+    steps_per_epoch=10,
+    switch_epoch=2,
+    easy_batch_size=64,
+    workers=0,
+    bin_epochs=4,
+    bin_batch_size=16,
+    bin_milestones=(3,),
+    bin_test_draws=3,
+    seg_views=2,
+)
+#: The presets by name (:data:`~avsa_train.ablate.keys.SCALE_NAMES`, the order of ``--scale``).
+SCALES: dict[str, Scale] = dict(zip(SCALE_NAMES, (PAPER, TINY, CPU), strict=True))
 
 
 def resolve_scale(name: str, overrides: dict | None = None) -> Scale:
