@@ -45,7 +45,7 @@ from avsa_data.fsutil import atomic_write, atomic_write_bytes, remove_stale_tmp
 from avsa_data.rng import rng_for
 from avsa_train import distributed as D
 from avsa_train.checkpoint import build_model as model_for_config
-from avsa_train.checkpoint import init_from, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from avsa_train.checkpoint import config_changes, init_from, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from avsa_train.config import DATA_ORDER_KEYS, PretrainConfig
 from avsa_train.data import (
     ShardStream,
@@ -281,7 +281,7 @@ def _resume_state(cfg: PretrainConfig, ckpt_path: Path, info: D.DistInfo) -> dic
         raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
     state = load_checkpoint(ckpt_path, map_location="cpu")
     saved = state["config"]
-    changed = [k for k in DATA_ORDER_KEYS if k in saved and getattr(cfg, k) not in (None, saved[k])]
+    changed = config_changes(saved, cfg.as_dict(), DATA_ORDER_KEYS)
     if int(state.get("world_size", 1)) != info.world_size:
         changed.append("world size")
     if changed:
