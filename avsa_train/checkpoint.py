@@ -38,6 +38,7 @@ import pickle
 import re
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path, PurePath
 
 import numpy as np
@@ -179,6 +180,31 @@ def save_checkpoint(
     state = plain(state)
     state["checksum"] = state_checksum(state)
     return atomic_write(path, lambda f: torch.save(state, f))
+
+
+#: Options that never change what a run computes: where it writes, on which device, how much it prints.
+RUN_ONLY_KEYS = ("out", "device", "quiet")
+#: Options a run resolves when it starts and saves resolved (``workers`` ``None`` → CPUs − 1): ``None`` in the
+#: configuration asked for matches any saved value.
+RESOLVED_AT_START = ("workers",)
+
+
+def config_changes(saved: dict, config: dict, keys: Iterable[str] | None = None) -> list[str]:
+    """The options of ``config`` whose value differs from a checkpoint's ``saved`` configuration (its
+    ``"config"`` entry): the one rule for "does this checkpoint continue this run". ``keys``: the options to
+    compare, in the order to report them (default: every option of either, sorted). :data:`RUN_ONLY_KEYS` never
+    count, nor a :data:`RESOLVED_AT_START` option left ``None``; an option the checkpoint does not hold counts
+    as ``None`` there. ``avsa-train pretrain --resume`` warns about the data-order options this returns
+    (:data:`avsa_train.config.DATA_ORDER_KEYS`); ``avsa-train ablate`` resumes a cell's pre-training only when
+    it returns none, and starts it over otherwise."""
+    keys = sorted(set(saved) | set(config)) if keys is None else keys
+    return [
+        k
+        for k in keys
+        if k not in RUN_ONLY_KEYS
+        and not (k in RESOLVED_AT_START and config.get(k) is None)
+        and saved.get(k) != config.get(k)
+    ]
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -16,6 +16,11 @@ in the AVC stage of a curriculum), batch size and viewpoints of that step, negat
 samples/s), ``OUT/config.yaml`` and atomic checkpoints ``OUT/checkpoint.pt`` every
 ``checkpoint_every`` steps and at the end (:mod:`avsa_train.checkpoint`).
 
+The loop is :func:`avsa_train.fit.fit`, shared with the downstream tasks: this module gives it the step
+(:func:`train_step`: batch → loss and metrics), each epoch's batches (:class:`StageBatches`) and the hooks that
+log (:class:`RunLog`) and checkpoint; ``_run`` checks the inputs, builds or restores the model
+(:func:`_build`, :func:`_restore`) and trains (:func:`_train`).
+
 Exact resume: the data order is a pure function of (seed, world size, workers, batch size, steps done) — see
 :meth:`avsa_train.data.ShardStream.resume_at` — and the checkpoint restores the model, optimiser, AMP scaler
 and every rank's torch RNG (dropout), so the losses after ``--resume`` equal those of an uninterrupted run.
@@ -23,6 +28,7 @@ and every rank's torch RNG (dropout), so the losses after ``--resume`` equal tho
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -39,7 +45,8 @@ from avsa_data.fsutil import atomic_write, atomic_write_bytes, remove_stale_tmp
 from avsa_data.jobcontrol import usable_cpus
 from avsa_data.rng import rng_for
 from avsa_train import distributed as D
-from avsa_train.checkpoint import init_from, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from avsa_train.checkpoint import build_model as model_for_config
+from avsa_train.checkpoint import config_changes, init_from, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from avsa_train.config import DATA_ORDER_KEYS, PretrainConfig
 from avsa_train.data import (
     ShardStream,
@@ -54,6 +61,7 @@ from avsa_train.data import (
     shard_sizes,
     split_urls,
 )
+from avsa_train.fit import FitState, StepOutput, fit
 from avsa_train.losses import LossOutput, Negatives, avc_loss, translation_loss
 from avsa_train.models.avsa import AVSAModel
 
@@ -82,16 +90,8 @@ def negatives_at(cfg: PretrainConfig, epoch: int) -> Negatives:
 
 
 def build_model(cfg: PretrainConfig) -> AVSAModel:
-    return AVSAModel(
-        width=cfg.width,
-        audio_format=cfg.audio_format,
-        spec=cfg.spec,
-        depth=cfg.depth,
-        context=cfg.context,
-        heads=cfg.heads,
-        proj_dim=cfg.proj_dim,
-        dropout=cfg.dropout,
-    )
+    """The model ``cfg`` describes, built as a checkpoint's is (:func:`avsa_train.checkpoint.build_model`)."""
+    return model_for_config(cfg.as_dict())
 
 
 def stream_config(cfg: PretrainConfig) -> StreamConfig:
@@ -139,6 +139,12 @@ class Schedule:
             return step // self.easy_spe
         return self.switch_epoch + (step - self.easy_steps) // self.spe
 
+    def epoch_end(self, epoch: int) -> int:
+        """Completed steps at the end of 0-based ``epoch`` (at most ``total``)."""
+        if epoch < self.switch_epoch:
+            return min((epoch + 1) * self.easy_spe, self.total)
+        return min(self.easy_steps + (epoch - self.switch_epoch + 1) * self.spe, self.total)
+
 
 def schedule(cfg: PretrainConfig, world_size: int) -> Schedule:
     """The run's :class:`Schedule`: ``--max-steps`` or ``--epochs`` (for a run with an AVC stage, ``epochs``
@@ -176,6 +182,17 @@ def compute_loss(
     return translation_loss(type(tr)(*(t.float() for t in tr)), negatives, cfg.tau)
 
 
+def train_step(
+    net, batch: dict, cfg: PretrainConfig, negatives: Negatives, device: torch.device, amp: bool
+) -> StepOutput:
+    """The pre-training step given to :func:`avsa_train.fit.fit`: the batch to ``device`` and the task's loss
+    (:func:`compute_loss`; ``amp``: the forward pass in mixed precision), with its metrics for the log."""
+    video = batch["video"].to(device, non_blocking=True)
+    audio = batch["audio"].to(device, non_blocking=True)
+    result = compute_loss(net, video, audio, cfg, negatives, amp)
+    return StepOutput(result.loss, metrics=result.metrics)
+
+
 def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> dict:
     """Train as ``cfg`` says; with ``resume``, continue the run whose checkpoint is ``OUT/checkpoint.pt``.
 
@@ -198,49 +215,105 @@ def _note(msg: str, info: D.DistInfo) -> None:
         print(f"avsa-train pretrain: {msg}", file=sys.stderr)
 
 
+@dataclass
+class Trainer:
+    """What a run trains: the model (``net``: wrapped for DDP), optimiser, AMP scaler (``None`` without mixed
+    precision) and the completed steps (from the checkpoint when resuming)."""
+
+    model: AVSAModel
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    step: int
+
+
+@dataclass
+class RunData:
+    """The run's training shards, their sizes (``None`` without a manifest), the schedule and the AVC stage's
+    configuration (``None`` without one)."""
+
+    urls: list[str]
+    sizes: dict | None
+    sched: Schedule
+    easy_cfg: PretrainConfig | None
+
+
 def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistInfo) -> dict:
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT
     if info.is_main:
-        gone = remove_stale_tmp(out, keep=is_run_file)
-        if gone:
-            _note(f"removed {len(gone)} temporary file(s) of a killed run: {', '.join(p.name for p in gone)}", info)
-    state = None
-    if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        state = load_checkpoint(ckpt_path, map_location="cpu")
-        saved = state["config"]
-        changed = [k for k in DATA_ORDER_KEYS if k in saved and getattr(cfg, k) not in (None, saved[k])]
-        if int(state.get("world_size", 1)) != info.world_size:
-            changed.append("world size")
-        if changed:
-            _note(f"resuming with other {', '.join(changed)} than the saved run: the data order will differ", info)
-    init_state = None
-    if cfg.init and state is None:
-        if not Path(cfg.init).is_file():
-            raise FileNotFoundError(
-                f"--init {cfg.init} does not exist (train the AVC model first: avsa-train pretrain "
-                f"--task avc; or pass --init none to start from a random initialisation)"
-            )
-        init_state = load_checkpoint(cfg.init, map_location="cpu")  # checked before any data is read
+        _remove_stale(out, info)
+    state = _resume_state(cfg, ckpt_path, info) if resume else None
+    init_state = _init_state(cfg) if state is None else None  # checked before any data is read
+    if cfg.workers is None:
+        saved_workers = state["config"].get("workers") if state is not None else None
+        cfg = replace(cfg, workers=saved_workers if saved_workers is not None else auto_workers(D.local_world_size()))
+    data = _check_data(cfg, info)
+    _warn_no_easy_stage(cfg, state, info)
+    tr = _build(cfg, device, info, init_state, state, find_unused=cfg.task == "avc" or data.easy_cfg is not None)
+    del state, init_state
+    log = RunLog.open(out, cfg, tr.step, data.sched.total, info) if info.is_main else None
+    try:
+        last = _train(cfg, tr, data, device, info, log, ckpt_path)
+    finally:
+        if log is not None:
+            log.close()
+    return {
+        "steps": tr.step,
+        "last": last,
+        "checkpoint": str(ckpt_path),
+        "steps_per_epoch": data.sched.spe,
+        "total_steps": data.sched.total,
+        "rank": info.rank,
+    }
 
+
+def _remove_stale(out: Path, info: D.DistInfo) -> None:
+    """Remove the temporary files a killed run left in ``out``."""
+    gone = remove_stale_tmp(out, keep=is_run_file)
+    if gone:
+        _note(f"removed {len(gone)} temporary file(s) of a killed run: {', '.join(p.name for p in gone)}", info)
+
+
+def _resume_state(cfg: PretrainConfig, ckpt_path: Path, info: D.DistInfo) -> dict:
+    """The checkpoint to resume from (on the CPU); warns when options that set the data order changed."""
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+    state = load_checkpoint(ckpt_path, map_location="cpu")
+    saved = state["config"]
+    changed = config_changes(saved, cfg.as_dict(), DATA_ORDER_KEYS)
+    if int(state.get("world_size", 1)) != info.world_size:
+        changed.append("world size")
+    if changed:
+        _note(f"resuming with other {', '.join(changed)} than the saved run: the data order will differ", info)
+    return state
+
+
+def _init_state(cfg: PretrainConfig) -> dict | None:
+    """The ``--init`` checkpoint (on the CPU), or ``None`` without one."""
+    if not cfg.init:
+        return None
+    if not Path(cfg.init).is_file():
+        raise FileNotFoundError(
+            f"--init {cfg.init} does not exist (train the AVC model first: avsa-train pretrain "
+            f"--task avc; or pass --init none to start from a random initialisation)"
+        )
+    return load_checkpoint(cfg.init, map_location="cpu")
+
+
+def _check_data(cfg: PretrainConfig, info: D.DistInfo) -> RunData:
+    """The train shards fit the configuration (views, moments, audio) and can feed every rank and worker."""
     urls = split_urls(expand_urls(cfg.shards), "train")
     if not urls:
         raise ValueError(f"no train shards (train-NNNNNN.tar) in {cfg.shards}")
     sizes = shard_sizes(cfg.shards) if has_manifest(cfg.shards) else None
-    if cfg.workers is None:
-        saved_workers = state["config"].get("workers") if state is not None else None
-        cfg = replace(cfg, workers=saved_workers if saved_workers is not None else auto_workers(D.local_world_size()))
-    scfg = stream_config(cfg)
-    check_shards_fit(peek_meta(urls), scfg)
+    check_shards_fit(peek_meta(urls), stream_config(cfg))
     if sizes is not None and sum(sizes.get(u, 0) for u in urls) < info.world_size * max(1, cfg.workers):
         raise ValueError(
             f"{sum(sizes.get(u, 0) for u in urls)} train samples cannot feed {info.world_size} rank(s) × "
             f"{max(1, cfg.workers)} DataLoader worker(s); use fewer --workers"
         )
     sched = schedule(cfg, info.world_size)
-    spe, total = sched.spe, sched.total
     easy_cfg = cfg.avc_stage() if cfg.has_avc_stage else None
     if easy_cfg is not None:
         check_shards_fit(peek_meta(urls), stream_config(easy_cfg))
@@ -249,6 +322,10 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
             f"direct heads, loss (7); {cfg.switch_epoch} epochs), then AVSA",
             info,
         )
+    return RunData(urls, sizes, sched, easy_cfg)
+
+
+def _warn_no_easy_stage(cfg: PretrainConfig, state: dict | None, info: D.DistInfo) -> None:
     if (
         info.is_main
         and cfg.task == "avsa"
@@ -263,11 +340,21 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
             info,
         )
 
+
+def _build(
+    cfg: PretrainConfig,
+    device: torch.device,
+    info: D.DistInfo,
+    init_state: dict | None,
+    state: dict | None,
+    find_unused: bool,
+) -> Trainer:
+    """The model (seeded, ``--init`` encoders), Adam, the AMP scaler, and with ``state`` everything a
+    checkpoint restores; then the DDP wrapper."""
     torch.manual_seed(cfg.seed)  # the same initialisation on every rank (DDP also broadcasts rank 0's)
     model = build_model(cfg).to(device)
     if init_state is not None:
         fresh = init_from(model, cfg.init, state=init_state)
-        del init_state
         _note(f"initialised from {cfg.init} ({len(fresh)} translator tensors left as initialised)", info)
     # dropout masks: an independent torch stream per rank
     torch.manual_seed(int(rng_for(cfg.seed, "torch", info.rank).integers(2**62)))
@@ -278,123 +365,204 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
         torch.backends.cudnn.benchmark = True
     else:
         set_cpu_threads(cfg.workers)
-    step = 0
-    if state is not None:
-        for k in ("video", "audio", "translator"):
-            getattr(model, k).load_state_dict(state[k])
-        opt.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
-        set_rng_state(rngs[info.rank % len(rngs)])
-        del state
-    net = D.wrap(model, info, device, find_unused_parameters=cfg.task == "avc" or easy_cfg is not None)
+    step = _restore(state, model, opt, scaler, info) if state is not None else 0
+    net = D.wrap(model, info, device, find_unused_parameters=find_unused)
+    return Trainer(model, net, opt, scaler, step)
 
-    def batches(stage_cfg: PretrainConfig, done: int):
-        """Batches of ``stage_cfg``'s stream after ``done`` steps of it (the data order of an uninterrupted run)."""
-        stream = ShardStream(urls, stream_config(stage_cfg), rank=info.rank, world_size=info.world_size, sizes=sizes)
+
+def _restore(
+    state: dict, model: AVSAModel, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, info: D.DistInfo
+) -> int:
+    """Load a checkpoint's model, optimiser, scaler and this rank's torch RNG; returns its completed steps."""
+    for k in ("video", "audio", "translator"):
+        getattr(model, k).load_state_dict(state[k])
+    opt.load_state_dict(state["optimizer"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    set_rng_state(rngs[info.rank % len(rngs)])
+    return int(state["step"])
+
+
+class StageBatches:
+    """The batches of each epoch for :func:`avsa_train.fit.fit`: one loader per stage (the AVC stage of a
+    curriculum, then the run's task), resumed at the steps done, cut at the epoch's last step."""
+
+    def __init__(self, cfg: PretrainConfig, data: RunData, info: D.DistInfo):
+        self.cfg, self.data, self.info = cfg, data, info
+        self.stage: PretrainConfig | None = None
+        self._it = None
+
+    def __call__(self, epoch: int, state: FitState):
+        sched = self.data.sched
+        stage = self.data.easy_cfg if sched.in_avc_stage(state.step) else self.cfg
+        if stage is not self.stage:  # the start, or the switch from the AVC stage to AVSA
+            self._it = None  # let the previous loader's workers go
+            self._it = self._loader(stage, state.step if stage is self.data.easy_cfg else state.step - sched.easy_steps)
+            self.stage = stage
+        return itertools.islice(self._it, sched.epoch_end(epoch) - state.step)
+
+    def _loader(self, stage: PretrainConfig, done: int):
+        """Batches of ``stage``'s stream after ``done`` steps of it (the data order of an uninterrupted run)."""
+        d, info = self.data, self.info
+        stream = ShardStream(d.urls, stream_config(stage), rank=info.rank, world_size=info.world_size, sizes=d.sizes)
         stream.resume_at(0, done)
-        return iter(make_loader(stream, num_workers=cfg.workers, seed=cfg.seed))
+        return iter(make_loader(stream, num_workers=self.cfg.workers, seed=self.cfg.seed))
 
-    log = tb = bar = None
-    if info.is_main:
+
+class Checkpointer:
+    """Atomic checkpoints of a run at ``OUT/checkpoint.pt`` (every ``checkpoint_every`` steps before the end,
+    with ``keep_checkpoints`` also copied to ``checkpoint-stepN.pt``, and at the end). Saving is a collective:
+    every rank gives its RNG state, rank 0 writes."""
+
+    def __init__(self, path: Path, cfg: PretrainConfig, tr: Trainer, sched: Schedule, info: D.DistInfo):
+        self.path, self.cfg, self.tr, self.sched, self.info = path, cfg, tr, sched, info
+
+    def save(self, step: int) -> None:
+        rngs = D.gather(rng_state(), self.info)  # a collective: every rank takes part
+        if self.info.is_main:
+            tr = self.tr
+            save_checkpoint(
+                self.path, tr.model, tr.opt, tr.scaler, step, self.sched.epoch(step), self.cfg.as_dict(), rng=rngs,
+                world_size=self.info.world_size,
+            )
+
+    def periodic(self, step: int) -> None:
+        every = self.cfg.checkpoint_every
+        if every and step % every == 0 and step < self.sched.total:
+            self.save(step)
+            if self.cfg.keep_checkpoints and self.info.is_main:
+                atomic_write(self.path.parent / f"checkpoint-step{step}.pt", lambda f: f.write(self.path.read_bytes()))
+
+
+def _train(
+    cfg: PretrainConfig,
+    tr: Trainer,
+    data: RunData,
+    device: torch.device,
+    info: D.DistInfo,
+    log: RunLog | None,
+    ckpt_path: Path,
+) -> dict:
+    """Steps up to the schedule's total through :func:`avsa_train.fit.fit`: logs every ``log_every`` steps,
+    checkpoints every ``checkpoint_every`` steps and at the end. Returns the last logged metrics."""
+    sched, total = data.sched, data.sched.total
+    stages = StageBatches(cfg, data, info)
+    ckpt = Checkpointer(ckpt_path, cfg, tr, sched, info)
+    rate = SampleRate(tr.step)
+    last: dict = {}
+
+    def step(batch: dict, epoch: int) -> StepOutput:
+        negatives = negatives_at(stages.stage, epoch)
+        out = train_step(tr.net, batch, stages.stage, negatives, device, tr.scaler is not None)
+        out.info["negatives"] = negatives
+        return out
+
+    def after_step(state: FitState, out: StepOutput) -> None:
+        nonlocal last
+        if state.step % cfg.log_every == 0 or state.step == total:
+            last = _log_row(state, out, stages.stage, tr.opt, rate, info, device)
+            if log is not None:
+                log.write(last)
+        if log is not None:
+            log.progress(last)
+        ckpt.periodic(state.step)
+
+    start = tr.step
+    epochs = range(sched.epoch(start), sched.epoch(total - 1) + 1) if start < total else range(0)
+    state = fit(tr.model, tr.opt, step, stages, epochs, scaler=tr.scaler, on_step=after_step, state=FitState(start))
+    tr.step = state.step
+    if tr.step < total:
+        raise RuntimeError(f"the training stream ended after {tr.step} of {total} steps")
+    if tr.step > start or not ckpt_path.exists():
+        ckpt.save(tr.step)
+    return last
+
+
+class SampleRate:
+    """Samples per second between two logged steps (wall time, all ranks)."""
+
+    def __init__(self, step: int):
+        self.t0, self.n0 = time.perf_counter(), step
+
+    def since_last(self, step: int, batch_size: int, world_size: int) -> float:
+        now = time.perf_counter()
+        sps = (step - self.n0) * batch_size * world_size / max(now - self.t0, 1e-9)
+        self.t0, self.n0 = now, step
+        return sps
+
+
+def _log_row(
+    state: FitState,
+    out: StepOutput,
+    stage: PretrainConfig,
+    opt: torch.optim.Optimizer,
+    rate: SampleRate,
+    info: D.DistInfo,
+    device: torch.device,
+) -> dict:
+    """The ``metrics.jsonl`` row of the step just done (its metrics averaged over the ranks: a collective)."""
+    metrics = {"loss": float(out.loss.detach())}
+    metrics.update({k: float(v) for k, v in out.metrics.items()})
+    metrics = D.mean_over_ranks(metrics, info, device)
+    if not math.isfinite(metrics["loss"]):
+        raise FloatingPointError(f"the loss became {metrics['loss']} at step {state.step}")
+    sps = rate.since_last(state.step, stage.batch_size, info.world_size)
+    return {
+        "step": state.step,
+        "epoch": state.epoch,
+        "stage": stage.task,
+        "batch_size": stage.batch_size,
+        "viewpoints": stage.viewpoints,
+        "negatives": _neg_name(out.info["negatives"]),
+        "lr": opt.param_groups[0]["lr"],
+        "samples_per_s": round(sps, 2),
+        **metrics,
+    }
+
+
+class RunLog:
+    """Rank 0's outputs of a run: ``config.yaml``, ``metrics.jsonl`` (appended, one JSON line per logged step),
+    TensorBoard scalars (``--tensorboard``) and the progress bar (unless ``--quiet``)."""
+
+    def __init__(self, metrics, tb, bar):
+        self.metrics, self.tb, self.bar = metrics, tb, bar
+
+    @classmethod
+    def open(cls, out: Path, cfg: PretrainConfig, step: int, total: int, info: D.DistInfo) -> RunLog:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out / "config.yaml", yaml.safe_dump(cfg.as_dict(), sort_keys=True).encode())
         _truncate_metrics(out / METRICS, step, info)
-        log = open(out / METRICS, "a")
+        metrics = open(out / METRICS, "a")
         tb = _tensorboard(out) if cfg.tensorboard else None
+        bar = None
         if not cfg.quiet:
             from tqdm import tqdm
 
             bar = tqdm(
                 total=total, initial=step, desc=f"pretrain {cfg.task}", unit="step", file=sys.stderr, dynamic_ncols=True
             )
+        return cls(metrics, tb, bar)
 
-    def checkpoint(path: Path) -> None:
-        rngs = D.gather(rng_state(), info)  # a collective: every rank takes part
-        if info.is_main:
-            save_checkpoint(
-                path, model, opt, scaler, step, sched.epoch(step), cfg.as_dict(), rng=rngs, world_size=info.world_size
+    def write(self, row: dict) -> None:
+        self.metrics.write(json.dumps(row) + "\n")
+        self.metrics.flush()
+        if self.tb:
+            for k, v in row.items():
+                if isinstance(v, float):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def progress(self, last: dict) -> None:
+        if self.bar:
+            self.bar.update(1)
+            self.bar.set_postfix(
+                loss=f"{last.get('loss', float('nan')):.3f}", samples_s=f"{last.get('samples_per_s', 0.0):.1f}"
             )
 
-    model.train()
-    last: dict = {}
-    start = step
-    t0, n0 = time.perf_counter(), step
-    it, stage = None, None
-    try:
-        while step < total:
-            stage_cfg = easy_cfg if sched.in_avc_stage(step) else cfg
-            if stage_cfg is not stage:  # the start, or the switch from the AVC stage to AVSA
-                it = None  # let the previous loader's workers go
-                it = batches(stage_cfg, step if stage_cfg is easy_cfg else step - sched.easy_steps)
-                stage = stage_cfg
-            batch = next(it)
-            epoch = sched.epoch(step)
-            negatives = negatives_at(stage_cfg, epoch)
-            video = batch["video"].to(device, non_blocking=True)
-            audio = batch["audio"].to(device, non_blocking=True)
-            result = compute_loss(net, video, audio, stage_cfg, negatives, use_amp)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(result.loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                result.loss.backward()
-                opt.step()
-            step += 1
-            if step % cfg.log_every == 0 or step == total:
-                metrics = {"loss": float(result.loss.detach())}
-                metrics.update({k: float(v) for k, v in result.metrics.items()})
-                metrics = D.mean_over_ranks(metrics, info, device)
-                if not math.isfinite(metrics["loss"]):
-                    raise FloatingPointError(f"the loss became {metrics['loss']} at step {step}")
-                now = time.perf_counter()
-                sps = (step - n0) * stage_cfg.batch_size * info.world_size / max(now - t0, 1e-9)
-                t0, n0 = now, step
-                last = {
-                    "step": step,
-                    "epoch": epoch,
-                    "stage": stage_cfg.task,
-                    "batch_size": stage_cfg.batch_size,
-                    "viewpoints": stage_cfg.viewpoints,
-                    "negatives": _neg_name(negatives),
-                    "lr": opt.param_groups[0]["lr"],
-                    "samples_per_s": round(sps, 2),
-                    **metrics,
-                }
-                if log:
-                    log.write(json.dumps(last) + "\n")
-                    log.flush()
-                if tb:
-                    for k, v in last.items():
-                        if isinstance(v, float):
-                            tb.add_scalar(k, v, step)
-            if bar:
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{last.get('loss', float('nan')):.3f}", samples_s=f"{last.get('samples_per_s', 0.0):.1f}"
-                )
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
-                checkpoint(ckpt_path)
-                if cfg.keep_checkpoints and info.is_main:
-                    atomic_write(out / f"checkpoint-step{step}.pt", lambda f: f.write(ckpt_path.read_bytes()))
-        if step > start or not ckpt_path.exists():
-            checkpoint(ckpt_path)
-    finally:
-        for h in (bar, log, tb):
+    def close(self) -> None:
+        for h in (self.bar, self.metrics, self.tb):
             if h is not None:
                 h.close()
-    return {
-        "steps": step,
-        "last": last,
-        "checkpoint": str(ckpt_path),
-        "steps_per_epoch": spe,
-        "total_steps": total,
-        "rank": info.rank,
-    }
 
 
 def is_run_file(name: str) -> bool:

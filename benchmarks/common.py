@@ -6,6 +6,8 @@ import argparse
 import os
 import platform
 import resource
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,3 +53,19 @@ def add_synth_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--videos", type=int, default=4, help="synthetic videos to make")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per synthetic video")
     ap.add_argument("--size", default="1920x960", help="equirectangular frame size WxH (pixels)")
+
+
+def run_cli(args: list[str]) -> None:
+    """Run ``python -m cli.data …`` / ``cli.train …`` as a user would (the command echoed first)."""
+    print("+", " ".join(shlex.quote(a) for a in args), flush=True)
+    subprocess.run([sys.executable, "-m", *args], check=True)
+
+
+def synth_shards(work: Path, synth_args: list[str], shard_args: list[str]) -> Path:
+    """``WORK/shards`` from ``avsa-data synth --out WORK/raw SYNTH_ARGS`` and ``avsa-data shard --src WORK/raw
+    --out WORK/shards SHARD_ARGS``; kept between runs (nothing is built when its manifest exists)."""
+    raw, shards = work / "raw", work / "shards"
+    if not (shards / "manifest.json").is_file():
+        run_cli(["cli.data", "synth", "--out", str(raw), *synth_args])
+        run_cli(["cli.data", "shard", "--src", str(raw), "--out", str(shards), *shard_args])
+    return shards

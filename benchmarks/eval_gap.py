@@ -22,76 +22,31 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import run_cli as run  # noqa: E402
+from common import synth_shards  # noqa: E402
+
 #: The evaluation metrics copied, side by side, for the pre-trained and the scratch checkpoint.
 HEADLINE_METRICS = ("accuracy", "ci95_wilson", "ci95_bootstrap_videos", "roc_auc", "accuracy_aligned",
                     "accuracy_misaligned")
 
 
-def run(args: list[str]) -> None:
-    print("+", " ".join(shlex.quote(a) for a in args), flush=True)
-    subprocess.run([sys.executable, "-m", *args], check=True)
-
-
 def make_shards(work: Path, videos: int, duration: float, seed: int) -> Path:
-    shards = work / "shards"
-    if (shards / "manifest.json").is_file():
-        return shards
-    raw = work / "raw"
-    run(
-        [
-            "cli.data",
-            "synth",
-            "--out",
-            str(raw),
-            "--videos",
-            str(videos),
-            "--duration",
-            str(duration),
-            "--size",
-            "512x256",
-            "--seed",
-            str(seed),
-            "--val-fraction",
-            "0.1667",
-            # the demo's learning scale (docs/RESULTS.md): dense scenes, energy sampler, 64-px crops
-            "--sounding-objects",
-            "4",
-            "6",
-            "--object-radius",
-            "14",
-            "20",
-        ]
-    )
-    run(
-        [
-            "cli.data",
-            "shard",
-            "--src",
-            str(raw),
-            "--out",
-            str(shards),
-            "--labels",
-            "synthetic",
-            "-k",
-            "4",
-            "--sampler",
-            "energy",
-            "--crop-size",
-            "64",
-            "--stride",
-            "0.5",
-            "--seed",
-            str(seed),
-            "-q",
-        ]
-    )
-    return shards
+    return synth_shards(
+        work,
+        ["--videos", str(videos), "--duration", str(duration), "--size", "512x256", "--seed", str(seed),
+         "--val-fraction", "0.1667",
+         # the demo's learning scale (docs/RESULTS.md): dense scenes, energy sampler, 64-px crops
+         "--sounding-objects", "4", "6", "--object-radius", "14", "20"],
+        ["--labels", "synthetic", "-k", "4", "--sampler", "energy", "--crop-size", "64", "--stride", "0.5",
+         "--seed", str(seed), "-q"],
+    )  # fmt: skip
 
 
 def pretrain(shards: Path, work: Path, width: float, audio_format: str, seed: int, extra: str) -> Path:

@@ -9,7 +9,8 @@ Three measurements of the same configuration (samples per second; a sample is on
   augment, collate;
 * **model step**: forward (spectrograms on the device, encoders, translator), loss, backward and Adam on one
   batch held in memory — the compute alone;
-* **full step**: the training loop's step fed by the loader (``avsa_train.pretrain.compute_loss``), with the
+* **full step**: the training loop's step fed by the loader (``avsa_train.pretrain.train_step`` and
+  ``avsa_train.fit.optimizer_step``, the functions ``avsa-train pretrain`` runs), with the
   fraction of wall time spent waiting for data.
 
 The ratios say whether the loader keeps the device fed: ``loader / model step`` > 1 means it can, and the
@@ -26,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,49 +35,17 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import synth_shards  # noqa: E402
 
 
 def make_shards(work: Path) -> Path:
-    raw, shards = work / "raw", work / "shards"
-    if not (shards / "manifest.json").exists():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cli.data",
-                "synth",
-                "--out",
-                str(raw),
-                "--videos",
-                "4",
-                "--duration",
-                "6",
-                "--size",
-                "512x256",
-                "--val-fraction",
-                "0",
-            ],
-            check=True,
-        )
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cli.data",
-                "shard",
-                "--src",
-                str(raw),
-                "--out",
-                str(shards),
-                "--shard-size",
-                "4",
-                "-q",
-                "-j",
-                str(os.cpu_count() or 1),
-            ],
-            check=True,
-        )
-    return shards
+    return synth_shards(
+        work,
+        ["--videos", "4", "--duration", "6", "--size", "512x256", "--val-fraction", "0"],
+        ["--shard-size", "4", "-q", "-j", str(os.cpu_count() or 1)],
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -100,7 +68,8 @@ def main() -> None:
     from avsa_train import distributed as D
     from avsa_train.config import resolve
     from avsa_train.data import ShardStream, auto_workers, expand_urls, make_loader, shard_sizes, split_urls
-    from avsa_train.pretrain import build_model, compute_loss, negatives_at, set_cpu_threads, stream_config
+    from avsa_train.fit import optimizer_step
+    from avsa_train.pretrain import build_model, negatives_at, set_cpu_threads, stream_config, train_step
 
     device = D.device_for(args.device)
     cuda = device.type == "cuda"
@@ -139,31 +108,25 @@ def main() -> None:
     scaler = torch.amp.GradScaler("cuda") if cuda and cfg.amp else None
     negatives = negatives_at(cfg, 10**6)
 
-    def step(video: torch.Tensor, audio: torch.Tensor) -> float:
-        result = compute_loss(model, video, audio, cfg, negatives, scaler is not None)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(result.loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            result.loss.backward()
-            opt.step()
-        return float(result.loss.detach())
+    def step(batch: dict) -> float:
+        """The training step of ``avsa-train pretrain``: its step function, then the optimiser step of ``fit``."""
+        out = train_step(model, batch, cfg, negatives, device, scaler is not None)
+        optimizer_step(out.loss, opt, scaler)
+        return float(out.loss.detach())
 
-    video, audio = first["video"].to(device), first["audio"].to(device)
-    step(video, audio)  # warm-up (cuDNN autotuning, allocator)
+    held = {"video": first["video"].to(device), "audio": first["audio"].to(device)}
+    step(held)  # warm-up (cuDNN autotuning, allocator)
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(n):
-        step(video, audio)
+        step(held)
     _sync(device)
     model_sps = n * cfg.batch_size / (time.perf_counter() - t0)
 
     # 3. the full step, fed by the loader
     it = iter(loader())
     b = next(it)
-    step(b["video"].to(device, non_blocking=True), b["audio"].to(device, non_blocking=True))
+    step(b)
     util = []
     wait = 0.0
     _sync(device)
@@ -172,7 +135,7 @@ def main() -> None:
         tw = time.perf_counter()
         b = next(it)
         wait += time.perf_counter() - tw
-        step(b["video"].to(device, non_blocking=True), b["audio"].to(device, non_blocking=True))
+        step(b)
         if cuda:
             try:
                 util.append(torch.cuda.utilization(device))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from avsa_train.ablate import GRIDS, SCALES
+from avsa_train.ablate.keys import GRIDS, SCALE_KEYS, SCALE_NAMES
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -27,7 +27,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder (DIR).")
 @click.option(
     "--scale",
-    type=click.Choice(list(SCALES)),
+    type=click.Choice(SCALE_NAMES),
     default="tiny",
     help="tiny: width 0.125, batch 8, 96 steps, no augmentation, short evaluations (2 CPU cores, synthetic data); "
     "cpu: the scale at which pre-training learns on 2 CPU cores (width 0.125, batch 16, lr 1e-3, 60 steps; for "
@@ -51,7 +51,12 @@ def _split(values: tuple[str, ...]) -> list[str]:
     "sets",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Change one field of the scale preset, e.g. --set steps=400 --set bin_epochs=10 (see --list).",
+    help="Change one field of the scale preset, e.g. --set steps=400 --set bin_epochs=10 (--list shows the "
+    f"values). KEY: {', '.join(SCALE_KEYS)} (bin_*: AVC-/AVSA-Bin, seg_*: segmentation; steps is pretrain "
+    "--max-steps, seg_fpn_dim both FPN widths); or PART.FIELD for another field of a task config: "
+    "pretrain.* (PretrainConfig, e.g. pretrain.tau), binary.* (BinaryEvalConfig, e.g. binary.hidden), "
+    "segmentation.* (SegmentationConfig, e.g. segmentation.weight_decay). VALUE: a number, true/false, none, "
+    "or 1,2 for a tuple.",
 )
 @click.option(
     "--scratch/--no-scratch",
@@ -97,6 +102,7 @@ def ablate(grid, shards, out, scale, families, cells, sets, scratch, device, see
       avsa-train ablate --shards shards/ --out ablate/ --cells base,mono --set steps=20
       avsa-train ablate --list
     """
+    # the grid loads the models (torch) only now, so that --help stays fast
     from avsa_train.ablate import describe_grid, parse_overrides, run_grid, select
 
     try:

@@ -3,9 +3,12 @@ of the synthetic shards (results, table, resume, errors)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,8 @@ from conftest import run_cli
 
 from avsa_train import ablate
 from avsa_train.config import PretrainConfig
+from avsa_train.tasks.binary_eval import BinaryEvalConfig
+from avsa_train.tasks.segmentation import SegmentationConfig
 
 SEED_FILE = Path(__file__).parent / "data" / "seed_table3.txt"  # Table 3 of the seed, verbatim
 
@@ -131,18 +136,104 @@ def test_selection_overrides_and_scales():
         with pytest.raises(ValueError, match="--set"):
             ablate.parse_overrides(bad)
     paper = ablate.SCALES["paper"]  # Table 2 and the protocols' defaults
-    assert (paper.width, paper.batch_size, paper.lr, paper.weight_decay) == (1.0, 28, 1e-4, 1e-5)
-    assert (paper.bin_epochs, paper.bin_batch_size, paper.bin_lr, paper.seg_epochs, paper.seg_batch_size) == (
-        10,
-        32,
-        None,
-        10,
-        20,
-    )
-    assert paper.seg_fpn_dim == 128 and paper.seg_milestones == (5, 8)
-    assert paper.color_jitter and paper.flip_p == 0.5 and paper.steps is None and paper.epochs == 150
+    pre = paper.pretrain
+    assert (pre.width, pre.batch_size, pre.lr, pre.weight_decay) == (1.0, 28, 1e-4, 1e-5)
+    assert pre.color_jitter and pre.flip_p == 0.5 and pre.max_steps is None and pre.epochs == 150
+    assert paper.binary == BinaryEvalConfig() and paper.segmentation == SegmentationConfig()  # the protocols'
+    assert (paper.get("bin_epochs"), paper.get("bin_batch_size"), paper.get("bin_lr")) == (10, 32, None)
+    assert (paper.get("seg_epochs"), paper.get("seg_batch_size"), paper.get("seg_fpn_dim")) == (10, 20, 128)
+    assert paper.get("seg_milestones") == (5, 8)
     with pytest.raises(ValueError, match="unknown scale"):
         ablate.resolve_scale("huge")
+
+
+def _run(scale: ablate.Scale) -> ablate.GridRun:
+    return ablate.GridRun(shards="/s", out=Path("/o"), scale_name="tiny", scale=scale, seed=5, device="cpu")
+
+
+def test_every_set_key_reaches_the_task_config_a_cell_runs_with():
+    """Each grid name of ``--set`` changes the field of the configuration that pre-training, AVC-/AVSA-Bin or
+    segmentation actually receive (and nothing else of it); PART.FIELD reaches any other field."""
+    tiny = ablate.SCALES["tiny"]
+    targets = {  # grid name → (the config a cell runs with, its field(s)): written out here, not read from SCALE_KEYS
+        "width": ("pretrain", ["width"]),
+        "batch_size": ("pretrain", ["batch_size"]),
+        "lr": ("pretrain", ["lr"]),
+        "weight_decay": ("pretrain", ["weight_decay"]),
+        "epochs": ("pretrain", ["epochs"]),
+        "steps": ("pretrain", ["max_steps"]),
+        "steps_per_epoch": ("pretrain", ["steps_per_epoch"]),
+        "switch_epoch": ("pretrain", ["switch_epoch"]),
+        "easy_batch_size": ("pretrain", ["easy_batch_size"]),
+        "color_jitter": ("pretrain", ["color_jitter"]),
+        "flip_p": ("pretrain", ["flip_p"]),
+        "workers": ("pretrain", ["workers"]),
+        "checkpoint_every": ("pretrain", ["checkpoint_every"]),
+        "bin_epochs": ("binary", ["epochs"]),
+        "bin_batch_size": ("binary", ["batch_size"]),
+        "bin_lr": ("binary", ["lr"]),
+        "bin_milestones": ("binary", ["milestones"]),
+        "bin_test_draws": ("binary", ["test_draws"]),
+        "seg_epochs": ("segmentation", ["epochs"]),
+        "seg_batch_size": ("segmentation", ["batch_size"]),
+        "seg_lr": ("segmentation", ["lr"]),
+        "seg_milestones": ("segmentation", ["milestones"]),
+        "seg_fpn_dim": ("segmentation", ["fpn_dim", "segm_dim"]),
+        "seg_views": ("segmentation", ["views"]),
+        "binary.hidden": ("binary", ["hidden"]),
+        "segmentation.hfov_range": ("segmentation", ["hfov_range"]),
+        "pretrain.tau": ("pretrain", ["tau"]),
+    }
+    assert set(ablate.SCALE_KEYS) - {"temporal_moments"} <= set(targets)
+    values = {"color_jitter": "true", "flip_p": "0.25", "bin_milestones": "1", "seg_milestones": "1,2"}
+    values |= {"segmentation.hfov_range": "50,70", "pretrain.tau": "0.2", "lr": "0.002"}
+    values |= {"bin_lr": "0.002", "seg_lr": "0.002", "weight_decay": "0.002"}
+
+    def configs(run):
+        return {
+            "pretrain": run.pretrain_config("base"),
+            "binary": run.binary_config("avsa", "direct"),
+            "segmentation": run.segmentation_config(),
+        }
+
+    before = {k: dataclasses.asdict(v) for k, v in configs(_run(tiny)).items()}
+    for key, (part, fields) in targets.items():
+        raw = values.get(key, "7")
+        change = ablate.parse_overrides([f"{key}={raw}"])
+        after = {k: dataclasses.asdict(v) for k, v in configs(_run(ablate.resolve_scale("tiny", change))).items()}
+        for p in after:
+            diff = {f for f in after[p] if after[p][f] != before[p][f]}
+            if key == "workers" and p != "pretrain":  # the evaluations use the scale's workers too
+                assert diff == {"workers"} and after[p]["workers"] == 7
+                continue
+            assert diff == (set(fields) if p == part else set()), (key, p, diff)
+        assert all(after[part][f] == change[key] for f in fields), key
+        # the change is part of the settings, so a rerun into the same folder redoes the cells
+        assert _run(ablate.resolve_scale("tiny", change)).cell_spec("base") != _run(tiny).cell_spec("base"), key
+    # the presets' settings are the grid names only (PART.FIELD appears once a field differs from its default)
+    assert list(tiny.as_dict()) == list(ablate.SCALE_KEYS)
+    changed = ablate.resolve_scale("tiny", ablate.parse_overrides(["binary.hidden=64"]))
+    assert changed.as_dict()["binary.hidden"] == 64 and _run(changed).settings()["binary.hidden"] == 64
+    st = ablate.pretrain_values("spatial-temporal", ablate.resolve_scale("tiny", {"temporal_moments": 3}))
+    assert st["moments"] == 3
+    for bad, message in (
+        ("binary.task=avc", "each cell or the run sets it"),
+        ("pretrain.viewpoints=8", "each cell or the run sets it"),
+        ("pretrain.max_steps=5", "use its grid name, --set steps"),
+        ("binary.nope=1", "expected KEY=VALUE"),
+        ("binary.hidden=x", "not a valid int"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            ablate.parse_overrides([bad])
+
+
+def test_the_command_line_reads_its_options_without_loading_torch():
+    """``avsa-train ablate --help`` stays fast: the options come from the torch-free ``keys`` module, whose
+    names are the presets' and the grid's own."""
+    assert ablate.SCALE_NAMES == tuple(ablate.SCALES) and ablate.GRIDS == ("table3",)
+    code = "import sys, cli.train_ablate; print([m for m in ('torch', 'avsa_train.ablate.scales') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 # ------------------------------------------------------------------------------------------ the runner
@@ -172,7 +263,9 @@ def _finite(x) -> bool:
 
 
 def test_ablate_two_cells_end_to_end_resume_and_errors(synth_shards, tmp_path):
-    from avsa_train.checkpoint import load_checkpoint
+    import torch
+
+    from avsa_train.checkpoint import load_checkpoint, state_checksum
 
     out = tmp_path / "grid"
     r = _ablate(synth_shards, out, "--cells", "base,a/mono,a/ambi-iv", "--no-scratch")
@@ -243,6 +336,21 @@ def test_ablate_two_cells_end_to_end_resume_and_errors(synth_shards, tmp_path):
         out / "cells" / "mono" / "eval" / "segment.json"
     ).is_file()
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/pretrain/checkpoint.pt")} == ckpts
+
+    # a cell killed after its checkpoint but before pretrain.json: its pre-training resumes from a checkpoint of
+    # its own configuration (checkpoint.config_changes finds none) and starts over from one of another
+    for cell in ("base", "mono"):
+        (out / "cells" / cell / "result.json").unlink()
+        (out / "cells" / cell / "pretrain.json").unlink()
+    other = out / "cells" / "mono" / "pretrain" / "checkpoint.pt"
+    state = load_checkpoint(other)
+    state["config"]["lr"] *= 2
+    state["checksum"] = state_checksum(state)
+    torch.save(state, other)
+    r = _ablate(synth_shards, out, "--cells", "base,mono", "--no-scratch")
+    resumed = {c: json.loads((out / "cells" / c / "pretrain.json").read_text())["resumed"] for c in ("base", "mono")}
+    assert resumed == {"base": True, "mono": False}, r.stderr
+    assert load_checkpoint(other)["config"]["lr"] == results["mono"]["spec"]["pretrain"]["lr"]  # trained again
 
     # bad input: one clear line, no traceback
     for extra, rc, message in (

@@ -25,6 +25,7 @@ from avsa_data.fsutil import atomic_write, remove_stale_tmp
 from avsa_train.checkpoint import (
     CheckpointError,
     build_model,
+    config_changes,
     load_checkpoint,
     load_encoders,
     save_checkpoint,
@@ -151,6 +152,24 @@ def test_a_truncated_checkpoint_gets_one_line(tmp_path, good):
 
 
 # ------------------------------------------------------------------------------------------------- security
+
+
+def test_one_rule_decides_whether_a_checkpoint_continues_a_run():
+    """``config_changes``: pretrain --resume warns about the data-order options it returns, ablate resumes a
+    cell only when it returns none. Where, on which device and how verbosely a run works never count; a worker
+    count left to resolve at start (``None``) matches the saved, resolved one; a key the checkpoint lacks counts."""
+    from avsa_train.config import DATA_ORDER_KEYS, PretrainConfig
+
+    saved = PretrainConfig(shards="s", workers=3).as_dict()
+    assert config_changes(saved, dict(saved)) == []
+    moved = PretrainConfig(shards="s", workers=None, out="elsewhere", device="cpu", quiet=True).as_dict()
+    assert config_changes(saved, moved) == []
+    other = PretrainConfig(shards="s", workers=2, lr=0.5, batch_size=4, seed=9).as_dict()
+    assert config_changes(saved, other) == ["batch_size", "lr", "seed", "workers"]  # sorted
+    assert config_changes(saved, other, DATA_ORDER_KEYS) == ["seed", "batch_size", "workers"]  # as asked
+    old = {k: v for k, v in saved.items() if k != "spec"}  # a checkpoint from before an option existed
+    assert config_changes(old, saved) == ["spec"]
+    assert config_changes({**saved, "max_steps": 10}, saved) == ["max_steps"]  # None matches only for workers
 
 
 def test_the_payload_is_live(tmp_path, model):

@@ -37,7 +37,8 @@ from avsa_data import media
 from avsa_data.options import option
 from avsa_data.rng import rng_for
 from avsa_train import data as avdata
-from avsa_train.tasks.common import Backbone, multistep, progress, result_document
+from avsa_train.fit import FitState, StepOutput, fit
+from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
 from avsa_train.tasks.metrics import accuracy_summary, cluster_bootstrap
 
 DATASETS = ("ucf101", "hmdb51", "folder")
@@ -430,19 +431,27 @@ def evaluate(
     }
 
 
-@dataclass
-class FinetuneResult:
-    metrics: dict
-    history: list[dict] = field(default_factory=list)
-    config: dict = field(default_factory=dict)
-    checkpoint: dict = field(default_factory=dict)
-    data: dict = field(default_factory=dict)
+def train_step(model: ActionClassifier, batch, device: torch.device) -> StepOutput:
+    """Cross-entropy of a batch of ``(clips, labels)``; sums the loss × clips, the hits and the clips."""
+    video, label = batch[0].to(device), batch[1].to(device)
+    logits = model(video)
+    loss = F.cross_entropy(logits, label)
+    sums = {
+        "loss": float(loss.detach()) * len(label),
+        "hits": float((logits.argmax(-1) == label).sum()),
+        "clips": len(label),
+    }
+    return StepOutput(loss, sums)
 
-    def to_json(self) -> dict:
-        return result_document(
-            "avsa.eval.finetune", "action-recognition", self.metrics, self.history, self.config, self.checkpoint,
-            data=self.data,
-        )
+
+def epoch_summary(sums: dict[str, float]) -> dict:
+    """An epoch's history fields: mean clip loss, clip accuracy (percent), clips seen."""
+    n = sums.get("clips", 0.0)
+    return {
+        "train_loss": sums.get("loss", 0.0) / max(n, 1),
+        "train_clip_accuracy": 100.0 * sums.get("hits", 0.0) / max(n, 1),
+        "train_clips": int(n),
+    }
 
 
 def run_finetune(
@@ -452,16 +461,15 @@ def run_finetune(
     device: torch.device,
     show_progress: bool = True,
     dataset: str = "folder",
-) -> FinetuneResult:
+) -> TaskResult:
     """Fine-tune the video encoder with a linear classifier on ``split.train``; evaluate on ``split.test``."""
     n_classes = len(split.classes)
     model = ActionClassifier(backbone.video, n_classes, cfg.dropout).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = multistep(optimizer, cfg.milestones, cfg.gamma)
-    history = []
-    for epoch in range(cfg.epochs):
-        model.train()
-        loader = DataLoader(
+
+    def train_loader(epoch: int, state: FitState) -> DataLoader:
+        return DataLoader(
             TrainClips(split.train, cfg, epoch),
             batch_size=cfg.batch_size,
             num_workers=cfg.workers,
@@ -470,30 +478,24 @@ def run_finetune(
             drop_last=len(split.train) * cfg.clips_per_video > cfg.batch_size,
             pin_memory=device.type == "cuda",
         )
-        lr = optimizer.param_groups[0]["lr"]
-        loss_sum = hits = n = 0.0
-        for video, label in progress(loader, show_progress, f"finetune epoch {epoch + 1}/{cfg.epochs}"):
-            video, label = video.to(device), label.to(device)
-            logits = model(video)
-            loss = F.cross_entropy(logits, label)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(label)
-            hits += float((logits.argmax(-1) == label).sum())
-            n += len(label)
-        scheduler.step()
-        row = {
-            "epoch": epoch,
-            "lr": lr,
-            "train_loss": loss_sum / max(n, 1),
-            "train_clip_accuracy": 100.0 * hits / max(n, 1),
-            "train_clips": int(n),
-        }
+
+    def evaluate_every(state: FitState, row: dict) -> None:
+        epoch = state.epoch
         if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
             m = evaluate(model, split.test, cfg, n_classes, device, show_progress)
             row.update(test_clip_accuracy=m["clip_accuracy"], test_video_accuracy=m["video_accuracy"])
-        history.append(row)
+
+    history = fit(
+        model,
+        optimizer,
+        lambda batch, epoch: train_step(model, batch, device),
+        train_loader,
+        range(cfg.epochs),
+        summarise=epoch_summary,
+        scheduler=scheduler,
+        bar=lambda it, e: progress(it, show_progress, f"finetune epoch {e + 1}/{cfg.epochs}"),
+        on_epoch_end=evaluate_every,
+    ).history
     metrics = evaluate(model, split.test, cfg, n_classes, device, show_progress)
     metrics["per_class_video_accuracy"] = {split.classes[k]: v for k, v in metrics["per_class_video_accuracy"].items()}
     data = {
@@ -503,4 +505,6 @@ def run_finetune(
         "n_test_videos": len(split.test),
         "missing_videos": split.missing,
     }
-    return FinetuneResult(metrics, history, asdict(cfg), backbone.describe(), data)
+    return TaskResult(
+        "avsa.eval.finetune", "action-recognition", metrics, history, asdict(cfg), backbone.describe(), {"data": data}
+    )

@@ -21,7 +21,7 @@ Labels: 0 = aligned (positive pair), 1 = misaligned (negative).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -30,8 +30,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from avsa_data.options import option, per_task
+from avsa_train.fit import StepOutput, fit
 from avsa_train.tasks import misalign, streams
-from avsa_train.tasks.common import Backbone, multistep, progress, result_document
+from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
 from avsa_train.tasks.metrics import accuracy_summary, roc_auc
 
 FEATURE_MODES = ("transformer", "direct")
@@ -230,41 +231,35 @@ def _to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, 
     )
 
 
-def train_epoch(
-    backbone: Backbone,
-    head: BinaryClassifier,
-    loader: Iterable[dict],
-    optimizer: torch.optim.Optimizer,
-    cfg: BinaryEvalConfig,
-    device: torch.device,
-    show: bool,
-    desc: str,
-    total: int | None,
-) -> dict:
-    """One pass over the training items; returns mean crop loss, crop and item accuracy (fractions)."""
-    head.train()
-    loss_sum = crops = crop_hits = items = item_hits = 0.0
-    for batch in progress(loader, show, desc, total):
-        video, audio, label = _to(batch, device)
-        fv, fa = crop_features(backbone, video, audio, cfg.features)
-        logits = head(fv, fa)  # [B, V, 2]
-        crop_labels = label[:, None].expand(-1, logits.shape[1])
-        loss = F.cross_entropy(logits.flatten(0, 1), crop_labels.flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            n = crop_labels.numel()
-            loss_sum += float(loss) * n
-            crops += n
-            crop_hits += float((logits.argmax(-1) == crop_labels).sum())
-            items += len(label)
-            item_hits += float((logits.mean(1).argmax(-1) == label).sum())
+def train_step(
+    backbone: Backbone, head: BinaryClassifier, batch: dict, cfg: BinaryEvalConfig, device: torch.device
+) -> StepOutput:
+    """Cross-entropy of every crop on frozen features; sums the crop loss, crop and item hits and counts."""
+    video, audio, label = _to(batch, device)
+    fv, fa = crop_features(backbone, video, audio, cfg.features)
+    logits = head(fv, fa)  # [B, V, 2]
+    crop_labels = label[:, None].expand(-1, logits.shape[1])
+    loss = F.cross_entropy(logits.flatten(0, 1), crop_labels.flatten())
+    with torch.no_grad():
+        n = crop_labels.numel()
+        sums = {
+            "loss": float(loss) * n,
+            "crops": n,
+            "crop_hits": float((logits.argmax(-1) == crop_labels).sum()),
+            "items": len(label),
+            "item_hits": float((logits.mean(1).argmax(-1) == label).sum()),
+        }
+    return StepOutput(loss, sums)
+
+
+def epoch_summary(sums: dict[str, float]) -> dict:
+    """An epoch's history fields: mean crop loss, item and crop accuracy (percent), items seen."""
+    crops, items = max(sums.get("crops", 0.0), 1), max(sums.get("items", 0.0), 1)
     return {
-        "loss": loss_sum / max(crops, 1),
-        "crop_accuracy": crop_hits / max(crops, 1),
-        "accuracy": item_hits / max(items, 1),
-        "items": int(items),
+        "train_loss": sums.get("loss", 0.0) / crops,
+        "train_accuracy": 100.0 * (sums.get("item_hits", 0.0) / items),
+        "train_crop_accuracy": 100.0 * (sums.get("crop_hits", 0.0) / crops),
+        "train_items": int(sums.get("items", 0.0)),
     }
 
 
@@ -329,32 +324,6 @@ def _pct_of(x: np.ndarray) -> float | None:
     return round(100.0 * float(np.mean(x)), 4) if x.size else None
 
 
-@dataclass
-class BinaryEvalResult:
-    """What :func:`run_binary_eval` returns (and the command writes as JSON)."""
-
-    task: str
-    metrics: dict
-    history: list[dict] = field(default_factory=list)
-    config: dict = field(default_factory=dict)
-    checkpoint: dict = field(default_factory=dict)
-    items: dict = field(default_factory=dict)
-
-    def item_rows(self) -> list[dict]:
-        """One row per evaluated item: ``key``, ``moment``, ``draw``, ``video_id``, ``label``, ``yaw``, ``score``
-        (``logit₁ − logit₀`` averaged over the crops), ``pred``, ``correct``, ``crop_correct`` (fraction)."""
-        cols = ("key", "moment", "draw", "video_id", "label", "yaw", "score", "pred", "crop_correct")
-        rows = [dict(zip(cols, vals)) for vals in zip(*(self.items[c] for c in cols))]
-        for r in rows:
-            r["correct"] = int(r["pred"] == r["label"])
-        return rows
-
-    def to_json(self) -> dict:
-        return result_document(
-            "avsa.eval.binary", f"{self.task}-bin", self.metrics, self.history, self.config, self.checkpoint
-        )
-
-
 def fit_head(
     backbone: Backbone,
     cfg: BinaryEvalConfig,
@@ -369,23 +338,17 @@ def fit_head(
     backbone.freeze()
     head = BinaryClassifier(backbone.dim, int(backbone.audio.out_dim), cfg.hidden, cfg.dropout).to(device)
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay)
-    scheduler = multistep(optimizer, cfg.lr_milestones, cfg.gamma)
-    history = []
-    for epoch in range(cfg.epochs):
-        lr = optimizer.param_groups[0]["lr"]
-        desc = f"{cfg.task}-bin epoch {epoch + 1}/{cfg.epochs}"
-        stats = train_epoch(backbone, head, loader_for_epoch(epoch), optimizer, cfg, device, show_progress, desc, total)
-        scheduler.step()
-        history.append(
-            {
-                "epoch": epoch,
-                "lr": lr,
-                "train_loss": stats["loss"],
-                "train_accuracy": 100.0 * stats["accuracy"],
-                "train_crop_accuracy": 100.0 * stats["crop_accuracy"],
-                "train_items": stats["items"],
-            }
-        )
+    state = fit(
+        head,
+        optimizer,
+        lambda batch, epoch: train_step(backbone, head, batch, cfg, device),
+        lambda epoch, state: loader_for_epoch(epoch),
+        range(cfg.epochs),
+        summarise=epoch_summary,
+        scheduler=multistep(optimizer, cfg.lr_milestones, cfg.gamma),
+        bar=lambda it, e: progress(it, show_progress, f"{cfg.task}-bin epoch {e + 1}/{cfg.epochs}", total),
+    )
+    history = state.history
     return head, history
 
 
@@ -411,7 +374,7 @@ def predict_draws(
 
 def run_binary_eval(
     backbone: Backbone, shards: str, cfg: BinaryEvalConfig, device: torch.device, show_progress: bool = True
-) -> BinaryEvalResult:
+) -> TaskResult:
     """Fit the binary classifier on ``cfg.train_split`` and evaluate it on ``cfg.eval_split`` of ``shards``."""
     if cfg.features == "transformer" and backbone.translator is None:
         raise ValueError("--features transformer needs a checkpoint with a translator; use --features direct")
@@ -434,4 +397,16 @@ def run_binary_eval(
     metrics = summarise(merged, cfg.task, seed=cfg.seed)
     conf = asdict(cfg)
     conf.update(lr=cfg.base_lr, milestones=list(cfg.lr_milestones))
-    return BinaryEvalResult(cfg.task, metrics, history, conf, backbone.describe(), merged)
+    return TaskResult(
+        "avsa.eval.binary", f"{cfg.task}-bin", metrics, history, conf, backbone.describe(), items=item_columns(merged)
+    )
+
+
+def item_columns(pred: dict[str, list]) -> dict[str, list]:
+    """The per-item columns of ``eval_{task}_items.jsonl``: ``key``, ``moment``, ``draw``, ``video_id``,
+    ``label``, ``yaw``, ``score`` (``logit₁ − logit₀`` averaged over the crops), ``pred``, ``correct``,
+    ``crop_correct`` (fraction)."""
+    cols = ("key", "moment", "draw", "video_id", "label", "yaw", "score", "pred", "crop_correct")
+    out = {c: list(pred[c]) for c in cols}
+    out["correct"] = [int(p == lab) for p, lab in zip(pred["pred"], pred["label"])]
+    return out

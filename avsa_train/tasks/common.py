@@ -207,6 +207,41 @@ def result_document(
     }
 
 
+@dataclass
+class TaskResult:
+    """What a downstream task returns (``run_binary_eval``, ``run_segmentation``, ``run_finetune``) and its
+    command writes as JSON (:meth:`to_json`, the :func:`result_document` of ``schema``).
+
+    Attributes:
+        schema: the JSON schema name (``avsa.eval.binary``, ``avsa.eval.segmentation``, ``avsa.eval.finetune``).
+        task: the task name in the JSON (``avsa-bin``, ``segmentation``, ``action-recognition``…).
+        metrics: the evaluation metrics.
+        history: one row per training epoch (``epoch``, ``lr``, the task's training statistics).
+        config: the resolved task configuration.
+        checkpoint: :meth:`Backbone.describe` of the encoders.
+        extra: further top-level JSON blocks (fine-tuning: ``data``).
+        items: per-item outputs as columns of equal length (binary evaluation), written by :meth:`item_rows`.
+    """
+
+    schema: str
+    task: str
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    checkpoint: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    items: dict[str, list] = field(default_factory=dict)
+
+    def item_rows(self) -> list[dict]:
+        """One dict per item: the ``items`` columns zipped (empty without items)."""
+        return [dict(zip(self.items, vals)) for vals in zip(*self.items.values())]
+
+    def to_json(self) -> dict:
+        return result_document(
+            self.schema, self.task, self.metrics, self.history, self.config, self.checkpoint, **self.extra
+        )
+
+
 def environment() -> dict:
     """Where a result came from: versions and device."""
     import avsa_train

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -38,8 +38,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from avsa_data.options import option
+from avsa_train.fit import StepOutput, fit
 from avsa_train.tasks import streams
-from avsa_train.tasks.common import Backbone, multistep, progress, result_document
+from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
 from avsa_train.tasks.metrics import (
     CONFIDENCE_THRESHOLD,
     cluster_bootstrap,
@@ -335,19 +336,6 @@ def num_classes_of(urls: list[str]) -> tuple[int, list[str]]:
     raise ValueError(f"no samples in {urls[0]}")
 
 
-@dataclass
-class SegmentationResult:
-    metrics: dict
-    history: list[dict] = field(default_factory=list)
-    config: dict = field(default_factory=dict)
-    checkpoint: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return result_document(
-            "avsa.eval.segmentation", "segmentation", self.metrics, self.history, self.config, self.checkpoint
-        )
-
-
 def _device_batch(batch: dict, device: torch.device, need_audio: bool):
     nb = device.type == "cuda"
     video = batch["video"].to(device, non_blocking=nb)
@@ -395,44 +383,53 @@ def fit_segmenter(
     """``cfg.epochs`` passes of pixel-wise cross-entropy on confident pixels, epoch ``e`` read from
     ``loader_for_epoch(e)`` (batches as :func:`_collate` makes them); the scheduler steps once per epoch.
     Returns the per-epoch history (lr, mean loss, pixel accuracy in percent on confident pixels, batches)."""
-    history = []
-    for epoch in range(cfg.epochs):
-        model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        loss_sum, n_batches, hits, counted = 0.0, 0, 0, 0
-        for batch in progress(loader_for_epoch(epoch), show_progress, f"segment epoch {epoch + 1}/{cfg.epochs}", total):
-            video, audio, seg, conf = _device_batch(batch, device, cfg.use_audio)
-            logits = model(video, audio).flatten(0, 1)
-            loss = segmentation_loss(logits, seg.flatten(0, 1), conf.flatten(0, 1), cfg.confidence_threshold)
-            if loss is None:
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                valid = conf.flatten(0, 1) >= cfg.confidence_threshold
-                if logits.shape[-2:] != seg.shape[-2:]:  # e.g. 32² logits of 64-px crops, 56² masks
-                    logits = F.interpolate(logits, size=seg.shape[-2:], mode="bilinear", align_corners=False)
-                hits += int(((logits.argmax(1) == seg.flatten(0, 1)) & valid).sum())
-                counted += int(valid.sum())
-            loss_sum += float(loss.detach())
-            n_batches += 1
-        scheduler.step()
-        history.append(
-            {
-                "epoch": epoch,
-                "lr": lr,
-                "train_loss": loss_sum / max(n_batches, 1),
-                "train_pixel_accuracy": 100.0 * hits / max(counted, 1),
-                "batches": n_batches,
-            }
-        )
-    return history
+    state = fit(
+        model,
+        optimizer,
+        lambda batch, epoch: train_step(model, batch, cfg, device),
+        lambda epoch, state: loader_for_epoch(epoch),
+        range(cfg.epochs),
+        summarise=epoch_summary,
+        scheduler=scheduler,
+        bar=lambda it, e: progress(it, show_progress, f"segment epoch {e + 1}/{cfg.epochs}", total),
+    )
+    return state.history
+
+
+def train_step(model: FPNSegmenter, batch: dict, cfg: SegmentationConfig, device: torch.device) -> StepOutput | None:
+    """Pixel-wise cross-entropy on the confident pixels of a batch (``None`` when none is confident); sums the
+    loss, the batches, and the hits and count of confident pixels."""
+    video, audio, seg, conf = _device_batch(batch, device, cfg.use_audio)
+    logits = model(video, audio).flatten(0, 1)
+    loss = segmentation_loss(logits, seg.flatten(0, 1), conf.flatten(0, 1), cfg.confidence_threshold)
+    if loss is None:
+        return None
+    with torch.no_grad():
+        valid = conf.flatten(0, 1) >= cfg.confidence_threshold
+        if logits.shape[-2:] != seg.shape[-2:]:  # e.g. 32² logits of 64-px crops, 56² masks
+            logits = F.interpolate(logits, size=seg.shape[-2:], mode="bilinear", align_corners=False)
+        sums = {
+            "hits": int(((logits.argmax(1) == seg.flatten(0, 1)) & valid).sum()),
+            "counted": int(valid.sum()),
+            "loss": float(loss.detach()),
+            "batches": 1,
+        }
+    return StepOutput(loss, sums)
+
+
+def epoch_summary(sums: dict[str, float]) -> dict:
+    """An epoch's history fields: mean batch loss, pixel accuracy (percent of confident pixels), batches."""
+    batches = int(sums.get("batches", 0))
+    return {
+        "train_loss": sums.get("loss", 0.0) / max(batches, 1),
+        "train_pixel_accuracy": 100.0 * int(sums.get("hits", 0)) / max(int(sums.get("counted", 0)), 1),
+        "batches": batches,
+    }
 
 
 def run_segmentation(
     backbone: Backbone, shards: str, cfg: SegmentationConfig, device: torch.device, show_progress: bool = True
-) -> SegmentationResult:
+) -> TaskResult:
     """Train the FPN head (and the encoders with ``backbone="finetune"``) and evaluate it; see the module doc."""
     train_urls = streams.shard_urls(shards, cfg.train_split)
     eval_urls = streams.shard_urls(shards, cfg.eval_split)
@@ -476,7 +473,7 @@ def run_segmentation(
     metrics["skipped_eval_samples"] = eval_ds.skipped
     conf = asdict(cfg)
     conf["num_classes"] = num_classes
-    return SegmentationResult(metrics, history, conf, backbone.describe())
+    return TaskResult("avsa.eval.segmentation", "segmentation", metrics, history, conf, backbone.describe())
 
 
 def _scores(confusion: np.ndarray, per_video: dict[str, np.ndarray], names: list[str], seed: int) -> dict:
