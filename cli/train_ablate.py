@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from avsa_train.ablate.keys import GRIDS, SCALE_KEYS, SCALE_NAMES
+from cli._command import command
+from cli._options import shared
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -14,10 +16,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-@click.command(
-    "ablate",
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120, "show_default": True},
-)
+@command("ablate")
 @click.option("--grid", type=click.Choice(GRIDS), default="table3", help="The ablation grid to run.")
 @click.option(
     "--shards",
@@ -63,9 +62,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
     default=True,
     help="Also evaluate a randomly initialised model (no pre-training) as a reference row.",
 )
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto = CUDA when available."
-)
+@shared("device")
 @click.option(
     "--seed",
     type=int,
@@ -117,20 +114,17 @@ def ablate(grid, shards, out, scale, families, cells, sets, scratch, device, see
         raise click.UsageError("--shards is required (a folder of avsa-data shards)")
     if out is None:
         raise click.UsageError("--out is required (the folder for cells/, table3.md and table3.json)")
-    try:
-        table = run_grid(
-            shards,
-            out,
-            scale=scale,
-            families=_split(families),
-            cells=_split(cells),
-            overrides=overrides,
-            device=device,
-            seed=seed,
-            scratch=scratch,
-            quiet=quiet,
-            log=lambda msg: click.echo(msg, err=True),
-        )
-    except (ValueError, FileNotFoundError) as e:  # GridError (bad shards or DIR) and the library's input errors
-        raise click.ClickException(str(e).splitlines()[0]) from None
+    table = run_grid(  # GridError (bad shards or DIR) and the library's input errors: one line (cli._command)
+        shards,
+        out,
+        scale=scale,
+        families=_split(families),
+        cells=_split(cells),
+        overrides=overrides,
+        device=device,
+        seed=seed,
+        scratch=scratch,
+        quiet=quiet,
+        log=lambda msg: click.echo(msg, err=True),
+    )
     click.echo(f"table: {out / 'table3.md'} ({len(table['cells'])} cells, {table['cells_seconds_total']:.0f} s)")

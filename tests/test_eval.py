@@ -493,3 +493,66 @@ def test_binary_classifier_learns_features_that_carry_the_answer():
     assert m["accuracy_aligned"] >= 85.0 and m["accuracy_misaligned"] >= 85.0, m
     assert m["roc_auc"] >= 0.95
     assert m["ci95_wilson"][0] > 80.0
+
+
+def _scaled(items: list[dict], scale: float, offset: float) -> list[dict]:
+    """The same items with every feature × ``scale`` + ``offset`` (the label stays readable, at another scale)."""
+    return [{**it, "video": it["video"] * scale + offset, "audio": it["audio"] * scale + offset} for it in items]
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_cached_feature_head_learns_and_standardizes_with_training_statistics(standardize):
+    """Cached-feature heads (``head_epochs``): the encode → fit → predict path reaches ≥ 90 % on features that
+    carry the answer; the z-score uses the training features' statistics; and on features far from unit scale
+    (× 50 + 200, as frozen encoders can give) only the standardized head learns — the raw one stays near a
+    single answer (the failure issue 13 saw at the learning scale)."""
+    from torch.utils.data import DataLoader
+
+    from avsa_train.tasks.binary_eval import (
+        BinaryEvalConfig,
+        collate_items,
+        encode_items,
+        fit_cached_head,
+        predict_features,
+        summarise,
+    )
+
+    torch.manual_seed(0)
+    dim = 16
+    cfg = BinaryEvalConfig(task="avsa", epochs=1, head_epochs=12, standardize=standardize, batch_size=32,
+                           lr=1e-3, milestones=(9,), test_draws=2, features="direct")
+    train = _scaled(_answer_items(512, dim, seed=1), 50.0, 200.0)
+    test = [_scaled(_answer_items(200, dim, seed=2 + d), 50.0, 200.0) for d in range(2)]
+    backbone = _feature_backbone(dim)
+    cpu = torch.device("cpu")
+
+    def loader(items):
+        return DataLoader(items, batch_size=cfg.batch_size, collate_fn=collate_items)
+
+    feats = encode_items(backbone, [(0, loader(train))], cfg, cpu, False, "train")
+    assert len(feats) == 512 and feats.columns["draw"] == [0] * 512
+    head, history = fit_cached_head(backbone, cfg, cpu, feats, show_progress=False)
+    assert len(history) == 12 and [h["lr"] for h in history] == pytest.approx([1e-3] * 9 + [1e-4] * 3)
+    assert all(h["train_items"] == 512 for h in history)
+    pred = predict_features(head, encode_items(backbone, [(d, loader(test[d])) for d in range(2)], cfg, cpu, False,
+                                               "eval"))
+    assert pred["draw"].count(0) == pred["draw"].count(1) == 200
+    assert pred["label"] == [it["label"] for d in range(2) for it in test[d]]
+    m = summarise(pred, "avsa")
+    if standardize:
+        every = torch.cat((feats.fv, feats.fa), -1).reshape(-1, 2 * dim)
+        assert torch.allclose(head.mean, every.mean(0)) and torch.allclose(head.std, every.std(0))
+        assert m["accuracy"] >= 90.0, m
+        assert m["accuracy_aligned"] >= 85.0 and m["accuracy_misaligned"] >= 85.0, m
+    else:
+        assert head.mean is None
+        assert m["accuracy"] < 75.0, m
+
+
+def test_standardize_needs_cached_features():
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig
+
+    with pytest.raises(ValueError, match="--standardize needs --head-epochs"):
+        BinaryEvalConfig(standardize=True)
+    with pytest.raises(ValueError, match="--head-epochs needs --epochs >= 1"):
+        BinaryEvalConfig(epochs=0, head_epochs=5)

@@ -16,6 +16,17 @@ Protocol (the reference's ``eval-avc.py`` / ``eval-avsa.py`` with ``configs/benc
   of the V crops of an item are averaged and the item is classified (AVC@4 / AVSA@4).
 
 Labels: 0 = aligned (positive pair), 1 = misaligned (negative).
+
+**Cached-feature heads** (``head_epochs``; not the reference protocol, docs/DEVIATIONS.md). The encoders are
+frozen, so the features of an item are fixed once its views, negative and augmentation are drawn. With
+``head_epochs`` set, the ``epochs`` passes over the training items are encoded once (each pass draws new views
+and negatives, exactly as the reference's epochs do) and the classifier then trains ``head_epochs`` passes over
+all of them, its learning rate × ``gamma`` at the ``milestones`` (counted in head epochs). The encoder cost is
+that of ``epochs`` reference epochs; the classifier's own steps cost next to nothing. With ``standardize``, each
+feature dimension is z-scored with the mean and standard deviation of the training items' features before the
+classifier (the statistics are fitted on the training split only and kept in the head). At the learning scale of
+issue 13 the reference schedule (a few dozen classifier steps on raw features) left the heads answering one
+class while their scores ranked items well (docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from avsa_data.options import option, per_task
+from avsa_data.rng import rng_for
 from avsa_train.fit import StepOutput, fit
 from avsa_train.tasks import misalign, streams
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
@@ -68,6 +80,14 @@ class BinaryEvalConfig:
                            help="Video features: through the pre-trained video→audio transformer (reference "
                            "use_transf=audio) or the encoder's directly.")
     test_draws: int = option(1, min=1, help="Evaluation passes over the val split, each with new views and negatives.")
+    head_epochs: int | None = option(
+        None, min=1, unit="EPOCHS",
+        help="Cached-feature head: encode the --epochs passes of training items once (frozen encoders), then train "
+        "the classifier this many passes over all of them (--milestones then count these epochs). Not the "
+        "reference protocol.", default_doc="off: the reference protocol, one classifier pass per encoded epoch")
+    standardize: bool = option(
+        False, help="Z-score every feature dimension with the training items' mean and standard deviation before "
+        "the classifier (needs --head-epochs). Not the reference protocol.")
     # The protocol fields from here on repeat those of SegmentationConfig on purpose: each task's config is the
     # one source of truth of its command's options and defaults.
     shuffle_buffer: int = option(16, cli=False, help="Shuffle buffer of the training items, per DataLoader worker.")
@@ -84,6 +104,10 @@ class BinaryEvalConfig:
             raise ValueError(f"features must be one of {FEATURE_MODES}, got {self.features!r}")
         if self.views < 1 or self.epochs < 0 or self.batch_size < 1 or self.test_draws < 1:
             raise ValueError("views, batch_size and test_draws must be >= 1 and epochs >= 0")
+        if self.head_epochs is not None and (self.head_epochs < 1 or self.epochs < 1):
+            raise ValueError("--head-epochs needs --epochs >= 1 (encoded passes) and a value >= 1")
+        if self.standardize and self.head_epochs is None:
+            raise ValueError("--standardize needs --head-epochs (the statistics come from the cached features)")
 
     @property
     def base_lr(self) -> float:
@@ -95,16 +119,28 @@ class BinaryEvalConfig:
 
 
 class BinaryClassifier(nn.Module):
-    """``[video_feat ‖ audio_feat]`` → dropout → Linear(→ hidden) → ReLU → Linear(→ 2) (reference AVCWrapper)."""
+    """``[video_feat ‖ audio_feat]`` → (z-score) → dropout → Linear(→ hidden) → ReLU → Linear(→ 2) (reference
+    AVCWrapper; the z-score, off unless :meth:`set_standardization` is called, is not in the reference)."""
 
     def __init__(self, video_dim: int, audio_dim: int, hidden: int = 512, dropout: float = 0.5):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.mlp = nn.Sequential(nn.Linear(video_dim + audio_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
+        self.register_buffer("mean", None)
+        self.register_buffer("std", None)
+
+    def set_standardization(self, features: torch.Tensor) -> None:
+        """Fit the z-score of each dimension of the concatenated features ``[..., Dv + Da]`` (training items)."""
+        flat = features.reshape(-1, features.shape[-1])
+        self.mean = flat.mean(0)
+        self.std = flat.std(0).clamp_min(1e-6)
 
     def forward(self, video_feat: torch.Tensor, audio_feat: torch.Tensor) -> torch.Tensor:
         """``[..., Dv]``, ``[..., Da]`` → logits ``[..., 2]`` (index 1 = misaligned)."""
-        return self.mlp(self.dropout(torch.cat((video_feat, audio_feat), -1)))
+        x = torch.cat((video_feat, audio_feat), -1)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return self.mlp(self.dropout(x))
 
 
 class BinaryItems(IterableDataset):
@@ -237,7 +273,12 @@ def train_step(
     """Cross-entropy of every crop on frozen features; sums the crop loss, crop and item hits and counts."""
     video, audio, label = _to(batch, device)
     fv, fa = crop_features(backbone, video, audio, cfg.features)
-    logits = head(fv, fa)  # [B, V, 2]
+    return crop_loss(head(fv, fa), label)
+
+
+def crop_loss(logits: torch.Tensor, label: torch.Tensor) -> StepOutput:
+    """Cross-entropy of every crop (``logits [B, V, 2]``, each crop labelled as its item, ``label [B]``) with the
+    sums of the epoch summary: crop loss, crop and item hits (item: the mean logits of its V crops), counts."""
     crop_labels = label[:, None].expand(-1, logits.shape[1])
     loss = F.cross_entropy(logits.flatten(0, 1), crop_labels.flatten())
     with torch.no_grad():
@@ -281,17 +322,22 @@ def predict(
     for batch in progress(loader, show, desc):
         video, audio, label = _to(batch, device)
         fv, fa = crop_features(backbone, video, audio, cfg.features)
-        logits = head(fv, fa)  # [B, V, 2]
-        mean = logits.mean(1)
-        out["key"] += batch["key"]
-        out["video_id"] += batch["video_id"]
-        out["moment"] += batch["moment"]
-        out["label"] += label.tolist()
-        out["yaw"] += batch["yaw"].tolist()
-        out["score"] += (mean[:, 1] - mean[:, 0]).tolist()
-        out["pred"] += mean.argmax(-1).tolist()
-        out["crop_correct"] += (logits.argmax(-1) == label[:, None]).float().mean(1).tolist()
+        add_outputs(out, head(fv, fa), label, batch)
     return out
+
+
+def add_outputs(out: dict[str, list], logits: torch.Tensor, label: torch.Tensor, columns: dict) -> None:
+    """Append the per-item outputs of ``logits [B, V, 2]`` to ``out``: the score ``logit₁ − logit₀`` of the
+    crops' mean logits (misaligned), the prediction, the fraction of correct crops, and the item columns."""
+    mean = logits.mean(1)
+    out["key"] += columns["key"]
+    out["video_id"] += columns["video_id"]
+    out["moment"] += columns["moment"]
+    out["label"] += label.tolist()
+    out["yaw"] += [float(y) for y in columns["yaw"]]
+    out["score"] += (mean[:, 1] - mean[:, 0]).tolist()
+    out["pred"] += mean.argmax(-1).tolist()
+    out["crop_correct"] += (logits.argmax(-1) == label[:, None]).float().mean(1).tolist()
 
 
 def summarise(pred: dict[str, list], task: str, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -372,6 +418,104 @@ def predict_draws(
     return merged
 
 
+@dataclass
+class FrozenFeatures:
+    """Frozen features of items (cached-feature heads): ``fv``, ``fa`` ``[N, V, D]`` as :func:`crop_features`
+    gives them, ``label [N]``, and per-item ``columns`` (``key``, ``video_id``, ``moment``, ``yaw`` in degrees,
+    ``draw``: the pass that drew the item's views and negative)."""
+
+    fv: torch.Tensor
+    fa: torch.Tensor
+    label: torch.Tensor
+    columns: dict[str, list]
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    def rows(self, index: torch.Tensor) -> dict:
+        """The columns of the items at ``index`` (a batch's ``key``, ``video_id``, ``moment``, ``yaw``)."""
+        idx = index.tolist()
+        return {k: [v[i] for i in idx] for k, v in self.columns.items()}
+
+
+@torch.no_grad()
+def encode_items(
+    backbone: Backbone,
+    passes: Iterable[tuple[int, Iterable[dict]]],
+    cfg: BinaryEvalConfig,
+    device: torch.device,
+    show_progress: bool,
+    desc: str,
+) -> FrozenFeatures:
+    """Encode every item of the ``(draw, loader)`` passes once with the frozen ``backbone`` (on ``device``; the
+    features are kept on it)."""
+    backbone.freeze()
+    fvs, fas, labels = [], [], []
+    columns: dict[str, list] = {k: [] for k in ("key", "video_id", "moment", "yaw", "draw")}
+    for draw, loader in passes:
+        for batch in progress(loader, show_progress, f"{desc} {draw + 1}"):
+            video, audio, label = _to(batch, device)
+            fv, fa = crop_features(backbone, video, audio, cfg.features)
+            fvs.append(fv)
+            fas.append(fa)
+            labels.append(label)
+            for k in ("key", "video_id", "moment"):
+                columns[k] += batch[k]
+            columns["yaw"] += batch["yaw"].tolist()
+            columns["draw"] += [draw] * len(batch["key"])
+    if not labels:
+        raise ValueError(f"{desc}: no items (is the split empty?)")
+    return FrozenFeatures(torch.cat(fvs), torch.cat(fas), torch.cat(labels), columns)
+
+
+def feature_batches(feats: FrozenFeatures, batch_size: int, seed: int, epoch: int) -> Iterator[dict]:
+    """One shuffled pass over cached features in batches of ``batch_size`` items; the order is a function of
+    ``(seed, epoch)`` only."""
+    order = torch.from_numpy(rng_for(seed, "binary-head", epoch).permutation(len(feats))).to(feats.label.device)
+    for i in range(0, len(feats), batch_size):
+        j = order[i : i + batch_size]
+        yield {"fv": feats.fv[j], "fa": feats.fa[j], "label": feats.label[j]}
+
+
+def fit_cached_head(
+    backbone: Backbone, cfg: BinaryEvalConfig, device: torch.device, feats: FrozenFeatures, show_progress: bool = True
+) -> tuple[BinaryClassifier, list[dict]]:
+    """Train a fresh :class:`BinaryClassifier` for ``cfg.head_epochs`` passes over cached training features
+    (standardised with their own statistics when ``cfg.standardize``). Returns the head and its history."""
+    head = BinaryClassifier(backbone.dim, int(backbone.audio.out_dim), cfg.hidden, cfg.dropout).to(device)
+    if cfg.standardize:
+        head.set_standardization(torch.cat((feats.fv, feats.fa), -1))
+    optimizer = torch.optim.Adam(head.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay)
+    epochs = int(cfg.head_epochs or 0)
+    total = -(-len(feats) // cfg.batch_size)
+    state = fit(
+        head,
+        optimizer,
+        lambda batch, epoch: crop_loss(head(batch["fv"], batch["fa"]), batch["label"]),
+        lambda epoch, state: feature_batches(feats, cfg.batch_size, cfg.seed, epoch),
+        range(epochs),
+        summarise=epoch_summary,
+        scheduler=multistep(optimizer, cfg.lr_milestones, cfg.gamma),
+        bar=lambda it, e: progress(it, show_progress, f"{cfg.task}-bin head epoch {e + 1}/{epochs}", total),
+    )
+    return head, state.history
+
+
+@torch.no_grad()
+def predict_features(head: BinaryClassifier, feats: FrozenFeatures, batch_size: int = 256) -> dict[str, list]:
+    """:func:`predict` on cached features: the same per-item columns, with ``draw``."""
+    head.eval()
+    out: dict[str, list] = {
+        k: [] for k in ("key", "video_id", "moment", "label", "yaw", "score", "pred", "crop_correct", "draw")
+    }
+    for i in range(0, len(feats), batch_size):
+        j = torch.arange(i, min(i + batch_size, len(feats)), device=feats.label.device)
+        rows = feats.rows(j)
+        add_outputs(out, head(feats.fv[j], feats.fa[j]), feats.label[j], rows)
+        out["draw"] += rows["draw"]
+    return out
+
+
 def run_binary_eval(
     backbone: Backbone, shards: str, cfg: BinaryEvalConfig, device: torch.device, show_progress: bool = True
 ) -> TaskResult:
@@ -392,8 +536,16 @@ def run_binary_eval(
     def eval_loader(draw: int) -> DataLoader:
         return make_loader(BinaryItems(eval_urls, cfg, fmt, "test", draw, eval_donors), cfg, device)
 
-    head, history = fit_head(backbone, cfg, device, train_loader, show_progress, total)
-    merged = predict_draws(backbone, head, cfg, device, eval_loader, show_progress)
+    if cfg.head_epochs is None:  # the reference protocol: the encoders run for every classifier epoch
+        head, history = fit_head(backbone, cfg, device, train_loader, show_progress, total)
+        merged = predict_draws(backbone, head, cfg, device, eval_loader, show_progress)
+    else:
+        passes = ((e, train_loader(e)) for e in range(cfg.epochs))
+        train_feats = encode_items(backbone, passes, cfg, device, show_progress, f"{cfg.task}-bin encode train pass")
+        head, history = fit_cached_head(backbone, cfg, device, train_feats, show_progress)
+        draws = ((d, eval_loader(d)) for d in range(cfg.test_draws))
+        eval_feats = encode_items(backbone, draws, cfg, device, show_progress, f"{cfg.task}-bin eval")
+        merged = predict_features(head, eval_feats)
     metrics = summarise(merged, cfg.task, seed=cfg.seed)
     conf = asdict(cfg)
     conf.update(lr=cfg.base_lr, milestones=list(cfg.lr_milestones))
