@@ -66,6 +66,27 @@ def option_meta(f: dataclasses.Field) -> dict | None:
     return f.metadata.get("option")
 
 
+def flag_of(f: dataclasses.Field) -> str:
+    """The long flag of a field (``--audio-format``; the first of an on/off pair such as ``--color-jitter``)."""
+    meta = option_meta(f) or {}
+    return (meta.get("flag") or "--" + f.name.replace("_", "-")).split("/")[0]
+
+
+def check_choices(config: Any, skip: tuple[str, ...] = ()) -> None:
+    """Raise ``ValueError`` naming the flag when a field of ``config`` holds a value outside its ``choices``
+    (the same list the command line offers; ``None`` passes where it is the field's default). Fields in ``skip``
+    are checked by their config (e.g. ``device``, which also takes ``cuda:N``)."""
+    for f in dataclasses.fields(config):
+        meta = option_meta(f)
+        if meta is None or meta["choices"] is None or f.name in skip:
+            continue
+        value = getattr(config, f.name)
+        if value is None and field_default(f) is None:
+            continue
+        if value not in meta["choices"]:
+            raise ValueError(f"{flag_of(f)} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+
+
 def field_default(f: dataclasses.Field) -> Any:
     """A field's default value (calling its factory); ``MISSING`` when it has none."""
     if f.default is not dataclasses.MISSING:

@@ -27,7 +27,7 @@ from .crops import CropGrid
 from .crops_yuv import clips_for, rgb_of
 from .events import NO_EVENTS, VideoEvents
 from .labels import VideoLabels
-from .options import option
+from .options import check_choices, option
 from .rng import rng_for
 from .viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG, SAMPLERS, Viewpoint, sample_bank
 
@@ -111,12 +111,7 @@ class SampleConfig:
             raise ValueError(f"--renders must be a non-empty subset of {','.join(fmt.RENDERS)}, got {self.renders}")
         if self.viewpoints_per_moment < 1 or self.moments_per_sample < 1:
             raise ValueError("viewpoints per moment and moments per sample must be ≥ 1")
-        if self.ambi_format not in AMBI_FORMATS:
-            raise ValueError(f"--ambi-format must be ambix or fuma, got {self.ambi_format!r}")
-        if self.binaural not in BINAURAL_MODES:
-            raise ValueError(f"--binaural must be one of {BINAURAL_MODES}, got {self.binaural!r}")
-        if self.hrir_decoder not in HRIR_DECODERS:
-            raise ValueError(f"--hrir-decoder must be one of {HRIR_DECODERS}, got {self.hrir_decoder!r}")
+        check_choices(self)  # --sampler, --audio-bits, --binaural, --hrir-decoder, --ambi-format
 
     @property
     def frames_per_clip(self) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from avsa_data.options import DEVICES, format_value, option, option_meta
+from avsa_data.options import DEVICES, check_choices, format_value, option, option_meta
 from avsa_train.models.transformer import CONTEXTS
 
 TASKS = ("avc", "avts", "avsa")
@@ -122,27 +122,14 @@ class PretrainConfig:
 
     def validate(self) -> PretrainConfig:
         """Check values and their combinations; raise ValueError naming the option."""
-        if self.task not in TASKS:
-            raise ValueError(f"--task must be one of {TASKS}, got {self.task!r}")
-        if self.negatives not in NEGATIVES:
-            raise ValueError(f"--negatives must be one of {NEGATIVES}, got {self.negatives!r}")
-        if self.curriculum not in CURRICULA:
-            raise ValueError(f"--curriculum must be one of {CURRICULA}, got {self.curriculum!r}")
-        if self.audio_format not in AUDIO_FORMATS:
-            raise ValueError(f"--audio-format must be mono, stereo or ambi, got {self.audio_format!r}")
-        if self.spec not in SPECTROGRAM_KINDS:
-            raise ValueError(f"--spec must be one of {', '.join(SPECTROGRAM_KINDS)}, got {self.spec!r}")
+        check_choices(self, skip=("device",))  # every field with choices: --task, --negatives, --spec …
         if self.spec in IV_KINDS and self.audio_format != "ambi":
             raise ValueError(
                 f"--spec {self.spec} adds ambisonic intensity vectors: it needs --audio-format ambi, "
                 f"got {self.audio_format}"
             )
-        if self.easy_stage not in EASY_STAGES:
-            raise ValueError(f"--easy-stage must be one of {EASY_STAGES}, got {self.easy_stage!r}")
         if self.easy_batch_size is not None and self.easy_batch_size < 2:
             raise ValueError(f"--easy-batch-size must be ≥ 2, got {self.easy_batch_size}")
-        if self.context not in CONTEXTS:
-            raise ValueError(f"--context must be one of {CONTEXTS}, got {self.context!r}")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.viewpoints < 1 or self.moments < 1:

@@ -168,3 +168,33 @@ def test_bad_values_rejected_by_click_or_by_the_config(tmp_path):
     r = CliRunner().invoke(train_cli.main, ["segment", "--shards", "x", "--ckpt", "none", "--milestones", "5,x"])
     assert r.exit_code == 2 and "comma-separated" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_every_field_with_choices_is_checked_by_its_config():
+    """The allowed values live once, in the field metadata: every config refuses a value outside them with a
+    line naming the flag (the same list the command line offers)."""
+    import dataclasses
+
+    from avsa_data.options import flag_of, option_meta
+    from avsa_data.samples import SampleConfig
+    from avsa_data.synth import SynthConfig
+    from avsa_train.config import PretrainConfig
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig
+    from avsa_train.tasks.segmentation import SegmentationConfig
+
+    def build(kind, **changes):
+        if kind is PretrainConfig:
+            return dataclasses.replace(PretrainConfig(shards="x"), **changes).validate()
+        return kind(**changes)
+
+    checked = 0
+    for kind in (PretrainConfig, SampleConfig, SynthConfig, BinaryEvalConfig, SegmentationConfig):
+        for f in dataclasses.fields(kind):
+            meta = option_meta(f)
+            if meta is None or meta["choices"] is None or f.name == "device":
+                continue
+            bad = 3 if isinstance(meta["choices"][0], int) else "not-a-choice"
+            with pytest.raises(ValueError, match=f"{flag_of(f)} must be one of"):
+                build(kind, **{f.name: bad})
+            checked += 1
+    assert checked >= 18

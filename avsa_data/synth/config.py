@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import overload
 
 from .. import media
-from ..options import option
+from ..options import check_choices, option
 from .classes import CLASSES
 
 #: Version of the raw-input layout written here (docs/FORMAT.md, "Raw input").
@@ -87,16 +87,9 @@ class SynthConfig:
             raise ValueError("duration (s), fps, label_fps and ctrl_rate (Hz) must all be > 0")
         if self.sr < 8000:
             raise ValueError(f"sr must be >= 8000 Hz, got {self.sr}")
-        if self.ambi_format not in media.AMBI_FORMATS:
-            raise ValueError(f"ambi_format must be one of {media.AMBI_FORMATS}, got {self.ambi_format!r}")
-        if self.audio_layout not in AUDIO_LAYOUTS:
-            raise ValueError(f"audio_layout must be one of {AUDIO_LAYOUTS}, got {self.audio_layout!r}")
-        if self.audio_codec not in media.AUDIO_CODECS:
-            raise ValueError(f"audio_codec must be one of {sorted(media.AUDIO_CODECS)}, got {self.audio_codec!r}")
+        check_choices(self)  # --format, --audio-layout, --audio-codec, --layout
         if math.isnan(self.snr_db):
             raise ValueError("snr_db must be a number of dB (or inf for no noise), got nan")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         lo, hi = self.sounding_objects

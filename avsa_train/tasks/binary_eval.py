@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
-from avsa_data.options import option, per_task
+from avsa_data.options import check_choices, option, per_task
 from avsa_data.rng import rng_for
 from avsa_train.fit import StepOutput, fit
 from avsa_train.tasks import misalign, streams
@@ -98,10 +98,7 @@ class BinaryEvalConfig:
     eval_split: str = option("val", help="Held-out split it is evaluated on.")
 
     def __post_init__(self) -> None:
-        if self.task not in misalign.BINARY_TASKS:
-            raise ValueError(f"task must be one of {misalign.BINARY_TASKS}, got {self.task!r}")
-        if self.features not in FEATURE_MODES:
-            raise ValueError(f"features must be one of {FEATURE_MODES}, got {self.features!r}")
+        check_choices(self)  # task, --features
         if self.views < 1 or self.epochs < 0 or self.batch_size < 1 or self.test_draws < 1:
             raise ValueError("views, batch_size and test_draws must be >= 1 and epochs >= 0")
         if self.head_epochs is not None and (self.head_epochs < 1 or self.epochs < 1):

@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
-from avsa_data.options import option
+from avsa_data.options import check_choices, option
 from avsa_train.fit import StepOutput, fit
 from avsa_train.tasks import streams
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
@@ -237,8 +237,7 @@ class SegmentationConfig:
     eval_split: str = option("val", help="Held-out split it is evaluated on.")
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONE_MODES:
-            raise ValueError(f"backbone must be one of {BACKBONE_MODES}, got {self.backbone!r}")
+        check_choices(self)  # --backbone
         if self.views < 1 or self.batch_size < 1 or self.epochs < 0:
             raise ValueError("views and batch_size must be >= 1 and epochs >= 0")
         lo, hi = self.hfov_range
