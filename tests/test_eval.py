@@ -531,7 +531,9 @@ def test_cached_feature_head_learns_and_standardizes_with_training_statistics(st
 
     feats = encode_items(backbone, [(0, loader(train))], cfg, cpu, False, "train")
     assert len(feats) == 512 and feats.columns["draw"] == [0] * 512
+    threads = torch.get_num_threads()
     head, history = fit_cached_head(backbone, cfg, cpu, feats, show_progress=False)
+    assert torch.get_num_threads() == threads  # the one-thread section of the head's steps is undone
     assert len(history) == 12 and [h["lr"] for h in history] == pytest.approx([1e-3] * 9 + [1e-4] * 3)
     assert all(h["train_items"] == 512 for h in history)
     pred = predict_features(head, encode_items(backbone, [(d, loader(test[d])) for d in range(2)], cfg, cpu, False,
