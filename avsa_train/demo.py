@@ -77,7 +77,7 @@ SCALES = {
     "quick": DemoScale(videos=16, duration=4.0, size="512x256", views=4, width=0.125, avc_steps=10, avsa_steps=60,
                        batch=16, eval_epochs=3, seg_epochs=2, val_fraction=0.25, test_draws=1),
     "full": DemoScale(videos=48, duration=4.0, size="512x256", views=4, width=0.125, avc_steps=20, avsa_steps=200,
-                      batch=16, eval_epochs=6, seg_epochs=3, val_fraction=1.0 / 6.0),
+                      batch=16, eval_epochs=4, seg_epochs=3, val_fraction=1.0 / 6.0),
 }
 
 
@@ -138,15 +138,16 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, echo=print) -> Path:
                            str(avc_dir / "checkpoint.pt"), *pre])
     ev = ["--shards", str(shards), "--workers", "0", "--lr", str(sc.head_lr), *common]
     draws = ["--test-draws", str(sc.test_draws)]
+    # one loader worker decodes the next items while the frozen encoders run (the items do not depend on it)
     binary = ["--epochs", str(sc.eval_epochs), "--head-epochs", str(sc.head_epochs), "--milestones",
-              str(sc.head_milestone), "--standardize"]
+              str(sc.head_milestone), "--standardize", "--workers", "1"]
     results: dict[str, dict] = {}
     for name, ckpt in (("AVSA", avsa_dir / "checkpoint.pt"), ("scratch", "none")):
         d = evals / name.lower()
         extra = ["--width", str(sc.width)] if ckpt == "none" else []
         for task in ("avc", "avsa"):
             step(f"{task.upper()}-Bin ({name})", ["cli.train", "eval", task, "--ckpt", str(ckpt), "--out", str(d),
-                                                  *binary, *draws, *extra, *ev])
+                                                  *draws, *extra, *ev, *binary])
         step(f"segmentation ({name})", ["cli.train", "segment", "--ckpt", str(ckpt), "--out", str(d), "--epochs",
                                         str(sc.seg_epochs), "--milestones", str(sc.seg_epochs - 1),
                                         "--batch-size", str(sc.batch), *extra, *ev])

@@ -44,6 +44,7 @@ import yaml
 from avsa_data.fsutil import atomic_write, atomic_write_bytes, remove_stale_tmp
 from avsa_data.jobcontrol import usable_cpus
 from avsa_data.rng import rng_for
+from avsa_train import allocator
 from avsa_train import distributed as D
 from avsa_train.checkpoint import build_model as model_for_config
 from avsa_train.checkpoint import config_changes, init_from, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -365,6 +366,7 @@ def _build(
         torch.backends.cudnn.benchmark = True
     else:
         set_cpu_threads(cfg.workers)
+        allocator.keep_freed_buffers()
     step = _restore(state, model, opt, scaler, info) if state is not None else 0
     net = D.wrap(model, info, device, find_unused_parameters=find_unused)
     return Trainer(model, net, opt, scaler, step)

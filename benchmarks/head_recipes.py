@@ -1,0 +1,130 @@
+"""Which AVC-/AVSA-Bin head recipe? Chosen on held-out TRAINING videos, never on the validation split.
+
+    python benchmarks/head_recipes.py --ckpt demo_out/runs/avsa/checkpoint.pt --shards demo_out/shards \
+        [--task avsa] [--passes 6] [--holdout-every 5] [--seed 0]
+
+The encoders are frozen, so the features of the training items are computed once (``--passes`` passes over the
+train split, each with new views and negatives, exactly as ``avsa-train eval`` draws them: issue 13's
+cached-feature heads). The training videos are split by id: every ``--holdout-every``-th video (sorted) is held
+out, the others fit the head. Each recipe (head epochs, standardized features or not, learning-rate milestone)
+is fitted on the fitting videos and scored on the held-out ones: item accuracy (logits of the V crops averaged),
+accuracy of the aligned and of the misaligned items, and ROC AUC of the misalignment score. The validation split
+is not read. The first recipe reproduces the old demo head (6 passes, one classifier step per item and pass,
+raw features).
+
+Writes ``benchmarks/results/head_recipes_{task}.json`` (or ``--result``) with CPU seconds beside wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import cpu_s, machine  # noqa: E402
+
+#: (name, head epochs, standardize, milestone): the reference-like schedule of the old demo (6 epochs, × 0.1 at 5,
+#: raw features) and the longer heads, raw and standardized.
+RECIPES = (
+    ("old demo: 6 epochs, raw", 6, False, 5),
+    ("40 epochs, raw", 40, False, 30),
+    ("40 epochs, standardized", 40, True, 30),
+    ("100 epochs, standardized", 100, True, 75),
+)
+
+
+def subset(feats, keep):
+    """The items of ``feats`` whose mask ``keep`` (bool tensor) is set."""
+    from avsa_train.tasks.binary_eval import FrozenFeatures
+
+    idx = keep.nonzero().flatten()
+    cols = {k: [v[i] for i in idx.tolist()] for k, v in feats.columns.items()}
+    return FrozenFeatures(feats.fv[idx], feats.fa[idx], feats.label[idx], cols)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", required=True, help="checkpoint whose frozen encoders are probed ('none': random)")
+    ap.add_argument("--shards", required=True, help="shard folder with a train split")
+    ap.add_argument("--task", choices=["avc", "avsa"], default="avsa")
+    ap.add_argument("--width", type=float, default=None, help="width of a random encoder (--ckpt none)")
+    ap.add_argument("--passes", type=int, default=6, help="encoded passes over the training items")
+    ap.add_argument("--holdout-every", type=int, default=5, help="every N-th training video is held out")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--result", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from avsa_train.tasks import misalign, streams
+    from avsa_train.tasks.binary_eval import (
+        BinaryEvalConfig,
+        BinaryItems,
+        encode_items,
+        fit_cached_head,
+        make_loader,
+        predict_features,
+        summarise,
+    )
+    from avsa_train.tasks.common import load_backbone, seed_torch
+
+    t0, c0 = time.time(), cpu_s()
+    dev = torch.device("cpu")
+    seed_torch(args.seed)
+    backbone = load_backbone(args.ckpt, width=args.width, device=dev)
+    features = "transformer" if backbone.translator is not None else "direct"
+    base = BinaryEvalConfig(task=args.task, features=features, seed=args.seed, epochs=args.passes, lr=args.lr,
+                            head_epochs=1)
+    urls = streams.shard_urls(args.shards, "train")
+    donors = misalign.DonorBank(urls) if args.task == "avc" else None
+    passes = ((e, make_loader(BinaryItems(urls, base, backbone.audio_format, "train", e, donors), base, dev))
+              for e in range(args.passes))
+    feats = encode_items(backbone, passes, base, dev, False, "encode")
+    encode_cpu = cpu_s() - c0
+    videos = sorted(set(feats.columns["video_id"]))
+    held = set(videos[:: args.holdout_every])
+    is_held = torch.tensor([v in held for v in feats.columns["video_id"]])
+    fitting, holdout = subset(feats, ~is_held), subset(feats, is_held)
+    rows = []
+    for name, epochs, standardize, milestone in RECIPES:
+        seed_torch(args.seed)
+        cfg = replace(base, head_epochs=epochs, standardize=standardize, milestones=(milestone,))
+        c1 = cpu_s()
+        head, _ = fit_cached_head(backbone, cfg, dev, fitting, show_progress=False)
+        m = summarise(predict_features(head, holdout), args.task, seed=args.seed)
+        rows.append({"recipe": name, "head_epochs": epochs, "standardize": standardize, "milestone": milestone,
+                     **{k: m[k] for k in ("accuracy", "accuracy_aligned", "accuracy_misaligned", "roc_auc", "n",
+                                          "n_videos")},
+                     "cpu_seconds": round(cpu_s() - c1, 1)})
+        print(f"{name:28s} held-out training videos: accuracy {m['accuracy']:.1f} % (aligned "
+              f"{m['accuracy_aligned']:.0f} %, misaligned {m['accuracy_misaligned']:.0f} %), AUC {m['roc_auc']:.3f}")
+    result = {
+        "task": f"{args.task}-bin",
+        "checkpoint": backbone.describe(),
+        "shards": str(args.shards),
+        "passes": args.passes,
+        "items": {"fitting": len(fitting), "held_out": len(holdout), "held_out_videos": sorted(held)},
+        "lr": args.lr,
+        "recipes": rows,
+        "encode_cpu_seconds": round(encode_cpu, 1),
+        "cpu_seconds": round(cpu_s() - c0, 1),
+        "wall_seconds": round(time.time() - t0, 1),
+        "machine": machine(),
+        "command": [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])],
+    }
+    out = args.result or HERE / "results" / f"head_recipes_{args.task}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    print(f"written to {out} ({result['wall_seconds']} s wall, {result['cpu_seconds']} CPU-s)")
+    return result
+
+
+if __name__ == "__main__":
+    main()
