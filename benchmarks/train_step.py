@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from avsa_data.options import DEVICES
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -62,7 +64,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="default: Table 2 on CUDA, 4 on CPU")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: as avsa-train)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps / batches per measurement")
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--device", default="auto", choices=DEVICES)
     args = ap.parse_args()
 
     from avsa_train import distributed as D
