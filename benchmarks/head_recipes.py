@@ -39,15 +39,6 @@ RECIPES = (
 )
 
 
-def subset(feats, keep):
-    """The items of ``feats`` whose mask ``keep`` (bool tensor) is set."""
-    from avsa_train.tasks.binary_eval import FrozenFeatures
-
-    idx = keep.nonzero().flatten()
-    cols = {k: [v[i] for i in idx.tolist()] for k, v in feats.columns.items()}
-    return FrozenFeatures(feats.fv[idx], feats.fa[idx], feats.label[idx], cols)
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", required=True, help="checkpoint whose frozen encoders are probed ('none': random)")
@@ -91,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     videos = sorted(set(feats.columns["video_id"]))
     held = set(videos[:: args.holdout_every])
     is_held = torch.tensor([v in held for v in feats.columns["video_id"]])
-    fitting, holdout = subset(feats, ~is_held), subset(feats, is_held)
+    fitting, holdout = feats.take((~is_held).nonzero().flatten()), feats.take(is_held.nonzero().flatten())
     rows = []
     for name, epochs, standardize, milestone in RECIPES:
         seed_torch(args.seed)

@@ -430,10 +430,11 @@ class FrozenFeatures:
     def __len__(self) -> int:
         return int(self.label.shape[0])
 
-    def rows(self, index: torch.Tensor) -> dict:
-        """The columns of the items at ``index`` (a batch's ``key``, ``video_id``, ``moment``, ``yaw``)."""
+    def take(self, index: torch.Tensor) -> FrozenFeatures:
+        """The items at ``index`` (1-D integer tensor), features and columns alike."""
         idx = index.tolist()
-        return {k: [v[i] for i in idx] for k, v in self.columns.items()}
+        cols = {k: [v[i] for i in idx] for k, v in self.columns.items()}
+        return FrozenFeatures(self.fv[index], self.fa[index], self.label[index], cols)
 
 
 @torch.no_grad()
@@ -472,7 +473,7 @@ def feature_batches(feats: FrozenFeatures, batch_size: int, seed: int, epoch: in
     order = torch.from_numpy(rng_for(seed, "binary-head", epoch).permutation(len(feats))).to(feats.label.device)
     for i in range(0, len(feats), batch_size):
         j = order[i : i + batch_size]
-        yield {"fv": feats.fv[j], "fa": feats.fa[j], "label": feats.label[j]}
+        yield {"fv": feats.fv[j], "fa": feats.fa[j], "label": feats.label[j]}  # columns are not needed to train
 
 
 def fit_cached_head(
@@ -524,10 +525,9 @@ def predict_features(head: BinaryClassifier, feats: FrozenFeatures, batch_size: 
         k: [] for k in ("key", "video_id", "moment", "label", "yaw", "score", "pred", "crop_correct", "draw")
     }
     for i in range(0, len(feats), batch_size):
-        j = torch.arange(i, min(i + batch_size, len(feats)), device=feats.label.device)
-        rows = feats.rows(j)
-        add_outputs(out, head(feats.fv[j], feats.fa[j]), feats.label[j], rows)
-        out["draw"] += rows["draw"]
+        batch = feats.take(torch.arange(i, min(i + batch_size, len(feats)), device=feats.label.device))
+        add_outputs(out, head(batch.fv, batch.fa), batch.label, batch.columns)
+        out["draw"] += batch.columns["draw"]
     return out
 
 
