@@ -13,6 +13,12 @@ blocks above :data:`MMAP_THRESHOLD_BYTES` (glibc's maximum) still go straight ba
 on the CPU: a model's activations are large short-lived allocations too (measured on the demo's shards: an AVSA
 pre-training of 30 steps 47 → 41 s wall, 67 → 58 CPU-s; an AVSA-Bin evaluation ~90 → 77 s wall, system time
 49 → 37 s).
+
+A model's activations are larger still: at batch 32 × 4 views the video encoder's feature maps pass glibc's
+largest mmap threshold (32 MB), so every forward pass still faulted them in afresh (250 000 minor faults and
+0.5 s of kernel time per batch of the demo's AVC-Bin encoding). :func:`keep_freed_activations`, for the process
+that runs the model on the CPU, serves every size from the heap and keeps up to :data:`ACTIVATION_TRIM_BYTES`
+of it: the process stays at its peak working set, which each step reaches again anyway.
 """
 
 from __future__ import annotations
@@ -25,21 +31,36 @@ import functools
 MMAP_THRESHOLD_BYTES = 32 * 2**20
 #: Freed memory at the heap top kept for reuse before glibc trims it.
 TRIM_THRESHOLD_BYTES = 128 * 2**20
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Freed heap kept by the model process (:func:`keep_freed_activations`): above one step's activations.
+ACTIVATION_TRIM_BYTES = 2**31 - 1  # mallopt takes a C int: 2 GiB
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 
 
 @functools.lru_cache(maxsize=1)
+def _mallopt():
+    """glibc's ``mallopt`` (``None`` where there is no glibc)."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt
+
+
+def _set(*options: tuple[int, int]) -> bool:
+    mallopt = _mallopt()
+    return mallopt is not None and all(bool(mallopt(k, v)) for k, v in options)
+
+
 def keep_freed_buffers() -> bool:
     """Set glibc's mmap and trim thresholds for this process (idempotent). False where there is no glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD,
-                                                                                 TRIM_THRESHOLD_BYTES))
+    return _set((_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+
+
+def keep_freed_activations() -> bool:
+    """For the process that runs the model on the CPU: every allocation from the reusable heap (no ``mmap``), and
+    up to :data:`ACTIVATION_TRIM_BYTES` of freed heap kept (idempotent). False where there is no glibc."""
+    return _set((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, ACTIVATION_TRIM_BYTES))
 
 
 def worker_init(_worker_id: int) -> None:

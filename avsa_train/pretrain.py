@@ -366,7 +366,7 @@ def _build(
         torch.backends.cudnn.benchmark = True
     else:
         set_cpu_threads(cfg.workers)
-        allocator.keep_freed_buffers()
+        allocator.keep_freed_activations()
     step = _restore(state, model, opt, scaler, info) if state is not None else 0
     net = D.wrap(model, info, device, find_unused_parameters=find_unused)
     return Trainer(model, net, opt, scaler, step)

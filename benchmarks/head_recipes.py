@@ -5,11 +5,14 @@
 
 The encoders are frozen, so the features of the training items are computed once (``--passes`` passes over the
 train split, each with new views and negatives, exactly as ``avsa-train eval`` draws them: issue 13's
-cached-feature heads). The training videos are split by id: every ``--holdout-every``-th video (sorted) is held
-out, the others fit the head. Each recipe (head epochs, standardized features or not, learning-rate milestone)
-is fitted on the fitting videos and scored on the held-out ones: item accuracy (logits of the V crops averaged),
-accuracy of the aligned and of the misaligned items, and ROC AUC of the misalignment score. The validation split
-is not read. The first recipe reproduces the old demo head (6 passes, one classifier step per item and pass,
+cached-feature heads), once with the pre-training augmentations (flip, colour and volume jitter: ``avsa-train
+eval``'s default) and once without (``--no-augment``). The training videos are split by id: every
+``--holdout-every``-th video (sorted) is held out, the others fit the head. The held-out videos' items are drawn
+as ``avsa-train eval`` draws its evaluation items (every moment, random views, no augmentation). Each recipe
+(training items augmented or not, head epochs, standardized features or not, learning-rate milestone) is fitted
+on the fitting videos and scored on the held-out ones: item accuracy (logits of the V crops averaged), accuracy
+of the aligned and of the misaligned items, and ROC AUC of the misalignment score. The validation split is not
+read. The first recipe reproduces the old demo head (6 passes, one classifier step per item and pass,
 raw features).
 
 Writes ``benchmarks/results/head_recipes_{task}.json`` (or ``--result``) with CPU seconds beside wall time.
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     from avsa_train.tasks.binary_eval import (
         BinaryEvalConfig,
         BinaryItems,
+        FrozenFeatures,
         encode_items,
         fit_cached_head,
         make_loader,
@@ -75,36 +79,45 @@ def main(argv: list[str] | None = None) -> dict:
                             head_epochs=1)
     urls = streams.shard_urls(args.shards, "train")
     donors = misalign.DonorBank(urls) if args.task == "avc" else None
-    passes = ((e, make_loader(BinaryItems(urls, base, backbone.audio_format, "train", e, donors), base, dev))
-              for e in range(args.passes))
-    feats = encode_items(backbone, passes, base, dev, False, "encode")
-    encode_cpu = cpu_s() - c0
-    videos = sorted(set(feats.columns["video_id"]))
-    held = set(videos[:: args.holdout_every])
-    is_held = torch.tensor([v in held for v in feats.columns["video_id"]])
-    fitting, holdout = feats.take((~is_held).nonzero().flatten()), feats.take(is_held.nonzero().flatten())
-    rows = []
-    for name, epochs, standardize, milestone in RECIPES:
-        seed_torch(args.seed)
-        cfg = replace(base, head_epochs=epochs, standardize=standardize, milestones=(milestone,))
-        c1 = cpu_s()
-        head, _ = fit_cached_head(backbone, cfg, dev, fitting, show_progress=False)
-        m = summarise(predict_features(head, holdout), args.task, seed=args.seed)
-        rows.append({"recipe": name, "head_epochs": epochs, "standardize": standardize, "milestone": milestone,
-                     **{k: m[k] for k in ("accuracy", "accuracy_aligned", "accuracy_misaligned", "roc_auc", "n",
-                                          "n_videos")},
-                     "cpu_seconds": round(cpu_s() - c1, 1)})
-        print(f"{name:28s} held-out training videos: accuracy {m['accuracy']:.1f} % (aligned "
-              f"{m['accuracy_aligned']:.0f} %, misaligned {m['accuracy_misaligned']:.0f} %), AUC {m['roc_auc']:.3f}")
+    fmt = backbone.audio_format
+
+    def videos_of(feats: FrozenFeatures, keep) -> FrozenFeatures:
+        """The items of the videos for which ``keep(video_id)`` is true."""
+        return feats.take(torch.tensor([keep(v) for v in feats.columns["video_id"]]).nonzero().flatten())
+
+    test_items = make_loader(BinaryItems(urls, base, fmt, "test", 0, donors), base, dev)
+    every = encode_items(backbone, [(0, test_items)], base, dev, False, "encode held-out")
+    held = set(sorted(set(every.columns["video_id"]))[:: args.holdout_every])
+    holdout = videos_of(every, lambda v: v in held)
+    rows, fitting_items = [], 0
+    for augment in (True, False):
+        cfg_a = replace(base, augment=augment)
+        passes = ((e, make_loader(BinaryItems(urls, cfg_a, fmt, "train", e, donors), cfg_a, dev))
+                  for e in range(args.passes))
+        fitting = videos_of(encode_items(backbone, passes, cfg_a, dev, False, "encode"), lambda v: v not in held)
+        fitting_items = len(fitting)
+        for name, epochs, standardize, milestone in RECIPES:
+            seed_torch(args.seed)
+            cfg = replace(cfg_a, head_epochs=epochs, standardize=standardize, milestones=(milestone,))
+            c1 = cpu_s()
+            head, _ = fit_cached_head(backbone, cfg, dev, fitting, show_progress=False)
+            m = summarise(predict_features(head, holdout), args.task, seed=args.seed)
+            rows.append({"recipe": name, "augment": augment, "head_epochs": epochs, "standardize": standardize,
+                         "milestone": milestone,
+                         **{k: m[k] for k in ("accuracy", "accuracy_aligned", "accuracy_misaligned", "roc_auc", "n",
+                                              "n_videos")},
+                         "cpu_seconds": round(cpu_s() - c1, 1)})
+            print(f"{'augmented' if augment else 'plain':9s} {name:28s} held-out training videos: accuracy "
+                  f"{m['accuracy']:.1f} % (aligned {m['accuracy_aligned']:.0f} %, misaligned "
+                  f"{m['accuracy_misaligned']:.0f} %), AUC {m['roc_auc']:.3f}")
     result = {
         "task": f"{args.task}-bin",
         "checkpoint": backbone.describe(),
         "shards": str(args.shards),
         "passes": args.passes,
-        "items": {"fitting": len(fitting), "held_out": len(holdout), "held_out_videos": sorted(held)},
+        "items": {"fitting": fitting_items, "held_out": len(holdout), "held_out_videos": sorted(held)},
         "lr": args.lr,
         "recipes": rows,
-        "encode_cpu_seconds": round(encode_cpu, 1),
         "cpu_seconds": round(cpu_s() - c0, 1),
         "wall_seconds": round(time.time() - t0, 1),
         "machine": machine(),

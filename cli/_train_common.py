@@ -71,13 +71,10 @@ def default_out(ckpt: str, out: Path | None) -> Path:
 
 def setup(ckpt: str, width: float | None, audio_format: str | None, spec: str | None, device: str, seed: int):
     """Seed torch, pick the device and load the encoders. Returns ``(backbone, device)``."""
-    from avsa_train.allocator import keep_freed_buffers
-    from avsa_train.tasks.common import load_backbone, resolve_device, seed_torch
+    from avsa_train.tasks.common import load_backbone, prepare_device, seed_torch
 
-    dev = resolve_device(device)
+    dev = prepare_device(device)
     seed_torch(seed)
-    if dev.type == "cpu":
-        keep_freed_buffers()  # the model's activations reuse freed pages (avsa_train/allocator.py)
     backbone = load_backbone(ckpt, width=width, audio_format=audio_format, device=dev, spectrogram=spec)
     return backbone, dev
 

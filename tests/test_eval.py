@@ -200,6 +200,31 @@ def test_items_follow_the_protocol_on_synthetic_shards(synth_shards):
     assert {it["label"] for it in avc} == {0, 1} and avc[0]["audio"].shape == (4, 2, SR)
 
 
+@pytest.mark.parametrize("augment", [True, False])
+def test_training_items_are_augmented_only_when_asked(synth_shards, augment):
+    """--no-augment: the classifier's training items are drawn like the evaluation items (no flip, colour or
+    volume jitter), so an aligned item's audio is the stored render of its views; augmented ones differ."""
+    from avsa_train.tasks import streams
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems
+
+    cfg = BinaryEvalConfig(task="avsa", batch_size=4, augment=augment)
+    urls = streams.shard_urls(str(synth_shards), "train")
+    stored = {s.key: s for s in iter_samples(urls)}
+    aligned = [it for it in BinaryItems(urls, cfg, "ambi", "train", 0) if it["label"] == 0]
+    assert len(aligned) >= 2
+
+    def error(it) -> float:  # relative distance to the stored render of the item's views, best moment
+        s = stored[it["key"]]
+        ref = [np.stack([s.audio(int(k), m, "foa") for k in it["views"]]) for m in range(2)]
+        return min(float(np.abs(it["audio"] - r).max() / np.abs(r).max()) for r in ref)
+
+    errors = [error(it) for it in aligned]
+    if augment:
+        assert max(errors) > 1e-2  # volume jitter and flips change the audio
+    else:
+        assert max(errors) < 1e-3  # FLAC quantisation only
+
+
 def test_avc_donors_are_other_videos_whatever_the_workers(synth_shards):
     from torch.utils.data import DataLoader
 

@@ -27,7 +27,7 @@ from avsa_train.config import PretrainConfig
 from avsa_train.data import check_shards_fit, expand_urls, peek_meta, split_urls
 from avsa_train.pretrain import CHECKPOINT, METRICS, read_metrics, run_pretrain, stream_config
 from avsa_train.tasks.binary_eval import BinaryEvalConfig, run_binary_eval
-from avsa_train.tasks.common import environment, load_backbone, resolve_device, seed_torch, write_jsonl, write_metrics
+from avsa_train.tasks.common import environment, load_backbone, prepare_device, seed_torch, write_jsonl, write_metrics
 from avsa_train.tasks.segmentation import SegmentationConfig, run_segmentation
 
 
@@ -180,7 +180,7 @@ SEGMENTATION_KEYS = "miou miou_ci95_bootstrap_videos pixel_accuracy mean_class_a
 def _evaluate(run: GridRun, ckpt: str | None, eval_dir: Path) -> dict:
     """AVC-Bin, AVSA-Bin and segmentation of one checkpoint (``None``: random init), as the commands run them;
     each protocol's JSON is reused when a previous attempt of this cell wrote it."""
-    dev = resolve_device(run.device)
+    dev = prepare_device(run.device)
     show = not run.quiet
 
     def backbone():

@@ -81,6 +81,10 @@ class BinaryEvalConfig:
                            help="Video features: through the pre-trained video→audio transformer (reference "
                            "use_transf=audio) or the encoder's directly.")
     test_draws: int = option(1, min=1, help="Evaluation passes over the val split, each with new views and negatives.")
+    augment: bool = option(
+        True, help="Draw the classifier's training items with the pre-training augmentations (flip, colour and "
+        "volume jitter; the reference), or as the evaluation items are drawn (random views, no augmentation): for "
+        "encoders pre-trained without them (--no-color-jitter --flip-p 0).")
     head_epochs: int | None = option(
         None, min=1, unit="EPOCHS",
         help="Cached-feature head: encode the --epochs passes of training items once (frozen encoders), then train "
@@ -146,7 +150,8 @@ class BinaryItems(IterableDataset):
     ``yaw`` (degrees; 0 unless an AVSA negative), ``key``, ``video_id``, ``moment`` (-1 in training, where it is
     drawn at random) and ``views`` (the bank indices of the V crops).
 
-    ``phase="train"``: shuffled samples, one random moment each, pre-training augmentations.
+    ``phase="train"``: shuffled samples, one random moment each, pre-training augmentations (none when
+    ``cfg.augment`` is off).
     ``phase="test"``: samples in order, every moment, random views without augmentation.
     ``epoch`` seeds the pass (the test draw index for ``phase="test"``). AVC negatives borrow the world FOA of a
     sample of another video of the same split from ``donors`` (built from ``urls`` when not given).
@@ -179,7 +184,7 @@ class BinaryItems(IterableDataset):
             batch_size=cfg.batch_size,
             shuffle_buffer=cfg.shuffle_buffer,
         )
-        self.decode_cfg = base if phase == "train" else streams.eval_config(base)
+        self.decode_cfg = base if phase == "train" and cfg.augment else streams.eval_config(base)
 
     def __iter__(self) -> Iterator[dict]:
         train = self.phase == "train"

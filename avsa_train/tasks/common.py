@@ -23,6 +23,7 @@ from torch import nn
 
 from avsa_data.fsutil import atomic_write_bytes, write_json
 from avsa_data.options import DEVICES
+from avsa_train import allocator
 from avsa_train.audio_features import SPECTROGRAM_KINDS, Spectrogram
 
 #: Version tag of every metrics JSON written by the downstream commands (docs/EVALUATION.md).
@@ -38,6 +39,15 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but no CUDA device is available")
     return torch.device(name)
+
+
+def prepare_device(name: str) -> torch.device:
+    """:func:`resolve_device`; on the CPU, this process also keeps the model's freed activations for reuse
+    instead of page-faulting them in again every batch (:func:`avsa_train.allocator.keep_freed_activations`)."""
+    device = resolve_device(name)
+    if device.type == "cpu":
+        allocator.keep_freed_activations()
+    return device
 
 
 def seed_torch(seed: int) -> torch.Generator:
