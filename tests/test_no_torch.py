@@ -53,3 +53,25 @@ def test_avsa_data_does_not_drive_training():
 def test_avsa_data_demo_command_imports_without_torch():
     """`avsa-data demo` loads its orchestrator without torch, so a missing [train] extra is one clear line."""
     assert_imports_without_torch(["cli.data_demo", "avsa_train.demo"])
+
+
+def test_default_shard_job_does_not_import_scipy():
+    """Importing scipy.fft costs a shard job ~0.3 CPU-s (issue 17): the default profile (virtual-mic stereo) must
+    render and describe its audio without it; HRIR renders import it where they need it."""
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "import cli.data_shard, avsa_data.shards\n"
+        "from avsa_data.samples import SampleConfig, render_audio\n"
+        "from avsa_data.viewpoints import Viewpoint\n"
+        "cfg = SampleConfig()\n"
+        "cfg.binaural_meta()\n"
+        "out = render_audio(np.ones((4, 240), np.float32), Viewpoint(30.0, 10.0, 90.0, 90.0), cfg)\n"
+        "assert out['stereo'].shape == (2, 240), out\n"
+        "bad = sorted(k for k in sys.modules if k.split('.')[0] == 'scipy')\n"
+        "assert not bad, bad[:5]\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")
