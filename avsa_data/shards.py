@@ -459,7 +459,7 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path, labels: Call
         if problem:
             return _fail(stage, f"{task.path}: {problem}")
         stage = "audio"
-        audio_src = Path(task.audio) if task.audio else media.find_audio_source(task.path)
+        audio_src = Path(task.audio) if task.audio else media.find_audio_source(task.path, pr)
         foa = media.read_foa(audio_src, cfg.sr, cfg.ambi_format)
         audio_dur = foa.shape[1] / cfg.sr
         media.check_durations(pr.duration, audio_dur, job.max_av_mismatch)
@@ -485,7 +485,7 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path, labels: Call
         info = VideoInfo(task.video_id, task.split, task.path, round(duration, 6), pr.width, pr.height,
                          pr.fps, str(audio_src))
         frames = media.iter_video_frames_at(task.path, cfg.fps, needed_frames(plans, cfg), size=cfg.equirect_size,
-                                            pix_fmt="yuv420p")  # crops come from the YUV planes (crops_yuv)
+                                            pix_fmt="yuv420p", info=pr)  # crops come from the YUV planes (crops_yuv)
         tmp = tmp_path(frag_dir / f"{task.video_id}.tar")
         index = []
         try:
