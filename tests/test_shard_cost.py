@@ -9,6 +9,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from avsa_data import synth
@@ -45,3 +46,48 @@ def test_each_video_starts_ffmpeg_three_times(raw, tmp_path, monkeypatch):
     report = run_shard_job(raw, tmp_path / "out", JOB, workers=1, progress=False)
     assert report.samples > 0
     assert runs == {v.name: 3 for v in raw.glob("*.mp4")}, runs
+
+
+def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
+    """A tar written the way the shard writer wrote it before issue 17: tarfile.addfile, member by member."""
+    import io
+    import tarfile
+
+    from avsa_data.shards import _tarinfo
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("wanted", [{"a", "b", "c"}, {"b"}, {"a", "c"}, set()])
+def test_shards_copy_fragment_blocks_byte_for_byte(tmp_path, wanted):
+    """Assembly copies the fragment's tar blocks of the wanted samples: the result equals the tar that
+    re-encoding the same members with tarfile gives (sizes 0, 1, 511, 512, 513 and larger; the end-of-archive
+    padding to tarfile's record size; samples left out in the middle)."""
+    from avsa_data.shards import _end_of_archive, fragment_blocks
+
+    rng = np.random.default_rng(0)
+    sizes = [0, 1, 511, 512, 513, 10240, 20000]
+    members = [(f"{key}.m{i}.bin", rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+               for key in "abc" for i, n in enumerate(sizes)]
+    frag = tmp_path / "frag.tar"
+    frag.write_bytes(_tar_bytes(members))
+    blocks = b"".join(fragment_blocks(frag, wanted))
+    got = blocks + _end_of_archive(len(blocks))
+    assert got == _tar_bytes([(n, d) for n, d in members if n.split(".", 1)[0] in wanted])
+
+
+def test_a_truncated_fragment_is_an_error(tmp_path):
+    import tarfile
+
+    from avsa_data.shards import fragment_blocks
+
+    whole = _tar_bytes([("a.x.bin", bytes(5000)), ("a.y.bin", bytes(5000))])
+    frag = tmp_path / "frag.tar"
+    for cut in (4000, 512 + 5120 + 512 + 100):  # inside the first member's data, inside the last one's
+        frag.write_bytes(whole[:cut])
+        with pytest.raises(tarfile.ReadError, match="past the end|unexpected end"):
+            list(fragment_blocks(frag, {"a"}))
