@@ -62,19 +62,28 @@ def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("wanted", [{"a", "b", "c"}, {"b"}, {"a", "c"}, set()])
+KEYS = ("a", "b", "vidéo")  # a video id may be any file name: tarfile encodes member names as UTF-8
+
+
+@pytest.mark.parametrize("wanted", [{"a", "b", "vidéo"}, {"b"}, {"a", "vidéo"}, set()])
 def test_shards_copy_fragment_blocks_byte_for_byte(tmp_path, wanted):
-    """Assembly copies the fragment's tar blocks of the wanted samples: the result equals the tar that
-    re-encoding the same members with tarfile gives (sizes 0, 1, 511, 512, 513 and larger; the end-of-archive
+    """Phase 1 writes a fragment's tar blocks itself and assembly copies those of the wanted samples: both equal
+    the tars that writing the same members with tarfile gives (sizes 0, 1, 511, 512, 513 and larger; the end-of-archive
     padding to tarfile's record size; samples left out in the middle)."""
-    from avsa_data.shards import _end_of_archive, fragment_blocks
+    from avsa_data.samples import EncodedSample
+    from avsa_data.shards import _end_of_archive, add_sample, fragment_blocks
 
     rng = np.random.default_rng(0)
     sizes = [0, 1, 511, 512, 513, 10240, 20000]
     members = [(f"{key}.m{i}.bin", rng.integers(0, 256, n, dtype=np.uint8).tobytes())
-               for key in "abc" for i, n in enumerate(sizes)]
+               for key in KEYS for i, n in enumerate(sizes)]
     frag = tmp_path / "frag.tar"
-    frag.write_bytes(_tar_bytes(members))
+    with open(frag, "wb") as f:  # a fragment as phase 1 writes it: each sample's members, then the archive's end
+        for key in KEYS:
+            mine = [(n.split(".", 1)[1], d) for n, d in members if n.split(".", 1)[0] == key]
+            add_sample(f, EncodedSample(key, mine))
+        f.write(_end_of_archive(f.tell()))
+    assert frag.read_bytes() == _tar_bytes(members)
     blocks = b"".join(fragment_blocks(frag, wanted))
     got = blocks + _end_of_archive(len(blocks))
     assert got == _tar_bytes([(n, d) for n, d in members if n.split(".", 1)[0] in wanted])
