@@ -49,7 +49,6 @@ import contextlib
 import csv
 import errno
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -534,29 +533,54 @@ def add_sample(f: BinaryIO, sample: EncodedSample) -> None:
         f.write(bytes(-len(data) % tarfile.BLOCKSIZE))
 
 
-def fragment_blocks(path: Path, wanted: set[str]) -> Iterator[memoryview]:
-    """The tar blocks (header, data, zero padding) of the members of the samples ``wanted`` in the fragment at
-    ``path``, in order, runs of neighbouring members joined.
+def fragment_runs(path: Path, wanted: set[str]) -> list[tuple[int, int]]:
+    """Byte ranges ``[start, stop)`` of the tar blocks (header, data, zero padding) of the members of the samples
+    ``wanted`` in the fragment at ``path``, in order, runs of neighbouring members joined.
 
     A shard holds these blocks byte for byte: its members carry the same deterministic headers
-    (:func:`add_sample`), so assembly copies them instead of parsing and re-encoding every member (issue 17:
-    a third of the assembly's CPU). tarfile still reads (and checksums) every header."""
-    data = path.read_bytes()
-    runs: list[list[int]] = []
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+    (:func:`add_sample`), so assembly copies them (:func:`copy_runs`) instead of parsing and re-encoding every
+    member (issue 17). tarfile still reads (and checksums) every header."""
+    size = path.stat().st_size
+    runs: list[tuple[int, int]] = []
+    with tarfile.open(path, mode="r") as tar:
         for ti in tar:
             if ti.name.split(".", 1)[0] not in wanted:
                 continue
             stop = ti.offset_data + -(-ti.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-            if stop > len(data):
+            if stop > size:
                 raise tarfile.ReadError(f"{path}: member {ti.name} runs past the end of the fragment")
             if runs and runs[-1][1] == ti.offset:
-                runs[-1][1] = stop
+                runs[-1] = (runs[-1][0], stop)
             else:
-                runs.append([ti.offset, stop])
-    view = memoryview(data)
+                runs.append((ti.offset, stop))
+    return runs
+
+
+#: copy_file_range errors that mean "not here" (another file system, an old kernel): copy through memory instead.
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM})
+
+
+def copy_runs(src: BinaryIO, dst: BinaryIO, runs: list[tuple[int, int]]) -> int:
+    """Append the byte ranges ``runs`` of the file ``src`` to the unbuffered file ``dst``; returns the bytes copied.
+
+    The kernel copies them (``os.copy_file_range``: no trip through Python, and a reflink where the file system
+    can) unless it cannot here; then they go through memory."""
+    total = 0
     for start, stop in runs:
-        yield view[start:stop]
+        off = start
+        while off < stop:
+            try:
+                k = os.copy_file_range(src.fileno(), dst.fileno(), stop - off, off)
+            except (AttributeError, OSError) as e:  # AttributeError: no copy_file_range on this OS
+                if isinstance(e, OSError) and e.errno not in _NO_KERNEL_COPY:
+                    raise
+                src.seek(off)
+                k = dst.write(src.read(stop - off))
+            if not k:
+                raise tarfile.ReadError(f"{src.name}: ends before byte {stop}")
+            off += k
+        total += stop - start
+    return total
 
 
 def _end_of_archive(size: int) -> bytes:
@@ -624,13 +648,14 @@ def write_shard(plan: ShardPlan, out: Path) -> dict:
         wanted = set(plan.samples)
         tmp = tmp_path(final)
         try:
-            with open(tmp, "wb") as f:
-                size = 0
+            with open(tmp, "wb", buffering=0) as f:
                 for vid in plan.videos:
-                    for blocks in fragment_blocks(out / WORK / "frag" / f"{vid}.tar", wanted):
-                        size += f.write(blocks)
-                f.write(_end_of_archive(size))
-                f.flush()
+                    frag = out / WORK / "frag" / f"{vid}.tar"
+                    with open(frag, "rb") as src:
+                        copy_runs(src, f, fragment_runs(frag, wanted))
+                end = _end_of_archive(f.tell())
+                if f.write(end) != len(end):
+                    raise OSError(errno.EIO, f"short write to {tmp}")
                 os.fsync(f.fileno())
         except BaseException:
             tmp.unlink(missing_ok=True)  # a disk-full error must not leave the partial shard taking space
