@@ -25,7 +25,10 @@ encoding, the masks (crop + PNG), and the tar write; ``build_sample`` is the rea
 
 ``cpu_ratio_1_worker`` (issue 17): a plain single-threaded ffmpeg decode of every frame to RGB against
 ``avsa-data shard -j 1``, CPU seconds with children, wall beside; ``--before DIR`` runs a checkout of the previous
-code in the same rounds and compares its crops (PSNR). ``--soak N`` records the sample builder's RSS over N
+code in the same rounds and compares its crops (PSNR) and, when the code before made the same bytes, says so
+(``identical_to_before``). ``audio_levers``: the audio members' encoding CPU as FLAC today, FLAC level 0 and raw
+16-bit PCM (format changes, not built) and the CPU ratio each would give (a projection: the job's CPU less the
+encoding CPU saved). ``--soak N`` records the sample builder's RSS over N
 samples (``--before``: both trees).
 
 Writes benchmarks/results/shard.json (``--result`` to choose).
@@ -143,7 +146,15 @@ def cpu_ratio(raw: Path, work: Path, videos: list[Path], repeats: int, before: P
             "bytes": bytes_per_sample(work / "cpu_before"),
         }
         out["crops_vs_before"] = crop_psnr(work / "cpu_shard", work / "cpu_before")
+        out["identical_to_before"] = same_tars(work / "cpu_shard", work / "cpu_before")
     return out
+
+
+def same_tars(a: Path, b: Path) -> bool:
+    """Whether the two shard folders hold the same tar files, byte for byte."""
+    names = sorted(p.name for p in a.glob("*.tar"))
+    return bool(names) and names == sorted(p.name for p in b.glob("*.tar")) and all(
+        (a / n).read_bytes() == (b / n).read_bytes() for n in names)
 
 
 def crop_psnr(now: Path, before: Path) -> dict:
@@ -278,6 +289,64 @@ def stage_breakdown(videos: list[Path]) -> dict:
     return out
 
 
+def audio_levers(videos: list[Path], repeats: int) -> dict:
+    """CPU ms and kB per sample of the default profile's audio members (1 + 8 × 3 per sample) encoded three ways,
+    the same arrays each time, interleaved over ``repeats`` rounds (median): FLAC as the shard job writes it today
+    (``codecs.encode_flac``, libFLAC's default level 5), FLAC level 0, and raw 16-bit PCM (the quantised samples'
+    bytes). The last two would change the shard format and are **not** implemented (issue 17 keeps the bytes);
+    this measures what they would save."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from avsa_data import codecs
+    from avsa_data.samples import (
+        SampleConfig,
+        audio_scale_for,
+        audio_window,
+        plan_samples,
+        render_audio,
+        sample_viewpoints,
+    )
+
+    cfg = SampleConfig()
+    members: list[tuple[str, np.ndarray]] = []
+    n = 0
+    for video in videos:
+        foa = media.read_foa(media.find_audio_source(video), cfg.sr, cfg.ambi_format)
+        for plan in plan_samples(foa.shape[1] / cfg.sr, cfg):
+            n += 1
+            window = audio_window(foa, plan.times[0], cfg)
+            views = sample_viewpoints(cfg, video.stem, plan.index, window)
+            renders = [render_audio(window, v, cfg) for v in views]
+            scale = audio_scale_for(max([float(np.abs(window).max())] + [float(np.abs(a).max()) for r in renders
+                                                                           for a in r.values()]))
+            members += [("foa", window / scale)] + [(k, a / scale) for r in renders for k, a in r.items()]
+
+    def flac0(kind: str, a: np.ndarray) -> bytes:  # codecs.encode_flac with libFLAC's compression level 0
+        buf = io.BytesIO()
+        sf.write(buf, np.rint(a.T * 32768.0).astype(np.int16), cfg.sr, format="FLAC", subtype="PCM_16",
+                 compression_level=0.0)
+        return codecs._with_vorbis_comments(buf.getvalue(), codecs.flac_tags(kind))
+
+    ways = {
+        "flac_level5_today": lambda kind, a: codecs.encode_flac(a, cfg.sr, cfg.audio_bits, codecs.flac_tags(kind)),
+        "flac_level0": flac0,
+        "pcm16_raw": lambda kind, a: np.rint(a * 32768.0).astype("<i2").tobytes(),
+    }
+    cpu_ms: dict[str, list[float]] = {k: [] for k in ways}
+    size: dict[str, int] = {}
+    for _ in range(repeats):
+        for name, encode in ways.items():
+            t = cpu_s()
+            size[name] = sum(len(encode(kind, a)) for kind, a in members)
+            cpu_ms[name].append(1000 * (cpu_s() - t) / n)
+    return {"samples": n, "members_per_sample": len(members) // n,
+            **{k: {"cpu_ms_per_sample": round(statistics.median(v), 2), "kB_per_sample": round(size[k] / n / 1000, 1)}
+               for k, v in cpu_ms.items()}}
+
+
 _SOAK_CHILD = r"""
 import inspect, json, resource, sys
 from pathlib import Path
@@ -375,6 +444,12 @@ def main() -> None:
             return
     cpu = cpu_ratio(raw, work, videos[: args.cpu_videos], args.repeats, args.before)
     print("CPU ratio (plain 1-thread decode / shard -j 1):", json.dumps(cpu))
+    levers = audio_levers(videos[: args.cpu_videos], args.repeats)
+    today = levers["flac_level5_today"]["cpu_ms_per_sample"]
+    for name in ("flac_level0", "pcm16_raw"):  # what the job would cost with that audio encoding (not built)
+        saved = cpu["bytes"]["samples"] * (today - levers[name]["cpu_ms_per_sample"]) / 1000
+        levers[name]["projected_cpu_ratio"] = round(cpu["decode_cpu_s"] / (cpu["shard_cpu_s"] - saved), 3)
+    print("audio encodings (format changes, not built):", json.dumps(levers))
     rows: dict[str, dict] = {}
     for name, extra in ({} if args.skip_throughput else profiles).items():
         ratios, t_dec, t_sh = [], [], []
@@ -403,6 +478,7 @@ def main() -> None:
                     "video_kB_per_sample": "<= 150 (K=8, 8 frames of 112²)",
                     "container_overhead_pct": "<= 5"},
         "cpu_ratio_1_worker": cpu,
+        "audio_levers": levers,
         "soak": soak,
         "results": rows,
         "engine_scaling": scaling,
