@@ -30,6 +30,35 @@ def raw(tmp_path_factory) -> Path:
     return out
 
 
+def test_decoder_threads_leave_one_core_per_sample_builder():
+    from avsa_data.shards import decoder_threads
+
+    assert decoder_threads(1, cores=2) == 1  # this benchmark machine: the builder on one core, the decoder on the other
+    assert decoder_threads(1, cores=16) == 15  # an idle many-core machine keeps a fast multi-threaded decode
+    assert decoder_threads(4, cores=16) == 3
+    assert decoder_threads(16, cores=16) == decoder_threads(32, cores=16) == 1  # at least one each
+    assert decoder_threads(0, cores=2) == 1
+
+
+def test_the_shard_job_decodes_with_the_decoder_thread_policy(raw, tmp_path, monkeypatch):
+    from avsa_data.shards import decoder_threads
+
+    decodes = []
+    real = subprocess.Popen
+
+    class Recording(real):
+        def __init__(self, args, *a, **k):
+            if "rawvideo" in args:
+                decodes.append(list(args))
+            super().__init__(args, *a, **k)
+
+    monkeypatch.setattr(subprocess, "Popen", Recording)
+    run_shard_job(raw, tmp_path / "out", JOB, workers=1, progress=False)
+    assert len(decodes) == SYNTH.videos
+    for cmd in decodes:  # an input option: before -i
+        assert cmd[cmd.index("-threads") + 1] == str(decoder_threads(1)) and cmd.index("-threads") < cmd.index("-i")
+
+
 def test_each_video_starts_ffmpeg_three_times(raw, tmp_path, monkeypatch):
     """One probe (header + packet scan), one audio decode, one frame decode per video: the probe's result is
     handed to the audio lookup and the frame decoder instead of probing the header again (an ffmpeg start costs
