@@ -76,14 +76,31 @@ def decode_all(videos: list[Path], fps: float, workers: int) -> float:
     return time.perf_counter() - t0
 
 
-def shard_all(raw: Path, out: Path, workers: int, extra: list[str], tree: Path | None = None) -> float:
-    """Wall seconds of one ``avsa-data shard`` job; ``tree`` runs another checkout's code (PYTHONPATH)."""
+#: ``python -m cli.data ARGS`` that also writes its own CPU seconds and its children's (ffmpeg) to the file
+#: ``AVSA_BENCH_CPU_SPLIT`` names, as JSON, when it exits.
+_CLI_WITH_CPU_SPLIT = r"""
+import atexit, json, os, resource, runpy, sys
+def _split():
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(os.environ["AVSA_BENCH_CPU_SPLIT"], "w") as f:
+        json.dump({"python": me.ru_utime + me.ru_stime, "ffmpeg": kids.ru_utime + kids.ru_stime}, f)
+atexit.register(_split)
+sys.argv = ["cli.data", *sys.argv[1:]]
+runpy.run_module("cli.data", run_name="__main__", alter_sys=True)
+"""
+
+
+def shard_all(raw: Path, out: Path, workers: int, extra: list[str], tree: Path | None = None,
+              split: Path | None = None) -> float:
+    """Wall seconds of one ``avsa-data shard`` job; ``tree`` runs another checkout's code (PYTHONPATH);
+    ``split``: a JSON file to receive the job's CPU seconds, its own (Python) and its children's (ffmpeg)."""
     shutil.rmtree(out, ignore_errors=True)
-    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, **({"PYTHONPATH": str(tree)} if tree else {}),
+           **({"AVSA_BENCH_CPU_SPLIT": str(split)} if split else {})}
+    cmd = [sys.executable, "-c", _CLI_WITH_CPU_SPLIT] if split else [sys.executable, "-m", "cli.data"]
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cli.data", "shard", "--src", str(raw), "--out", str(out), "-j",
-                    str(workers), "-q", *extra], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env=env, cwd=tree)
+    subprocess.run([*cmd, "shard", "--src", str(raw), "--out", str(out), "-j", str(workers), "-q", *extra],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tree)
     return time.perf_counter() - t0
 
 
@@ -118,8 +135,13 @@ def cpu_ratio(raw: Path, work: Path, videos: list[Path], repeats: int, before: P
         sides = [("shard", None)] + ([("before", before)] if before else [])
         for name, tree in sides:
             c = cpu_s()
-            rows[f"{name}_wall"].append(shard_all(raw, work / f"cpu_{name}", 1, ["--labels", "synthetic"], tree))
+            split = work / f"cpu_{name}.split.json"
+            rows[f"{name}_wall"].append(shard_all(raw, work / f"cpu_{name}", 1, ["--labels", "synthetic"], tree,
+                                                  split))
             rows[f"{name}_cpu"].append(cpu_s() - c)
+            parts = json.loads(split.read_text())
+            rows.setdefault(f"{name}_python_cpu", []).append(parts["python"])
+            rows.setdefault(f"{name}_ffmpeg_cpu", []).append(parts["ffmpeg"])
             rss[name] = peak_rss_children_mb()  # monotone: the "before" value may include "now"'s (run first)
     med = {k: statistics.median(v) for k, v in rows.items()}
     ratios = [d / s for d, s in zip(rows["decode_cpu"], rows["shard_cpu"])]
@@ -128,6 +150,9 @@ def cpu_ratio(raw: Path, work: Path, videos: list[Path], repeats: int, before: P
         "rounds": repeats,
         "decode_cpu_s": round(med["decode_cpu"], 3), "decode_wall_s": round(med["decode_wall"], 3),
         "shard_cpu_s": round(med["shard_cpu"], 3), "shard_wall_s": round(med["shard_wall"], 3),
+        "shard_python_cpu_s": round(med["shard_python_cpu"], 3),
+        "shard_ffmpeg_cpu_s": round(med["shard_ffmpeg_cpu"], 3),
+        "startup_import_cpu_s": startup_cpu(None),
         "cpu_ratio_decode_over_shard_median": round(statistics.median(ratios), 3),
         "cpu_ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
         "wall_ratio_decode_over_shard_median": round(statistics.median(wall), 3),
@@ -140,6 +165,10 @@ def cpu_ratio(raw: Path, work: Path, videos: list[Path], repeats: int, before: P
         out["before"] = {
             "tree": str(before),
             "shard_cpu_s": round(med["before_cpu"], 3), "shard_wall_s": round(med["before_wall"], 3),
+            "shard_python_cpu_s": round(med["before_python_cpu"], 3),
+            "shard_ffmpeg_cpu_s": round(med["before_ffmpeg_cpu"], 3),
+            "startup_import_cpu_s": startup_cpu(before),
+            "breakdown_cpu_ms_per_sample": breakdown_of(before, videos),
             "cpu_ratio_decode_over_shard_median": round(statistics.median(bcpu), 3),
             "cpu_ratio_min_max": [round(min(bcpu), 3), round(max(bcpu), 3)],
             "speedup_cpu_before_over_now": round(med["before_cpu"] / med["shard_cpu"], 3),
@@ -148,6 +177,33 @@ def cpu_ratio(raw: Path, work: Path, videos: list[Path], repeats: int, before: P
         out["crops_vs_before"] = crop_psnr(work / "cpu_shard", work / "cpu_before")
         out["identical_to_before"] = same_tars(work / "cpu_shard", work / "cpu_before")
     return out
+
+
+#: The modules a default-profile shard job imports (start-up cost of every job).
+JOB_MODULES = ("cli.data", "cli.data_shard", "avsa_data.shards", "avsa_data.samples", "avsa_data.labels.synthetic",
+               "avsa_data.binaural", "avsa_data.crops_yuv", "tqdm")
+
+
+def startup_cpu(tree: Path | None, rounds: int = 3) -> float:
+    """CPU seconds (median of ``rounds``) of a fresh interpreter importing :data:`JOB_MODULES` from ``tree``."""
+    env = {**os.environ, "PYTHONPATH": str(tree or HERE.parent)}
+    cpu = []
+    for _ in range(rounds):
+        c = cpu_s()
+        subprocess.run([sys.executable, "-c", f"import {', '.join(JOB_MODULES)}"], check=True, env=env,
+                       cwd=tree or HERE.parent)
+        cpu.append(cpu_s() - c)
+    return round(statistics.median(cpu), 3)
+
+
+def breakdown_of(tree: Path, videos: list[Path]) -> dict:
+    """:func:`stage_breakdown` of another checkout (its own benchmark script and code), in a fresh process."""
+    code = ("import json, sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); "
+            "from shard import stage_breakdown; "
+            f"print(json.dumps(stage_breakdown([Path(p) for p in {[str(v) for v in videos]!r}])))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def same_tars(a: Path, b: Path) -> bool:
@@ -222,7 +278,7 @@ def stage_breakdown(videos: list[Path]) -> dict:
         render_audio,
         sample_viewpoints,
     )
-    from avsa_data.shards import add_sample
+    from avsa_data.shards import add_sample, decoder_threads
 
     cfg = SampleConfig()
     backend = make_backend("synthetic")
@@ -238,13 +294,14 @@ def stage_breakdown(videos: list[Path]) -> dict:
     for path in videos:
         t = cpu_s()
         pr = media.probe(path)
-        foa = media.read_foa(media.find_audio_source(path), cfg.sr, cfg.ambi_format)
+        foa = media.read_foa(media.find_audio_source(path, pr), cfg.sr, cfg.ambi_format)
         t = tick("read_audio", t)
         labels = backend.open(path, path.stem)
         t = tick("labels_open", t)
         duration = min(pr.duration, foa.shape[1] / cfg.sr)
         plans = plan_samples(duration, cfg)
-        frames = dict(media.iter_video_frames_at(path, cfg.fps, needed_frames(plans, cfg), pix_fmt="yuv420p"))
+        frames = dict(media.iter_video_frames_at(path, cfg.fps, needed_frames(plans, cfg), pix_fmt="yuv420p",
+                                                 threads=decoder_threads(1), info=pr))  # as a -j 1 job decodes
         tick("decode_frames", t)
         info = VideoInfo(path.stem, "train", str(path), duration, pr.width, pr.height, pr.fps, str(path))
         sink = io.BytesIO()
