@@ -25,7 +25,10 @@ encoding, the masks (crop + PNG), and the tar write; ``build_sample`` is the rea
 
 ``cpu_ratio_1_worker`` (issue 17): a plain single-threaded ffmpeg decode of every frame to RGB against
 ``avsa-data shard -j 1``, CPU seconds with children, wall beside; ``--before DIR`` runs a checkout of the previous
-code in the same rounds and compares its crops (PSNR). ``--soak N`` records the sample builder's RSS over N
+code in the same rounds and compares its crops (PSNR) and, when the code before made the same bytes, says so
+(``identical_to_before``). ``audio_levers``: the audio members' encoding CPU as FLAC today, FLAC level 0 and raw
+16-bit PCM (format changes, not built) and the CPU ratio each would give (a projection: the job's CPU less the
+encoding CPU saved). ``--soak N`` records the sample builder's RSS over N
 samples (``--before``: both trees).
 
 Writes benchmarks/results/shard.json (``--result`` to choose).
@@ -73,14 +76,31 @@ def decode_all(videos: list[Path], fps: float, workers: int) -> float:
     return time.perf_counter() - t0
 
 
-def shard_all(raw: Path, out: Path, workers: int, extra: list[str], tree: Path | None = None) -> float:
-    """Wall seconds of one ``avsa-data shard`` job; ``tree`` runs another checkout's code (PYTHONPATH)."""
+#: ``python -m cli.data ARGS`` that also writes its own CPU seconds and its children's (ffmpeg) to the file
+#: ``AVSA_BENCH_CPU_SPLIT`` names, as JSON, when it exits.
+_CLI_WITH_CPU_SPLIT = r"""
+import atexit, json, os, resource, runpy, sys
+def _split():
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(os.environ["AVSA_BENCH_CPU_SPLIT"], "w") as f:
+        json.dump({"python": me.ru_utime + me.ru_stime, "ffmpeg": kids.ru_utime + kids.ru_stime}, f)
+atexit.register(_split)
+sys.argv = ["cli.data", *sys.argv[1:]]
+runpy.run_module("cli.data", run_name="__main__", alter_sys=True)
+"""
+
+
+def shard_all(raw: Path, out: Path, workers: int, extra: list[str], tree: Path | None = None,
+              split: Path | None = None) -> float:
+    """Wall seconds of one ``avsa-data shard`` job; ``tree`` runs another checkout's code (PYTHONPATH);
+    ``split``: a JSON file to receive the job's CPU seconds, its own (Python) and its children's (ffmpeg)."""
     shutil.rmtree(out, ignore_errors=True)
-    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, **({"PYTHONPATH": str(tree)} if tree else {}),
+           **({"AVSA_BENCH_CPU_SPLIT": str(split)} if split else {})}
+    cmd = [sys.executable, "-c", _CLI_WITH_CPU_SPLIT] if split else [sys.executable, "-m", "cli.data"]
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cli.data", "shard", "--src", str(raw), "--out", str(out), "-j",
-                    str(workers), "-q", *extra], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env=env, cwd=tree)
+    subprocess.run([*cmd, "shard", "--src", str(raw), "--out", str(out), "-j", str(workers), "-q", *extra],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tree)
     return time.perf_counter() - t0
 
 
@@ -115,8 +135,13 @@ def cpu_ratio(raw: Path, work: Path, videos: list[Path], repeats: int, before: P
         sides = [("shard", None)] + ([("before", before)] if before else [])
         for name, tree in sides:
             c = cpu_s()
-            rows[f"{name}_wall"].append(shard_all(raw, work / f"cpu_{name}", 1, ["--labels", "synthetic"], tree))
+            split = work / f"cpu_{name}.split.json"
+            rows[f"{name}_wall"].append(shard_all(raw, work / f"cpu_{name}", 1, ["--labels", "synthetic"], tree,
+                                                  split))
             rows[f"{name}_cpu"].append(cpu_s() - c)
+            parts = json.loads(split.read_text())
+            rows.setdefault(f"{name}_python_cpu", []).append(parts["python"])
+            rows.setdefault(f"{name}_ffmpeg_cpu", []).append(parts["ffmpeg"])
             rss[name] = peak_rss_children_mb()  # monotone: the "before" value may include "now"'s (run first)
     med = {k: statistics.median(v) for k, v in rows.items()}
     ratios = [d / s for d, s in zip(rows["decode_cpu"], rows["shard_cpu"])]
@@ -125,6 +150,9 @@ def cpu_ratio(raw: Path, work: Path, videos: list[Path], repeats: int, before: P
         "rounds": repeats,
         "decode_cpu_s": round(med["decode_cpu"], 3), "decode_wall_s": round(med["decode_wall"], 3),
         "shard_cpu_s": round(med["shard_cpu"], 3), "shard_wall_s": round(med["shard_wall"], 3),
+        "shard_python_cpu_s": round(med["shard_python_cpu"], 3),
+        "shard_ffmpeg_cpu_s": round(med["shard_ffmpeg_cpu"], 3),
+        "startup_import_cpu_s": startup_cpu(None),
         "cpu_ratio_decode_over_shard_median": round(statistics.median(ratios), 3),
         "cpu_ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
         "wall_ratio_decode_over_shard_median": round(statistics.median(wall), 3),
@@ -137,13 +165,52 @@ def cpu_ratio(raw: Path, work: Path, videos: list[Path], repeats: int, before: P
         out["before"] = {
             "tree": str(before),
             "shard_cpu_s": round(med["before_cpu"], 3), "shard_wall_s": round(med["before_wall"], 3),
+            "shard_python_cpu_s": round(med["before_python_cpu"], 3),
+            "shard_ffmpeg_cpu_s": round(med["before_ffmpeg_cpu"], 3),
+            "startup_import_cpu_s": startup_cpu(before),
+            "breakdown_cpu_ms_per_sample": breakdown_of(before, videos),
             "cpu_ratio_decode_over_shard_median": round(statistics.median(bcpu), 3),
             "cpu_ratio_min_max": [round(min(bcpu), 3), round(max(bcpu), 3)],
             "speedup_cpu_before_over_now": round(med["before_cpu"] / med["shard_cpu"], 3),
             "bytes": bytes_per_sample(work / "cpu_before"),
         }
         out["crops_vs_before"] = crop_psnr(work / "cpu_shard", work / "cpu_before")
+        out["identical_to_before"] = same_tars(work / "cpu_shard", work / "cpu_before")
     return out
+
+
+#: The modules a default-profile shard job imports (start-up cost of every job).
+JOB_MODULES = ("cli.data", "cli.data_shard", "avsa_data.shards", "avsa_data.samples", "avsa_data.labels.synthetic",
+               "avsa_data.binaural", "avsa_data.crops_yuv", "tqdm")
+
+
+def startup_cpu(tree: Path | None, rounds: int = 3) -> float:
+    """CPU seconds (median of ``rounds``) of a fresh interpreter importing :data:`JOB_MODULES` from ``tree``."""
+    env = {**os.environ, "PYTHONPATH": str(tree or HERE.parent)}
+    cpu = []
+    for _ in range(rounds):
+        c = cpu_s()
+        subprocess.run([sys.executable, "-c", f"import {', '.join(JOB_MODULES)}"], check=True, env=env,
+                       cwd=tree or HERE.parent)
+        cpu.append(cpu_s() - c)
+    return round(statistics.median(cpu), 3)
+
+
+def breakdown_of(tree: Path, videos: list[Path]) -> dict:
+    """:func:`stage_breakdown` of another checkout (its own benchmark script and code), in a fresh process."""
+    code = ("import json, sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); "
+            "from shard import stage_breakdown; "
+            f"print(json.dumps(stage_breakdown([Path(p) for p in {[str(v) for v in videos]!r}])))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def same_tars(a: Path, b: Path) -> bool:
+    """Whether the two shard folders hold the same tar files, byte for byte."""
+    names = sorted(p.name for p in a.glob("*.tar"))
+    return bool(names) and names == sorted(p.name for p in b.glob("*.tar")) and all(
+        (a / n).read_bytes() == (b / n).read_bytes() for n in names)
 
 
 def crop_psnr(now: Path, before: Path) -> dict:
@@ -190,7 +257,6 @@ def engine_scaling(raw: Path, work: Path, seconds: float, repeats: int) -> dict:
 def stage_breakdown(videos: list[Path]) -> dict:
     """CPU milliseconds per sample of each stage of the default profile (see the module docstring)."""
     import io
-    import tarfile
 
     import numpy as np
 
@@ -212,7 +278,7 @@ def stage_breakdown(videos: list[Path]) -> dict:
         render_audio,
         sample_viewpoints,
     )
-    from avsa_data.shards import add_sample
+    from avsa_data.shards import add_sample, decoder_threads
 
     cfg = SampleConfig()
     backend = make_backend("synthetic")
@@ -228,16 +294,17 @@ def stage_breakdown(videos: list[Path]) -> dict:
     for path in videos:
         t = cpu_s()
         pr = media.probe(path)
-        foa = media.read_foa(media.find_audio_source(path), cfg.sr, cfg.ambi_format)
+        foa = media.read_foa(media.find_audio_source(path, pr), cfg.sr, cfg.ambi_format)
         t = tick("read_audio", t)
         labels = backend.open(path, path.stem)
         t = tick("labels_open", t)
         duration = min(pr.duration, foa.shape[1] / cfg.sr)
         plans = plan_samples(duration, cfg)
-        frames = dict(media.iter_video_frames_at(path, cfg.fps, needed_frames(plans, cfg), pix_fmt="yuv420p"))
+        frames = dict(media.iter_video_frames_at(path, cfg.fps, needed_frames(plans, cfg), pix_fmt="yuv420p",
+                                                 threads=decoder_threads(1), info=pr))  # as a -j 1 job decodes
         tick("decode_frames", t)
         info = VideoInfo(path.stem, "train", str(path), duration, pr.width, pr.height, pr.fps, str(path))
-        sink = tarfile.open(fileobj=io.BytesIO(), mode="w", format=tarfile.USTAR_FORMAT)
+        sink = io.BytesIO()
         for plan in plans:
             n += 1
             for mt in plan.times:
@@ -277,6 +344,64 @@ def stage_breakdown(videos: list[Path]) -> dict:
     out["samples"] = n
     out["crops_to_masks_sum"] = round(sum(out[k] for k in ("crops", "jpeg", "render", "flac", "masks")), 2)
     return out
+
+
+def audio_levers(videos: list[Path], repeats: int) -> dict:
+    """CPU ms and kB per sample of the default profile's audio members (1 + 8 × 3 per sample) encoded three ways,
+    the same arrays each time, interleaved over ``repeats`` rounds (median): FLAC as the shard job writes it today
+    (``codecs.encode_flac``, libFLAC's default level 5), FLAC level 0, and raw 16-bit PCM (the quantised samples'
+    bytes). The last two would change the shard format and are **not** implemented (issue 17 keeps the bytes);
+    this measures what they would save."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from avsa_data import codecs
+    from avsa_data.samples import (
+        SampleConfig,
+        audio_scale_for,
+        audio_window,
+        plan_samples,
+        render_audio,
+        sample_viewpoints,
+    )
+
+    cfg = SampleConfig()
+    members: list[tuple[str, np.ndarray]] = []
+    n = 0
+    for video in videos:
+        foa = media.read_foa(media.find_audio_source(video), cfg.sr, cfg.ambi_format)
+        for plan in plan_samples(foa.shape[1] / cfg.sr, cfg):
+            n += 1
+            window = audio_window(foa, plan.times[0], cfg)
+            views = sample_viewpoints(cfg, video.stem, plan.index, window)
+            renders = [render_audio(window, v, cfg) for v in views]
+            scale = audio_scale_for(max([float(np.abs(window).max())] + [float(np.abs(a).max()) for r in renders
+                                                                           for a in r.values()]))
+            members += [("foa", window / scale)] + [(k, a / scale) for r in renders for k, a in r.items()]
+
+    def flac0(kind: str, a: np.ndarray) -> bytes:  # codecs.encode_flac with libFLAC's compression level 0
+        buf = io.BytesIO()
+        sf.write(buf, np.rint(a.T * 32768.0).astype(np.int16), cfg.sr, format="FLAC", subtype="PCM_16",
+                 compression_level=0.0)
+        return codecs._with_vorbis_comments(buf.getvalue(), codecs.flac_tags(kind))
+
+    ways = {
+        "flac_level5_today": lambda kind, a: codecs.encode_flac(a, cfg.sr, cfg.audio_bits, codecs.flac_tags(kind)),
+        "flac_level0": flac0,
+        "pcm16_raw": lambda kind, a: np.rint(a * 32768.0).astype("<i2").tobytes(),
+    }
+    cpu_ms: dict[str, list[float]] = {k: [] for k in ways}
+    size: dict[str, int] = {}
+    for _ in range(repeats):
+        for name, encode in ways.items():
+            t = cpu_s()
+            size[name] = sum(len(encode(kind, a)) for kind, a in members)
+            cpu_ms[name].append(1000 * (cpu_s() - t) / n)
+    return {"samples": n, "members_per_sample": len(members) // n,
+            **{k: {"cpu_ms_per_sample": round(statistics.median(v), 2), "kB_per_sample": round(size[k] / n / 1000, 1)}
+               for k, v in cpu_ms.items()}}
 
 
 _SOAK_CHILD = r"""
@@ -376,6 +501,12 @@ def main() -> None:
             return
     cpu = cpu_ratio(raw, work, videos[: args.cpu_videos], args.repeats, args.before)
     print("CPU ratio (plain 1-thread decode / shard -j 1):", json.dumps(cpu))
+    levers = audio_levers(videos[: args.cpu_videos], args.repeats)
+    today = levers["flac_level5_today"]["cpu_ms_per_sample"]
+    for name in ("flac_level0", "pcm16_raw"):  # what the job would cost with that audio encoding (not built)
+        saved = cpu["bytes"]["samples"] * (today - levers[name]["cpu_ms_per_sample"]) / 1000
+        levers[name]["projected_cpu_ratio"] = round(cpu["decode_cpu_s"] / (cpu["shard_cpu_s"] - saved), 3)
+    print("audio encodings (format changes, not built):", json.dumps(levers))
     rows: dict[str, dict] = {}
     for name, extra in ({} if args.skip_throughput else profiles).items():
         ratios, t_dec, t_sh = [], [], []
@@ -404,6 +535,7 @@ def main() -> None:
                     "video_kB_per_sample": "<= 150 (K=8, 8 frames of 112²)",
                     "container_overhead_pct": "<= 5"},
         "cpu_ratio_1_worker": cpu,
+        "audio_levers": levers,
         "soak": soak,
         "results": rows,
         "engine_scaling": scaling,

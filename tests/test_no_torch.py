@@ -9,9 +9,16 @@ import sys
 import avsa_data
 
 
+def run_fresh(code: str) -> None:
+    """Run ``code`` in a fresh interpreter; it must exit cleanly after printing ``ok``."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")
+
+
 def assert_imports_without_torch(modules: list[str]) -> None:
     """Import ``modules`` in a fresh interpreter and fail if torch came with them."""
-    code = (
+    run_fresh(
         "import importlib, sys\n"
         f"for m in {modules!r}:\n"
         "    importlib.import_module(m)\n"
@@ -19,9 +26,6 @@ def assert_imports_without_torch(modules: list[str]) -> None:
         "assert not bad, bad\n"
         "print('ok', len(sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("ok")
 
 
 def test_avsa_data_never_imports_torch():
@@ -53,3 +57,22 @@ def test_avsa_data_does_not_drive_training():
 def test_avsa_data_demo_command_imports_without_torch():
     """`avsa-data demo` loads its orchestrator without torch, so a missing [train] extra is one clear line."""
     assert_imports_without_torch(["cli.data_demo", "avsa_train.demo"])
+
+
+def test_default_shard_job_does_not_import_scipy():
+    """Importing scipy.fft costs a shard job ~0.3 CPU-s (issue 17): the default profile (virtual-mic stereo) must
+    render and describe its audio without it; HRIR renders import it where they need it."""
+    run_fresh(
+        "import sys\n"
+        "import numpy as np\n"
+        "import cli.data_shard, avsa_data.shards\n"
+        "from avsa_data.samples import SampleConfig, render_audio\n"
+        "from avsa_data.viewpoints import Viewpoint\n"
+        "cfg = SampleConfig()\n"
+        "cfg.binaural_meta()\n"
+        "out = render_audio(np.ones((4, 240), np.float32), Viewpoint(30.0, 10.0, 90.0, 90.0), cfg)\n"
+        "assert out['stereo'].shape == (2, 240), out\n"
+        "bad = sorted(k for k in sys.modules if k.split('.')[0] == 'scipy')\n"
+        "assert not bad, bad[:5]\n"
+        "print('ok')\n"
+    )

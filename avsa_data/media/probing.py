@@ -286,18 +286,19 @@ def probe(path: str | os.PathLike, scan_packets: bool = True) -> ProbeResult:
     return ProbeResult(str(p), fmt, dur, tuple(streams))
 
 
-def find_audio_source(video_path: str | os.PathLike) -> Path:
+def find_audio_source(video_path: str | os.PathLike, info: ProbeResult | None = None) -> Path:
     """The file holding a video's spatial audio: a same-stem sidecar (``.wav`` then ``.flac``) if one exists
     next to the video, else the video itself when it has an audio stream.
 
     A sidecar wins over the container's own track (containers beside a sidecar usually hold a stereo
-    preview). Raises :class:`MediaError` (``no_audio``) when there is neither.
+    preview). Raises :class:`MediaError` (``no_audio``) when there is neither. ``info``: :func:`probe`'s result
+    for ``video_path`` when the caller has it already (saves an ffmpeg start).
     """
     p = check_exists(video_path)
     sidecar = sidecar_audio(p)
     if sidecar is not None:
         return sidecar
-    if probe(p, scan_packets=False).has_audio:
+    if (info if info is not None else probe(p, scan_packets=False)).has_audio:
         return p
     raise MediaError(
         f"no audio: the container has no audio stream and there is no sidecar {p.stem}.wav/.flac", "no_audio", p
