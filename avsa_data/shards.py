@@ -66,7 +66,7 @@ from . import format as fmt
 from .events import AUTO_CLASSES, EventClasses, EventLabelError, EventOptions, load_video_events
 from .fsutil import atomic_write_bytes, read_json, sha256_file, tmp_path
 from .input_identity import same_content, video_identity
-from .jobcontrol import FolderBusy, die_with_parent, exclusive_lock
+from .jobcontrol import FolderBusy, die_with_parent, exclusive_lock, usable_cpus
 from .labels import BACKENDS, LabelBackend, LabelError, make_backend
 from .options import option
 from .samples import EncodedSample, SampleConfig, VideoInfo, iter_samples, needed_frames, plan_samples
@@ -436,7 +436,7 @@ def decoder_threads(workers: int, cores: int | None = None) -> int:
     (its decode of a second of video takes about half the CPU of building that second's sample); a many-core
     machine still gives the decoders the idle cores. The decoded pixels are the same whatever the count."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cpus()
     workers = max(1, int(workers))
     return max(1, (cores - workers) // workers)
 
