@@ -9,16 +9,15 @@ page-faults its buffers in again (about 1 250 minor faults and 2.7 ms of kernel 
 
 Memory stays bounded: at most :data:`TRIM_THRESHOLD_BYTES` of freed heap is kept above the live data, and
 blocks above :data:`MMAP_THRESHOLD_BYTES` (glibc's maximum) still go straight back to the kernel.
-``benchmarks/loader.py --soak`` records the worker's RSS over 10 000 items. The training process does the same
-on the CPU: a model's activations are large short-lived allocations too (measured on the demo's shards: an AVSA
-pre-training of 30 steps 47 → 41 s wall, 67 → 58 CPU-s; an AVSA-Bin evaluation ~90 → 77 s wall, system time
-49 → 37 s).
+``benchmarks/loader.py --soak`` records the worker's RSS over 10 000 items.
 
-A model's activations are larger still: at batch 32 × 4 views the video encoder's feature maps pass glibc's
-largest mmap threshold (32 MB), so every forward pass still faulted them in afresh (250 000 minor faults and
-0.5 s of kernel time per batch of the demo's AVC-Bin encoding). :func:`keep_freed_activations`, for the process
-that runs the model on the CPU, serves every size from the heap and keeps up to :data:`ACTIVATION_TRIM_BYTES`
-of it: the process stays at its peak working set, which each step reaches again anyway.
+A model's activations are large short-lived allocations too, and larger: at batch 32 × 4 views the video
+encoder's feature maps pass glibc's largest mmap threshold (32 MB), so with :func:`keep_freed_buffers` every
+forward pass still faulted them in afresh (250 000 minor faults and 0.5 s of kernel time per batch of the
+demo's AVC-Bin encoding). :func:`keep_freed_activations`, for the process that runs the model on the CPU, serves
+every size from the heap and keeps up to :data:`ACTIVATION_TRIM_BYTES` of it: the process stays at its peak
+working set, which each step reaches again anyway. A loader worker forked from that process gets the bounds
+above back from :func:`keep_freed_buffers`.
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ TRIM_THRESHOLD_BYTES = 128 * 2**20
 #: Freed heap kept by the model process (:func:`keep_freed_activations`): above one step's activations.
 ACTIVATION_TRIM_BYTES = 2**31 - 1  # mallopt takes a C int: 2 GiB
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+#: glibc's default limit on simultaneous mmap'ed blocks (``DEFAULT_MMAP_MAX``).
+_GLIBC_MMAP_MAX = 65536
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,8 +54,10 @@ def _set(*options: tuple[int, int]) -> bool:
 
 
 def keep_freed_buffers() -> bool:
-    """Set glibc's mmap and trim thresholds for this process (idempotent). False where there is no glibc."""
-    return _set((_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    """Set glibc's mmap and trim thresholds for this process (idempotent; blocks above the mmap threshold are
+    mmap'ed again even in a process forked after :func:`keep_freed_activations`). False where there is no glibc."""
+    return _set((_M_MMAP_MAX, _GLIBC_MMAP_MAX), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
+                (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
 
 
 def keep_freed_activations() -> bool:

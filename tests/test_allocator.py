@@ -11,8 +11,9 @@ CHILD = r"""
 import resource, sys
 import numpy as np
 from avsa_train import allocator
-if sys.argv[1] != "default":
-    assert getattr(allocator, sys.argv[1])() is True
+for mode in sys.argv[1].split(","):  # applied in order, as a model process and then its forked loader worker
+    if mode != "default":
+        assert getattr(allocator, mode)() is True
 SIZES_MB = [int(x) for x in sys.argv[2].split(",")]
 def item():  # an item's buffers: allocated, written, dropped together
     bufs = [np.ones(n * 2**20, np.uint8) for n in SIZES_MB]
@@ -47,3 +48,11 @@ def test_model_process_reuses_activations_above_the_mmap_limit():
     model_setting = faults("keep_freed_activations", activations)
     assert loader_setting > 500  # each block is mmap'ed afresh and faulted in again (huge pages: fewer faults)
     assert model_setting < 50
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_loader_worker_forked_from_the_model_process_gets_its_own_bounds_back():
+    # each block above the mmap threshold, together under the trim threshold: only mmap hands them back
+    blocks = "40,40"
+    worker = faults("keep_freed_activations,keep_freed_buffers", blocks)
+    assert worker > 200  # mmap'ed afresh each item, as in any loader worker (without the reset: 0)
