@@ -186,21 +186,21 @@ def decode_flac(data: bytes, shape: tuple[int, int] | None = None, sr: int | Non
     checked before decoding, and at most ``n + 1`` frames are decoded whatever the header claims.
     """
     try:
-        frames = -1
-        if shape is not None or sr is not None or bits is not None:
-            info = sf.info(io.BytesIO(data))
-            if info.format != "FLAC":
-                raise MemberError(f"not FLAC but {info.format}")
-            if shape is not None and (info.channels, info.frames) != tuple(shape):
-                raise MemberError(f"FLAC stream info says {info.channels} channels × {info.frames} samples, "
-                                  f"expected {shape[0]} × {shape[1]} (refused before decoding)")
-            if sr is not None and info.samplerate != sr:
-                raise MemberError(f"FLAC sample rate {info.samplerate} Hz, expected {sr} Hz")
-            if bits is not None and info.subtype != FLAC_SUBTYPES.get(bits):
-                raise MemberError(f"FLAC sample format {info.subtype}, expected {FLAC_SUBTYPES.get(bits)}")
-            if shape is not None:
-                frames = int(shape[1]) + 1  # one more than declared: a stream longer than its header shows
-        a, rate = sf.read(io.BytesIO(data), frames=frames, dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(data)) as f:  # one parse of the stream info, for the checks and the read
+            frames = -1
+            if shape is not None or sr is not None or bits is not None:
+                if f.format != "FLAC":
+                    raise MemberError(f"not FLAC but {f.format}")
+                if shape is not None and (f.channels, f.frames) != tuple(shape):
+                    raise MemberError(f"FLAC stream info says {f.channels} channels × {f.frames} samples, "
+                                      f"expected {shape[0]} × {shape[1]} (refused before decoding)")
+                if sr is not None and f.samplerate != sr:
+                    raise MemberError(f"FLAC sample rate {f.samplerate} Hz, expected {sr} Hz")
+                if bits is not None and f.subtype != FLAC_SUBTYPES.get(bits):
+                    raise MemberError(f"FLAC sample format {f.subtype}, expected {FLAC_SUBTYPES.get(bits)}")
+                if shape is not None:
+                    frames = int(shape[1]) + 1  # one more than declared: a stream longer than its header shows
+            a, rate = f.read(frames, dtype="float32", always_2d=True), f.samplerate
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise MemberError(f"not a readable FLAC ({_first_line(e)})") from None
     if shape is not None and a.shape[::-1] != tuple(shape):

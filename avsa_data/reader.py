@@ -181,9 +181,13 @@ def decode_meta(data: bytes | None) -> tuple[object, str | None]:
         return None, f"meta.json is not UTF-8 JSON ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
 
 
-def iter_tar(f: IO[bytes], where: str, size: int | None = None,
-             on_problem: ProblemSink | None = None) -> Iterator[tuple[str, bytes]]:
+def iter_tar(f: IO[bytes], where: str, size: int | None = None, on_problem: ProblemSink | None = None,
+             wanted: Callable[[str], bool] | None = None) -> Iterator[tuple[str, bytes | None]]:
     """``(name, bytes)`` of each regular file of the tar read sequentially from ``f``; ``f`` need not seek.
+
+    ``wanted`` (optional) is asked about each regular file's name: a member it refuses is passed over without
+    being read (a seek when ``f`` is a regular file, else read and dropped) and yielded as ``(name, None)``,
+    after the same header checks; its padding is not checked.
 
     The framing is checked block by block: each header's checksum and declared size (against ``size``, the
     file's length when known, and :data:`avsa_data.format.MAX_MEMBER_BYTES`), and the end: the archive must
@@ -195,6 +199,7 @@ def iter_tar(f: IO[bytes], where: str, size: int | None = None,
     offset = 0
     long_name: str | None = None
     pax: dict[str, str] = {}
+    seekable = wanted is not None and size is not None and _seekable(f)
 
     def fail(msg: str) -> ShardFormatError:
         return ShardFormatError(f"{where}: {msg}")
@@ -217,14 +222,21 @@ def iter_tar(f: IO[bytes], where: str, size: int | None = None,
         if block == _ZERO_BLOCK:
             _check_end(f, where, offset)
             return
-        try:
-            ti = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-        except tarfile.HeaderError as e:
-            raise fail(f"invalid tar header at byte {offset} ({e}): garbage, or a damaged archive") from None
-        extension = ti.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
-        name, length = ti.name, ti.size
+        plain = _plain_ustar_file(block)
+        if plain is not None:  # the common case, parsed without building a TarInfo
+            ti = None
+            name, length = plain
+            extension = False
+        else:
+            try:
+                ti = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+            except tarfile.HeaderError as e:
+                raise fail(f"invalid tar header at byte {offset} ({e}): garbage, or a damaged archive") from None
+            extension = ti.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME,
+                                    tarfile.GNUTYPE_LONGLINK)
+            name, length = ti.name, ti.size
         if not extension:  # a pax or GNU long-name header before this one applies to it
-            name = long_name if long_name is not None else pax.get("path", ti.name)
+            name = long_name if long_name is not None else pax.get("path", name)
             if "size" in pax:
                 length = int(pax["size"]) if pax["size"].isdigit() else -1
             long_name, pax = None, {}
@@ -247,10 +259,18 @@ def iter_tar(f: IO[bytes], where: str, size: int | None = None,
                     raise fail(f"malformed pax header at byte {data_at - _BLOCK}") from None
             elif ti.type == tarfile.GNUTYPE_LONGNAME:
                 long_name = payload.rstrip(b"\0").decode("utf-8", "surrogateescape")
-        elif ti.type in _FILE_TYPES:
+        elif ti is None or ti.type in _FILE_TYPES:
             if on_problem is not None and block != _canonical_or_none(name, length):
                 on_problem(None, f"the header of member {name!r} at byte {data_at - _BLOCK} is not the deterministic "
                                  f"one avsa-data shard writes (damaged, or rewritten by another tool)")
+            if wanted is not None and not wanted(name):
+                if seekable:
+                    f.seek(padded, os.SEEK_CUR)
+                else:
+                    _skip(read, padded, name)
+                offset += padded
+                yield name, None
+                continue
             data = read(length, f"member {name!r}") if length else b""
             pad = read(padded - length, f"the padding of member {name!r}")
             if on_problem is not None and pad.count(0) != len(pad):
@@ -262,6 +282,22 @@ def iter_tar(f: IO[bytes], where: str, size: int | None = None,
                 kind = _TYPE_NAMES.get(ti.type, f"of tar type {ti.type!r}")
                 on_problem(None, f"entry {name!r} is {kind}, not a regular file")
         offset += padded
+
+
+def _plain_ustar_file(block: bytes) -> tuple[str, int] | None:
+    """``(name, size)`` of a ustar header of a regular file without a name prefix whose checksum is right (what
+    ``avsa-data shard`` writes), read straight from the fields; ``None`` for anything else, which then goes
+    through :meth:`tarfile.TarInfo.frombuf` (and its errors)."""
+    if block[257:265] != b"ustar\x0000" or block[156] != 0x30 or block[345] != 0:
+        return None
+    try:
+        size = int(block[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        checksum = int(block[148:156].split(b"\0", 1)[0].strip() or b"-1", 8)
+    except ValueError:
+        return None
+    if checksum != sum(block[:148]) + 256 + sum(block[156:]) or size < 0:
+        return None
+    return block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape"), size
 
 
 def canonical_header(name: str, size: int) -> bytes:
@@ -286,6 +322,13 @@ def _regular_file_size(f: IO[bytes]) -> int | None:
         return st.st_size if stat.S_ISREG(st.st_mode) and f.tell() == 0 else None
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def _seekable(f: IO[bytes]) -> bool:
+    try:
+        return bool(f.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _skip(read: Callable[[int, str], bytes], n: int, name: str) -> None:
@@ -328,7 +371,8 @@ def _check_end(f: IO[bytes], where: str, offset: int) -> None:
 
 
 def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None, size: int | None = None,
-             on_problem: ProblemSink | None = None) -> Iterator[RawSample]:
+             on_problem: ProblemSink | None = None, wanted: Callable[[str], bool] | None = None,
+             ) -> Iterator[RawSample]:
     """Group a tar's members into samples by key (members of a sample are contiguous).
 
     ``fileobj`` may be a non-seekable stream (a pipe, an HTTP body); ``path`` then only names it in errors,
@@ -338,6 +382,10 @@ def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None, size: int | Non
     damage: reported to ``on_problem(key, message)`` and skipped (read on), or, without ``on_problem``, raised
     as :class:`ShardFormatError`. Entries that are not regular files are only reported. Damage to the tar
     framing always raises.
+
+    ``wanted`` (optional) is asked about each member's suffix (``m00.v01.jpg``): the members it refuses are
+    passed over unread (:func:`iter_tar`) and left out of the samples. A reader that needs only part of each
+    sample (a training loader) reads only that part; checking the whole sample is ``avsa-data verify``'s job.
     """
     path = str(path)
     if fileobj is None:
@@ -346,7 +394,7 @@ def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None, size: int | Non
         except OSError as e:
             raise ShardFormatError(f"{path}: cannot open ({e.strerror or e})") from e
         with f:
-            yield from iter_raw(path, f, os.fstat(f.fileno()).st_size, on_problem)
+            yield from iter_raw(path, f, os.fstat(f.fileno()).st_size, on_problem, wanted)
         return
 
     if size is None:
@@ -358,8 +406,9 @@ def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None, size: int | Non
         on_problem(key, msg)
 
     key, members, done = None, {}, set()
+    by_name = None if wanted is None else (lambda name: wanted(name[name.find(".", name.rfind("/") + 1) + 1:]))
     try:
-        for name, data in iter_tar(fileobj, path, size, on_problem):
+        for name, data in iter_tar(fileobj, path, size, on_problem, by_name):
             slash = name.rfind("/")
             dot = name.find(".", slash + 1)
             k, suffix = (name[:dot], name[dot + 1 :]) if dot >= 0 else (name, "")
@@ -374,6 +423,8 @@ def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None, size: int | Non
                 if k in done:
                     problem(k, "duplicate sample key: its members come back after other samples")
                 key, members = k, {}
+            if data is None:  # not wanted: passed over unread
+                continue
             if suffix in members:
                 problem(k, f"duplicate member {suffix}; the first one is kept")
                 continue

@@ -16,8 +16,9 @@ which makes ``--resume`` reproduce the uninterrupted run. After a resume at ``S`
 continues where it stopped; whole epochs are skipped by count (from ``manifest.json``) without reading them.
 Resuming with a different ``--workers``, world size, batch size or seed gives a different (still valid) order.
 
-Memory. Only the members a training item can use (its clips, its audio render, masks when asked) are kept in
-the shuffle buffer (:func:`prune_members`).
+Memory and I/O. Only the members a training item can use (its clips, its audio, masks when asked) are read and
+kept in the shuffle buffer (:func:`member_wanted`, :func:`prune_members`). FOA and mono renders of the drawn
+views are derived from the sample's one unrotated FOA (:data:`DERIVED_RENDERS`), not read per view.
 
 Augmentation is applied **consistently** across modalities: a horizontal flip reverses the crop columns and
 the masks, negates FOA Y, swaps stereo L/R, leaves mono unchanged (docs/CONVENTIONS.md §7) and negates the
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -41,7 +43,7 @@ from avsa_data import ambisonics, binaural, events, remote
 from avsa_data import format as fmt
 from avsa_data.fsutil import parse_json
 from avsa_data.jobcontrol import usable_cpus
-from avsa_data.reader import RawSample, iter_raw
+from avsa_data.reader import RawSample, ShardFormatError, iter_raw
 from avsa_data.rng import rng_for
 
 from . import allocator
@@ -151,6 +153,9 @@ class StreamConfig:
     with_masks: bool = False
     hfov_range: tuple[float, float] | None = None  # keep only bank views with hfov in range (segmentation)
     drop_last: bool = True
+    #: Ship the clips as uint8 with their colour transform and normalise them on the device, batched
+    #: (:func:`model_video`): the GPU path, where the loader workers are the bottleneck.
+    video_on_device: bool = False
 
     def __post_init__(self) -> None:
         if self.audio_format not in AUDIO_FORMATS:
@@ -188,35 +193,94 @@ def consumer_epoch_size(
     return len(range(consumer, n, consumers))
 
 
-def prune_members(s: RawSample, cfg: StreamConfig) -> RawSample:
-    """``s`` without the members ``decode_item(·, cfg)`` never reads (other renders, unused masks, equirect).
+#: Renders linear in the FOA (rotation, then a cardioid for mono): the loader derives them for every view from
+#: the one unrotated ``mMM.foa.flac`` (:func:`render_matrix`, :func:`view_audio`), one FLAC decode per
+#: moment instead of one per view; precomputed ``mMM.vKK.{foa,mono}.flac`` members are not read. Stereo
+#: (binaural: a convolution) is read precomputed when stored.
+DERIVED_RENDERS = ("foa", "mono")
 
-    The unrotated FOA is kept only when the wanted render was not precomputed (it is then derived from it).
-    """
+
+def member_wanted(cfg: StreamConfig) -> Callable[[str], bool]:
+    """Whether ``decode_item(·, cfg)`` may read the member with this suffix (``m00.v01.jpg``): ``meta.json``,
+    the clips, the unrotated FOA, the stored render when it is not derived (:data:`DERIVED_RENDERS`) and the
+    low-resolution masks when asked. The reader passes the others over unread (:func:`avsa_data.reader.iter_raw`)."""
     render, _ = AUDIO_FORMATS[cfg.audio_format]
-    stored = any(name.endswith(f".{render}.flac") and name.count(".") == 3 for name in s.members)
-    keep = {}
-    for name, data in s.members.items():
+    derived = render in DERIVED_RENDERS
+
+    def wanted(name: str) -> bool:
         parts = name.split(".")
-        if name == fmt.meta_member() or (len(parts) == 3 and parts[1].startswith("v") and parts[2] == "jpg"):
-            keep[name] = data  # meta.json, mMM.vKK.jpg
-        elif len(parts) == 4 and parts[2] == render and parts[3] == "flac":
-            keep[name] = data  # mMM.vKK.<render>.flac
-        elif len(parts) == 3 and parts[1] == "foa" and not stored:
-            keep[name] = data  # mMM.foa.flac, the source of a missing render
-        elif cfg.with_masks and len(parts) == 4 and parts[2] in ("seg56", "conf56"):
-            keep[name] = data
+        if name == fmt.meta_member():
+            return True
+        if len(parts) == 3:  # mMM.vKK.jpg, mMM.foa.flac (mMM.equirect.jpg is not read)
+            return (parts[1].startswith("v") and parts[2] == "jpg") or (parts[1] == "foa" and parts[2] == "flac")
+        if len(parts) == 4 and parts[3] == "flac":  # mMM.vKK.<render>.flac
+            return parts[2] == render and not derived
+        return cfg.with_masks and len(parts) == 4 and parts[2] in ("seg56", "conf56")
+
+    return wanted
+
+
+def prune_members(s: RawSample, cfg: StreamConfig) -> RawSample:
+    """``s`` without the members ``decode_item(·, cfg)`` never reads (:func:`member_wanted`), and without the
+    unrotated FOA when the wanted render is stored and not derived from it (stereo)."""
+    render, _ = AUDIO_FORMATS[cfg.audio_format]
+    wanted = member_wanted(cfg)
+    stored = render not in DERIVED_RENDERS and any(
+        name.endswith(f".{render}.flac") and name.count(".") == 3 for name in s.members)
+    keep = {name: data for name, data in s.members.items()
+            if wanted(name) and not (stored and name.count(".") == 2 and name.endswith(".foa.flac"))}
     pruned = RawSample(s.key, keep, s.shard)
     pruned.__dict__["meta"] = s.meta  # the decoded meta.json (a cached_property) carries over
     return pruned
 
 
+def render_matrix(meta: dict, view: int, render: str) -> np.ndarray:
+    """``[C, 4]`` float64: the linear map from the unrotated ambiX FOA (W, Y, Z, X) to ``render`` (``foa`` or
+    ``mono``, :data:`DERIVED_RENDERS`) of viewpoint ``view``: :func:`avsa_data.ambisonics.rotate_to_view`
+    (and :func:`~avsa_data.ambisonics.mono_render` of the rotated field) applied to the identity, so it is the
+    shard builder's own rendering written as a matrix."""
+    v = meta["viewpoints"][view]
+    rotation = ambisonics.rotate_to_view(np.eye(4), float(v["azimuth"]), float(v["elevation"]))
+    return rotation if render == "foa" else ambisonics.mono_render(rotation)[None]
+
+
+def view_audio(
+    s: RawSample, views: Sequence[int], moment: int, audio_format: str, flip: bool = False, gain: float = 1.0,
+) -> np.ndarray:
+    """``[V, C, n]`` float32 audio of the viewpoints ``views`` at ``moment``, mirrored when ``flip``
+    (:data:`AUDIO_MIRRORS`) and scaled by ``gain``.
+
+    FOA and mono (:data:`DERIVED_RENDERS`) come from the moment's unrotated FOA, decoded once: rotation,
+    mirror and gain of every view are folded into one ``[V·C, 4]`` matrix (:func:`render_matrix`) and applied
+    in one product. Stereo is the stored render of each view (or, when not stored, rendered from the FOA as
+    :meth:`avsa_data.reader.RawSample.audio` does).
+    """
+    render, channels = AUDIO_FORMATS[audio_format]
+    mirror = AUDIO_MIRRORS[audio_format]
+    if render not in DERIVED_RENDERS:
+        first = s.audio(views[0], moment, render)
+        out = np.empty((len(views), *first.shape), np.float32)
+        for j, k in enumerate(views):
+            a = first if j == 0 else s.audio(k, moment, render)
+            np.multiply(mirror(a) if flip else a, np.float32(gain), out=out[j])
+        return out
+    for k in views:
+        if not 0 <= k < s.num_views:
+            raise ShardFormatError(f"{s.where()}: no viewpoint {k} (the bank has {s.num_views})")
+    mats = [render_matrix(s.meta, k, render) for k in views]  # [C, 4] each; the mirror acts on the rows
+    stacked = np.concatenate([mirror(m) if flip else m for m in mats]) * gain
+    foa = s.foa(moment)
+    return (stacked.astype(np.float32) @ foa).reshape(len(views), channels, foa.shape[1])
+
+
 def iter_epoch_raw(
-    urls: Sequence[str], epoch: int, seed: int, consumer: int, consumers: int, shuffle: bool, buffer: int, keep=None
+    urls: Sequence[str], epoch: int, seed: int, consumer: int, consumers: int, shuffle: bool, buffer: int, keep=None,
+    wanted: Callable[[str], bool] | None = None,
 ) -> Iterator[RawSample]:
     """Raw samples of one consumer for one epoch (a partition of the epoch across consumers).
 
-    ``keep`` (optional) maps each sample before it enters the shuffle buffer (e.g. :func:`prune_members`).
+    ``keep`` (optional) maps each sample before it enters the shuffle buffer (e.g. :func:`prune_members`);
+    ``wanted`` (optional, e.g. :func:`member_wanted`) names the members worth reading at all.
     """
     mine, subsplit = consumer_shards(urls, epoch, seed, consumer, consumers, shuffle)
 
@@ -224,7 +288,7 @@ def iter_epoch_raw(
         i = 0
         for u in mine:
             with open_url(u) as f:
-                for s in iter_raw(u, f):
+                for s in iter_raw(u, f, wanted=wanted):
                     if not subsplit or i % consumers == consumer:
                         yield s if keep is None else keep(s)
                     i += 1
@@ -287,42 +351,56 @@ def colour_jitter(clip: np.ndarray, rng: np.random.Generator, strength: float = 
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _finish_video(
-    clips: list[list[np.ndarray]], jitter: tuple[np.ndarray, np.ndarray] | None, flip: bool
-) -> np.ndarray:
+def colour_transform(jitter: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """The colour jitter (:func:`_jitter_affine`, or ``None``) and the normalisation as one ``[3, 4]`` float32
+    transform of uint8 RGB: normalised ``y = clip(A·x + k·mean(x) + shift, lo, hi)`` with ``A = T[:, :3]``,
+    ``k = T[:, 3]``, ``x`` in 0..255 and ``mean(x)`` over the clip's ``[T, H, W, 3]`` values (the contrast
+    pivot), ``shift``/``lo``/``hi`` the normalised images of 0 and 1 (:func:`_normalised_bounds`). The scaling
+    by 1/255 and :data:`VIDEO_MEAN`/:data:`VIDEO_STD` are folded in, so the clip to [0, 1] of the jittered
+    colour becomes a clip to ``[lo, hi]`` (no jitter: ``k = 0`` and the clip changes nothing)."""
+    scale = 1.0 / np.array(VIDEO_STD, np.float64)
+    out = np.zeros((3, 4), np.float64)
+    if jitter is None:
+        out[:, :3] = np.diag(scale / 255.0)
+    else:
+        out[:, :3] = jitter[0] * scale[:, None] / 255.0
+        out[:, 3] = jitter[1] * scale / 255.0
+    return out.astype(np.float32)
+
+
+def _normalised_bounds() -> tuple[np.ndarray, np.ndarray]:
+    """(``shift`` = ``lo``, ``hi``) float64: the normalised values of colour 0 and 1 per channel."""
+    std = np.array(VIDEO_STD, np.float64)
+    lo = -np.array(VIDEO_MEAN, np.float64) / std
+    return lo, lo + 1.0 / std
+
+
+def _finish_video(clips: list[list[np.ndarray]], colour: np.ndarray, flip: bool) -> np.ndarray:
     """``[M][V]`` uint8 ``[T, H, W, 3]`` clips → ``[M, V, 3, T, H, W]`` float32, in one pass per colour plane.
 
-    Per clip: scale to [0, 1], colour-jitter with the fused affine ``jitter`` and clip to [0, 1], mirror the
-    columns when ``flip``, normalise with :data:`VIDEO_MEAN`/:data:`VIDEO_STD`; written straight into the
-    channels-first output. The scaling and the normalisation are folded into the 3×3 matrix, and the clip to
-    [0, 1] becomes a clip to the normalised bounds of [0, 1] (the same result, fewer passes over the pixels).
+    Per clip: the colour transform ``colour`` (:func:`colour_transform`: jitter and normalisation), the
+    columns mirrored when ``flip``; written straight into the channels-first output. The worker-side twin of
+    :func:`model_video` (same transform, numpy instead of torch).
     """
     m_, v_ = len(clips), len(clips[0])
     t, h, w, _ = clips[0][0].shape
     out = np.empty((m_, v_, 3, t, h, w), np.float32)
     tmp = np.empty((t, h, w), np.float32)
     planes = np.empty((3, t, h, w), np.float32)  # one clip's R, G, B as float, reused for every clip
-    std = np.array(VIDEO_STD, np.float64)
-    scale = 1.0 / std
-    shift = -np.array(VIDEO_MEAN, np.float64) / std
-    if jitter is None:
-        a = (np.diag(scale) / 255.0).astype(np.float32)
-    else:
-        a = (jitter[0] * scale[:, None] / 255.0).astype(np.float32)
-        lo, hi = shift.astype(np.float32), (scale + shift).astype(np.float32)
+    shift, hi = _normalised_bounds()
+    a, k = colour[:, :3], colour[:, 3].astype(np.float64)
+    jittered = not np.array_equal(colour, colour_transform(None))
+    lo32, hi32 = shift.astype(np.float32), hi.astype(np.float32)
     for m, row in enumerate(clips):
         for v, x in enumerate(row):
-            offset = shift
-            if jitter is not None:  # the contrast pivots on the mean of this clip (after the brightness)
-                offset = jitter[1] * scale * (float(x.sum(dtype=np.uint64)) / (255.0 * x.size)) + shift
-            offset = offset.astype(np.float32)
+            offset = (k * float(x.sum(dtype=np.uint64)) / x.size + shift).astype(np.float32)
             if flip:
                 x = x[:, :, ::-1]
             for ch in range(3):
                 np.copyto(planes[ch], x[..., ch], casting="unsafe")  # uint8 → float32, exact
             for ch in range(3):
                 o = out[m, v, ch]
-                if jitter is None:
+                if not jittered:
                     np.multiply(planes[ch], a[ch, ch], out=o)
                     o += offset[ch]
                     continue
@@ -331,20 +409,56 @@ def _finish_video(
                     np.multiply(planes[src], a[ch, src], out=tmp)
                     o += tmp
                 o += offset[ch]
-                np.clip(o, lo[ch], hi[ch], out=o)
+                np.clip(o, lo32[ch], hi32[ch], out=o)
     return out
+
+
+def _stack_clips(clips: list[list[np.ndarray]], flip: bool) -> np.ndarray:
+    """``[M][V]`` uint8 ``[T, H, W, 3]`` clips → one ``[M, V, T, H, W, 3]`` uint8 array, mirrored when ``flip``
+    (``cv2.flip`` of the clip as one ``[T·H, W, 3]`` image: 20× faster than a reversed-stride copy)."""
+    t, h, w, c = clips[0][0].shape
+    out = np.empty((len(clips), len(clips[0]), t, h, w, c), np.uint8)
+    for m, row in enumerate(clips):
+        for v, x in enumerate(row):
+            if flip:
+                cv2.flip(x.reshape(t * h, w, c), 1, dst=out[m, v].reshape(t * h, w, c))
+            else:
+                out[m, v] = x
+    return out
+
+
+def model_video(batch: dict, device: torch.device) -> torch.Tensor:
+    """``batch["video"]`` on ``device`` as the model takes it, ``[B, M, V, 3, T, H, W]`` float32 normalised.
+
+    A stream with ``video_on_device`` ships uint8 ``[B, M, V, T, H, W, 3]`` clips and each item's colour
+    transform ``colour [B, 3, 4]`` (:func:`colour_transform`); they are applied here, on the device and for
+    the whole batch (4× less to copy to a GPU, and no float conversion in the loader workers).
+    """
+    video = batch["video"].to(device, non_blocking=True)
+    if video.dtype != torch.uint8:
+        return video
+    colour = batch["colour"].to(device, non_blocking=True)
+    b, m, v, t, h, w, _ = video.shape
+    x = video.permute(0, 1, 2, 6, 3, 4, 5).float().reshape(b, m, v, 3, t * h * w)  # channels first
+    mean = x.mean(dim=(-2, -1))  # [B, M, V]: the contrast pivot of each clip, in 0..255
+    shift, hi = (torch.tensor(z, dtype=torch.float32, device=device) for z in _normalised_bounds())
+    out = colour[:, None, None, :, :3] @ x  # [B, M, V, 3, T·H·W]
+    out += (colour[:, None, None, :, 3] * mean[..., None] + shift)[..., None]
+    out = torch.maximum(torch.minimum(out, hi[:, None]), shift[:, None])
+    return out.view(b, m, v, 3, t, h, w)
 
 
 def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
     """Decode and augment one sample into numpy arrays.
 
-    Returns ``video [M, V, 3, T, H, W]`` float32 (normalised), ``audio [M, V, C, n]`` float32 waveforms,
+    Returns ``video [M, V, 3, T, H, W]`` float32 (normalised; with ``cfg.video_on_device`` the uint8 clips
+    ``[M, V, T, H, W, 3]`` and their ``colour [3, 4]`` transform instead, see :func:`model_video`),
+    ``audio [M, V, C, n]`` float32 waveforms,
     optional ``seg``/``conf`` ``[M, V, 56, 56]`` (int64 ids, float confidence), optional ``events`` (``[M][V]``
     lists of :func:`avsa_data.events.view_events` dicts, azimuths negated when flipped), ``views [V]`` bank
     indices, ``flip`` (bool) and ``key``.
     """
     meta = s.meta
-    render, _ = AUDIO_FORMATS[cfg.audio_format]
     rng = rng_for(cfg.seed, "augment", epoch, s.key)
     bank = list(range(len(meta["viewpoints"])))
     if cfg.hfov_range is not None:
@@ -361,21 +475,19 @@ def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
     flip = cfg.train and rng.random() < cfg.flip_p
     gain = 1.0 + (rng.uniform(-cfg.volume_jitter, cfg.volume_jitter) if cfg.train else 0.0)
 
-    decoded = [[s.audio(k, m, render) for k in views] for m in moments]
-    audio = np.empty((len(moments), len(views), *decoded[0][0].shape), np.float32)
-    mirror = AUDIO_MIRRORS[cfg.audio_format] if flip else None
-    for i, row in enumerate(decoded):
-        for j, a in enumerate(row):
-            np.multiply(a if mirror is None else mirror(a), np.float32(gain), out=audio[i, j])
-    jitter = _jitter_affine(rng, COLOUR_JITTER, HUE_JITTER) if cfg.train and cfg.color_jitter else None
-    video = _finish_video([[s.clip(k, m) for k in views] for m in moments], jitter, flip)
+    audio = np.stack([view_audio(s, views, m, cfg.audio_format, flip, gain) for m in moments])
+    colour = colour_transform(_jitter_affine(rng, COLOUR_JITTER, HUE_JITTER) if cfg.train and cfg.color_jitter
+                              else None)
+    clips = [[s.clip(k, m) for k in views] for m in moments]
     item = {
-        "video": video,
+        "video": _stack_clips(clips, flip) if cfg.video_on_device else _finish_video(clips, colour, flip),
         "audio": audio,
         "views": np.array(views),
         "flip": flip,
         "key": s.key,
     }
+    if cfg.video_on_device:
+        item["colour"] = colour
     if cfg.with_events:
         item["events"] = [[events.mirror(s.events(k, m)) if flip else s.events(k, m) for k in views] for m in moments]
     if cfg.with_masks:
@@ -395,6 +507,8 @@ def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
 
 def collate(items: list[dict]) -> dict:
     out = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in ("video", "audio", "views")}
+    if "colour" in items[0]:
+        out["colour"] = torch.from_numpy(np.stack([it["colour"] for it in items]))
     out["flip"] = torch.tensor([it["flip"] for it in items])
     out["key"] = [it["key"] for it in items]
     if "events" in items[0]:
@@ -472,11 +586,13 @@ class ShardStream(IterableDataset):
         """(epoch, raw sample) pairs of this consumer, epoch after epoch, after the first ``skip`` ones.
 
         Whole epochs inside ``skip`` are passed over without reading when the shard sizes are known.
-        ``prune``: drop the members this stream's items never use (:func:`prune_members`).
+        ``prune``: leave unread, or drop, the members this stream's items never use (:func:`member_wanted`,
+        :func:`prune_members`).
         """
         c, C, _ = self._consumer()
         cfg = self.cfg
         keep = (lambda s: prune_members(s, cfg)) if prune else None
+        wanted = member_wanted(cfg) if prune else None
         epochs = itertools.count(self.start_epoch) if self.infinite else iter([self.start_epoch])
         for e in epochs:
             if skip and self.sizes is not None:
@@ -485,7 +601,7 @@ class ShardStream(IterableDataset):
                     skip -= n
                     continue
             n = 0
-            for s in iter_epoch_raw(self.urls, e, cfg.seed, c, C, cfg.train, cfg.shuffle_buffer, keep):
+            for s in iter_epoch_raw(self.urls, e, cfg.seed, c, C, cfg.train, cfg.shuffle_buffer, keep, wanted):
                 n += 1
                 if skip:
                     skip -= 1
@@ -513,6 +629,17 @@ def auto_workers(world_size_on_node: int = 1) -> int:
     return max(1, min(8, usable_cpus() // max(1, world_size_on_node) - 1))
 
 
+def loader_worker_init(worker_id: int) -> None:
+    """``DataLoader(worker_init_fn=...)``: the settings of a loader worker process. glibc keeps freed decode
+    buffers (:func:`avsa_train.allocator.worker_init`), and numpy's BLAS runs on one thread: a worker is one
+    core's share, and an idle OpenBLAS pool spin-waits after each small matrix product (the renders'
+    rotations), which doubled a worker's CPU time per item in ``benchmarks/loader.py``."""
+    from threadpoolctl import threadpool_limits
+
+    allocator.worker_init(worker_id)
+    threadpool_limits(1, user_api="blas")
+
+
 def make_loader(stream: ShardStream, num_workers: int = 2, pin_memory: bool | None = None, seed: int = 0) -> DataLoader:
     """A DataLoader over worker-side batches (``batch_size=None``), pinned when CUDA is available.
 
@@ -529,7 +656,7 @@ def make_loader(stream: ShardStream, num_workers: int = 2, pin_memory: bool | No
         persistent_workers=False,
         prefetch_factor=4 if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(int(seed)),
-        worker_init_fn=allocator.worker_init if num_workers > 0 else None,  # reuse freed decode buffers
+        worker_init_fn=loader_worker_init if num_workers > 0 else None,
     )
 
 

@@ -58,6 +58,7 @@ from avsa_train.data import (
     expand_urls,
     has_manifest,
     make_loader,
+    model_video,
     peek_meta,
     shard_sizes,
     split_urls,
@@ -95,9 +96,11 @@ def build_model(cfg: PretrainConfig) -> AVSAModel:
     return model_for_config(cfg.as_dict())
 
 
-def stream_config(cfg: PretrainConfig) -> StreamConfig:
-    """The data pipeline's configuration for ``cfg`` (training: shuffled and augmented)."""
+def stream_config(cfg: PretrainConfig, device: torch.device | None = None) -> StreamConfig:
+    """The data pipeline's configuration for ``cfg`` (training: shuffled and augmented). On a CUDA ``device``
+    the clips travel as uint8 and are normalised there (:func:`avsa_train.data.model_video`)."""
     return StreamConfig(
+        video_on_device=device is not None and device.type == "cuda",
         views=cfg.viewpoints,
         moments=cfg.moments,
         audio_format=cfg.audio_format,
@@ -188,7 +191,7 @@ def train_step(
 ) -> StepOutput:
     """The pre-training step given to :func:`avsa_train.fit.fit`: the batch to ``device`` and the task's loss
     (:func:`compute_loss`; ``amp``: the forward pass in mixed precision), with its metrics for the log."""
-    video = batch["video"].to(device, non_blocking=True)
+    video = model_video(batch, device)
     audio = batch["audio"].to(device, non_blocking=True)
     result = compute_loss(net, video, audio, cfg, negatives, amp)
     return StepOutput(result.loss, metrics=result.metrics)
@@ -390,8 +393,8 @@ class StageBatches:
     """The batches of each epoch for :func:`avsa_train.fit.fit`: one loader per stage (the AVC stage of a
     curriculum, then the run's task), resumed at the steps done, cut at the epoch's last step."""
 
-    def __init__(self, cfg: PretrainConfig, data: RunData, info: D.DistInfo):
-        self.cfg, self.data, self.info = cfg, data, info
+    def __init__(self, cfg: PretrainConfig, data: RunData, info: D.DistInfo, device: torch.device):
+        self.cfg, self.data, self.info, self.device = cfg, data, info, device
         self.stage: PretrainConfig | None = None
         self._it = None
 
@@ -407,7 +410,8 @@ class StageBatches:
     def _loader(self, stage: PretrainConfig, done: int):
         """Batches of ``stage``'s stream after ``done`` steps of it (the data order of an uninterrupted run)."""
         d, info = self.data, self.info
-        stream = ShardStream(d.urls, stream_config(stage), rank=info.rank, world_size=info.world_size, sizes=d.sizes)
+        stream = ShardStream(d.urls, stream_config(stage, self.device), rank=info.rank, world_size=info.world_size,
+                             sizes=d.sizes)
         stream.resume_at(0, done)
         return iter(make_loader(stream, num_workers=self.cfg.workers, seed=self.cfg.seed))
 
@@ -449,7 +453,7 @@ def _train(
     """Steps up to the schedule's total through :func:`avsa_train.fit.fit`: logs every ``log_every`` steps,
     checkpoints every ``checkpoint_every`` steps and at the end. Returns the last logged metrics."""
     sched, total = data.sched, data.sched.total
-    stages = StageBatches(cfg, data, info)
+    stages = StageBatches(cfg, data, info, device)
     ckpt = Checkpointer(ckpt_path, cfg, tr, sched, info)
     rate = SampleRate(tr.step)
     last: dict = {}

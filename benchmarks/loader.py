@@ -6,36 +6,46 @@
 Both sides produce the same training item, in one process (samples per second **per worker**), alternately
 (A B A B …) with the ratio taken pair by pair:
 
-* **shards** (avsa): read the next sample from a shard and drop the members the item never reads (as
-  ``ShardStream`` does: ``prune_members``), draw V of its K = 8 viewpoints, decode their JPEG clips and FLAC
-  renders, colour-jitter / flip / volume-jitter and normalise (``avsa_train.data.decode_item``).
+* **shards** (avsa): read the next sample from a shard, passing over the members the item never reads (as
+  ``ShardStream`` does: ``member_wanted``, ``prune_members``), draw V of its K = 8 viewpoints, decode their
+  JPEG clips and the moment's unrotated FOA, rotate it to each view (``DERIVED_RENDERS``), colour-jitter /
+  flip / volume-jitter and normalise (``avsa_train.data.decode_item``). Two paths, each paired with the same
+  round's baseline: **CPU training** (the worker makes normalised float32 clips) and **GPU training**
+  (``video_on_device``: the worker ships uint8 clips and a 3×4 colour transform; ``model_video`` applies them
+  on the device for the whole batch; its cost, measured here on the CPU, is reported beside as
+  ``device_normalisation``).
 * **on the fly** (what the reference's data loader does for every sample): seek into the mp4 and decode the
   0.5 s window at 16 fps with one ffmpeg call (``-ss`` before ``-i``: a keyframe seek, not a decode from the
   start), decode the 1 s audio window the same way, sample V viewpoints, take V NFOV crops of 8 frames
   (one precomputed grid per view, vectorised over frames), rotate the FOA and render mono and stereo for each
   view. It uses the same optimised avsa_data functions as the shard builder, so it is not a straw man.
 
+The timed process runs with the settings of a ``make_loader`` worker (``--process-settings worker``,
+``avsa_train.data.loader_worker_init``: glibc reuses freed decode buffers instead of faulting them in again,
+and numpy's BLAS runs on one thread, whose idle pool would otherwise spin on the second core), for both
+sides; ``--process-settings default`` keeps the libraries' defaults (as the results before issue 17's loader
+pass were measured).
 Each timed run also records the CPU seconds it used (this process + the ffmpeg children it waited for): on a
 shared machine the wall-clock ratio moves with the neighbours' load, the CPU cost per sample much less. Note
 that ffmpeg decodes with several threads, so the on-the-fly side can use more than one core per worker. The
-shard side's minor page faults and system CPU per sample are recorded too: each item is dropped as soon as it
-is made, and glibc hands the freed multi-MB buffers back to the kernel, so the next item faults its pages in
-again (kernel time that a worker holding a batch pays less of).
+shard side's minor page faults and system CPU per sample are recorded too.
 
 After the paired runs, one instrumented pass over each side splits the CPU time per sample into stages
 (``breakdown_cpu_ms_per_sample``; stages are timed separately, so this is a guide to where the time goes, not a
 second measurement of the ratio):
 
-* shards: ``read`` (tar members of one sample, pruned), ``jpeg`` (V clips), ``flac`` (V renders, incl. the
-  ``audio_scale`` multiply), ``video_float`` (uint8 → normalised float32 with the fused colour jitter and flip,
-  channels-first), ``rest`` (``decode_item`` minus the three decoding stages: draws, audio gain and flip, and
-  the cold-cache cost of the first decode, since the stages are re-timed on the same sample after it);
+* shards: ``read`` (tar members of one sample, the unwanted ones seeked over), ``jpeg`` (V clips), ``flac``
+  (the unrotated FOA, its ``audio_scale`` multiply, and the V rotations, flip and gain as one matrix
+  product), ``video_float`` (uint8 → normalised float32 with the fused colour jitter and flip, channels-first;
+  GPU path: ``video_uint8``, the flipped uint8 clips stacked), ``rest`` (``decode_item`` minus those stages:
+  draws, and the cold-cache cost of the first decode, since the stages are re-timed on the same sample after it);
 * on the fly: ``ffmpeg_video`` (seek + decode 8 frames), ``ffmpeg_audio`` (seek + decode 1 s of FOA),
   ``crops`` (V NFOV crops), ``audio_render`` (V rotations + mono + stereo renders).
 
 Then ``allocator_ab`` runs the shard side's worker loop (read + ``decode_item``) in fresh processes with glibc's
 default allocator thresholds and with ``avsa_train.allocator.keep_freed_buffers`` (what ``make_loader``'s workers
-use), alternately, and ``--soak N`` runs N items in one such worker, recording its RSS every N/20 items.
+use), alternately (both with one BLAS thread, as a worker), and ``--soak N`` runs N items in one such worker,
+recording its RSS every N/20 items.
 
 Writes benchmarks/results/loader.json.
 """
@@ -52,6 +62,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,11 +122,12 @@ def shard_breakdown(urls: list[str], cfg, n: int) -> dict:
     sample (``rest`` = ``decode_item`` minus those stages, so the total is read + ``decode_item``)."""
     from avsa_train import data as D
 
-    render = D.AUDIO_FORMATS[cfg.audio_format][0]
-    clock = dict.fromkeys(("read", "jpeg", "flac", "video_float", "decode_item"), 0.0)
+    video_stage = "video_uint8" if cfg.video_on_device else "video_float"
+    clock = dict.fromkeys(("read", "jpeg", "flac", video_stage, "decode_item"), 0.0)
     def forever():  # the shards again from the start when ``n`` exceeds their samples, as the timed runs do
         while True:
-            yield from D.iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, keep=lambda s: D.prune_members(s, cfg))
+            yield from D.iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, keep=lambda s: D.prune_members(s, cfg),
+                                         wanted=D.member_wanted(cfg))
 
     it = forever()
     for _ in range(n):
@@ -127,34 +139,40 @@ def shard_breakdown(urls: list[str], cfg, n: int) -> dict:
         views = item["views"].tolist()
         clips = [[s.clip(k, 0) for k in views]]
         t3 = time.process_time()
-        for k in views:
-            s.audio(k, 0, render)
+        D.view_audio(s, views, 0, cfg.audio_format, True, 1.05)
         t4 = time.process_time()
-        D._finish_video(clips, D._jitter_affine(np.random.default_rng(0), D.COLOUR_JITTER, D.HUE_JITTER), True)
+        if cfg.video_on_device:
+            D._stack_clips(clips, True)
+        else:
+            D._finish_video(clips, D.colour_transform(D._jitter_affine(np.random.default_rng(0), D.COLOUR_JITTER,
+                                                                        D.HUE_JITTER)), True)
         t5 = time.process_time()
         del item, clips  # as the timed runs, which drop each item before the next one
         for k, dt in (("read", t1 - t0), ("decode_item", t2 - t1), ("jpeg", t3 - t2), ("flac", t4 - t3),
-                      ("video_float", t5 - t4)):
+                      (video_stage, t5 - t4)):
             clock[k] += dt
     ms = {k: 1000 * v / n for k, v in clock.items()}
-    ms["rest"] = ms.pop("decode_item") - ms["jpeg"] - ms["flac"] - ms["video_float"]
+    ms["rest"] = ms.pop("decode_item") - ms["jpeg"] - ms["flac"] - ms[video_stage]
     return _rounded_with_total(ms)
 
 
 _CHILD = r"""
 import json, resource, sys, time
 sys.path[:0] = [{root!r}]
-if {keep}:
+from avsa_train.data import StreamConfig, decode_item, iter_epoch_raw, member_wanted, prune_members
+from threadpoolctl import threadpool_limits
+threadpool_limits(1, user_api="blas")  # as a loader worker (after numpy's import: it limits loaded libraries)
+if {keep}:  # the A/B: glibc's thresholds
     from avsa_train.allocator import keep_freed_buffers
     keep_freed_buffers()
-from avsa_train.data import StreamConfig, decode_item, iter_epoch_raw, prune_members
 cfg = StreamConfig(views={views}, audio_format="ambi", batch_size=1, shuffle_buffer=1)
 urls, n, soak_every = {urls!r}, {n}, {soak_every}
 def rss_mb():
     return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
 def items():
     while True:
-        yield from iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, keep=lambda s: prune_members(s, cfg))
+        yield from iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, keep=lambda s: prune_members(s, cfg),
+                                  wanted=member_wanted(cfg))
 it = items()
 for _ in range(10):  # warm up: imports, first-touch of the caches
     decode_item(next(it), cfg, 0)
@@ -191,6 +209,26 @@ def allocator_ab(urls: list[str], views: int, n: int, repeats: int) -> dict:
     return {"items": n, "rounds": repeats, **med, "cpu_default_over_keep_median": round(statistics.median(ratio), 3)}
 
 
+def device_normalisation_cost(urls: list[str], cfg, batch: int = 8, rounds: int = 5) -> dict:
+    """CPU ms per item of :func:`avsa_train.data.model_video` on batches of ``batch`` uint8 items, here on the
+    CPU (torch's threads): the work the GPU path moves out of the loader workers onto the device."""
+    import torch
+
+    from avsa_train import data as D
+
+    it = D.iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, keep=lambda s: D.prune_members(s, cfg),
+                          wanted=D.member_wanted(cfg))
+    b = D.collate([D.decode_item(next(it), cfg, 0) for _ in range(batch)])
+    D.model_video(b, torch.device("cpu"))  # warm-up
+    times = []
+    for _ in range(rounds):
+        c0 = cpu_s()
+        D.model_video(b, torch.device("cpu"))
+        times.append(1000 * (cpu_s() - c0) / batch)
+    return {"batch": batch, "cpu_ms_per_item_median": round(statistics.median(times), 2),
+            "torch_threads": torch.get_num_threads()}
+
+
 def _rounded_with_total(ms: dict) -> dict:
     out = {k: round(v, 2) for k, v in ms.items()}
     out["total"] = round(sum(ms.values()), 2)
@@ -207,9 +245,17 @@ def main() -> None:
     ap.add_argument("--result", type=Path, default=HERE / "results" / "loader.json", help="JSON to write")
     ap.add_argument("--soak", type=int, default=10_000, help="items of the loader-worker soak (0: none)")
     ap.add_argument("--allocator-items", type=int, default=200, help="items per allocator A/B run (0: none)")
+    ap.add_argument("--process-settings", choices=["worker", "default"], default="worker",
+                    help="settings of the timed process (both sides): 'worker' = those of a make_loader worker "
+                         "(avsa_train.data.loader_worker_init: glibc keeps freed buffers, numpy's BLAS on one "
+                         "thread), 'default' = glibc's and OpenBLAS's defaults")
     args = ap.parse_args()
+    if args.process_settings == "worker":
+        from avsa_train.data import loader_worker_init
 
-    from avsa_train.data import StreamConfig, decode_item, iter_epoch_raw, prune_members
+        loader_worker_init(0)
+
+    from avsa_train.data import StreamConfig, decode_item, iter_epoch_raw, member_wanted, prune_members
 
     work = args.work or Path(tempfile.mkdtemp(prefix="avsa-loader-"))
     raw, shards = work / "raw", work / "shards_loader"
@@ -227,21 +273,24 @@ def main() -> None:
     times = [0.5 + 0.5 * i for i in range(int((args.duration - 1) / 0.5) + 1)]
     jobs = [(v, t) for t in times for v in videos][: args.samples]
 
-    faults: list[tuple[float, float]] = []  # (minor page faults, system CPU ms) per sample, shard side
+    paths = {"cpu_training": cfg, "gpu_training": replace(cfg, video_on_device=True)}
+    faults: dict[str, list] = {p: [] for p in paths}  # (minor page faults, system CPU ms) per sample, shard side
 
-    def run_shards() -> tuple[float, float]:
+    def run_shards(path: str) -> tuple[float, float]:
+        c = paths[path]
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0, c0 = time.perf_counter(), cpu_s()
         n = 0
         while n < args.samples:
-            for s in iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, keep=lambda s: prune_members(s, cfg)):
-                decode_item(s, cfg, 0)
+            for s in iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, keep=lambda s: prune_members(s, c),
+                                    wanted=member_wanted(c)):
+                decode_item(s, c, 0)
                 n += 1
                 if n >= args.samples:
                     break
         wall, cpu = time.perf_counter() - t0, cpu_s() - c0
         r1 = resource.getrusage(resource.RUSAGE_SELF)
-        faults.append(((r1.ru_minflt - r0.ru_minflt) / n, 1000 * (r1.ru_stime - r0.ru_stime) / n))
+        faults[path].append(((r1.ru_minflt - r0.ru_minflt) / n, 1000 * (r1.ru_stime - r0.ru_stime) / n))
         return n / wall, cpu / n
 
     def run_fly() -> tuple[float, float]:
@@ -250,16 +299,12 @@ def main() -> None:
             on_the_fly_item(v, t, args.views, 0, w, h)
         return len(jobs) / (time.perf_counter() - t0), (cpu_s() - c0) / len(jobs)
 
-    ratios, cpu_ratios, a, b, ca, cb = [], [], [], [], [], []
+    rows: dict[str, list] = {p: [] for p in (*paths, "on_the_fly")}  # (samples/s, CPU s per sample) per round
     mach = machine()
-    for _ in range(args.repeats):
-        (sa, xa), (sb, xb) = run_shards(), run_fly()
-        a.append(sa)
-        b.append(sb)
-        ca.append(xa)
-        cb.append(xb)
-        ratios.append(sa / sb)
-        cpu_ratios.append(xb / xa)  # samples per CPU-second, shards / on the fly
+    for _ in range(args.repeats):  # A B C A B C …: each path paired with the baseline of its own round
+        for path in paths:
+            rows[path].append(run_shards(path))
+        rows["on_the_fly"].append(run_fly())
     fly_clock: dict = {}
     for v, t in jobs:
         on_the_fly_item(v, t, args.views, 0, w, h, fly_clock)
@@ -267,23 +312,38 @@ def main() -> None:
     soak = loader_worker(urls, args.views, args.soak, True, max(1, args.soak // 20)) if args.soak else None
     breakdown = {
         "shards": shard_breakdown(urls, cfg, args.samples),
+        "shards_gpu_training": shard_breakdown(urls, paths["gpu_training"], args.samples),
         "on_the_fly": _rounded_with_total({k: 1000 * s / len(jobs) for k, s in fly_clock.items()}),
     }
+
+    def summary(path: str) -> dict:
+        sps, cpu = [r[0] for r in rows[path]], [r[1] for r in rows[path]]
+        ratios = [x[0] / f[0] for x, f in zip(rows[path], rows["on_the_fly"])]
+        cpu_ratios = [f[1] / x[1] for x, f in zip(rows[path], rows["on_the_fly"])]  # samples per CPU-second
+        return {
+            "samples_per_s_median": round(statistics.median(sps), 2),
+            "cpu_ms_per_sample_median": round(1000 * statistics.median(cpu), 2),
+            "ratio_median": round(statistics.median(ratios), 2),
+            "ratio_min_max": [round(min(ratios), 2), round(max(ratios), 2)],
+            "cpu_ratio_median": round(statistics.median(cpu_ratios), 2),
+            "cpu_ratio_min_max": [round(min(cpu_ratios), 2), round(max(cpu_ratios), 2)],
+            "minor_page_faults_per_sample_median": round(statistics.median(f for f, _ in faults[path])),
+            "system_cpu_ms_per_sample_median": round(statistics.median(s for _, s in faults[path]), 2),
+        }
+
+    cpu_path, gpu_path = summary("cpu_training"), summary("gpu_training")
+    fly_sps = [r[0] for r in rows["on_the_fly"]]
     result = {
         "benchmark": "loader",
         "machine": mach | {"load_average_at_end": load_average()},
         "config": {k: str(v) for k, v in vars(args).items()},
-        "shards_samples_per_s_median": round(statistics.median(a), 2),
-        "on_the_fly_samples_per_s_median": round(statistics.median(b), 2),
-        "ratio_median": round(statistics.median(ratios), 2),
-        "ratio_min_max": [round(min(ratios), 2), round(max(ratios), 2)],
         "target": ">= 50x",
-        "shards_cpu_ms_per_sample_median": round(1000 * statistics.median(ca), 2),
-        "on_the_fly_cpu_ms_per_sample_median": round(1000 * statistics.median(cb), 2),
-        "cpu_ratio_median": round(statistics.median(cpu_ratios), 2),
-        "cpu_ratio_min_max": [round(min(cpu_ratios), 2), round(max(cpu_ratios), 2)],
-        "shards_minor_page_faults_per_sample_median": round(statistics.median(f for f, _ in faults)),
-        "shards_system_cpu_ms_per_sample_median": round(statistics.median(s for _, s in faults), 2),
+        "on_the_fly_samples_per_s_median": round(statistics.median(fly_sps), 2),
+        "on_the_fly_cpu_ms_per_sample_median": round(1000 * statistics.median(r[1] for r in rows["on_the_fly"]), 2),
+        # the CPU-training path (float clips made in the worker), under the keys of earlier results
+        **{("shards_" + k if not k.startswith(("ratio", "cpu_ratio")) else k): v for k, v in cpu_path.items()},
+        "gpu_training_path": gpu_path | {
+            "device_normalisation": device_normalisation_cost(urls, paths["gpu_training"])},
         "breakdown_cpu_ms_per_sample": breakdown,
         "allocator_ab": alloc,
         "soak": soak and {"items": args.soak, "peak_rss_MB": soak["peak_rss_MB"], "rss_MB_every": soak["rss_MB"],
@@ -292,13 +352,15 @@ def main() -> None:
     out = args.result
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    print(f"{'side':12} {'samples/s/worker':>18} {'CPU ms/sample':>14}")
-    print(f"{'shards':12} {result['shards_samples_per_s_median']:>18.2f} "
-          f"{result['shards_cpu_ms_per_sample_median']:>14.2f}")
-    print(f"{'on the fly':12} {result['on_the_fly_samples_per_s_median']:>18.2f} "
+    print(f"{'side':26} {'samples/s/worker':>18} {'CPU ms/sample':>14} {'ratio (min-max)':>22} {'per CPU-s':>10}")
+    for name, r in (("shards, CPU training", cpu_path), ("shards, GPU training", gpu_path)):
+        lo, hi = r["ratio_min_max"]
+        print(f"{name:26} {r['samples_per_s_median']:>18.2f} {r['cpu_ms_per_sample_median']:>14.2f} "
+              f"{r['ratio_median']:>10.2f}× ({lo:.2f}–{hi:.2f}) {r['cpu_ratio_median']:>9.2f}×")
+    print(f"{'on the fly':26} {result['on_the_fly_samples_per_s_median']:>18.2f} "
           f"{result['on_the_fly_cpu_ms_per_sample_median']:>14.2f}")
-    print(f"ratio (median of pairs): {result['ratio_median']}×  (min {min(ratios):.2f}, max {max(ratios):.2f}); "
-          f"per CPU-second: {result['cpu_ratio_median']}×")
+    print("GPU path, the normalisation the device does (measured here on the CPU):",
+          json.dumps(result["gpu_training_path"]["device_normalisation"]))
     print("allocator A/B:", json.dumps(alloc))
     if soak:
         print(f"soak {args.soak} items: peak RSS {soak['peak_rss_MB']} MB; RSS every {args.soak // 20}: "

@@ -84,7 +84,7 @@ def main() -> None:
     opts["workers"] = args.workers if args.workers is not None else auto_workers()
     cfg = resolve(args.task, None, opts)
     urls = split_urls(expand_urls(cfg.shards), "train")
-    scfg = stream_config(cfg)
+    scfg = stream_config(cfg, device)  # on CUDA: uint8 clips normalised on the device, as avsa-train does
     n = args.steps
     if not cuda:
         set_cpu_threads(cfg.workers)  # as avsa-train pretrain does
@@ -116,7 +116,7 @@ def main() -> None:
         optimizer_step(out.loss, opt, scaler)
         return float(out.loss.detach())
 
-    held = {"video": first["video"].to(device), "audio": first["audio"].to(device)}
+    held = {k: first[k].to(device) for k in ("video", "audio", "colour") if k in first}
     step(held)  # warm-up (cuDNN autotuning, allocator)
     _sync(device)
     t0 = time.perf_counter()

@@ -67,7 +67,13 @@ def test_flip_is_consistent_across_video_audio_and_masks(synth_shards, fmt, chan
     raw = s.clip(k, 0).astype(np.float32) / 255.0
     want = (raw - np.array(D.VIDEO_MEAN, np.float32)) / np.array(D.VIDEO_STD, np.float32)
     np.testing.assert_allclose(a["video"][0, 0], want.transpose(3, 0, 1, 2), atol=1e-5)
-    np.testing.assert_array_equal(a["audio"][0, 0], s.audio(k, 0, D.AUDIO_FORMATS[fmt][0]))
+    # FOA and mono are derived from the unrotated FOA (D.DERIVED_RENDERS): equal to the stored render of the
+    # view to 2 steps of its 16-bit FLAC (both went through it once); stereo is the stored render itself
+    render = D.AUDIO_FORMATS[fmt][0]
+    step = 2.0**-15 * float(s.meta["audio_scale"])
+    for j, k in enumerate(a["views"].tolist()):
+        np.testing.assert_allclose(a["audio"][1, j], s.audio(k, 1, render), rtol=0,
+                                   atol=0 if render == "stereo" else 2 * step)
 
 
 def test_volume_jitter_is_a_gain_within_ten_percent_and_deterministic(synth_shards):
@@ -176,8 +182,9 @@ def test_pruning_keeps_exactly_what_an_item_reads(synth_shards):
     s = _first(synth_shards)
     cfg = D.StreamConfig(views=4, audio_format="ambi", **PLAIN)
     pruned = D.prune_members(s, cfg)
-    kinds = Counter(name if name == "meta.json" else name.split(".", 2)[-1] for name in pruned.members)
-    assert kinds == Counter({"meta.json": 1, "jpg": 16, "foa.flac": 16}), kinds  # 2 moments × 8 views
+    kinds = Counter(name if name == "meta.json" else name.split(".", 1)[-1] for name in pruned.members)
+    # 2 moments × 8 views of clips; the per-view FOA renders are derived from each moment's unrotated FOA
+    assert kinds == Counter({"meta.json": 1, "foa.flac": 2, **{f"v{k:02d}.jpg": 2 for k in range(8)}}), kinds
     np.testing.assert_array_equal(D.decode_item(pruned, cfg, 2)["audio"], D.decode_item(s, cfg, 2)["audio"])
     with_masks = D.prune_members(s, replace(cfg, with_masks=True))
     assert sum(n.endswith(".seg56.png") for n in with_masks.members) == 16
@@ -216,3 +223,92 @@ def test_a_consumer_without_samples_fails_instead_of_spinning(synth_shards, monk
     stream = D.ShardStream(urls, D.StreamConfig(**PLAIN))
     with pytest.raises(ValueError, match="more consumers than samples"):
         next(stream.iter_raw_samples())
+
+
+class _CountingFile:
+    """A shard file that counts the bytes read from it; ``seekable=False`` makes it look like a pipe."""
+
+    def __init__(self, path: Path, seekable: bool = True):
+        self.f, self.bytes_read, self._seekable = open(path, "rb"), 0, seekable
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.f.read(n)
+        self.bytes_read += len(b)
+        return b
+
+    def seekable(self) -> bool:
+        return self._seekable
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        assert self._seekable, "a pipe cannot seek"
+        return self.f.seek(offset, whence)
+
+
+def test_the_loader_reads_only_the_members_an_item_uses(synth_shards, tmp_path):
+    from avsa_data.reader import ShardFormatError, iter_raw
+
+    path = sorted(synth_shards.glob("train-*.tar"))[0]
+    size = path.stat().st_size
+    cfg = D.StreamConfig(views=4, audio_format="ambi", **PLAIN)
+    wanted = D.member_wanted(cfg)
+    full = list(iter_raw(path))
+    for seekable in (True, False):
+        f = _CountingFile(path, seekable)
+        part = list(iter_raw(path, f, size, wanted=wanted))
+        assert [s.key for s in part] == [s.key for s in full]
+        for a, b in zip(full, part):  # exactly the wanted members, byte for byte
+            assert b.members == {k: v for k, v in a.members.items() if wanted(k)}
+            assert {"meta.json", "m00.foa.flac", "m00.v07.jpg"} <= set(b.members)
+            assert not any(k.endswith((".v00.foa.flac", ".mono.flac", ".stereo.flac")) for k in b.members)
+        if seekable:  # the per-view renders dominate a sample: they are seeked over, never read
+            assert f.bytes_read < 0.4 * size, (f.bytes_read, size)
+        else:
+            assert f.bytes_read == size
+        f.f.close()
+    # an archive cut inside a member that is passed over is still refused
+    cut = tmp_path / "train-000000.tar"
+    cut.write_bytes(path.read_bytes()[: size // 2])
+    with pytest.raises(ShardFormatError, match="truncated"):
+        list(iter_raw(cut, wanted=wanted))
+    # the stream reads the same items either way
+    stream = D.ShardStream([str(path)], cfg, infinite=False)
+    read = {s.key: s.members for _, s in stream.iter_raw_samples(prune=True)}
+    assert read == {s.key: D.prune_members(s, cfg).members for s in full}
+
+
+def test_clips_normalised_on_the_device_equal_the_workers_float_clips(synth_shards):
+    """The GPU path (``video_on_device``: uint8 clips and a colour transform, finished by ``model_video`` for
+    the whole batch) gives the items of the worker-side float path: same jitter, flip, pivot and bounds."""
+    samples = [s for _, s in zip(range(3), iter_samples(sorted(synth_shards.glob("train-*.tar"))))]
+    cfg = D.StreamConfig(views=3, moments=2, flip_p=0.5, color_jitter=True, volume_jitter=0.1, train=True)
+    flips = set()
+    for epoch in (0, 1, 2):
+        floats = [D.decode_item(s, cfg, epoch) for s in samples]
+        raws = [D.decode_item(s, replace(cfg, video_on_device=True), epoch) for s in samples]
+        assert raws[0]["video"].dtype == np.uint8 and raws[0]["video"].shape == (2, 3, 8, 112, 112, 3)
+        batch = D.collate(raws)
+        got = D.model_video(batch, torch.device("cpu"))
+        want = D.collate(floats)["video"]
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
+        flips |= {bool(f) for f in batch["flip"]}
+        np.testing.assert_array_equal(np.stack([r["audio"] for r in raws]), np.stack([f["audio"] for f in floats]))
+    assert flips == {True, False}  # flipped and unflipped items were compared
+    # float batches pass through unchanged
+    assert D.model_video({"video": want}, torch.device("cpu")) is want
+
+
+def test_a_loader_worker_runs_numpys_blas_on_one_thread():
+    """An idle OpenBLAS pool spin-waits after each small product (the renders' rotations): a worker's BLAS
+    gets one thread, and glibc keeps its freed buffers (avsa_train.allocator)."""
+    import subprocess
+    import sys
+
+    code = ("import threadpoolctl, avsa_train.data as D; before = {i['user_api']: i['num_threads'] for i in "
+            "threadpoolctl.threadpool_info()}; D.loader_worker_init(0); after = [i['num_threads'] for i in "
+            "threadpoolctl.threadpool_info() if i['user_api'] == 'blas']; print(before.get('blas'), set(after))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "OPENBLAS_NUM_THREADS": "2"}).stdout.split(maxsplit=1)
+    assert out[0] == "2" and out[1].strip() == "{1}", out  # 2 threads before, 1 in the worker (every BLAS)
+    assert D.make_loader(D.ShardStream(["x.tar"], D.StreamConfig()), num_workers=1).worker_init_fn is \
+        D.loader_worker_init

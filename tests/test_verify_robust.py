@@ -562,3 +562,28 @@ def test_fuzz_verify_reports_never_raises_and_stays_under_the_memory_cap(tiny, t
     if changed and must_detect:
         assert not alone.ok, (mutation, _problems(alone))
     shutil.rmtree(d.parent)
+
+
+@pytest.mark.parametrize("tar_format", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_the_reader_reads_what_tarfile_wrote_in_every_header_flavour(tmp_path, tar_format):
+    """Members as tarfile writes them: plain ustar headers (parsed straight from the fields), a ustar name
+    prefix, GNU long names, pax paths and sizes; names, sizes and bytes must come out as tarfile reads them."""
+    from avsa_data.reader import iter_tar
+
+    names = [f"vid_{'x' * 60}/000000.meta.json", "ab/000000.m00.v00.jpg", "ab/000000.m00.foa.flac"]
+    if tar_format != tarfile.USTAR_FORMAT:  # longer than ustar's 100 + 155 name fields; non-ASCII
+        names += [f"{'d' * 120}/{'é' * 90}/000001.meta.json", "ab/000002.m00.v01.jpg"]
+    path = tmp_path / "t.tar"
+    with tarfile.open(path, "w", format=tar_format) as t:
+        for i, name in enumerate(names):
+            data = bytes(range(256)) * (i + 1) + name.encode()
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mtime = len(data), 1_700_000_000 + i
+            t.addfile(ti, io.BytesIO(data))
+    with tarfile.open(path) as t:
+        want = [(ti.name, t.extractfile(ti).read()) for ti in t]
+    with open(path, "rb") as f:
+        assert list(iter_tar(f, str(path), path.stat().st_size)) == want
+    with open(path, "rb") as f:  # members passed over unread: the names still come out right
+        got = list(iter_tar(f, str(path), path.stat().st_size, wanted=lambda n: n.endswith(".jpg")))
+    assert got == [(n, d if n.endswith(".jpg") else None) for n, d in want]

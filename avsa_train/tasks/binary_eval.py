@@ -241,6 +241,7 @@ def make_loader(dataset: BinaryItems, cfg: BinaryEvalConfig, device: torch.devic
         num_workers=cfg.workers,
         collate_fn=collate_items,
         pin_memory=device.type == "cuda",
+        worker_init_fn=streams.worker_init,
     )
 
 

@@ -454,6 +454,7 @@ def run_segmentation(
             num_workers=cfg.workers,
             collate_fn=_collate,
             pin_memory=device.type == "cuda",
+            worker_init_fn=streams.worker_init,
         )
 
     history = fit_segmenter(model, optimizer, scheduler, cfg, device, train_loader, show_progress, total)
@@ -461,7 +462,8 @@ def run_segmentation(
     eval_ds = SegmentationItems(eval_urls, cfg, backbone.audio_format, "test", 0)
     per_batch = max(1, cfg.batch_size * cfg.views // eval_ds.group)
     loader = DataLoader(
-        eval_ds, batch_size=per_batch, num_workers=cfg.workers, collate_fn=_collate, pin_memory=device.type == "cuda"
+        eval_ds, batch_size=per_batch, num_workers=cfg.workers, collate_fn=_collate, pin_memory=device.type == "cuda",
+        worker_init_fn=streams.worker_init,
     )
     confusion, per_video, n_crops = evaluate(
         model, loader, num_classes, cfg.confidence_threshold, device, show_progress

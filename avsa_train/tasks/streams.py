@@ -58,6 +58,11 @@ def raw_samples(urls: list[str], epoch: int, seed: int, shuffle: bool, buffer: i
         yield s
 
 
+#: ``DataLoader(worker_init_fn=...)`` of the tasks' loaders: the settings of a pre-training loader worker
+#: (:func:`avsa_train.data.loader_worker_init`).
+worker_init = avdata.loader_worker_init
+
+
 def decode(sample: RawSample, cfg: avdata.StreamConfig, epoch: int) -> dict:
     """:func:`avsa_train.data.decode_item`: ``video [M, V, 3, T, H, W]``, ``audio [M, V, C, n]``, optional
     ``seg``/``conf`` ``[M, V, 56, 56]``, ``views`` (bank indices), ``flip``, ``key``."""
