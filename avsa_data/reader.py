@@ -85,6 +85,13 @@ class RawSample:
     def num_views(self) -> int:
         return len(self.meta["viewpoints"])
 
+    def viewpoint(self, view: int) -> dict:
+        """``meta.viewpoints[view]`` (``azimuth``, ``elevation``, ``hfov``, … in degrees); a clear error for an
+        index outside the bank (a negative one would silently count from its end)."""
+        if not 0 <= view < self.num_views:
+            raise ShardFormatError(f"{self.where()}: no viewpoint {view} (the bank has {self.num_views})")
+        return self.meta["viewpoints"][view]
+
     def member(self, name: str) -> bytes:
         """The raw bytes of member ``name`` (e.g. ``m00.v01.jpg``); a clear error if the sample lacks it."""
         data = self.members.get(name)
@@ -132,8 +139,7 @@ class RawSample:
         name = fmt.render_member(moment, view, render)
         if name in self.members:
             return self.decode(name) * np.float32(self.meta["audio_scale"])
-        if not 0 <= view < self.num_views:
-            raise ShardFormatError(f"{self.where()}: no viewpoint {view} (the bank has {self.num_views})")
+        self.viewpoint(view)  # a view outside the bank is refused before the FOA is decoded
         from .samples import render_audio_from_meta
 
         return render_audio_from_meta(self.foa(moment), self.meta, view, render)
@@ -406,12 +412,10 @@ def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None, size: int | Non
         on_problem(key, msg)
 
     key, members, done = None, {}, set()
-    by_name = None if wanted is None else (lambda name: wanted(name[name.find(".", name.rfind("/") + 1) + 1:]))
+    by_name = None if wanted is None else (lambda name: wanted(_key_and_suffix(name)[1]))
     try:
         for name, data in iter_tar(fileobj, path, size, on_problem, by_name):
-            slash = name.rfind("/")
-            dot = name.find(".", slash + 1)
-            k, suffix = (name[:dot], name[dot + 1 :]) if dot >= 0 else (name, "")
+            k, suffix = _key_and_suffix(name)
             if not fmt.KEY_RE.match(k) or not fmt.SUFFIX_RE.match(suffix):
                 problem(None, f"member name {name!r} is not '{{video_id}}/{{moment:06d}}.{{suffix}}' "
                               f"(absolute and '..' paths are refused); skipped")
@@ -433,6 +437,12 @@ def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None, size: int | Non
         raise ShardFormatError(f"{path}: read error ({e})") from e
     if key is not None:
         yield RawSample(key, members, path)
+
+
+def _key_and_suffix(name: str) -> tuple[str, str]:
+    """A member name split at the first dot of its last path part: ``("vid/000001", "m00.v01.jpg")``."""
+    dot = name.find(".", name.rfind("/") + 1)
+    return (name[:dot], name[dot + 1 :]) if dot >= 0 else (name, "")
 
 
 def iter_samples(urls: Iterable[str | Path] | str | Path) -> Iterator[RawSample]:

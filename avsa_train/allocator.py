@@ -65,7 +65,3 @@ def keep_freed_activations() -> bool:
     up to :data:`ACTIVATION_TRIM_BYTES` of freed heap kept (idempotent). False where there is no glibc."""
     return _set((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, ACTIVATION_TRIM_BYTES))
 
-
-def worker_init(_worker_id: int) -> None:
-    """``DataLoader(worker_init_fn=...)``: :func:`keep_freed_buffers` in each worker process."""
-    keep_freed_buffers()

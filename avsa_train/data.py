@@ -43,7 +43,7 @@ from avsa_data import ambisonics, binaural, events, remote
 from avsa_data import format as fmt
 from avsa_data.fsutil import parse_json
 from avsa_data.jobcontrol import usable_cpus
-from avsa_data.reader import RawSample, ShardFormatError, iter_raw
+from avsa_data.reader import RawSample, iter_raw
 from avsa_data.rng import rng_for
 
 from . import allocator
@@ -234,12 +234,12 @@ def prune_members(s: RawSample, cfg: StreamConfig) -> RawSample:
     return pruned
 
 
-def render_matrix(meta: dict, view: int, render: str) -> np.ndarray:
+def render_matrix(viewpoint: dict, render: str) -> np.ndarray:
     """``[C, 4]`` float64: the linear map from the unrotated ambiX FOA (W, Y, Z, X) to ``render`` (``foa`` or
-    ``mono``, :data:`DERIVED_RENDERS`) of viewpoint ``view``: :func:`avsa_data.ambisonics.rotate_to_view`
-    (and :func:`~avsa_data.ambisonics.mono_render` of the rotated field) applied to the identity, so it is the
-    shard builder's own rendering written as a matrix."""
-    v = meta["viewpoints"][view]
+    ``mono``, :data:`DERIVED_RENDERS`) of ``viewpoint`` (a ``meta.viewpoints`` entry, degrees):
+    :func:`avsa_data.ambisonics.rotate_to_view` (and :func:`~avsa_data.ambisonics.mono_render` of the rotated
+    field) applied to the identity, so it is the shard builder's own rendering written as a matrix."""
+    v = viewpoint
     rotation = ambisonics.rotate_to_view(np.eye(4), float(v["azimuth"]), float(v["elevation"]))
     return rotation if render == "foa" else ambisonics.mono_render(rotation)[None]
 
@@ -264,10 +264,7 @@ def view_audio(
             a = first if j == 0 else s.audio(k, moment, render)
             np.multiply(mirror(a) if flip else a, np.float32(gain), out=out[j])
         return out
-    for k in views:
-        if not 0 <= k < s.num_views:
-            raise ShardFormatError(f"{s.where()}: no viewpoint {k} (the bank has {s.num_views})")
-    mats = [render_matrix(s.meta, k, render) for k in views]  # [C, 4] each; the mirror acts on the rows
+    mats = [render_matrix(s.viewpoint(k), render) for k in views]  # [C, 4] each; the mirror acts on the rows
     stacked = np.concatenate([mirror(m) if flip else m for m in mats]) * gain
     foa = s.foa(moment)
     return (stacked.astype(np.float32) @ foa).reshape(len(views), channels, foa.shape[1])
@@ -629,14 +626,14 @@ def auto_workers(world_size_on_node: int = 1) -> int:
     return max(1, min(8, usable_cpus() // max(1, world_size_on_node) - 1))
 
 
-def loader_worker_init(worker_id: int) -> None:
+def loader_worker_init(_worker_id: int) -> None:
     """``DataLoader(worker_init_fn=...)``: the settings of a loader worker process. glibc keeps freed decode
-    buffers (:func:`avsa_train.allocator.worker_init`), and numpy's BLAS runs on one thread: a worker is one
+    buffers (:func:`avsa_train.allocator.keep_freed_buffers`), and numpy's BLAS runs on one thread: a worker is one
     core's share, and an idle OpenBLAS pool spin-waits after each small matrix product (the renders'
     rotations), which doubled a worker's CPU time per item in ``benchmarks/loader.py``."""
     from threadpoolctl import threadpool_limits
 
-    allocator.worker_init(worker_id)
+    allocator.keep_freed_buffers()
     threadpool_limits(1, user_api="blas")
 
 

@@ -313,3 +313,16 @@ def test_a_loader_worker_runs_numpys_blas_on_one_thread():
     assert out[0] == str(min(2, len(__import__("os").sched_getaffinity(0)))) and out[1].strip() == "{1}", out
     assert D.make_loader(D.ShardStream(["x.tar"], D.StreamConfig()), num_workers=1).worker_init_fn is \
         D.loader_worker_init
+
+
+def test_a_view_outside_the_bank_is_refused_not_counted_from_its_end(synth_shards):
+    from avsa_data.reader import ShardFormatError
+
+    s = _first(synth_shards)
+    for fmt_ in ("ambi", "mono"):  # derived from the unrotated FOA
+        for k in (-1, s.num_views):
+            with pytest.raises(ShardFormatError, match=rf"no viewpoint {k} \(the bank has 8\)"):
+                D.view_audio(s, [0, k], 0, fmt_)
+    slim = RawSample(s.key, {k: v for k, v in s.members.items() if not k.endswith(".mono.flac")}, s.shard)
+    with pytest.raises(ShardFormatError, match=r"no viewpoint -1"):  # a render computed by the reader
+        slim.audio(-1, 0, "mono")
