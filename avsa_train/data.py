@@ -17,8 +17,8 @@ continues where it stopped; whole epochs are skipped by count (from ``manifest.j
 Resuming with a different ``--workers``, world size, batch size or seed gives a different (still valid) order.
 
 Memory and I/O. Only the members a training item can use (its clips, its audio, masks when asked) are read and
-kept in the shuffle buffer (:func:`member_wanted`, :func:`prune_members`). FOA and mono renders of the drawn
-views are derived from the sample's one unrotated FOA (:data:`DERIVED_RENDERS`), not read per view.
+kept in the shuffle buffer (:func:`member_wanted`, :func:`prune_members`). FOA, mono and virtual-mic stereo
+renders of the drawn views are made from the sample's one unrotated FOA (:func:`derived`), not read per view.
 
 Augmentation is applied **consistently** across modalities: a horizontal flip reverses the crop columns and
 the masks, negates FOA Y, swaps stereo L/R, leaves mono unchanged (docs/CONVENTIONS.md §7) and negates the
@@ -193,19 +193,26 @@ def consumer_epoch_size(
     return len(range(consumer, n, consumers))
 
 
-#: Renders linear in the FOA (rotation, then a cardioid for mono): the loader derives them for every view from
-#: the one unrotated ``mMM.foa.flac`` (:func:`render_matrix`, :func:`view_audio`), one FLAC decode per
-#: moment instead of one per view; precomputed ``mMM.vKK.{foa,mono}.flac`` members are not read. Stereo
-#: (binaural: a convolution) is read precomputed when stored.
-DERIVED_RENDERS = ("foa", "mono")
+def binaural_mode(meta: dict) -> str:
+    """The sample's stereo renderer (``meta.binaural.mode``; version-1 samples without one: virtual-mic)."""
+    return (meta.get("binaural") or {}).get("mode", "virtual-mic")
+
+
+def derived(s: RawSample, render: str) -> bool:
+    """Whether ``render`` of ``s``'s views is made from the moment's one unrotated ``mMM.foa.flac``
+    (:func:`render_matrix`, :func:`view_audio`: one FLAC decode per moment instead of one per view) rather than
+    read: FOA and mono always, stereo when it is virtual-mic (:func:`avsa_data.format.derivable_renders`). HRIR
+    stereo, a convolution, is read precomputed when stored."""
+    return render in fmt.derivable_renders(binaural_mode(s.meta))
 
 
 def member_wanted(cfg: StreamConfig) -> Callable[[str], bool]:
     """Whether ``decode_item(·, cfg)`` may read the member with this suffix (``m00.v01.jpg``): ``meta.json``,
-    the clips, the unrotated FOA, the stored render when it is not derived (:data:`DERIVED_RENDERS`) and the
-    low-resolution masks when asked. The reader passes the others over unread (:func:`avsa_data.reader.iter_raw`)."""
+    the clips, the unrotated FOA, the stored stereo renders when the format is stereo (HRIR stereo is read,
+    :func:`derived`; ``prune_members`` drops what the sample's meta shows unused) and the low-resolution masks
+    when asked. The reader passes the others over unread (:func:`avsa_data.reader.iter_raw`)."""
     render, _ = AUDIO_FORMATS[cfg.audio_format]
-    derived = render in DERIVED_RENDERS
+    maybe_stored = render not in fmt.derivable_renders("hrir")  # stereo: stored for an HRIR, else derived
 
     def wanted(name: str) -> bool:
         parts = name.split(".")
@@ -214,34 +221,48 @@ def member_wanted(cfg: StreamConfig) -> Callable[[str], bool]:
         if len(parts) == 3:  # mMM.vKK.jpg, mMM.foa.flac (mMM.equirect.jpg is not read)
             return (parts[1].startswith("v") and parts[2] == "jpg") or (parts[1] == "foa" and parts[2] == "flac")
         if len(parts) == 4 and parts[3] == "flac":  # mMM.vKK.<render>.flac
-            return parts[2] == render and not derived
+            return parts[2] == render and maybe_stored
         return cfg.with_masks and len(parts) == 4 and parts[2] in ("seg56", "conf56")
 
     return wanted
 
 
 def prune_members(s: RawSample, cfg: StreamConfig) -> RawSample:
-    """``s`` without the members ``decode_item(·, cfg)`` never reads (:func:`member_wanted`), and without the
-    unrotated FOA when the wanted render is stored and not derived from it (stereo)."""
+    """``s`` without the members ``decode_item(·, cfg)`` never reads (:func:`member_wanted`): the stored renders
+    when the wanted one is :func:`derived`, else (HRIR stereo, stored) the unrotated FOA."""
     render, _ = AUDIO_FORMATS[cfg.audio_format]
     wanted = member_wanted(cfg)
-    stored = render not in DERIVED_RENDERS and any(
-        name.endswith(f".{render}.flac") and name.count(".") == 3 for name in s.members)
-    keep = {name: data for name, data in s.members.items()
-            if wanted(name) and not (stored and name.count(".") == 2 and name.endswith(".foa.flac"))}
-    pruned = RawSample(s.key, keep, s.shard)
+    make = derived(s, render)
+    stored = not make and any(name.endswith(f".{render}.flac") and name.count(".") == 3 for name in s.members)
+
+    def keep(name: str) -> bool:
+        if not wanted(name):
+            return False
+        if name.count(".") == 3 and name.endswith(".flac"):  # mMM.vKK.<render>.flac
+            return not make
+        return not (stored and name.count(".") == 2 and name.endswith(".foa.flac"))
+
+    pruned = RawSample(s.key, {name: data for name, data in s.members.items() if keep(name)}, s.shard)
     pruned.__dict__["meta"] = s.meta  # the decoded meta.json (a cached_property) carries over
     return pruned
 
 
 def render_matrix(viewpoint: dict, render: str) -> np.ndarray:
-    """``[C, 4]`` float64: the linear map from the unrotated ambiX FOA (W, Y, Z, X) to ``render`` (``foa`` or
-    ``mono``, :data:`DERIVED_RENDERS`) of ``viewpoint`` (a ``meta.viewpoints`` entry, degrees):
-    :func:`avsa_data.ambisonics.rotate_to_view` (and :func:`~avsa_data.ambisonics.mono_render` of the rotated
-    field) applied to the identity, so it is the shard builder's own rendering written as a matrix."""
+    """``[C, 4]`` float64: the linear map from the unrotated ambiX FOA (W, Y, Z, X) to ``render`` of
+    ``viewpoint`` (a ``meta.viewpoints`` entry, degrees): :func:`avsa_data.ambisonics.rotate_to_view` applied to
+    the identity, then :func:`~avsa_data.ambisonics.mono_render` of the rotated field for ``mono`` (a cardioid
+    at the view centre) and for virtual-mic ``stereo`` (cardioids at ±:data:`avsa_data.binaural.VIRTUAL_MIC_AZIMUTH`,
+    :func:`avsa_data.binaural.virtual_mic_binaural`): the shard builder's own rendering written as a matrix."""
     v = viewpoint
     rotation = ambisonics.rotate_to_view(np.eye(4), float(v["azimuth"]), float(v["elevation"]))
-    return rotation if render == "foa" else ambisonics.mono_render(rotation)[None]
+    if render == "foa":
+        return rotation
+    if render == "mono":
+        return ambisonics.mono_render(rotation)[None]
+    if render == "stereo":
+        az = binaural.VIRTUAL_MIC_AZIMUTH
+        return np.stack([ambisonics.mono_render(rotation, az, 0.0), ambisonics.mono_render(rotation, -az, 0.0)])
+    raise ValueError(f"unknown render {render!r}; choose from {fmt.RENDERS}")
 
 
 def view_audio(
@@ -250,14 +271,14 @@ def view_audio(
     """``[V, C, n]`` float32 audio of the viewpoints ``views`` at ``moment``, mirrored when ``flip``
     (:data:`AUDIO_MIRRORS`) and scaled by ``gain``.
 
-    FOA and mono (:data:`DERIVED_RENDERS`) come from the moment's unrotated FOA, decoded once: rotation,
-    mirror and gain of every view are folded into one ``[V·C, 4]`` matrix (:func:`render_matrix`) and applied
-    in one product. Stereo is the stored render of each view (or, when not stored, rendered from the FOA as
-    :meth:`avsa_data.reader.RawSample.audio` does).
+    A :func:`derived` render (FOA, mono, virtual-mic stereo) comes from the moment's unrotated FOA, decoded
+    once: rotation, render, mirror and gain of every view are folded into one ``[V·C, 4]`` matrix
+    (:func:`render_matrix`) and applied in one product. HRIR stereo is the stored render of each view (or, when
+    not stored, rendered from the FOA as :meth:`avsa_data.reader.RawSample.audio` does).
     """
     render, channels = AUDIO_FORMATS[audio_format]
     mirror = AUDIO_MIRRORS[audio_format]
-    if render not in DERIVED_RENDERS:
+    if not derived(s, render):
         first = s.audio(views[0], moment, render)
         out = np.empty((len(views), *first.shape), np.float32)
         for j, k in enumerate(views):

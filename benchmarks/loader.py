@@ -8,7 +8,7 @@ Both sides produce the same training item, in one process (samples per second **
 
 * **shards** (avsa): read the next sample from a shard, passing over the members the item never reads (as
   ``ShardStream`` does: ``member_wanted``, ``prune_members``), draw V of its K = 8 viewpoints, decode their
-  JPEG clips and the moment's unrotated FOA, rotate it to each view (``DERIVED_RENDERS``), colour-jitter /
+  JPEG clips and the moment's unrotated FOA, rotate it to each view (``avsa_train.data.derived``), colour-jitter /
   flip / volume-jitter and normalise (``avsa_train.data.decode_item``). Two paths, each paired with the same
   round's baseline: **CPU training** (the worker makes normalised float32 clips) and **GPU training**
   (``video_on_device``: the worker ships uint8 clips and a 3×4 colour transform; ``model_video`` applies them

@@ -9,8 +9,9 @@ per wall-clock second.
 * baseline: one ``ffmpeg -i video -vf fps=16 -f rawvideo -pix_fmt rgb24 pipe:`` per video, output discarded
   (exactly the frames the shard builder decodes, with the same imageio-ffmpeg binary), N videos in parallel
   with ``--workers`` processes.
-* avsa: ``avsa-data shard`` with the default profile (K = 8 viewpoints, 8 frames of 112², foa + mono + stereo,
-  synthetic masks) and with ``--renders foa``.
+* avsa: ``avsa-data shard`` with the default profile (K = 8 viewpoints, 8 frames of 112², synthetic masks; the
+  unrotated FOA, no per-view render stored: ``--renders auto``) and with every per-view render stored
+  (``--renders foa,mono,stereo``, format 2's default).
 
 Bytes per sample are split into video (JPEG clips), audio (FLAC), masks (PNG) and metadata; the container
 overhead is the tar size over the sum of member sizes.
@@ -26,7 +27,9 @@ encoding, the masks (crop + PNG), and the tar write; ``build_sample`` is the rea
 ``cpu_ratio_1_worker`` (issue 17): a plain single-threaded ffmpeg decode of every frame to RGB against
 ``avsa-data shard -j 1``, CPU seconds with children, wall beside; ``--before DIR`` runs a checkout of the previous
 code in the same rounds and compares its crops (PSNR) and, when the code before made the same bytes, says so
-(``identical_to_before``). ``audio_levers``: the audio members' encoding CPU as FLAC today, FLAC level 0 and raw
+(``identical_to_before``). Both trees' modules are compiled to bytecode first, as ``pip install`` does (this
+machine sets PYTHONDONTWRITEBYTECODE, so a checkout would otherwise recompile every module in every job).
+``audio_levers``: the audio members' encoding CPU as FLAC today, FLAC level 0 and raw
 16-bit PCM (format changes, not built) and the CPU ratio each would give (a projection: the job's CPU less the
 encoding CPU saved). ``--soak N`` records the sample builder's RSS over N
 samples (``--before``: both trees).
@@ -127,6 +130,10 @@ def cpu_ratio(raw: Path, work: Path, videos: list[Path], repeats: int, before: P
     if before:
         rows |= {"before_cpu": [], "before_wall": []}
     rss = {}
+    for tree in (HERE.parent, before):  # bytecode, as ``pip install`` writes it (PYTHONDONTWRITEBYTECODE or not)
+        if tree:
+            subprocess.run([sys.executable, "-m", "compileall", "-q", "avsa_data", "cli"], cwd=tree, check=True,
+                           stdout=subprocess.DEVNULL)
     for _ in range(repeats):
         c, t = cpu_s(), time.perf_counter()
         decode_one_thread(videos, 16.0)
@@ -320,7 +327,8 @@ def stage_breakdown(videos: list[Path]) -> dict:
                 window = audio_window(foa, mt, cfg)
                 renders = [render_audio(window, v, cfg) for v in views]
                 t = tick("render", t)
-                scale = audio_scale_for(max(float(np.abs(a).max()) for r in renders for a in r.values()))
+                scale = audio_scale_for(max([float(np.abs(window).max())]
+                                            + [float(np.abs(a).max()) for r in renders for a in r.values()]))
                 codecs.encode_flac(window / scale, cfg.sr, cfg.audio_bits)
                 for r in renders:
                     for a in r.values():
@@ -328,8 +336,9 @@ def stage_breakdown(videos: list[Path]) -> dict:
                 t = tick("flac", t)
                 lab = labels.at(idx[len(idx) // 2] / cfg.fps)
                 grids56 = [CropGrid(v, (56, 56)) for v in views]
+                dt = codecs.class_dtype(int(lab.classes.max()))
                 for k in range(len(views)):
-                    _mask_members(lab, grids[k], grids56[k], 0, k)
+                    _mask_members(lab, dt, grids[k], grids56[k], 0, k)
                 tick("masks", t)
             for f in (crops_mod._grid_fractions, crops_mod._nearest_index, crops_mod._bilinear_taps,
                       crops_yuv._bank_maps):
@@ -347,11 +356,11 @@ def stage_breakdown(videos: list[Path]) -> dict:
 
 
 def audio_levers(videos: list[Path], repeats: int) -> dict:
-    """CPU ms and kB per sample of the default profile's audio members (1 + 8 × 3 per sample) encoded three ways,
-    the same arrays each time, interleaved over ``repeats`` rounds (median): FLAC as the shard job writes it today
-    (``codecs.encode_flac``, libFLAC's default level 5), FLAC level 0, and raw 16-bit PCM (the quantised samples'
-    bytes). The last two would change the shard format and are **not** implemented (issue 17 keeps the bytes);
-    this measures what they would save."""
+    """CPU ms and kB per sample of the default profile's audio members (format 3: the unrotated FOA of each
+    moment) encoded three ways, the same arrays each time, interleaved over ``repeats`` rounds (median): FLAC as
+    the shard job writes it today (``codecs.encode_flac``, libFLAC's default level 5), FLAC level 0, and raw
+    16-bit PCM (the quantised samples' bytes). The last two are **not** implemented; this measures what they
+    would save."""
     import io
 
     import numpy as np
@@ -488,7 +497,8 @@ def main() -> None:
     seconds = args.videos * args.duration
     mach = machine()
     soak = None
-    profiles = {"full": ["--labels", "synthetic"], "foa_only": ["--labels", "synthetic", "--renders", "foa"]}
+    profiles = {"default": ["--labels", "synthetic"],
+                "stored_renders": ["--labels", "synthetic", "--renders", "foa,mono,stereo"]}
     if args.soak:
         soak = {"samples": args.soak, "now": shard_soak(videos[0], args.soak)}
         if args.before:

@@ -29,7 +29,8 @@ def inspect_cmd(shard: Path | str, key: str | None, moment: int, png: Path | Non
     m = s.meta
     click.echo(f"{s.key}: {len(m['viewpoints'])} viewpoints × {m['moments_per_sample']} moment(s), "
                f"T={m['frames_per_clip']} frames {m['crop_size'][0]}², audio {m['audio_samples']} @ {m['sr']} Hz, "
-               f"renders {','.join(m['renders'])}, labels {m['labels'].get('backend')}"
+               f"stored renders {','.join(m['renders']) or 'none (made from the FOA)'}, "
+               f"labels {m['labels'].get('backend')}"
                f"{'' if m['labels'].get('present') else ' (none)'}")
     for i, v in enumerate(m["viewpoints"]):
         click.echo(f"  v{i}: az {v['azimuth']:7.2f}°  el {v['elevation']:6.2f}°  hfov {v['hfov']:5.1f}°  "

@@ -57,3 +57,13 @@ def synth_shards(synth_raw, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shards") / "shards"
     run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "-j", "2", "-q")
     return out
+
+
+@pytest.fixture(scope="session")
+def stored_render_shards(synth_raw, tmp_path_factory) -> Path:
+    """:func:`synth_shards` with every viewpoint's renders stored too (``--renders foa,mono,stereo``): the same
+    samples, viewpoints and unrotated FOA; the default stores none of them (readers make them from the FOA)."""
+    out = tmp_path_factory.mktemp("shards_stored") / "shards"
+    run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "--renders",
+            "foa,mono,stereo", "-j", "2", "-q")
+    return out

@@ -131,6 +131,21 @@ def test_flac16_integer_path_is_byte_identical_to_libsndfile_float_path():
         assert codecs.encode_flac(x, 24000, 16) == buf.getvalue()
 
 
+def test_flac_decoding_through_integers_equals_libsndfile_floats():
+    """``decode_flac`` reads libFLAC's integers and scales them (1.3× cheaper for the loader): the same float32
+    values as libsndfile's float read, at 16 and 24 bits, full scale and the smallest steps included."""
+    rng = np.random.default_rng(5)
+    a = rng.uniform(-1, 1, (4, 3000)).astype(np.float32)
+    a[0, :6] = [-1.0, codecs.FLAC_MAX, 2.0**-15, -(2.0**-15), 2.0**-23, 0.0]
+    for bits in (16, 24):
+        data = codecs.encode_flac(a, 24000, bits)
+        got, sr = codecs.decode_flac(data, (4, 3000), 24000, bits)
+        want = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)[0].T
+        assert sr == 24000 and got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
+        assert np.abs(got - a).max() <= 2.0 ** -(bits - 1)
+
+
 def test_seam_wraps_like_the_rgb_crops():
     """Grey image with a hard edge on the ±180° seam: luma taps must wrap (column W-1 next to column 0)."""
     img = np.full((H, W), 200, np.uint8)

@@ -35,7 +35,7 @@ class _Worker:
 
 
 @pytest.mark.parametrize("fmt,channels", [("ambi", 4), ("stereo", 2), ("mono", 1)])
-def test_flip_is_consistent_across_video_audio_and_masks(synth_shards, fmt, channels):
+def test_flip_is_consistent_across_video_audio_and_masks(synth_shards, stored_render_shards, fmt, channels):
     s = _first(synth_shards)
     cfg = D.StreamConfig(views=4, moments=2, audio_format=fmt, with_masks=True, **PLAIN)
     a = D.decode_item(s, replace(cfg, flip_p=0.0), epoch=0)
@@ -67,13 +67,15 @@ def test_flip_is_consistent_across_video_audio_and_masks(synth_shards, fmt, chan
     raw = s.clip(k, 0).astype(np.float32) / 255.0
     want = (raw - np.array(D.VIDEO_MEAN, np.float32)) / np.array(D.VIDEO_STD, np.float32)
     np.testing.assert_allclose(a["video"][0, 0], want.transpose(3, 0, 1, 2), atol=1e-5)
-    # FOA and mono are derived from the unrotated FOA (D.DERIVED_RENDERS): equal to the stored render of the
-    # view to 2 steps of its 16-bit FLAC (both went through it once); stereo is the stored render itself
+    # every render is made from the unrotated FOA (D.derived; the default shards store no per-view render):
+    # equal to the builder's stored render of the view (``--renders foa,mono,stereo``, the same sample) to 2
+    # steps of its 16-bit FLAC (both went through it once)
     render = D.AUDIO_FORMATS[fmt][0]
-    step = 2.0**-15 * float(s.meta["audio_scale"])
+    kept = next(x for x in iter_samples(sorted(stored_render_shards.glob("train-*.tar"))) if x.key == s.key)
+    step = 2.0**-15 * float(kept.meta["audio_scale"])
     for j, k in enumerate(a["views"].tolist()):
-        np.testing.assert_allclose(a["audio"][1, j], s.audio(k, 1, render), rtol=0,
-                                   atol=0 if render == "stereo" else 2 * step)
+        assert kept.meta["viewpoints"][k] == s.meta["viewpoints"][k]
+        np.testing.assert_allclose(a["audio"][1, j], kept.audio(k, 1, render), rtol=0, atol=2 * step)
 
 
 def test_volume_jitter_is_a_gain_within_ten_percent_and_deterministic(synth_shards):
@@ -155,8 +157,8 @@ def test_resume_at_continues_the_batch_order_of_the_uninterrupted_stream(synth_s
         assert len(set(flat)) < len(flat)  # so the resumed stream skipped a whole epoch by count
 
 
-def test_missing_render_is_computed_like_the_stored_one(synth_shards):
-    s = _first(synth_shards)
+def test_missing_render_is_computed_like_the_stored_one(stored_render_shards):
+    s = _first(stored_render_shards)
     meta = dict(s.meta)
     meta["renders"] = ["foa"]  # as a shard built with --renders foa
     members = {k: v for k, v in s.members.items() if not k.endswith((".mono.flac", ".stereo.flac"))}
@@ -178,16 +180,28 @@ def test_missing_render_is_computed_like_the_stored_one(synth_shards):
     np.testing.assert_array_equal(b["video"], a["video"])
 
 
-def test_pruning_keeps_exactly_what_an_item_reads(synth_shards):
-    s = _first(synth_shards)
-    cfg = D.StreamConfig(views=4, audio_format="ambi", **PLAIN)
-    pruned = D.prune_members(s, cfg)
-    kinds = Counter(name if name == "meta.json" else name.split(".", 1)[-1] for name in pruned.members)
-    # 2 moments × 8 views of clips; the per-view FOA renders are derived from each moment's unrotated FOA
-    assert kinds == Counter({"meta.json": 1, "foa.flac": 2, **{f"v{k:02d}.jpg": 2 for k in range(8)}}), kinds
-    np.testing.assert_array_equal(D.decode_item(pruned, cfg, 2)["audio"], D.decode_item(s, cfg, 2)["audio"])
+def test_pruning_keeps_exactly_what_an_item_reads(stored_render_shards):
+    s = _first(stored_render_shards)
+    clips = {f"v{k:02d}.jpg": 2 for k in range(8)}
+    for audio_format in ("ambi", "stereo", "mono"):
+        cfg = D.StreamConfig(views=4, audio_format=audio_format, **PLAIN)
+        pruned = D.prune_members(s, cfg)
+        kinds = Counter(name if name == "meta.json" else name.split(".", 1)[-1] for name in pruned.members)
+        # 2 moments × 8 views of clips; every stored per-view render (virtual-mic stereo too) is made from each
+        # moment's unrotated FOA
+        assert kinds == Counter({"meta.json": 1, "foa.flac": 2, **clips}), (audio_format, kinds)
+        np.testing.assert_array_equal(D.decode_item(pruned, cfg, 2)["audio"], D.decode_item(s, cfg, 2)["audio"])
     with_masks = D.prune_members(s, replace(cfg, with_masks=True))
     assert sum(n.endswith(".seg56.png") for n in with_masks.members) == 16
+    # HRIR stereo is a convolution: its stored renders are read, and the unrotated FOA is not needed
+    meta = {**s.meta, "binaural": {**s.meta["binaural"], "mode": "hrir"}}
+    hrir = RawSample(s.key, {**s.members, "meta.json": json.dumps(meta).encode()}, s.shard)
+    stereo = D.StreamConfig(views=4, moments=2, audio_format="stereo", flip_p=0.0, **PLAIN)
+    kinds = Counter(n if n == "meta.json" else n.split(".", 1)[-1] for n in D.prune_members(hrir, stereo).members)
+    assert kinds == Counter({"meta.json": 1, **clips, **{f"v{k:02d}.stereo.flac": 2 for k in range(8)}}), kinds
+    a = D.decode_item(hrir, stereo, 0)
+    for j, k in enumerate(a["views"].tolist()):
+        np.testing.assert_array_equal(a["audio"][1, j], hrir.audio(k, 1, "stereo"))  # the stored render itself
 
 
 def test_bad_requests_fail_clearly(synth_shards):
@@ -244,10 +258,12 @@ class _CountingFile:
         return self.f.seek(offset, whence)
 
 
-def test_the_loader_reads_only_the_members_an_item_uses(synth_shards, tmp_path):
+def test_the_loader_reads_only_the_members_an_item_uses(stored_render_shards, tmp_path):
+    """On shards that store every view's renders too (``--renders foa,mono,stereo``), the loader seeks over them:
+    it makes an item's audio from the unrotated FOA."""
     from avsa_data.reader import ShardFormatError, iter_raw
 
-    path = sorted(synth_shards.glob("train-*.tar"))[0]
+    path = sorted(stored_render_shards.glob("train-*.tar"))[0]
     size = path.stat().st_size
     cfg = D.StreamConfig(views=4, audio_format="ambi", **PLAIN)
     wanted = D.member_wanted(cfg)

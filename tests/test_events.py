@@ -172,7 +172,7 @@ def test_layout_detected_splits_and_ids(starss_shards):
     assert {v: r["split"] for v, r in m["videos"].items()} == {
         "dev-train-synth__synth_0000": "train", "dev-train-synth__synth_0001": "train",
         "dev-train-synth__synth_0002": "train", "dev-test-synth__synth_0003": "test"}
-    assert m["format_version"] == 2 and m["config"]["events"]["classes"].endswith("metadata_dev/classes.json")
+    assert m["format_version"] == 3 and m["config"]["events"]["classes"].endswith("metadata_dev/classes.json")
 
 
 def _single_source_moments(s):

@@ -60,8 +60,8 @@ def test_avsa_data_demo_command_imports_without_torch():
 
 
 def test_default_shard_job_does_not_import_scipy():
-    """Importing scipy.fft costs a shard job ~0.3 CPU-s (issue 17): the default profile (virtual-mic stereo) must
-    render and describe its audio without it; HRIR renders import it where they need it."""
+    """Importing scipy.fft costs a shard job ~0.3 CPU-s (issue 17): virtual-mic stereo (the default, stored with
+    ``--renders stereo``) must be rendered and described without it; HRIR renders import it where they need it."""
     run_fresh(
         "import sys\n"
         "import numpy as np\n"
@@ -70,7 +70,8 @@ def test_default_shard_job_does_not_import_scipy():
         "from avsa_data.viewpoints import Viewpoint\n"
         "cfg = SampleConfig()\n"
         "cfg.binaural_meta()\n"
-        "out = render_audio(np.ones((4, 240), np.float32), Viewpoint(30.0, 10.0, 90.0, 90.0), cfg)\n"
+        "out = render_audio(np.ones((4, 240), np.float32), Viewpoint(30.0, 10.0, 90.0, 90.0),\n"
+        "                   SampleConfig(renders=('stereo',)))\n"
         "assert out['stereo'].shape == (2, 240), out\n"
         "bad = sorted(k for k in sys.modules if k.split('.')[0] == 'scipy')\n"
         "assert not bad, bad[:5]\n"

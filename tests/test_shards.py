@@ -28,6 +28,7 @@ from avsa_data.geometry import (
     view_rotation,
 )
 from avsa_data.reader import iter_samples
+from avsa_data.samples import SampleConfig
 from avsa_data.viewpoints import Viewpoint
 
 
@@ -236,13 +237,13 @@ def test_verify_catches_truncation_flipped_byte_and_missing_member(synth_shards,
             data[ti.offset_data + 200] ^= 0xFF
             tar.write_bytes(bytes(data))
         else:
-            _rewrite_without(synth_shards / "train-000000.tar", tar, ".m01.v03.mono.flac")
+            _rewrite_without(synth_shards / "train-000000.tar", tar, ".m01.v03.jpg")
         r = run_cli("cli.data", "verify", str(d), check=False)
         assert r.returncode == 1, (case, r.stdout, r.stderr)
         cases[case] = r.stderr
     assert "truncated" in cases["truncated"] or "size" in cases["truncated"]
     assert "sha256" in cases["flipped"]
-    assert "missing member m01.v03.mono.flac" in cases["missing"]
+    assert "missing member m01.v03.jpg" in cases["missing"]
 
 
 # ------------------------------------------------------------------------------------------ readability
@@ -254,7 +255,7 @@ def test_plain_webdataset_tar_and_numpy_reader(synth_shards):
     url = str(synth_shards / "train-000000.tar")
     s = next(iter(wds.WebDataset(url, shardshuffle=False).decode("rgb8")))
     meta = s["meta.json"]
-    assert meta["format_version"] == 2 and s["__key__"] == meta["key"] and "." not in s["__key__"]
+    assert meta["format_version"] == 3 and s["__key__"] == meta["key"] and "." not in s["__key__"]
     # self-describing audio (format_version 2)
     assert meta["audio"]["channel_order"] == {"foa": ["W", "Y", "Z", "X"], "mono": ["M"], "stereo": ["left", "right"]}
     assert meta["audio"]["normalisation"] == "SN3D" and meta["audio"]["angle_units"] == "degrees"
@@ -263,22 +264,35 @@ def test_plain_webdataset_tar_and_numpy_reader(synth_shards):
     assert s["m00.v00.jpg"].shape == (8 * 112, 112, 3)
     import soundfile as sf
 
-    foa, sr = sf.read(io.BytesIO(s["m00.v00.foa.flac"]), always_2d=True)
+    # format 3, default --renders auto: the unrotated FOA only; a view's audio is a rotation of it (FORMAT.md)
+    assert meta["renders"] == [] and not any(k.endswith(".v00.foa.flac") for k in s)
+    foa, sr = sf.read(io.BytesIO(s["m00.foa.flac"]), always_2d=True)
     assert foa.shape == (24000, 4) and sr == 24000
     names = subprocess.run(["tar", "tf", url], capture_output=True, text=True, check=True).stdout.split()
-    assert f"{meta['key']}.m00.v07.stereo.flac" in names
+    assert f"{meta['key']}.m01.v07.jpg" in names and f"{meta['key']}.m01.foa.flac" in names
+    # docs/FORMAT.md "Reading", plain WebDataset: a view's FOA, mono and stereo from the unrotated FOA in numpy
+    foa = foa.T * meta["audio_scale"]
     r = next(iter_samples(url))
+    for k in (0, 3):
+        v = meta["viewpoints"][k]
+        a, e = np.radians(v["azimuth"]), np.radians(v["elevation"])
+        yaw = np.array([[np.cos(a), np.sin(a), 0], [-np.sin(a), np.cos(a), 0], [0, 0, 1]])  # by -azimuth
+        pitch = np.array([[np.cos(e), 0, np.sin(e)], [0, 1, 0], [-np.sin(e), 0, np.cos(e)]])  # by +elevation
+        x, y, z = pitch @ yaw @ foa[[3, 1, 2]]
+        view_foa, mono, stereo = np.stack([foa[0], y, z, x]), (foa[0] + x) / 2, np.stack([foa[0] + y, foa[0] - y]) / 2
+        for render, mine in (("foa", view_foa), ("mono", mono[None]), ("stereo", stereo)):
+            np.testing.assert_allclose(mine, r.audio(k, 0, render), atol=1e-6)
     assert r.clip(0).shape == (8, 112, 112, 3) and r.clip(0).dtype == np.uint8
     assert r.audio(0, 1, "stereo").shape == (2, 24000)
     seg, conf = r.masks(0, 0, lowres=True)
     assert seg.shape == (56, 56) and conf.dtype == np.float32 and 0 <= conf.min() <= conf.max() <= 1
 
 
-def test_audio_members_are_tagged_for_ffmpeg(synth_shards, tmp_path):
+def test_audio_members_are_tagged_for_ffmpeg(stored_render_shards, tmp_path):
     """The FLAC members of a real shard describe themselves to ffmpeg: ambiX (not quad), mono, stereo."""
     import imageio_ffmpeg
 
-    s = next(iter_samples(synth_shards))
+    s = next(iter_samples(stored_render_shards))
     for member, expect in (("m00.foa.flac", "4 channels (TFL+TFC+TFR+TBL)"), ("m00.v00.foa.flac", "AMBISONIC"),
                            ("m00.v00.mono.flac", "24000 Hz, mono,"), ("m00.v00.stereo.flac", "24000 Hz, stereo,")):
         path = tmp_path / member
@@ -309,24 +323,43 @@ def test_hrir_shards_record_the_set_and_rerender_identically(synth_raw, tmp_path
                                    atol=3e-4)
 
 
-def test_foa_only_profile_renders_missing_audio_identically(synth_raw, synth_shards, tmp_path):
-    out = tmp_path / "foa_only"
-    args = [a for a in SHARD_ARGS]
-    run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(out), *args, "--renders", "foa", "-q")
-    full = {s.key: s for s in iter_samples(synth_shards)}
+def test_renders_readers_make_equal_the_stored_renders(synth_shards, stored_render_shards, tmp_path):
+    """Default shards (``--renders auto``) store no per-view render: a reader's rotated FOA, mono and virtual-mic
+    stereo, made from the unrotated FOA, equal the builder's stored renders (``--renders foa,mono,stereo``) to
+    the 16-bit quantisation; the two jobs draw the same viewpoints; ``--renders foa`` stores just that."""
+    stored = {s.key: s for s in iter_samples(stored_render_shards)}
     n = 0
-    for s in iter_samples(out):
-        f = full[s.key]
-        assert s.meta["viewpoints"] == f.meta["viewpoints"]
-        assert not any(k.endswith("mono.flac") for k in s.members)
+    for s in iter_samples(synth_shards):
+        f = stored[s.key]
+        assert s.meta["viewpoints"] == f.meta["viewpoints"] and s.meta["renders"] == []
+        assert f.meta["renders"] == ["foa", "mono", "stereo"] and "m01.v05.stereo.flac" in f.members
+        assert not any(k.count(".") == 3 and k.endswith(".flac") for k in s.members)
+        np.testing.assert_array_equal(s.foa(1), f.foa(1))
         for k in (0, 5):
-            for r in ("mono", "stereo"):
-                np.testing.assert_allclose(s.audio(k, 1, r), f.audio(k, 1, r), atol=3e-4)
+            for r in ("foa", "mono", "stereo"):
+                made, kept = s.audio(k, 1, r), f.audio(k, 1, r)
+                assert f"m01.v{k:02d}.{r}.flac" not in s.members and f"m01.v{k:02d}.{r}.flac" in f.members
+                np.testing.assert_allclose(made, kept, rtol=0, atol=2 * 2.0**-15 * f.meta["audio_scale"])
             n += 1
     assert n > 0
-    size_full = sum(p.stat().st_size for p in synth_shards.glob("*.tar"))
-    size_foa = sum(p.stat().st_size for p in out.glob("*.tar"))
-    assert size_foa < 0.75 * size_full
+    size_stored = sum(p.stat().st_size for p in stored_render_shards.glob("*.tar"))
+    size_auto = sum(p.stat().st_size for p in synth_shards.glob("*.tar"))
+    assert size_auto < 0.3 * size_stored, (size_auto, size_stored)
+
+
+def test_renders_flag_stores_what_readers_cannot_make():
+    """``--renders auto`` stores nothing with virtual-mic stereo (a matrix of the FOA) and the stereo with an
+    HRIR (a convolution); ``none`` and named subsets are taken as given, in canonical order; typos are refused."""
+    from avsa_data.format import stored_renders
+
+    assert stored_renders(("auto",), "virtual-mic") == () and stored_renders(("auto",), "hrir") == ("stereo",)
+    assert stored_renders(("none",), "hrir") == () and stored_renders((), "virtual-mic") == ()
+    assert stored_renders(("stereo", "foa"), "virtual-mic") == ("foa", "stereo")
+    for bad in (("foa", "foa"), ("stero",), ("auto", "foa")):
+        with pytest.raises(ValueError, match="--renders"):
+            stored_renders(bad, "virtual-mic")
+    assert SampleConfig().renders == () and SampleConfig(binaural="hrir", sofa="default").renders == ("stereo",)
+    assert SampleConfig(renders=("mono",)).as_dict()["renders"] == ["mono"]
 
 
 def test_inspect_writes_contact_sheet_and_wavs(synth_shards, tmp_path):

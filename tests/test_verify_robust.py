@@ -49,14 +49,16 @@ def memory_cap(extra: int = CAP):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    """Two one-sample shards (K=2 views, M=2 moments, 16 px crops, T=2, 8 kHz, masks): a few hundred KB."""
+    """Two one-sample shards (K=2 views, M=2 moments, 16 px crops, T=2, 8 kHz, masks, every member kind: the
+    per-view renders stored too): a few hundred KB."""
     root = tmp_path_factory.mktemp("tiny")
     run_cli("cli.data", "synth", "--out", str(root / "raw"), "--videos", "1", "--duration", "2", "--size",
             "128x64", "--seed", "1")
     out = root / "shards"
     run_cli("cli.data", "shard", "--src", str(root / "raw"), "--out", str(out), "-k", "2", "--crop-size", "16",
             "--fps", "8", "--clip-seconds", "0.25", "--sr", "8000", "--audio-seconds", "0.25", "--labels",
-            "synthetic", "--moments-per-sample", "2", "--moment-gap", "0.5", "--shard-size", "1", "-q", "-j", "1")
+            "synthetic", "--moments-per-sample", "2", "--moment-gap", "0.5", "--shard-size", "1", "--renders",
+            "foa,mono,stereo", "-q", "-j", "1")
     assert sorted(p.name for p in out.glob("*.tar")) == ["train-000000.tar", "train-000001.tar"]
     return out
 
@@ -123,7 +125,7 @@ def test_clean_shards_verify_and_carry_member_checksums(tiny):
     r = verify_dir(tiny)
     assert r.ok and r.samples == 2, _problems(r)
     s = next(iter_samples(tiny / SHARD))
-    assert s.meta["format_version"] == fmt.FORMAT_VERSION == 2
+    assert s.meta["format_version"] == fmt.FORMAT_VERSION == 3
     assert set(s.meta["member_sha256"]) == set(fmt.expected_members(s.meta)) - {"meta.json"}
     assert s.meta["meta_sha256"] == codecs.meta_digest(s.meta)
 
