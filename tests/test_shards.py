@@ -20,6 +20,7 @@ import pytest
 from conftest import SHARD_ARGS, run_cli
 
 from avsa_data import ambisonics, synth
+from avsa_data.crops import CropGrid
 from avsa_data.geometry import (
     angular_distance,
     direction_to_equirect,
@@ -106,6 +107,14 @@ def test_centre_mask_equals_truth_class(synth_shards, synth_raw):
                 seg, _ = s.masks(k, m)
                 assert np.all(seg[55:57, 55:57] == patch[0, 0]), (s.key, m, k)
                 checked += 1
+            if s.key.endswith("/000000"):  # every pixel: the truth maps, nearest-sampled on the view's grids
+                for k, v in enumerate(meta["viewpoints"]):
+                    for size, low in ((112, False), (56, True)):
+                        grid = CropGrid(Viewpoint.from_dict(v), (size, size))
+                        seg, got = s.masks(k, m, lowres=low)
+                        np.testing.assert_array_equal(seg, grid.sample(lab, mode="nearest"))
+                        want = np.rint(grid.sample(conf, mode="nearest") * 255) / np.float32(255)
+                        np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
     assert checked > 50
 
 
