@@ -13,7 +13,7 @@ import re
 #: Version of the shard layout. Bump on any change a reader could notice.
 #: 2: ``meta.json`` holds ``member_sha256`` (sha256 of every other member) and ``meta_sha256`` (of itself).
 #: 3: ``renders`` may be empty, and by default (``--renders auto``) holds only the renders that are not a matrix
-#: of the unrotated FOA: none with virtual-mic stereo, ``["stereo"]`` with an HRIR (:data:`DERIVABLE_RENDERS`).
+#: of the unrotated FOA: none with virtual-mic stereo, ``["stereo"]`` with an HRIR (:func:`derivable_renders`).
 FORMAT_VERSION = 3
 #: Versions this code reads (version 1 shards have no checksums; version 2 shards always store ≥ 1 render).
 READABLE_VERSIONS = (1, 2, 3)
@@ -26,7 +26,7 @@ RENDER_CHANNELS = {"foa": 4, "mono": 1, "stereo": 2}
 def derivable_renders(binaural_mode: str) -> tuple[str, ...]:
     """Renders that are a fixed ``[C, 4]`` matrix of the unrotated FOA for every viewpoint (rotation, then a
     cardioid for mono, two cardioids for virtual-mic stereo), so a reader makes them exactly from ``mMM.foa.flac``
-    and the viewpoint; HRIR stereo is a convolution and is not (docs/FORMAT.md "Audio renders")."""
+    and the viewpoint; HRIR stereo is a convolution and is not (docs/FORMAT.md "Per-view audio")."""
     return RENDERS if binaural_mode == "virtual-mic" else ("foa", "mono")
 
 
@@ -45,6 +45,8 @@ def stored_renders(requested: tuple[str, ...], binaural_mode: str) -> tuple[str,
         raise ValueError(f"--renders must be auto, none, or distinct names from {','.join(RENDERS)}; got "
                          f"{','.join(req) or '(empty)'}")
     return tuple(r for r in RENDERS if r in req)
+
+
 #: Confidence threshold of seed §A.2: pixels below it are ignored at train and eval time.
 CONFIDENCE_THRESHOLD = 0.75
 #: Resolution of the segmentation target of seed §A.2 (FPN output).

@@ -110,8 +110,8 @@ def shard(src, out, staging, list_file, hfov, shard_size, engine, ray_address, w
 
     Each sample is one moment (or M moments) of one video with K viewpoints: the moment's unrotated FOA and,
     per viewpoint, the NFOV crop clip and (with --labels) segmentation + confidence masks. Each viewpoint's
-    rotated FOA, mono and binaural renders are a matrix of that FOA, made by readers; --renders stores them
-    too (auto, the default, stores only HRIR binaural, which is not a matrix).
+    rotated FOA, mono and virtual-mic binaural renders are a matrix of that FOA, made by readers; --renders
+    stores them too (auto, the default, stores only --binaural hrir stereo, which is a convolution).
     Resumable: rerun the same command after an interruption, or after an environment error (disk full, out of
     memory; exit status 75). Bad inputs go to OUT/failures.jsonl. Rerun after adding videos to --src to add
     their samples as new shards (finished shards are not rewritten). One job at a time per --out.
