@@ -254,9 +254,9 @@ def decode_png(data: bytes, shape: tuple[int, int] | None = None) -> NDArray:
     return a.astype(np.uint8)
 
 
-def class_dtype(max_class_id: int) -> type:
-    """uint8 when all class ids fit in 0..255, else uint16."""
-    return np.uint8 if max_class_id <= 255 else np.uint16
+def class_dtype(classes: NDArray) -> type:
+    """The mask dtype of a class-id map: uint8 when all its ids fit in 0..255 (or it is empty), else uint16."""
+    return np.uint8 if not classes.size or int(classes.max()) <= 255 else np.uint16
 
 
 def confidence_to_uint8(conf: NDArray) -> NDArray[np.uint8]:

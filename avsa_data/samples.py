@@ -112,8 +112,13 @@ class SampleConfig:
         if self.viewpoints_per_moment < 1 or self.moments_per_sample < 1:
             raise ValueError("viewpoints per moment and moments per sample must be ≥ 1")
         check_choices(self)  # --sampler, --audio-bits, --binaural, --hrir-decoder, --ambi-format
-        # --renders auto/none resolve here: ``renders`` holds the stored renders (what meta.json and the hash say)
-        object.__setattr__(self, "renders", fmt.stored_renders(self.renders, self.binaural))
+        fmt.stored_renders(self.renders, self.binaural)  # a bad --renders is refused here, naming the flag
+
+    @property
+    def stored_renders(self) -> tuple[str, ...]:
+        """The renders stored per viewpoint (``--renders`` resolved against ``--binaural``; what meta.json and the
+        config hash say). ``renders`` keeps what was asked, so ``auto`` follows a later ``replace(binaural=…)``."""
+        return fmt.stored_renders(self.renders, self.binaural)
 
     @property
     def frames_per_clip(self) -> int:
@@ -125,7 +130,7 @@ class SampleConfig:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d["renders"] = list(self.renders)
+        d["renders"] = list(self.stored_renders)
         d["equirect_size"] = list(self.equirect_size) if self.equirect_size else None
         if self.binaural == "hrir":  # the HRIR set's bytes, not its path, determine the stereo renders
             from .binaural import file_sha256, resolve_sofa
@@ -221,8 +226,9 @@ def render_view_audio(
 
 
 def render_audio(foa_window: NDArray, view: Viewpoint, cfg: SampleConfig) -> dict[str, NDArray]:
-    """The renders ``cfg.renders`` of one viewpoint (see :func:`render_view_audio`)."""
-    return render_view_audio(foa_window, view, cfg.renders, cfg.sr, cfg.binaural, cfg.sofa, cfg.hrir_decoder)
+    """The renders ``cfg.stored_renders`` of one viewpoint (see :func:`render_view_audio`)."""
+    return render_view_audio(foa_window, view, cfg.stored_renders, cfg.sr, cfg.binaural, cfg.sofa,
+                             cfg.hrir_decoder)
 
 
 def render_audio_from_meta(foa: NDArray, meta: dict, view: int, render: str) -> NDArray[np.float32]:
@@ -326,7 +332,7 @@ def build_sample(
         "audio_format": "ambix",
         "audio": AUDIO_LAYOUT,
         "audio_bits": cfg.audio_bits,
-        "renders": list(cfg.renders),
+        "renders": list(cfg.stored_renders),
         "binaural": binaural_record,
         "labels": {**label_meta, "present": labels is not None,
                    "confidence_threshold": fmt.CONFIDENCE_THRESHOLD},
@@ -343,11 +349,11 @@ def build_sample(
             members.append((fmt.equirect_member(m), codecs.encode_jpeg(eq, cfg.jpeg_quality)))
         lab = labels.at(label_t) if labels is not None else None
         if lab is not None:
-            dt = codecs.class_dtype(int(lab.classes.max()) if lab.classes.size else 0)
+            dt = codecs.class_dtype(lab.classes)
         crops = clips_for(clip, grids)
         for k in range(len(views)):
             members.append((fmt.clip_member(m, k), codecs.encode_clip_jpeg(crops[k], cfg.jpeg_quality)))
-            for r in cfg.renders:
+            for r in cfg.stored_renders:
                 flac = codecs.encode_flac(renders[k][r] / scale, cfg.sr, cfg.audio_bits, codecs.flac_tags(r))
                 members.append((fmt.render_member(m, k, r), flac))
             if lab is not None:

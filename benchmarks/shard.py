@@ -336,7 +336,7 @@ def stage_breakdown(videos: list[Path]) -> dict:
                 t = tick("flac", t)
                 lab = labels.at(idx[len(idx) // 2] / cfg.fps)
                 grids56 = [CropGrid(v, (56, 56)) for v in views]
-                dt = codecs.class_dtype(int(lab.classes.max()))
+                dt = codecs.class_dtype(lab.classes)
                 for k in range(len(views)):
                     _mask_members(lab, dt, grids[k], grids56[k], 0, k)
                 tick("masks", t)

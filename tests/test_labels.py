@@ -228,6 +228,16 @@ def test_precomputed_16_bit_ids(tmp_path):
     labels = PrecomputedLabels(label_dir=tmp_path, class_map=ClassMap.identity(names)).open(Path("v.mp4"), "v")
     lab = labels.at(0.0)
     assert lab.classes.dtype == np.uint16 and lab.classes.max() == 299 and (lab.confidence == 1).all()
+    # ids above 255 stay 16-bit in the shard's mask PNGs (8-bit while every id of the frame fits)
+    from avsa_data.samples import _mask_members
+
+    assert codecs.class_dtype(lab.classes) == np.uint16 and codecs.class_dtype(a[:, :16]) == np.uint8
+    assert codecs.class_dtype(a[:0]) == np.uint8
+    view = Viewpoint(-90.0, 0.0, 90.0, 90.0)  # looks at the right half (ids 299)
+    members = dict(_mask_members(lab, codecs.class_dtype(lab.classes), CropGrid(view, (8, 8)),
+                                 CropGrid(view, (4, 4)), 0, 0))
+    seg = codecs.decode_png(members[fmt.seg_member(0, 0)], (8, 8))
+    assert seg.dtype == np.uint16 and (seg == 299).all()
 
 
 def test_precomputed_panoptic_layout_with_the_default_map(tmp_path):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -367,7 +368,10 @@ def test_renders_flag_stores_what_readers_cannot_make():
     for bad in (("foa", "foa"), ("stero",), ("auto", "foa")):
         with pytest.raises(ValueError, match="--renders"):
             stored_renders(bad, "virtual-mic")
-    assert SampleConfig().renders == () and SampleConfig(binaural="hrir", sofa="default").renders == ("stereo",)
+    assert SampleConfig().stored_renders == ()
+    assert SampleConfig(binaural="hrir", sofa="default").stored_renders == ("stereo",)
+    # auto stays auto: a config derived from the default one with an HRIR stores the stereo too
+    assert replace(SampleConfig(), binaural="hrir", sofa="default").stored_renders == ("stereo",)
     assert SampleConfig(renders=("mono",)).as_dict()["renders"] == ["mono"]
 
 
