@@ -114,6 +114,9 @@ class PretrainConfig:
     seed: int = option(0, help="Seed of the initialisation, data order and augmentation.")
     device: str = option("auto", choices=DEVICES, help="auto = CUDA when available.")
     amp: bool = option(True, help="Mixed precision (CUDA only).")
+    deterministic: bool = option(False, help="Deterministic CUDA kernels (torch.use_deterministic_algorithms, no "
+                                 "cuDNN autotuning): a rerun or --resume on a GPU repeats the losses bit for bit, "
+                                 "at some cost in speed. The CPU path is deterministic without it.")
     checkpoint_every: int = option(1000, min=0, help="Steps between checkpoints (0: only at the end).")
     keep_checkpoints: bool = option(False, help="Also keep checkpoint-stepN.pt files.")
     log_every: int = option(1, min=1, help="Steps between metrics.jsonl lines.")

@@ -203,6 +203,8 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> dict:
     Returns ``{"steps", "last" (the last logged metrics, averaged over ranks), "checkpoint", "steps_per_epoch",
     "total_steps", "rank"}``.
     """
+    if cfg.deterministic:
+        use_deterministic_kernels()
     device = D.device_for(cfg.device)
     info = D.setup(device)
     try:
@@ -212,6 +214,16 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> dict:
         raise
     D.cleanup(info)
     return summary
+
+
+def use_deterministic_kernels() -> None:
+    """Make CUDA runs repeatable: deterministic algorithms (a warning names any op that has none), no cuDNN
+    autotuning, and the cuBLAS workspace setting that deterministic matrix products need (set before the first
+    cuBLAS call, unless the environment sets it)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def _note(msg: str, info: D.DistInfo) -> None:
@@ -366,7 +378,7 @@ def _build(
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = not cfg.deterministic
     else:
         set_cpu_threads(cfg.workers)
         allocator.keep_freed_activations()

@@ -29,6 +29,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +56,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class UtilisationSampler:
+    """``torch.cuda.utilization`` (NVML) every ``every`` seconds in a background thread until :meth:`stop`."""
+
+    def __init__(self, device: torch.device, every: float = 0.2):
+        self.device, self.every, self.values = device, every, []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every):
+            try:
+                self.values.append(torch.cuda.utilization(self.device))
+            except Exception:  # noqa: BLE001 - pynvml missing or unsupported
+                return
+
+    def stop(self) -> list[int]:
+        self._done.set()
+        self._thread.join()
+        return self.values
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", type=Path, default=None, help="shard folder (default: build a small synthetic one)")
@@ -64,6 +87,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="default: Table 2 on CUDA, 4 on CPU")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: as avsa-train)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps / batches per measurement")
+    ap.add_argument("--full-warmup", type=int, default=None,
+                    help="untimed full steps before the timed ones (default: workers × 4, the batches the "
+                    "DataLoader's workers make ahead: while they fill that queue they compete with the training "
+                    "process for the CPU, which an H200 run showed as a slower full step at 12 workers)")
     ap.add_argument("--device", default="auto", choices=DEVICES)
     args = ap.parse_args()
 
@@ -86,7 +113,9 @@ def main() -> None:
     urls = split_urls(expand_urls(cfg.shards), "train")
     scfg = stream_config(cfg, device)  # on CUDA: uint8 clips normalised on the device, as avsa-train does
     n = args.steps
-    if not cuda:
+    if cuda:
+        torch.backends.cudnn.benchmark = not cfg.deterministic  # as avsa-train pretrain does
+    else:
         set_cpu_threads(cfg.workers)  # as avsa-train pretrain does
 
     def loader():
@@ -125,26 +154,24 @@ def main() -> None:
     _sync(device)
     model_sps = n * cfg.batch_size / (time.perf_counter() - t0)
 
-    # 3. the full step, fed by the loader
+    # 3. the full step, fed by the loader (GPU utilisation sampled by a thread, outside the timed loop: an NVML
+    #    query inside it costs tens of ms in some virtual machines and slowed the step it measured)
     it = iter(loader())
-    b = next(it)
-    step(b)
-    util = []
+    warm = args.full_warmup if args.full_warmup is not None else 4 * cfg.workers
+    for _ in range(max(1, warm)):
+        step(next(it))
     wait = 0.0
     _sync(device)
+    sampler = UtilisationSampler(device) if cuda else None
     t0 = time.perf_counter()
     for _ in range(n):
         tw = time.perf_counter()
         b = next(it)
         wait += time.perf_counter() - tw
         step(b)
-        if cuda:
-            try:
-                util.append(torch.cuda.utilization(device))
-            except Exception:  # noqa: BLE001 - pynvml missing or unsupported
-                pass
     _sync(device)
     total = time.perf_counter() - t0
+    util = sampler.stop() if sampler is not None else []
     full_sps = n * cfg.batch_size / total
     del it
 
@@ -166,6 +193,7 @@ def main() -> None:
             "audio_format": cfg.audio_format,
             "workers": cfg.workers,
             "steps": n,
+            "full_warmup_steps": max(1, warm),
             "amp": bool(scaler),
             "shards": str(shards),
         },
