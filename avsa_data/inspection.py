@@ -26,8 +26,14 @@ _PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0
 
 
 def find_sample(shard: Path | str, key: str | None = None) -> RawSample:
-    """The sample ``key`` of ``shard`` (a path or an fsspec URL; the first sample when ``key`` is None)."""
-    for s in iter_samples(shard if isinstance(shard, str) else [shard]):
+    """The sample ``key`` of ``shard`` (a .tar path, a shard folder, or an fsspec URL of a .tar; the first sample
+    when ``key`` is None, in a folder the first of its first shard)."""
+    shards: list | str = shard if isinstance(shard, str) else [shard]
+    if isinstance(shard, Path) and shard.is_dir():
+        shards = sorted(p for p in shard.glob("*.tar") if fmt.SHARD_RE.match(p.name))
+        if not shards:
+            raise FileNotFoundError(f"{shard}: no shards ({{split}}-NNNNNN.tar) in this folder")
+    for s in iter_samples(shards):
         if key is None or s.key == key:
             return s
     raise ShardFormatError(f"{shard}: no sample with key {key!r}")

@@ -6,9 +6,13 @@
   so a killed job never leaves a stale lock; the ``.lock`` file itself stays (it is empty of meaning).
 - :func:`usable_cpus`: the CPU cores this process may run on (its affinity mask where the OS has one), the
   one count that worker defaults and thread budgets are derived from.
-- :func:`die_with_parent` is a process-pool *initializer*: on Linux it asks the kernel to SIGKILL the worker
-  when its parent exits (``prctl(PR_SET_PDEATHSIG)``), and on every platform a watchdog thread exits the
-  worker within :data:`WATCHDOG_SECONDS` once the parent is gone (``kill -9`` of the main process included).
+- :func:`die_with_parent` is a process-pool *initializer*: the worker leaves Ctrl-C to its parent; on Linux it
+  asks the kernel to SIGKILL the worker when its parent exits (``prctl(PR_SET_PDEATHSIG)``), and on every
+  platform a watchdog thread exits the worker within :data:`WATCHDOG_SECONDS` once the parent is gone (``kill -9``
+  of the main process included).
+- :func:`handle_stop_signals` turns SIGINT (Ctrl-C) and SIGTERM into a clean stop: at the end of the training
+  step under way inside :func:`steps_finish_first` (the loop then checkpoints and raises :class:`Interrupted`),
+  at once elsewhere; the commands end with exit status 130 either way.
 """
 
 from __future__ import annotations
@@ -46,11 +50,12 @@ class FolderBusy(Exception):
 
 
 @contextlib.contextmanager
-def exclusive_lock(folder: Path, what: str = "avsa-data shard job") -> Iterator[Path]:
-    """Hold an exclusive lock on ``folder`` (created if needed) for the duration of the ``with`` block."""
+def exclusive_lock(folder: Path, what: str = "avsa-data shard job", name: str = LOCK_NAME) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if needed) for the duration of the ``with`` block; ``name``
+    is the lock file's (one per run when several runs share a folder, as the downstream evaluations do)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
+    path = folder / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -67,7 +72,11 @@ def exclusive_lock(folder: Path, what: str = "avsa-data shard job") -> Iterator[
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Initializer of a pool worker: exit as soon as ``parent_pid`` (the job's main process) is gone."""
+    """Initializer of a pool worker: exit as soon as ``parent_pid`` (the job's main process) is gone, and leave
+    Ctrl-C to it (a terminal sends SIGINT to the whole process group: the main process stops the pool, and a
+    worker interrupted in the middle of a decoder would only print a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (handle_stop_signals): stopped at once
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
@@ -82,3 +91,72 @@ def die_with_parent(parent_pid: int) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+# ------------------------------------------------------------------------------------------ stop signals
+
+
+class Interrupted(Exception):
+    """The command was stopped by SIGINT or SIGTERM (exit status 130); a rerun of the same command resumes."""
+
+    def __init__(self, step: int | None = None):
+        self.step = step
+        where = f" at step {step}" if step is not None else ""
+        super().__init__(f"interrupted{where} — rerun the same command to resume")
+
+
+class _StopState:
+    """What :func:`handle_stop_signals` shares with the training loops (avsa_train.fit, avsa_train.pretrain)."""
+
+    def __init__(self) -> None:
+        self.installed = False
+        self.deferring = 0  # nesting depth of steps_finish_first()
+        self.requested: int | None = None  # the signal that asked for a stop
+
+
+_STOP = _StopState()
+
+
+def _on_signal(signum: int, frame) -> None:
+    if _STOP.deferring and _STOP.requested is None:
+        _STOP.requested = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint (again: stop at "
+              f"once)", file=sys.stderr, flush=True)
+        return
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def handle_stop_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM stop the command: at the end of the step under way inside
+    :func:`steps_finish_first`, at once elsewhere (as :class:`KeyboardInterrupt`). A no-op outside the main
+    thread (signals reach only the main thread)."""
+    if threading.current_thread() is not threading.main_thread() or _STOP.installed:
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    _STOP.installed, _STOP.requested = True, None
+    try:
+        for s in old:
+            signal.signal(s, _on_signal)
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        _STOP.installed, _STOP.requested = False, None
+
+
+@contextlib.contextmanager
+def steps_finish_first() -> Iterator[None]:
+    """Inside this block a first stop signal is noted (:func:`stop_requested`) instead of raising: the loop
+    finishes its step, checkpoints and raises :class:`Interrupted`."""
+    _STOP.deferring += 1
+    try:
+        yield
+    finally:
+        _STOP.deferring -= 1
+
+
+def stop_requested() -> bool:
+    """Whether SIGINT or SIGTERM asked the run to stop (always ``False`` without :func:`handle_stop_signals`)."""
+    return _STOP.requested is not None

@@ -14,7 +14,9 @@ Metadata keys (all optional but ``help``): ``help``, ``unit`` (shown as the opti
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 #: Compute devices a command can be asked to use; ``auto`` = CUDA when available. (``cuda:N`` is also accepted
@@ -26,6 +28,12 @@ DEVICES = ("auto", "cpu", "cuda")
 FORMS = (None, "size", "list", "dir")
 
 _MISSING: Any = dataclasses.MISSING
+
+
+class OptionError(ValueError):
+    """An option's value, or a combination of option values, is refused: one line that names the option and
+    says the fix. The commands end with exit status 2 for it (as for the values click itself refuses), before
+    anything is written; 1 is kept for bad input data."""
 
 
 def option(
@@ -73,7 +81,7 @@ def flag_of(f: dataclasses.Field) -> str:
 
 
 def check_choices(config: Any, skip: tuple[str, ...] = ()) -> None:
-    """Raise ``ValueError`` naming the flag when a field of ``config`` holds a value outside its ``choices``
+    """Raise :class:`OptionError` naming the flag when a field of ``config`` holds a value outside its ``choices``
     (the same list the command line offers; ``None`` passes where it is the field's default). Fields in ``skip``
     are checked by their config (e.g. ``device``, which also takes ``cuda:N``)."""
     for f in dataclasses.fields(config):
@@ -84,7 +92,20 @@ def check_choices(config: Any, skip: tuple[str, ...] = ()) -> None:
         if value is None and field_default(f) is None:
             continue
         if value not in meta["choices"]:
-            raise ValueError(f"{flag_of(f)} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+            raise OptionError(f"{flag_of(f)} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+
+
+def check_range(flag: str, low: float, high: float, lowest: float, highest: float, unit: str = "") -> None:
+    """Refuse a ``MIN MAX`` pair (one flag, two values) unless ``lowest < MIN ≤ MAX < highest``, with one
+    :class:`OptionError` line naming ``flag``; swapped values are answered with the order to type them in."""
+    if lowest < low <= high < highest:
+        return
+    units = f" {unit}" if unit else ""
+    fix = (f"; give the smaller first: {flag} {format_value(float(high))} {format_value(float(low))}"
+           if high < low and lowest < high and low < highest else "")
+    raise OptionError(f"{flag} MIN MAX must satisfy {format_value(float(lowest))} < MIN ≤ MAX < "
+                      f"{format_value(float(highest))}{units}, got {format_value(float(low))} "
+                      f"{format_value(float(high))}{fix}")
 
 
 def field_default(f: dataclasses.Field) -> Any:
@@ -115,3 +136,35 @@ def format_value(value: Any, form: str | None = None) -> str:
 def per_task(values: dict[str, Any]) -> str:
     """``{"avc": 1e-5, "avsa": 1e-4}`` → ``"1e-5 avc; 1e-4 avsa"`` (a default that depends on the task)."""
     return "; ".join(f"{format_value(v)} {task}" for task, v in values.items())
+
+
+def read_options_file(path: str | os.PathLike, valid: Iterable[str]) -> dict:
+    """The mapping of option: value of a ``--config`` YAML file (keys as the long flags, ``_`` or ``-`` between
+    words; returned with ``_``). A malformed file, another document than a mapping, or a key not in ``valid``
+    is an :class:`OptionError` naming the file (and the line where parsing stopped)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_bytes()) or {}
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise OptionError(
+            f"{path}: malformed YAML{where} ({e.problem or e.context}); expected a mapping of option: value"
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:  # e.g. bytes that are not UTF-8
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise OptionError(f"{path}: not a YAML file ({why}); expected a mapping of option: value") from None
+    if not isinstance(data, dict):
+        raise OptionError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    valid = sorted(valid)
+    unknown = sorted(k for k in data if k not in valid)
+    if unknown:
+        raise OptionError(f"{path}: unknown keys {unknown}; valid keys: {valid}")
+    return data
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 step``, ``2 steps``, ``0 problems`` (``many``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"

@@ -27,7 +27,7 @@ from .crops import CropGrid
 from .crops_yuv import clips_for, rgb_of
 from .events import NO_EVENTS, VideoEvents
 from .labels import VideoLabels
-from .options import check_choices, option
+from .options import OptionError, check_choices, check_range, option
 from .rng import rng_for
 from .viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG, SAMPLERS, Viewpoint, sample_bank
 
@@ -110,8 +110,9 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         if self.viewpoints_per_moment < 1 or self.moments_per_sample < 1:
-            raise ValueError("viewpoints per moment and moments per sample must be ≥ 1")
+            raise OptionError("--viewpoints-per-moment and --moments-per-sample must be ≥ 1")
         check_choices(self)  # --sampler, --audio-bits, --binaural, --hrir-decoder, --ambi-format
+        check_range("--hfov", self.hfov_min, self.hfov_max, 0.0, 180.0, "degrees")
         fmt.stored_renders(self.renders, self.binaural)  # a bad --renders is refused here, naming the flag
 
     @property

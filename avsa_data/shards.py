@@ -68,7 +68,7 @@ from .fsutil import atomic_write_bytes, read_json, sha256_file, tmp_path
 from .input_identity import same_content, video_identity
 from .jobcontrol import FolderBusy, die_with_parent, exclusive_lock, usable_cpus
 from .labels import BACKENDS, LabelBackend, LabelError, make_backend
-from .options import option
+from .options import OptionError, option
 from .samples import EncodedSample, SampleConfig, VideoInfo, iter_samples, needed_frames, plan_samples
 
 VIDEO_EXTS = layouts.VIDEO_EXTS
@@ -81,6 +81,11 @@ ENGINES = ("local", "ray")
 
 class ShardJobError(Exception):
     """The job as a whole cannot run (bad arguments, config mismatch); one-line message."""
+
+
+class ShardOptionError(ShardJobError, OptionError):
+    """An option of the job is refused (another configuration or --src than the output's, a --src or --list that
+    does not exist, a bad --labels setting); one line naming it (exit status 2)."""
 
 
 class JobStopped(ShardJobError):
@@ -225,7 +230,7 @@ def discover(src: Path, list_file: Path | None = None) -> Discovery:
     """
     src = Path(src)
     if not src.is_dir():
-        raise ShardJobError(f"--src {src} is not a directory")
+        raise ShardOptionError(f"--src {src} is not a directory")
     files, skipped = _walk_videos(src)
     groups: dict[str, list[Path]] = {}
     for p in files:
@@ -245,7 +250,7 @@ def discover(src: Path, list_file: Path | None = None) -> Discovery:
             vid = fmt.sanitize_id(Path(key).with_suffix("").as_posix().replace("/", "__")) if "/" in key else key
             vid = fmt.sanitize_id(vid)
             if vid not in groups:
-                raise ShardJobError(f"--list names {key!r}, which is not under {src}")
+                raise ShardOptionError(f"--list names {key!r}, which is not under {src}")
             splits[vid] = split
     tasks, failed = [], []
     for vid, split in sorted(splits.items()):
@@ -282,7 +287,7 @@ def _walk_videos(src: Path) -> tuple[list[Path], list[dict]]:
 
 def _read_list(path: Path) -> dict[str, str]:
     if not path.is_file():
-        raise ShardJobError(f"--list {path} does not exist")
+        raise ShardOptionError(f"--list {path} does not exist")
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -837,32 +842,35 @@ def _src_text(src) -> str:
     return str(Path(src).resolve())
 
 
-def _mismatch(where, old: dict, job: JobConfig, src: str) -> ShardJobError | None:
+def _mismatch(where, old: dict, job: JobConfig, src: str) -> ShardOptionError | None:
     """Why the output described by ``old`` (a config.json) cannot be continued by this job, or None."""
     if not isinstance(old, dict) or old.get("config_hash") != job.config_hash:
         return _config_mismatch(where, old if isinstance(old, dict) else {}, job)
     if old.get("src") != src:
-        return ShardJobError(f"{where} was made from --src {old.get('src')}, not {src}: pass --overwrite to rebuild "
+        return ShardOptionError(f"{where} was made from --src {old.get('src')}, not {src}: pass --overwrite to rebuild "
                              f"it from {src}, or choose another --out")
     return None
 
 
 def _check_config(out: Path, job: JobConfig, src: str, overwrite: bool) -> None:
+    """Continue an output of this configuration; clear one of another configuration when ``overwrite`` is given
+    or when it holds no finished shard yet (a job that stopped before writing one never blocks the next)."""
     cfg_path = out / "config.json"
     if cfg_path.exists():
-        old = _read_json(cfg_path, damaged={} if overwrite else ShardJobError, hint=_REBUILD)
+        unfinished = not any(fmt.SHARD_RE.match(p.name) for p in out.glob("*.tar"))
+        old = _read_json(cfg_path, damaged={} if overwrite or unfinished else ShardJobError, hint=_REBUILD)
         problem = _mismatch(out, old, job, src)
         if problem is None:
             return
-        if not overwrite:
+        if not (overwrite or unfinished):
             raise problem
         clear_output(out)
     elif overwrite:
         clear_output(out)
 
 
-def _config_mismatch(out, old: dict, job: JobConfig) -> ShardJobError:
-    return ShardJobError(
+def _config_mismatch(out, old: dict, job: JobConfig) -> ShardOptionError:
+    return ShardOptionError(
         f"{out} holds shards made with another configuration (hash {old.get('config_hash')} vs "
         f"{job.config_hash}); pass --overwrite to replace them, or choose another --out"
     )
@@ -1085,7 +1093,7 @@ def run_shard_job(
                             keep_work=keep_work, progress=progress, on_video_done=on_video_done, engine=engine,
                             ray_address=ray_address)
     except FolderBusy as e:
-        raise ShardJobError(str(e)) from None
+        raise JobStopped(str(e)) from None
     except remote.StorageError as e:
         raise ShardJobError(str(e)) from e
 
@@ -1125,7 +1133,7 @@ def _discover(src: Path, list_file, spec: layouts.LayoutSpec) -> Discovery:
         if spec.name == "flat":
             return discover(src, list_file)
         if not src.is_dir():
-            raise ShardJobError(f"--src {src} is not a directory")
+            raise ShardOptionError(f"--src {src} is not a directory")
         recs = layouts.discover(src, spec)
         if list_file is None and (src / "videos.csv").is_file():
             list_file = src / "videos.csv"
@@ -1156,7 +1164,7 @@ def _prepare(src, job: JobConfig, list_file, engine: str, layout: layouts.Layout
     if not found.tasks and not found.failed:
         raise ShardJobError(f"no videos ({', '.join(VIDEO_EXTS)}) found under {src}")
     if engine not in ENGINES:
-        raise ShardJobError(f"--engine must be one of {ENGINES}, got {engine!r}")
+        raise ShardOptionError(f"--engine must be one of {ENGINES}, got {engine!r}")
     return found, job, _check_labels(job)  # a bad --labels setting must fail before anything is written
 
 
@@ -1165,7 +1173,7 @@ def _check_labels(job: JobConfig) -> LabelBackend:
     try:
         labels = make_labels(job)
     except (LabelError, ValueError, OSError) as e:
-        raise ShardJobError(f"--labels {job.labels}: {e}") from e
+        raise ShardOptionError(f"--labels {job.labels}: {e}") from e
     try:
         EventClasses.load(job.events.classes)
     except EventLabelError as e:
@@ -1189,23 +1197,29 @@ def _run_phase1(tasks: list[VideoTask], sharder: VideoSharder, workers: int, pro
     :class:`JobStopped` cancels the videos not started yet and is raised."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(tasks), desc="videos", unit="video", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
+    finished = [t for t in tasks if any(p.exists() for p in _summary_paths(sharder.frag_dir, t.video_id))]
+    tasks = [t for t in tasks if t not in finished]
+    bar = tqdm(total=len(tasks) + len(finished), initial=len(finished), desc="videos", unit="video", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
     results: list[VideoResult] = []
     samples = 0
     t0 = time.time()
 
-    def done(r: VideoResult) -> None:
+    def done(r: VideoResult, new: bool = True) -> None:
+        """A video's result; the bar's rates count only the videos this run works on (``new``)."""
         nonlocal samples
         results.append(r)
-        samples += r.samples
         if not r.ok:
             _console(f"avsa-data shard: FAILED {r.path} [{r.stage}]: {r.reason}")
-        bar.update(1)
-        bar.set_postfix(samples=samples, sps=f"{samples / max(time.time() - t0, 1e-9):.1f}/s")
+        if new:
+            samples += r.samples
+            bar.update(1)
+            bar.set_postfix(samples=samples, sps=f"{samples / max(time.time() - t0, 1e-9):.1f}/s")
         if on_video_done:
             on_video_done(r)
 
+    for t in finished:  # fragments of an earlier run of this job: read back, not redone
+        done(sharder(t), new=False)
     try:
         if engine == "ray":
             for r in _ray_results(tasks, sharder, workers, ray_address):
@@ -1220,7 +1234,10 @@ def _run_phase1(tasks: list[VideoTask], sharder: VideoSharder, workers: int, pro
                 try:
                     for f in as_completed(futs):
                         done(f.result())
-                except BaseException:
+                except BaseException as e:
+                    if isinstance(e, KeyboardInterrupt):  # Ctrl-C, SIGTERM: fragments are atomic, stop at once
+                        for proc in list(getattr(ex, "_processes", {}).values()):
+                            proc.terminate()
                     ex.shutdown(wait=True, cancel_futures=True)
                     raise
     finally:

@@ -183,7 +183,7 @@ def save_checkpoint(
 
 
 #: Options that never change what a run computes: where it writes, on which device, how much it prints.
-RUN_ONLY_KEYS = ("out", "device", "quiet")
+RUN_ONLY_KEYS = ("out", "device", "quiet", "checkpoint_minutes")
 #: Options a run resolves when it starts and saves resolved (``workers`` ``None`` → CPUs − 1): ``None`` in the
 #: configuration asked for matches any saved value.
 RESOLVED_AT_START = ("workers",)

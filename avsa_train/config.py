@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-import yaml
-
-from avsa_data.options import DEVICES, check_choices, format_value, option, option_meta
+from avsa_data.options import DEVICES, OptionError, check_choices, format_value, option, option_meta, read_options_file
 from avsa_train.models.transformer import CONTEXTS
+from avsa_train.runs import CHECKPOINT_MINUTES
 
 TASKS = ("avc", "avts", "avsa")
 #: Audio input of the encoders (avsa_train.data.AUDIO_FORMATS maps each to its render and channel count).
@@ -118,6 +117,9 @@ class PretrainConfig:
                                  "cuDNN autotuning): a rerun or --resume on a GPU repeats the losses bit for bit, "
                                  "at some cost in speed. The CPU path is deterministic without it.")
     checkpoint_every: int = option(1000, min=0, help="Steps between checkpoints (0: only at the end).")
+    checkpoint_minutes: float = option(CHECKPOINT_MINUTES, min=0.0, unit="MINUTES",
+                                       help="Minutes between time-based checkpoints (0: none): what a kill -9 can "
+                                       "lose at most. Ctrl-C and SIGTERM always save one.")
     keep_checkpoints: bool = option(False, help="Also keep checkpoint-stepN.pt files.")
     log_every: int = option(1, min=1, help="Steps between metrics.jsonl lines.")
     tensorboard: bool = option(False, help="Also log to OUT/tb (needs tensorboard installed).")
@@ -127,41 +129,42 @@ class PretrainConfig:
         """Check values and their combinations; raise ValueError naming the option."""
         check_choices(self, skip=("device",))  # every field with choices: --task, --negatives, --spec …
         if self.spec in IV_KINDS and self.audio_format != "ambi":
-            raise ValueError(
+            raise OptionError(
                 f"--spec {self.spec} adds ambisonic intensity vectors: it needs --audio-format ambi, "
                 f"got {self.audio_format}"
             )
         if self.easy_batch_size is not None and self.easy_batch_size < 2:
-            raise ValueError(f"--easy-batch-size must be ≥ 2, got {self.easy_batch_size}")
+            raise OptionError(f"--easy-batch-size must be ≥ 2, got {self.easy_batch_size}")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+            raise OptionError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.viewpoints < 1 or self.moments < 1:
-            raise ValueError(f"--viewpoints and --moments must be ≥ 1, got {self.viewpoints} and {self.moments}")
+            raise OptionError(f"--viewpoints and --moments must be ≥ 1, got {self.viewpoints} and {self.moments}")
         if self.batch_size < 2:
-            raise ValueError(f"--batch-size must be ≥ 2 (instance negatives need other samples), got {self.batch_size}")
+            raise OptionError(f"--batch-size must be ≥ 2 (instance negatives need other samples), got "
+                              f"{self.batch_size}")
         if self.width <= 0 or self.lr <= 0 or self.tau <= 0 or self.weight_decay < 0:
-            raise ValueError("--width, --lr and --tau must be > 0 and --weight-decay ≥ 0")
+            raise OptionError("--width, --lr and --tau must be > 0 and --weight-decay ≥ 0")
         if self.epochs < 1 or (self.max_steps is not None and self.max_steps < 0):
-            raise ValueError("--epochs must be ≥ 1 and --max-steps ≥ 0")
+            raise OptionError("--epochs must be ≥ 1 and --max-steps ≥ 0")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"--steps-per-epoch must be ≥ 1, got {self.steps_per_epoch}")
+            raise OptionError(f"--steps-per-epoch must be ≥ 1, got {self.steps_per_epoch}")
         if self.workers is not None and self.workers < 0:
-            raise ValueError(f"--workers must be ≥ 0, got {self.workers}")
+            raise OptionError(f"--workers must be ≥ 0, got {self.workers}")
         if self.log_every < 1 or self.checkpoint_every < 0 or self.switch_epoch < 0:
-            raise ValueError("--log-every must be ≥ 1, --checkpoint-every and --switch-epoch ≥ 0")
+            raise OptionError("--log-every must be ≥ 1, --checkpoint-every and --switch-epoch ≥ 0")
         if self.task == "avts" and self.moments < 2:
-            raise ValueError(
+            raise OptionError(
                 "--task avts contrasts moments of the same viewpoint: it needs --moments ≥ 2 "
                 "(and shards made with avsa-data shard --moments-per-sample ≥ 2)"
             )
         if self.task == "avc" and (self.viewpoints != 1 or self.moments != 1):
-            raise ValueError("--task avc uses one viewpoint at one moment per sample (--viewpoints 1 --moments 1)")
+            raise OptionError("--task avc uses one viewpoint at one moment per sample (--viewpoints 1 --moments 1)")
         if "temporal" in self.negatives and self.moments < 2:
-            raise ValueError(f"--negatives {self.negatives} needs --moments ≥ 2")
+            raise OptionError(f"--negatives {self.negatives} needs --moments ≥ 2")
         if self.task == "avsa" and self.viewpoints < 2 and "spatial" in self.negatives:
-            raise ValueError("--task avsa with spatial negatives needs --viewpoints ≥ 2")
+            raise OptionError("--task avsa with spatial negatives needs --viewpoints ≥ 2")
         if not self.shards:
-            raise ValueError("--shards is required (a folder of avsa-data shards)")
+            raise OptionError("--shards is required (a folder of avsa-data shards)")
         return self
 
     def as_dict(self) -> dict:
@@ -249,22 +252,7 @@ def _field_names() -> set[str]:
 
 def read_yaml(path: str | Path) -> dict:
     """Options of a YAML config file (keys as the long flags with ``_`` for ``-``); unknown keys are an error."""
-    try:
-        data = yaml.safe_load(Path(path).read_bytes()) or {}
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        raise ValueError(
-            f"{path}: malformed YAML{where} ({e.problem or e.context}); expected a mapping of option: value"
-        ) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:  # e.g. bytes that are not UTF-8
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{path}: not a YAML file ({why}); expected a mapping of option: value") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
-    unknown = sorted(str(k) for k in data if k not in _field_names())
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown}; valid keys: {sorted(_field_names())}")
+    data = read_options_file(path, sorted(_field_names()))
     return {k: _typed(path, k, v) for k, v in data.items()}
 
 
@@ -289,7 +277,7 @@ def _typed(path, key: str, value):
                 pass
         if "str" in kinds and isinstance(value, str):
             return value
-    raise ValueError(f"{path}: {key} must be {' or '.join(kinds)}, got {value!r}")
+    raise OptionError(f"{path}: {key} must be {' or '.join(kinds)}, got {value!r}")
 
 
 def resolve(task: str | None, yaml_path: str | Path | None, cli: dict, saved: dict | None = None) -> PretrainConfig:
@@ -303,11 +291,11 @@ def resolve(task: str | None, yaml_path: str | Path | None, cli: dict, saved: di
     if saved is not None:
         values = {k: v for k, v in saved.items() if k in names}
         if task is not None and task != values.get("task"):
-            raise ValueError(f"--resume: the run in {values.get('out')} is a {values.get('task')} run, not {task}")
+            raise OptionError(f"--resume: the run in {values.get('out')} is a {values.get('task')} run, not {task}")
     else:
         task = task or data.get("task") or "avsa"
         if task not in TASKS:
-            raise ValueError(f"--task must be one of {TASKS}, got {task!r}")
+            raise OptionError(f"--task must be one of {TASKS}, got {task!r}")
         values = {"task": task, **TASK_DEFAULTS[task]}
         values.update(data)
         values["task"] = task

@@ -43,6 +43,7 @@ from avsa_data import ambisonics, binaural, events, remote
 from avsa_data import format as fmt
 from avsa_data.fsutil import parse_json
 from avsa_data.jobcontrol import usable_cpus
+from avsa_data.options import OptionError
 from avsa_data.reader import RawSample, iter_raw
 from avsa_data.rng import rng_for
 
@@ -93,6 +94,19 @@ def expand_urls(shards: str | Sequence[str]) -> list[str]:
             raise FileNotFoundError(f"no shards match {s}")
         return urls
     return [s]
+
+
+def option_urls(shards: str, flag: str = "--shards") -> list[str]:
+    """:func:`expand_urls` of a command's ``--shards`` value; a local folder or file that does not exist, or one
+    with no shards, is an :class:`~avsa_data.options.OptionError` naming ``flag`` (exit status 2)."""
+    s = str(shards)
+    local = not (_fsspec_url(s) or s.startswith("pipe:") or any(ch in s for ch in "*?[{"))
+    if local and not Path(s).exists():
+        raise OptionError(f"{flag} {s} does not exist (make shards with avsa-data shard --out {s})")
+    try:
+        return expand_urls(s)
+    except FileNotFoundError as e:
+        raise OptionError(f"{flag} {s}: {e} (make shards with avsa-data shard)") from None
 
 
 def split_urls(urls: Sequence[str], split: str | None) -> list[str]:
@@ -730,17 +744,19 @@ def peek_meta(urls: Sequence[str]) -> dict:
 
 
 def check_shards_fit(meta: dict, cfg: StreamConfig) -> None:
-    """A clear error when the shards cannot give ``cfg``'s items (too few views or moments, no masks)."""
+    """An :class:`~avsa_data.options.OptionError` naming the option when the shards cannot give ``cfg``'s items (too
+    few views or moments, no masks)."""
     k, m = len(meta["viewpoints"]), int(meta["moments_per_sample"])
     if cfg.views > k:
-        raise ValueError(
-            f"{cfg.views} viewpoints per item requested (--viewpoints) but the shards have banks of "
-            f"{k} (avsa-data shard --viewpoints-per-moment)"
+        raise OptionError(
+            f"--viewpoints {cfg.views}: the shards have banks of {k} viewpoints; use --viewpoints ≤ {k}, or re-shard "
+            f"with avsa-data shard --viewpoints-per-moment {cfg.views}"
         )
     if cfg.moments > m:
-        raise ValueError(
-            f"{cfg.moments} moments per item requested (--moments) but the shards have {m} per sample; "
-            f"re-shard with avsa-data shard --moments-per-sample {cfg.moments}"
+        raise OptionError(
+            f"--moments {cfg.moments}: the shards have {m} moment(s) per sample; use --moments ≤ {m}, or re-shard "
+            f"with avsa-data shard --moments-per-sample {cfg.moments}"
         )
     if cfg.with_masks and not meta.get("labels", {}).get("present", False):
-        raise ValueError("segmentation masks requested but the shards have none (avsa-data shard --labels ...)")
+        raise OptionError("segmentation needs masks but the shards have none: re-shard with avsa-data shard --labels "
+                          "synthetic|precomputed|onnx")

@@ -94,6 +94,16 @@ def mean_over_ranks(values: dict[str, float], info: DistInfo, device: torch.devi
     return {k: float(v) / info.world_size for k, v in zip(keys, t.tolist())}
 
 
+def any_of(flags: list[bool], info: DistInfo, device: torch.device) -> list[bool]:
+    """Each flag true on any rank (one small all-reduce), so that every rank takes the same branch (a stop
+    signal, a checkpoint due): a collective must be entered by all ranks or none."""
+    if not info.enabled:
+        return list(flags)
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
 def cleanup(info: DistInfo, ok: bool = True) -> None:
     """Tear the process group down. ``ok``: every rank got here normally, so wait for all of them first (a
     rank that closes its Gloo connections while a peer is still using them makes that peer abort)."""

@@ -14,12 +14,16 @@ with :func:`optimizer_step`.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
+
+from avsa_data.jobcontrol import steps_finish_first
 
 
 @dataclass
@@ -42,12 +46,26 @@ class StepOutput:
 
 @dataclass
 class FitState:
-    """Where the loop stands: optimiser steps done (the global step count), the current 0-based epoch, and the
-    history rows of the finished epochs."""
+    """Where the loop stands: optimiser steps done (the global step count), the current 0-based epoch, the
+    history rows of the finished epochs; for a checkpoint inside an epoch (:class:`avsa_train.runs.TrainingState`),
+    the epochs finished, the batches consumed in the current one and its running sums; ``rng``: the torch RNG
+    state to restore when a resumed run reaches the point where it was saved."""
 
     step: int = 0
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
+    epochs_done: int = 0
+    batch: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    rng: dict | None = None
+
+
+class Guard(Protocol):
+    """Checkpoints and stops of a training loop (:class:`avsa_train.runs.TrainingState`)."""
+
+    def after_step(self, state: FitState) -> None: ...
+
+    def after_epoch(self, state: FitState) -> None: ...
 
 
 StepFn = Callable[[Any, int], "StepOutput | None"]
@@ -86,6 +104,7 @@ def fit(
     on_step: Callable[[FitState, StepOutput], None] | None = None,
     on_epoch_end: Callable[[FitState, dict], None] | None = None,
     state: FitState | None = None,
+    guard: Guard | None = None,
 ) -> FitState:
     """Train ``model`` with ``optimizer`` for each epoch of ``epochs`` (0-based numbers).
 
@@ -96,16 +115,37 @@ def fit(
     (if any) steps, and with ``summarise`` a history row ``{"epoch", "lr", **summarise(sums)}`` is made,
     passed to ``on_epoch_end(state, row)`` (which may add to it) and appended to ``state.history``.
 
-    Returns the state (``step``, last ``epoch``, ``history``); pass a ``state`` to continue a run (resume).
+    A ``guard`` is called after every optimiser step and every epoch (checkpoints, stop signals). Returns the
+    state (``step``, last ``epoch``, ``history``); pass a ``state`` to continue a run (resume): epochs before
+    ``state.epochs_done`` are skipped, and an epoch checkpointed part-way continues after its ``state.batch``
+    consumed batches, from its saved sums and RNG state.
     """
-    state = state if state is not None else FitState()
+    with steps_finish_first() if guard is not None else contextlib.nullcontext():  # a stop ends the step first
+        return _fit(model, optimizer, step, batches, epochs, summarise, scheduler, scaler, bar, on_step, on_epoch_end,
+                    state if state is not None else FitState(), guard)
+
+
+def _fit(model, optimizer, step, batches, epochs, summarise, scheduler, scaler, bar, on_step, on_epoch_end,
+         state: FitState, guard: Guard | None) -> FitState:
+    """:func:`fit`'s loop."""
+    if state.rng is not None and state.batch == 0:
+        _set_rng(state)
     for epoch in epochs:
+        if epoch < state.epochs_done:
+            continue
+        resumed = state.batch if epoch == state.epoch else 0
         state.epoch = epoch
         model.train()
         lr = optimizer.param_groups[0]["lr"]
-        totals: dict[str, float] = {}
-        it = batches(epoch, state)
+        totals: dict[str, float] = dict(state.sums) if resumed else {}
+        state.batch, state.sums = resumed, totals
+        it = iter(batches(epoch, state))
+        if resumed:
+            for _ in itertools.islice(it, resumed):  # the data of an epoch is a function of (seed, epoch)
+                pass
+            _set_rng(state)
         for batch in bar(it, epoch) if bar is not None else it:
+            state.batch += 1
             out = step(batch, epoch)
             if out is None:
                 continue
@@ -114,6 +154,8 @@ def fit(
             add_sums(totals, out.sums)
             if on_step is not None:
                 on_step(state, out)
+            if guard is not None:
+                guard.after_step(state)
         if scheduler is not None:
             scheduler.step()
         if summarise is not None:
@@ -121,4 +163,16 @@ def fit(
             if on_epoch_end is not None:
                 on_epoch_end(state, row)
             state.history.append(row)
+        state.epochs_done, state.batch, state.sums = epoch + 1, 0, {}
+        if guard is not None:
+            guard.after_epoch(state)
     return state
+
+
+def _set_rng(state: FitState) -> None:
+    """Restore the torch RNG state a checkpoint saved (CUDA states only where CUDA is available)."""
+    from avsa_train.checkpoint import set_rng_state
+
+    rng, state.rng = state.rng, None
+    if rng is not None:
+        set_rng_state(rng)

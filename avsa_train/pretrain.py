@@ -28,11 +28,11 @@ and every rank's torch RNG (dropout), so the losses after ``--resume`` equal tho
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -41,13 +41,22 @@ from pathlib import Path
 import torch
 import yaml
 
-from avsa_data.fsutil import atomic_write, atomic_write_bytes, remove_stale_tmp
+from avsa_data.fsutil import atomic_write, atomic_write_bytes
 from avsa_data.jobcontrol import usable_cpus
+from avsa_data.options import OptionError
 from avsa_data.rng import rng_for
 from avsa_train import allocator
 from avsa_train import distributed as D
+from avsa_train.checkpoint import (
+    RUN_ONLY_KEYS,
+    config_changes,
+    init_from,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from avsa_train.checkpoint import build_model as model_for_config
-from avsa_train.checkpoint import config_changes, init_from, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from avsa_train.config import DATA_ORDER_KEYS, PretrainConfig
 from avsa_train.data import (
     ShardStream,
@@ -55,10 +64,10 @@ from avsa_train.data import (
     auto_workers,
     check_shards_fit,
     count_samples,
-    expand_urls,
     has_manifest,
     make_loader,
     model_video,
+    option_urls,
     peek_meta,
     shard_sizes,
     split_urls,
@@ -66,6 +75,17 @@ from avsa_train.data import (
 from avsa_train.fit import FitState, StepOutput, fit
 from avsa_train.losses import LossOutput, Negatives, avc_loss, translation_loss
 from avsa_train.models.avsa import AVSAModel
+from avsa_train.runs import (
+    FINISHED,
+    NEW,
+    RESUME,
+    Cadence,
+    Interrupted,
+    RunFolder,
+    differences,
+    steps_finish_first,
+    stop_requested,
+)
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -197,18 +217,23 @@ def train_step(
     return StepOutput(result.loss, metrics=result.metrics)
 
 
-def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> dict:
-    """Train as ``cfg`` says; with ``resume``, continue the run whose checkpoint is ``OUT/checkpoint.pt``.
+def run_pretrain(cfg: PretrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train as ``cfg`` says in the run folder ``OUT`` (:mod:`avsa_train.runs`): a new run, or the run already
+    there continued when it has the same options (or only more steps), or nothing when that run is finished;
+    another run there is refused (:class:`~avsa_train.runs.RunConflict`) unless ``overwrite``. With ``resume``,
+    continue the run whose checkpoint is ``OUT/checkpoint.pt`` whatever options ``cfg`` changes.
 
     Returns ``{"steps", "last" (the last logged metrics, averaged over ranks), "checkpoint", "steps_per_epoch",
-    "total_steps", "rank"}``.
+    "total_steps", "rank", "finished" (the run was finished before this call: nothing was done)}``. Raises
+    :class:`~avsa_train.runs.Interrupted` after a stop signal, once the checkpoint of the last step is written.
     """
+    _check_options(cfg, resume)
     if cfg.deterministic:
         use_deterministic_kernels()
     device = D.device_for(cfg.device)
     info = D.setup(device)
     try:
-        summary = _run(cfg, resume, device, info)
+        summary = _run(cfg, resume, overwrite, device, info)
     except BaseException:
         D.cleanup(info, ok=False)
         raise
@@ -254,26 +279,86 @@ class RunData:
     easy_cfg: PretrainConfig | None
 
 
-def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistInfo) -> dict:
+#: Options that never change what a run computes or how long it trains: a rerun may change them freely.
+RUN_ONLY = (*RUN_ONLY_KEYS, "tensorboard", "checkpoint_every", "keep_checkpoints", "log_every")
+
+
+def run_folder(out: str | Path) -> RunFolder:
+    """The run folder of a pre-training run (:class:`avsa_train.runs.RunFolder`): its files, and the checkpoint
+    that makes it worth keeping."""
+    return RunFolder(Path(out), "pretrain", "avsa-train pretrain",
+                     files=(CHECKPOINT, METRICS, "config.yaml", "checkpoint-step*.pt", "tb"), progress=(CHECKPOINT,))
+
+
+def _longer(saved: dict, asked: dict) -> bool:
+    """Whether ``asked`` differs from a run's ``saved`` options only in asking for more steps (``--max-steps``)
+    or epochs (``--epochs``, without ``--max-steps``): that continues the run, finished or not."""
+    if differences(saved, asked, (*RUN_ONLY, "max_steps", "epochs")):
+        return False
+    if saved.get("max_steps") is not None and asked.get("max_steps") is not None:
+        return asked["max_steps"] >= saved["max_steps"]
+    return saved.get("max_steps") is None and asked.get("max_steps") is None and asked["epochs"] >= saved["epochs"]
+
+
+def _check_options(cfg: PretrainConfig, resume: bool) -> None:
+    """The checks that need no data and must fail before anything is written."""
+    if cfg.init and not resume and not Path(cfg.init).is_file():
+        what = "is a folder: use" if Path(cfg.init).is_dir() else "does not exist (train the AVC model first:"
+        fix = (f"{Path(cfg.init) / CHECKPOINT}" if Path(cfg.init).is_dir() else
+               "avsa-train pretrain --task avc; or pass --init none to start from a random initialisation)")
+        raise OptionError(f"--init {cfg.init} {what} {fix}")
+
+
+def _decide(folder: RunFolder, cfg: PretrainConfig, resume: bool, overwrite: bool, info: D.DistInfo) -> str:
+    """Rank 0 reads the run folder (:meth:`RunFolder.decide`) and every rank gets its decision."""
+    decision = None
+    if info.is_main:
+        if resume:
+            decision = RESUME
+        else:
+            ckpt = folder.out / CHECKPOINT
+            fallback = None
+            if folder.record() is None and ckpt.is_file():  # a run written before run records existed
+                saved = dict(load_checkpoint(ckpt, map_location="cpu")["config"])
+                if cfg.workers is None:
+                    saved["workers"] = None
+                fallback = {"options": saved, "status": "running"}
+            decision = folder.decide(cfg.as_dict(), overwrite, ignore=RUN_ONLY, longer=_longer, fallback=fallback)
+    return D.gather(decision, info)[0]
+
+
+def _run(cfg: PretrainConfig, resume: bool, overwrite: bool, device: torch.device, info: D.DistInfo) -> dict:
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT
-    if info.is_main:
-        _remove_stale(out, info)
-    state = _resume_state(cfg, ckpt_path, info) if resume else None
-    init_state = _init_state(cfg) if state is None else None  # checked before any data is read
-    if cfg.workers is None:
-        saved_workers = state["config"].get("workers") if state is not None else None
-        cfg = replace(cfg, workers=saved_workers if saved_workers is not None else auto_workers(D.local_world_size()))
-    data = _check_data(cfg, info)
-    _warn_no_easy_stage(cfg, state, info)
-    tr = _build(cfg, device, info, init_state, state, find_unused=cfg.task == "avc" or data.easy_cfg is not None)
-    del state, init_state
-    log = RunLog.open(out, cfg, tr.step, data.sched.total, info) if info.is_main else None
-    try:
-        last = _train(cfg, tr, data, device, info, log, ckpt_path)
-    finally:
-        if log is not None:
-            log.close()
+    folder = run_folder(out)
+    asked = cfg.as_dict()
+    auto = auto_workers(D.local_world_size())
+    data = _check_data(replace(cfg, workers=auto if cfg.workers is None else cfg.workers), info)  # nothing written yet
+    with folder.lock() if info.is_main else contextlib.nullcontext():
+        decision = _decide(folder, cfg, resume, overwrite, info)
+        if decision == FINISHED:
+            summary = (folder.record() or {}).get("summary") or {} if info.is_main else {}
+            return {"steps": summary.get("steps", 0), "last": summary.get("last", {}), "checkpoint": str(ckpt_path),
+                    "steps_per_epoch": summary.get("steps_per_epoch"), "total_steps": summary.get("steps", 0),
+                    "rank": info.rank, "finished": True}
+        state = _resume_state(cfg, ckpt_path, info, warn=resume) if decision == RESUME else None
+        init_state = _init_state(cfg) if state is None else None
+        if cfg.workers is None:
+            saved_workers = state["config"].get("workers") if state is not None else None
+            cfg = replace(cfg, workers=auto if saved_workers is None else saved_workers)
+        if info.is_main:
+            folder.start(asked, NEW if state is None else RESUME)
+        _warn_no_easy_stage(cfg, state, info)
+        tr = _build(cfg, device, info, init_state, state, find_unused=cfg.task == "avc" or data.easy_cfg is not None)
+        del state, init_state
+        log = RunLog.open(out, cfg, asked, tr.step, data.sched.total) if info.is_main else None
+        try:
+            last = _train(cfg, tr, data, device, info, log, ckpt_path)
+        finally:
+            if log is not None:
+                log.close()
+        if info.is_main:
+            folder.finish({"steps": tr.step, "steps_per_epoch": data.sched.spe, "last": last})
     return {
         "steps": tr.step,
         "last": last,
@@ -281,21 +366,21 @@ def _run(cfg: PretrainConfig, resume: bool, device: torch.device, info: D.DistIn
         "steps_per_epoch": data.sched.spe,
         "total_steps": data.sched.total,
         "rank": info.rank,
+        "finished": False,
     }
 
 
-def _remove_stale(out: Path, info: D.DistInfo) -> None:
-    """Remove the temporary files a killed run left in ``out``."""
-    gone = remove_stale_tmp(out, keep=is_run_file)
-    if gone:
-        _note(f"removed {len(gone)} temporary file(s) of a killed run: {', '.join(p.name for p in gone)}", info)
-
-
-def _resume_state(cfg: PretrainConfig, ckpt_path: Path, info: D.DistInfo) -> dict:
-    """The checkpoint to resume from (on the CPU); warns when options that set the data order changed."""
+def _resume_state(cfg: PretrainConfig, ckpt_path: Path, info: D.DistInfo, warn: bool = True) -> dict | None:
+    """The checkpoint to resume from (on the CPU), ``None`` when the run has none yet; with ``warn`` (``--resume``,
+    which may change options), warns when options that set the data order changed."""
     if not ckpt_path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        if warn:
+            raise OptionError(f"--resume: {ckpt_path.parent} holds no run to continue (no {CHECKPOINT}); leave out "
+                              f"--resume to start one")
+        return None
     state = load_checkpoint(ckpt_path, map_location="cpu")
+    if not warn:
+        return state
     saved = state["config"]
     changed = config_changes(saved, cfg.as_dict(), DATA_ORDER_KEYS)
     if int(state.get("world_size", 1)) != info.world_size:
@@ -309,19 +394,15 @@ def _init_state(cfg: PretrainConfig) -> dict | None:
     """The ``--init`` checkpoint (on the CPU), or ``None`` without one."""
     if not cfg.init:
         return None
-    if not Path(cfg.init).is_file():
-        raise FileNotFoundError(
-            f"--init {cfg.init} does not exist (train the AVC model first: avsa-train pretrain "
-            f"--task avc; or pass --init none to start from a random initialisation)"
-        )
+    _check_options(cfg, resume=False)
     return load_checkpoint(cfg.init, map_location="cpu")
 
 
 def _check_data(cfg: PretrainConfig, info: D.DistInfo) -> RunData:
     """The train shards fit the configuration (views, moments, audio) and can feed every rank and worker."""
-    urls = split_urls(expand_urls(cfg.shards), "train")
+    urls = split_urls(option_urls(cfg.shards), "train")
     if not urls:
-        raise ValueError(f"no train shards (train-NNNNNN.tar) in {cfg.shards}")
+        raise OptionError(f"--shards {cfg.shards} has no train shards (train-NNNNNN.tar)")
     sizes = shard_sizes(cfg.shards) if has_manifest(cfg.shards) else None
     check_shards_fit(peek_meta(urls), stream_config(cfg))
     if sizes is not None and sum(sizes.get(u, 0) for u in urls) < info.world_size * max(1, cfg.workers):
@@ -433,8 +514,10 @@ class Checkpointer:
     with ``keep_checkpoints`` also copied to ``checkpoint-stepN.pt``, and at the end). Saving is a collective:
     every rank gives its RNG state, rank 0 writes."""
 
-    def __init__(self, path: Path, cfg: PretrainConfig, tr: Trainer, sched: Schedule, info: D.DistInfo):
-        self.path, self.cfg, self.tr, self.sched, self.info = path, cfg, tr, sched, info
+    def __init__(self, path: Path, cfg: PretrainConfig, tr: Trainer, sched: Schedule, info: D.DistInfo,
+                 device: torch.device):
+        self.path, self.cfg, self.tr, self.sched, self.info, self.device = path, cfg, tr, sched, info, device
+        self.cadence = Cadence(cfg.checkpoint_minutes)
 
     def save(self, step: int) -> None:
         rngs = D.gather(rng_state(), self.info)  # a collective: every rank takes part
@@ -444,13 +527,22 @@ class Checkpointer:
                 self.path, tr.model, tr.opt, tr.scaler, step, self.sched.epoch(step), self.cfg.as_dict(), rng=rngs,
                 world_size=self.info.world_size,
             )
+        self.cadence.mark()
 
-    def periodic(self, step: int) -> None:
+    def after_step(self, step: int) -> None:
+        """A checkpoint every ``checkpoint_every`` steps and every ``checkpoint_minutes``; after a stop signal
+        (on any rank), the checkpoint of this step and :class:`~avsa_train.runs.Interrupted`."""
+        stop, due = D.any_of([stop_requested(), self.cadence.due()], self.info, self.device)
+        if stop:
+            self.save(step)
+            raise Interrupted(step)
         every = self.cfg.checkpoint_every
         if every and step % every == 0 and step < self.sched.total:
             self.save(step)
             if self.cfg.keep_checkpoints and self.info.is_main:
                 atomic_write(self.path.parent / f"checkpoint-step{step}.pt", lambda f: f.write(self.path.read_bytes()))
+        elif due:
+            self.save(step)
 
 
 def _train(
@@ -466,7 +558,7 @@ def _train(
     checkpoints every ``checkpoint_every`` steps and at the end. Returns the last logged metrics."""
     sched, total = data.sched, data.sched.total
     stages = StageBatches(cfg, data, info, device)
-    ckpt = Checkpointer(ckpt_path, cfg, tr, sched, info)
+    ckpt = Checkpointer(ckpt_path, cfg, tr, sched, info, device)
     rate = SampleRate(tr.step)
     last: dict = {}
 
@@ -484,11 +576,13 @@ def _train(
                 log.write(last)
         if log is not None:
             log.progress(last)
-        ckpt.periodic(state.step)
+        ckpt.after_step(state.step)
 
     start = tr.step
     epochs = range(sched.epoch(start), sched.epoch(total - 1) + 1) if start < total else range(0)
-    state = fit(tr.model, tr.opt, step, stages, epochs, scaler=tr.scaler, on_step=after_step, state=FitState(start))
+    with steps_finish_first():  # a stop signal ends the step under way, then checkpoints (Checkpointer.after_step)
+        state = fit(tr.model, tr.opt, step, stages, epochs, scaler=tr.scaler, on_step=after_step,
+                    state=FitState(start))
     tr.step = state.step
     if tr.step < total:
         raise RuntimeError(f"the training stream ended after {tr.step} of {total} steps")
@@ -547,10 +641,12 @@ class RunLog:
         self.metrics, self.tb, self.bar = metrics, tb, bar
 
     @classmethod
-    def open(cls, out: Path, cfg: PretrainConfig, step: int, total: int, info: D.DistInfo) -> RunLog:
+    def open(cls, out: Path, cfg: PretrainConfig, options: dict, step: int, total: int) -> RunLog:
+        """Write ``config.yaml`` (the run's ``options`` as resolved from Table 2, --config and the flags, before
+        the start resolves ``workers``: ``--config OUT/config.yaml`` repeats the run) and open the logs."""
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / "config.yaml", yaml.safe_dump(cfg.as_dict(), sort_keys=True).encode())
-        _truncate_metrics(out / METRICS, step, info)
+        atomic_write_bytes(out / "config.yaml", yaml.safe_dump(options, sort_keys=True).encode())
+        _truncate_metrics(out / METRICS, step)
         metrics = open(out / METRICS, "a")
         tb = _tensorboard(out) if cfg.tensorboard else None
         bar = None
@@ -583,11 +679,6 @@ class RunLog:
                 h.close()
 
 
-def is_run_file(name: str) -> bool:
-    """Whether ``name`` is a file that pre-training writes in its run folder (its stale temporaries are ours)."""
-    return name in (CHECKPOINT, METRICS, "config.yaml") or re.fullmatch(r"checkpoint-step\d+\.pt", name) is not None
-
-
 def read_metrics(path: Path) -> tuple[list[dict], list[int]]:
     """The rows of a ``metrics.jsonl`` and the 1-based numbers of the lines that are not a JSON object (a line
     torn by a kill during its write, typically the last one); those are skipped, not fatal."""
@@ -611,7 +702,7 @@ def _row(raw: bytes) -> dict | None:
     return row if isinstance(row, dict) else None
 
 
-def _truncate_metrics(path: Path, step: int, info: D.DistInfo) -> None:
+def _truncate_metrics(path: Path, step: int) -> None:
     """Drop logged lines after ``step`` (a run killed after its last checkpoint logged steps it will redo) and
     lines torn by a kill (with a warning), so that the resumed run appends whole lines to whole lines."""
     if not path.is_file():
@@ -629,7 +720,8 @@ def _truncate_metrics(path: Path, step: int, info: D.DistInfo) -> None:
             keep.append(raw)
     if bad:
         what = "its torn last line" if bad == [len(lines)] else f"unreadable line(s) {', '.join(map(str, bad[:5]))}"
-        _note(f"{path}: dropped {what} (a kill during a write); continuing from step {step}", info)
+        print(f"avsa-train pretrain: {path}: dropped {what} (a kill during a write); continuing from step {step}",
+              file=sys.stderr)
     if len(keep) != len(lines) or (data and not data.endswith(b"\n")):
         atomic_write_bytes(path, b"".join(ln + b"\n" for ln in keep))
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from avsa_data.options import DEVICES, field_default, format_value, option_meta
+from avsa_data.options import DEVICES, OptionError, field_default, format_value, option_meta, read_options_file
 
 
 class CommaList(click.ParamType):
@@ -166,10 +166,16 @@ def config_options(config: type, *, unset: dict[str, str] | None = None,
 
 def config_from(config: type, values: dict, **extra):
     """``config`` built from the values of its options (``None`` = not given: the field's default) and
-    ``extra`` fields; other keys of ``values`` are ignored."""
+    ``extra`` fields; other keys of ``values`` are ignored. A value the config refuses is an
+    :class:`~avsa_data.options.OptionError` (exit status 2)."""
     names = {f.name for f in dataclasses.fields(config)}
     given = {k: v for k, v in values.items() if k in names and v is not None}
-    return config(**{**given, **extra})
+    try:
+        return config(**{**given, **extra})
+    except OptionError:
+        raise
+    except ValueError as e:  # the config's own checks refuse what the options asked for
+        raise OptionError(str(e)) from None
 
 
 # ------------------------------------------------------------------------ options that are not config fields
@@ -198,3 +204,32 @@ def shared(*names: str):
     """The shared hand-written options (``device``, ``quiet``) in the order given."""
     table = _shared()
     return stack(*(table[n] for n in names))
+
+
+# ------------------------------------------------------------------------------------------- --config FILE
+
+
+def _read_config_file(ctx: click.Context, param: click.Parameter, value):
+    """``--config FILE``: its option: value pairs become the command's defaults (``ctx.default_map``), so every
+    flag given on the command line wins; a key that is not one of the command's options is refused."""
+    if value is None:
+        return None
+    names = [p.name for p in ctx.command.params if p.name and p.name != param.name and p.expose_value]
+    try:
+        values = read_options_file(value, names)
+    except OptionError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value
+
+
+def config_file_option(fn):
+    """The ``--config FILE`` option of a command (every command has one; ``pretrain`` its own, which also sets
+    the fields that are not flags). Its keys are the command's options, and a run folder's ``*config.yaml`` is
+    such a file: ``--config RUN/config.yaml`` repeats the run."""
+    return click.option(
+        "--config", "config_file", type=click.Path(exists=True, dir_okay=False), is_eager=True,
+        callback=_read_config_file, expose_value=False,
+        help="YAML file of option: value (the long flags' names, e.g. `epochs: 3`; a run folder's *config.yaml "
+        "repeats that run). Flags given on the command line win.",
+    )(fn)

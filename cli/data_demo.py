@@ -13,7 +13,7 @@ from cli._command import command
 @command(user_errors=(DemoError,))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("demo_out"),
               help="Folder for the data, shards, runs, metrics, report.md and demo.png.")
-@click.option("--quick", is_flag=True, help="A smaller run (about 3 minutes on 2 idle CPU cores instead of about 10).")
+@click.option("--quick", is_flag=True, help="A smaller run (under 3 minutes on 2 idle CPU cores instead of about 8).")
 @click.option("--seed", type=int, default=0, help="Seed of every step.")
 def demo(out: Path, quick: bool, seed: int) -> None:
     """Run the whole AVSA pipeline on a synthetic 360° dataset and write OUT/report.md.
@@ -21,6 +21,11 @@ def demo(out: Path, quick: bool, seed: int) -> None:
     Steps: avsa-data synth → avsa-data shard → avsa-train pretrain (AVC, then AVSA initialised from AVC) →
     avsa-train eval avc / eval avsa / segment, for the pre-trained model and a random-init baseline. Needs the
     [train] extra (PyTorch).
+
+    \b
+    Examples:
+      avsa-data demo                  (about 8 minutes on 2 idle CPU cores)
+      avsa-data demo --quick --out demo_quick
     """
     report = run_demo(out, quick=quick, seed=seed, echo=click.echo)
     click.echo(report.read_text())

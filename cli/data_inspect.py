@@ -21,7 +21,13 @@ from cli._locations import shard_location
 def inspect_cmd(shard: Path | str, key: str | None, moment: int, png: Path | None, listen: Path | None) -> None:
     """Print a sample's metadata summary; optionally draw it (--png) or write its audio (--listen).
 
-    SHARD is a .tar file, or an fsspec URL of one (s3://bucket/prefix/train-000000.tar).
+    SHARD is a .tar file, a shard folder (its first shard; --key finds a sample in any of them), or an fsspec URL
+    of a .tar (s3://bucket/prefix/train-000000.tar).
+
+    \b
+    Examples:
+      avsa-data inspect shards/
+      avsa-data inspect shards/train-000000.tar --key synth_0001/000002 --png sheet.png --listen wav/
     """
     from avsa_data.inspection import contact_sheet, find_sample, write_wavs
 

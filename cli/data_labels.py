@@ -24,8 +24,17 @@ def labels() -> None:
 @click.option("--lowres", is_flag=True, help="Count the 56×56 masks (seg56/conf56) instead of the crop-size ones.")
 def classes(paths: tuple[Path, ...], as_json: bool, threshold: float, lowres: bool) -> None:
     """Class histogram of the masks in PATHS (shard folders or .tar files): per class id and name the pixel
-    count and fraction, and the fraction of confident pixels."""
+    count and fraction, and the fraction of confident pixels.
+
+    \b
+    Examples:
+      avsa-data labels classes shards/
+      avsa-data labels classes shards/val-000001.tar --json --lowres
+    """
     from avsa_data.labels.stats import class_histogram, format_table
 
     stats = class_histogram(list(paths), threshold=threshold, lowres=lowres)
+    if stats.samples_with_masks == 0:
+        raise ValueError(f"{', '.join(map(str, paths))}: none of its {stats.samples} samples has segmentation masks "
+                         f"(shard with avsa-data shard --labels synthetic|precomputed|onnx)")
     click.echo(json.dumps(stats.to_json(), indent=1) if as_json else format_table(stats))

@@ -12,7 +12,7 @@ import click
 from avsa_data.events import EventOptions
 from avsa_data.labels.onnx_model import OUTPUT_KINDS, TENSOR_LAYOUTS
 from avsa_data.layouts import LayoutSpec
-from avsa_data.options import DEVICES
+from avsa_data.options import DEVICES, plural
 from avsa_data.samples import SampleConfig
 from avsa_data.shards import ENGINES, JobConfig, run_shard_job
 from cli._command import command
@@ -43,33 +43,49 @@ LABEL_OPTIONS = {
         help="precomputed: folder with one sub-folder of label PNGs per video id (ids or things/stuff "
              "layout)."),
     "class_map": click.option("--class-map", default=None,
-        help="precomputed/onnx: class-map JSON (source ids → output classes), or a shipped one by name. "
-             "precomputed default: LABEL_DIR/classes.json, else coco_panoptic_to_avsa32."),
+        help="precomputed/onnx: class-map JSON (source ids → output classes), or a shipped one by name.  "
+             "[default: precomputed: LABEL_DIR/classes.json, else coco_panoptic_to_avsa32]"),
     "label_fps": click.option("--label-fps", type=float, default=None,
-        help="precomputed: label frames per second where a video folder has no labels.json "
-             "(things/stuff layout default: 4)."),
+        help="precomputed: label frames per second where a video folder has no labels.json.  "
+             "[default: 4 with the things/stuff layout]"),
     "max_gap": click.option("--label-max-gap", "max_gap", type=float, default=None,
-        help="precomputed: tolerated distance (s) to the nearest label frame (default: one frame interval)."),
+        help="precomputed: tolerated distance (s) to the nearest label frame.  [default: one frame interval]"),
     "model": click.option("--model", default=None, help="onnx: the semantic-segmentation model (.onnx)."),
     "onnx_size": click.option("--onnx-size", type=int, default=None,
-        help="onnx: cube-face side in pixels (default: the model's fixed input size, else 512)."),
+        help="onnx: cube-face side in pixels.  [default: the model's fixed input size, else 512]"),
     "onnx_mean": click.option("--onnx-mean", default=None,
-        help="onnx: per-channel mean of RGB in [0,1] (default 0.485,0.456,0.406)."),
-    "onnx_std": click.option("--onnx-std", default=None, help="onnx: per-channel std (default 0.229,0.224,0.225)."),
+        help="onnx: per-channel mean of RGB in [0,1].  [default: 0.485,0.456,0.406]"),
+    "onnx_std": click.option("--onnx-std", default=None, help="onnx: per-channel std.  [default: 0.229,0.224,0.225]"),
     "onnx_output": click.option("--onnx-output", type=click.Choice(OUTPUT_KINDS), default=None,
-        help="onnx: the model outputs logits (softmax applied; default) or probabilities."),
+        help="onnx: the model outputs logits (softmax applied) or probabilities.  [default: logits]"),
     "onnx_layout": click.option("--onnx-layout", type=click.Choice(TENSOR_LAYOUTS), default=None,
-        help="onnx: tensor layout of the model's input and output (default nchw)."),
+        help="onnx: tensor layout of the model's input and output.  [default: nchw]"),
     "onnx_fov": click.option("--onnx-fov", type=float, default=None,
-        help="onnx: field of view of each cube face in degrees (default 90; more = overlapping faces)."),
+        help="onnx: field of view of each cube face in degrees (more than 90: overlapping faces).  [default: 90]"),
     "onnx_device": click.option("--onnx-device", type=click.Choice(DEVICES), default=None,
-        help="onnx: execution provider (auto: CUDA when onnxruntime has it)."),
+        help="onnx: execution provider (auto: CUDA when onnxruntime has it).  [default: auto]"),
     "onnx_threads": click.option("--onnx-threads", type=int, default=None,
-        help="onnx: onnxruntime threads per worker (0 = its default)."),
+        help="onnx: onnxruntime threads per worker (0: onnxruntime's choice).  [default: 0]"),
 }
 
 
-@command()
+#: --help sections of `avsa-data shard` (option names; the rest is listed last).
+SECTIONS = {
+    "Input": ["src", "list_file", "name", "audio_dir", "events_dir", "classes", "hop", "ambi_format",
+              "max_av_mismatch", "max_resolution"],
+    "Output": ["out", "staging", "shard_size", "overwrite", "keep_work"],
+    "Sampling": ["fps", "clip_seconds", "stride", "moments_per_video", "moments_per_sample", "moment_gap",
+                 "viewpoints_per_moment", "sampler", "hfov", "min_separation", "crop_size", "jpeg_quality",
+                 "equirect_size", "keep_equirect", "seed"],
+    "Audio": ["sr", "audio_seconds", "audio_bits", "renders", "binaural", "sofa", "hrir_decoder"],
+    "Labels": ["labels", "labels_optional", "label_dir", "class_map", "label_fps", "max_gap"],
+    "ONNX labels (--labels onnx)": ["model", "onnx_size", "onnx_mean", "onnx_std", "onnx_output", "onnx_layout",
+                                    "onnx_fov", "onnx_device", "onnx_threads"],
+    "Execution": ["workers", "engine", "ray_address", "strict", "quiet"],
+}
+
+
+@command(sections=SECTIONS)
 @click.option("--src", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True,
               help="Folder searched recursively for .mp4/.mkv/.webm/.mov 360° equirect videos. Audio: a 4-channel "
                    "track in the container, or a same-stem sidecar .wav/.flac (see --layout for other layouts).")
@@ -80,10 +96,11 @@ LABEL_OPTIONS = {
                    "URL (s3://bucket/prefix, gs://…; pip install 'avsa[cloud]' s3fs) to upload them to.")
 @click.option("--staging", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="With a URL --out: a local scratch folder the job owns, for the per-video work and one shard at "
-                   "a time (rerun with the same one to resume). Default: a folder named after the URL in the "
-                   "system temp folder.")
+                   "a time (rerun with the same one to resume).  [default: a folder named after the URL in the "
+                   "system temp folder]")
 @click.option("--list", "list_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="CSV with columns video_id (or path) and split. Default: SRC/videos.csv if present, else all train.")
+              help="CSV with columns video_id (or path) and split.  [default: SRC/videos.csv if present, else all "
+                   "train]")
 @config_options(SampleConfig)
 @click.option("--hfov", nargs=2, type=float, default=(SampleConfig.hfov_min, SampleConfig.hfov_max),
               metavar="MIN MAX", help="Min and max horizontal field of view (degrees).")
@@ -94,12 +111,14 @@ LABEL_OPTIONS = {
 @click.option("--engine", type=click.Choice(ENGINES), default="local",
               help="local: a process pool on this machine; ray: one Ray task per video (pip install 'avsa[ray]').")
 @click.option("--ray-address", default=None,
-              help="With --engine ray: an existing cluster ('auto', 'ray://host:10001'); default starts a local one.")
+              help="With --engine ray: an existing cluster ('auto', 'ray://host:10001').  [default: start a local "
+                   "one]")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=min(4, os.cpu_count() or 1),
               help="Parallel worker processes.")
 @click.option("--overwrite", is_flag=True,
               help="Rebuild an existing output made with another configuration, another --src, or from inputs "
-                   "that changed or disappeared since. (Videos added to --src need no flag: a rerun adds them.)")
+                   "that changed or disappeared since. (Videos added to --src need no flag: a rerun adds them; nor "
+                   "does an output with no finished shard yet.)")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any video fails.")
 @click.option("--keep-work", is_flag=True,
               help="Keep the per-video fragments in OUT/.work (with a URL --out: the staging folder) after the job.")
@@ -114,7 +133,15 @@ def shard(src, out, staging, list_file, hfov, shard_size, engine, ray_address, w
     stores them too (auto, the default, stores only --binaural hrir stereo, which is a convolution).
     Resumable: rerun the same command after an interruption, or after an environment error (disk full, out of
     memory; exit status 75). Bad inputs go to OUT/failures.jsonl. Rerun after adding videos to --src to add
-    their samples as new shards (finished shards are not rewritten). One job at a time per --out.
+    their samples as new shards (finished shards are not rewritten). One job at a time per --out. Ctrl-C stops
+    at once (exit status 130); the rerun keeps every finished video.
+
+    \b
+    Examples:
+      avsa-data shard --src raw/ --out shards/ --labels synthetic
+      avsa-data shard --src /data/yt360/ --out /data/yt360-shards/ -j 16 --labels none
+      avsa-data shard --src STARSS23/ --out starss-shards/ --binaural hrir --sofa default
+      avsa-data shard --src raw/ --out s3://bucket/shards --staging /scratch/stage
     """
     n_shard, mb = _shard_size(shard_size)
     if staging is not None and not isinstance(out, str):
@@ -133,9 +160,11 @@ def shard(src, out, staging, list_file, hfov, shard_size, engine, ray_address, w
     report = run_shard_job(src, out, job, workers=workers, list_file=list_file, overwrite=overwrite,
                            keep_work=keep_work, progress=not quiet, engine=engine, ray_address=ray_address,
                            staging=staging, layout=config_from(LayoutSpec, opts))
-    state = "up to date" if report.up_to_date else f"updated (+{report.added} videos)" if report.added else "done"
-    click.echo(f"{state}: {report.samples} samples in {report.shards} shards from {report.ok}/{report.videos} "
-               f"videos → {report.out}" + (f"; {report.failed} failed (see {report.out}/failures.jsonl)"
+    state = ("up to date" if report.up_to_date else f"updated (+{plural(report.added, 'video')})" if report.added
+             else "done")
+    click.echo(f"{state}: {plural(report.samples, 'sample')} in {plural(report.shards, 'shard')} from "
+               f"{report.ok}/{plural(report.videos, 'video')} → {report.out}"
+               + (f"; {report.failed} failed (see {report.out}/failures.jsonl)"
                                             if report.failed else ""))
     if report.ok == 0 or (strict and report.failed):
         sys.exit(1)

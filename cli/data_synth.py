@@ -11,7 +11,12 @@ from cli._command import command
 from cli._options import config_from, config_options, shared
 
 
-@command()
+@command(sections={
+    "Output": ["out", "videos", "duration", "val_fraction", "layout", "seed"],
+    "Picture": ["size", "fps", "label_fps", "label_size", "sounding_objects", "object_radius"],
+    "Audio": ["sr", "ambi_format", "audio_layout", "audio_codec", "snr_db"],
+    "Execution": ["workers", "corrupt", "quiet"],
+})
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -23,7 +28,7 @@ from cli._options import config_from, config_options, shared
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Parallel processes [default: min(4, CPUs)]. Does not change the output.",
+    help="Parallel processes; the output does not depend on them.  [default: min(4, CPU cores)]",
 )
 @click.option(
     "--corrupt",
@@ -32,7 +37,13 @@ from cli._options import config_from, config_options, shared
 )
 @shared("quiet")
 def synth(out: Path, workers: int | None, corrupt: bool, quiet: bool, **opts) -> None:
-    """Write synthetic 360° videos with ambisonic audio and exact ground truth (docs/SYNTH.md)."""
+    """Write synthetic 360° videos with ambisonic audio and exact ground truth (docs/SYNTH.md).
+
+    \b
+    Examples:
+      avsa-data synth --out raw/ --videos 8 --duration 4 --size 512x256
+      avsa-data synth --out starss/ --layout starss23 --videos 4
+    """
     cfg = config_from(SynthConfig, opts)
     metas = generate(cfg, out, workers=workers or default_workers(), progress=not quiet, corrupt=corrupt)
     n_val = sum(m["split"] == "val" for m in metas)

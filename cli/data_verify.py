@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from avsa_data.options import plural
 from avsa_data.verify import verify_dir, verify_shard
 from cli._command import command
 from cli._locations import shard_location
@@ -25,13 +26,18 @@ def verify(path: Path | str, no_decode: bool, max_report: int) -> None:
     (format_version 2). Damage never stops the run: each problem is one line naming the shard and the
     sample key, and memory stays bounded by the format's limits (docs/FORMAT.md, "Validation and limits").
     Exits 1 if anything is wrong.
+
+    \b
+    Examples:
+      avsa-data verify shards/
+      avsa-data verify shards/train-000000.tar --no-decode
     """
     single = path.endswith(".tar") if isinstance(path, str) else not path.is_dir()
     report = verify_shard(path, not no_decode) if single else verify_dir(path, not no_decode)
     for p in report.problems[:max_report]:
         click.echo(f"{p['shard']}{' ' + p['key'] if p['key'] else ''}: {p['problem']}", err=True)
     if len(report.problems) > max_report:
-        click.echo(f"... and {len(report.problems) - max_report} more problems", err=True)
-    status = "OK" if report.ok else f"{len(report.problems)} problems"
-    click.echo(f"verify: {report.shards} shards, {report.samples} samples: {status}")
+        click.echo(f"... and {plural(len(report.problems) - max_report, 'more problem')}", err=True)
+    status = "OK" if report.ok else plural(len(report.problems), "problem")
+    click.echo(f"verify: {plural(report.shards, 'shard')}, {plural(report.samples, 'sample')}: {status}")
     sys.exit(0 if report.ok else 1)

@@ -16,7 +16,10 @@ def _split(values: tuple[str, ...]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-@command("ablate")
+@command("ablate", sections={
+    "Grid": ["grid", "shards", "out", "overwrite", "scale", "families", "cells", "sets", "scratch", "seed"],
+    "Run": ["device", "list_only", "quiet"],
+})
 @click.option("--grid", type=click.Choice(GRIDS), default="table3", help="The ablation grid to run.")
 @click.option(
     "--shards",
@@ -69,9 +72,10 @@ def _split(values: tuple[str, ...]) -> list[str]:
     default=0,
     help="Seed of every cell's initialisation, data order, augmentation and evaluation items (the same for all cells).",
 )
+@click.option("--overwrite", is_flag=True, help="Replace a grid in DIR made with other settings.")
 @click.option("--list", "list_only", is_flag=True, help="Print the families, rows, cells and the scale, then exit.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (one log line per cell is still printed).")
-def ablate(grid, shards, out, scale, families, cells, sets, scratch, device, seed, list_only, quiet) -> None:
+def ablate(grid, shards, out, scale, families, cells, sets, scratch, device, seed, overwrite, list_only, quiet) -> None:
     """Rerun the ablation families of the AVSA supplement's Table 3 on SHARDS, every cell on the same data,
     seed and evaluation items.
 
@@ -100,6 +104,7 @@ def ablate(grid, shards, out, scale, families, cells, sets, scratch, device, see
       avsa-train ablate --list
     """
     # the grid loads the models (torch) only now, so that --help stays fast
+    from avsa_data.options import OptionError, plural
     from avsa_train.ablate import describe_grid, parse_overrides, run_grid, select
 
     try:
@@ -111,9 +116,9 @@ def ablate(grid, shards, out, scale, families, cells, sets, scratch, device, see
         click.echo(describe_grid(scale, overrides))
         return
     if not shards:
-        raise click.UsageError("--shards is required (a folder of avsa-data shards)")
+        raise OptionError("--shards is required (a folder of avsa-data shards)")
     if out is None:
-        raise click.UsageError("--out is required (the folder for cells/, table3.md and table3.json)")
+        raise OptionError("--out is required (the folder for cells/, table3.md and table3.json)")
     table = run_grid(  # GridError (bad shards or DIR) and the library's input errors: one line (cli._command)
         shards,
         out,
@@ -126,5 +131,7 @@ def ablate(grid, shards, out, scale, families, cells, sets, scratch, device, see
         scratch=scratch,
         quiet=quiet,
         log=lambda msg: click.echo(msg, err=True),
+        overwrite=overwrite,
     )
-    click.echo(f"table: {out / 'table3.md'} ({len(table['cells'])} cells, {table['cells_seconds_total']:.0f} s)")
+    click.echo(f"table: {out / 'table3.md'} ({plural(len(table['cells']), 'cell')}, "
+               f"{table['cells_seconds_total']:.0f} s)")

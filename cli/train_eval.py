@@ -8,7 +8,16 @@ from avsa_train.tasks.binary_eval import BinaryEvalConfig
 from avsa_train.tasks.misalign import BINARY_TASKS
 from cli._command import command
 from cli._options import config_from, config_options
-from cli._train_common import SHARED_HELP, backbone_options, default_out, fmt_ci, report, setup
+from cli._train_common import (
+    SHARED_HELP,
+    backbone_options,
+    check_ckpt,
+    check_shards,
+    default_out,
+    downstream_run,
+    fmt_ci,
+    setup,
+)
 
 
 @command(
@@ -23,33 +32,67 @@ weight decay 1e-5; lr 1e-5 decayed ×0.1 at epochs 5, 8 (avc) or 1e-4 at epoch 8
 evaluate on the val split with random views and no augmentation, averaging the 4 crops' logits per item.
 Writes OUT/eval_TASK.json (accuracy with Wilson and video-bootstrap 95% CIs) and OUT/eval_TASK_items.jsonl
 (one line per evaluated item, for paired comparisons of two checkpoints).
-{SHARED_HELP}""",
+{SHARED_HELP}
+\b
+Examples:
+  avsa-train eval avc --shards shards/ --ckpt runs/avsa/checkpoint.pt
+  avsa-train eval avsa --shards shards/ --ckpt none --width 0.125 --out eval-scratch/
+  avsa-train eval avsa --shards shards/ --ckpt runs/avsa/checkpoint.pt --head-epochs 40 --standardize
+""",
+    sections={"Data": ["task", "shards", "train_split", "eval_split", "views", "misalign_rate", "min_yaw",
+                       "test_draws", "augment"],
+              "Encoders": ["ckpt", "width", "audio_format", "spec", "features"],
+              "Classifier": ["epochs", "batch_size", "lr", "milestones", "gamma", "weight_decay", "head_epochs",
+                             "standardize", "seed"],
+              "Run": ["out", "overwrite", "device", "workers", "quiet"]},
 )
 @click.argument("task", type=click.Choice(BINARY_TASKS))
 @click.option("--shards", required=True, help="Shard folder (or glob/list) with train and val splits.")
 @backbone_options
 @config_options(BinaryEvalConfig, unset={"features": "transformer when the checkpoint has one, else direct"})
 def eval_cmd(task: str, shards: str, ckpt: str, width, audio_format, spec, device: str, out, quiet: bool,
-             **opts) -> None:
+             overwrite: bool, **opts) -> None:
     from avsa_train.tasks.binary_eval import run_binary_eval
     from avsa_train.tasks.common import write_jsonl, write_metrics
 
-    backbone, dev = setup(ckpt, width, audio_format, spec, device, opts["seed"])
-    if opts["features"] is None:
-        opts["features"] = "transformer" if backbone.translator is not None else "direct"
-    cfg = config_from(BinaryEvalConfig, opts, task=task)
-    result = run_binary_eval(backbone, shards, cfg, dev, show_progress=not quiet)
+    params = click.get_current_context().params
+    cfg = config_from(BinaryEvalConfig, {**opts, "features": opts["features"] or "direct"}, task=task)  # checks
+    check_ckpt(ckpt)
+    check_shards(shards, (cfg.train_split, cfg.eval_split), cfg.views)
+    if task == "avc":
+        check_donors(shards, (cfg.train_split, cfg.eval_split))
     out_dir = default_out(ckpt, out)
-    path = write_metrics(out_dir, f"eval_{task}", result.to_json())
-    write_jsonl(out_dir, f"eval_{task}_items", result.item_rows())
-    m = result.metrics
-    report(
-        path,
-        [
+
+    def train(training):
+        backbone, dev = setup(ckpt, width, audio_format, spec, device, opts["seed"])
+        if opts["features"] is None:
+            opts["features"] = "transformer" if backbone.translator is not None else "direct"
+        cfg = config_from(BinaryEvalConfig, opts, task=task)
+        result = run_binary_eval(backbone, shards, cfg, dev, show_progress=not quiet, training=training)
+        write_jsonl(out_dir, f"eval_{task}_items", result.item_rows())
+        return write_metrics(out_dir, f"eval_{task}", result.to_json()), result.metrics
+
+    def lines(m: dict) -> list[str]:
+        return [
             f"{task.upper()}-Bin@{cfg.views}: accuracy {m['accuracy']:.2f}% (95% CI Wilson "
             f"{fmt_ci(m['ci95_wilson'])}, video bootstrap {fmt_ci(m.get('ci95_bootstrap_videos'))}) over {m['n']} "
             f"items of {m['n_videos']} videos",
             f"  crop accuracy {m['crop_accuracy']:.2f}%, aligned {m['accuracy_aligned']}%, misaligned "
             f"{m['accuracy_misaligned']}%, ROC AUC {m['roc_auc']}",
-        ],
-    )
+        ]
+
+    downstream_run(f"eval_{task}", "avsa-train eval", out_dir, params, overwrite, train, lines)
+
+
+def check_donors(shards: str, splits: tuple[str, ...]) -> None:
+    """AVC-Bin's negatives hear another video of the same split: each split needs ≥ 2 videos (counted in the
+    shards' manifest.json; not checked without one)."""
+    from avsa_data.options import OptionError
+    from avsa_train.tasks.streams import split_video_count
+
+    for split in splits:
+        n = split_video_count(shards, split)
+        if n is not None and n < 2:
+            raise OptionError(f"eval avc needs ≥ 2 videos in each split (a negative hears another video's audio), "
+                              f"and the '{split}' split of --shards {shards} has {n}: shard more videos into it "
+                              f"(--list), or use eval avsa")

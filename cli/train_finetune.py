@@ -9,7 +9,7 @@ import click
 from avsa_train.tasks.action import FinetuneConfig
 from cli._command import command
 from cli._options import config_from, config_options
-from cli._train_common import SHARED_HELP, backbone_options, default_out, fmt_ci, report, setup
+from cli._train_common import SHARED_HELP, backbone_options, check_ckpt, default_out, downstream_run, fmt_ci, setup
 
 
 @command(
@@ -26,7 +26,20 @@ Layouts: ucf101: --videos UCF-101/ (Class/v_*.avi), --splits ucfTrainTestlist/ (
 trainlist01.txt, testlist01.txt). hmdb51: --videos hmdb51/ (class/*.avi), --splits with
 class_test_split1.txt files (1 = train, 2 = test). folder: --videos DIR with train/<class>/* and test/<class>/*,
 or DIR/<class>/* with --splits holding train.txt and test.txt (lines <class>/<video>).
-{SHARED_HELP}""",
+{SHARED_HELP}
+With --eval-every K the model of the best periodic video accuracy is also kept in OUT/finetune.best.pt.
+
+\b
+Examples:
+  avsa-train finetune --dataset ucf101 --videos UCF-101/ --splits ucfTrainTestlist/ --ckpt runs/avsa/checkpoint.pt
+  avsa-train finetune --dataset folder --videos clips/ --ckpt none --epochs 5 --eval-every 1
+""",
+    sections={"Data": ["dataset", "videos", "splits", "fold", "skip_missing", "fps", "frames", "clips_per_video",
+                       "test_clips"],
+              "Encoders": ["ckpt", "width", "audio_format", "spec"],
+              "Training": ["epochs", "batch_size", "lr", "milestones", "gamma", "weight_decay", "dropout",
+                           "eval_every", "seed"],
+              "Run": ["out", "overwrite", "device", "workers", "quiet"]},
 )
 @click.option(
     "--videos",
@@ -46,22 +59,27 @@ or DIR/<class>/* with --splits holding train.txt and test.txt (lines <class>/<vi
 @backbone_options
 @config_options(FinetuneConfig)
 def finetune(videos: Path, splits: Path | None, dataset: str, fold: int, skip_missing: bool, ckpt: str, width,
-             audio_format, spec, device: str, out, quiet: bool, **opts) -> None:
+             audio_format, spec, device: str, out, quiet: bool, overwrite: bool, **opts) -> None:
     from avsa_train.tasks.action import load_split, run_finetune
     from avsa_train.tasks.common import write_metrics
 
-    split = load_split(dataset, videos, splits, fold, allow_missing=skip_missing)
-    backbone, dev = setup(ckpt, width, audio_format, spec, device, opts["seed"])
+    params = click.get_current_context().params
     cfg = config_from(FinetuneConfig, opts)
-    result = run_finetune(backbone, split, cfg, dev, show_progress=not quiet, dataset=dataset)
-    path = write_metrics(default_out(ckpt, out), "finetune", result.to_json())
-    m = result.metrics
-    report(
-        path,
-        [
+    check_ckpt(ckpt)
+    split = load_split(dataset, videos, splits, fold, allow_missing=skip_missing)
+    out_dir = default_out(ckpt, out)
+
+    def train(training):
+        backbone, dev = setup(ckpt, width, audio_format, spec, device, opts["seed"])
+        result = run_finetune(backbone, split, cfg, dev, show_progress=not quiet, dataset=dataset, training=training)
+        return write_metrics(out_dir, "finetune", result.to_json()), result.metrics
+
+    def lines(m: dict) -> list[str]:
+        return [
             f"{dataset} split {fold}: clip accuracy {m['clip_accuracy']:.2f}% (95% CI video bootstrap "
             f"{fmt_ci(m['clip_accuracy_ci95_bootstrap_videos'])}), video accuracy {m['video_accuracy']:.2f}% "
             f"(Wilson {fmt_ci(m['video_accuracy_ci95_wilson'])}) over {m['n_test_videos']} test videos × "
             f"{m['clips_per_test_video']} clips; top-5 clip {m['clip_top5']:.2f}%, video {m['video_top5']:.2f}%",
-        ],
-    )
+        ]
+
+    downstream_run("finetune", "avsa-train finetune", out_dir, params, overwrite, train, lines)

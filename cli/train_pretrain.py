@@ -11,7 +11,18 @@ from cli._command import command
 from cli._options import config_options
 
 
-@command(show_default=False)
+@command(show_default=False, config=False, sections={
+    "Run": ["config_file", "shards", "out", "resume", "overwrite", "task", "init", "seed", "device", "workers",
+            "quiet"],
+    "Data": ["viewpoints", "moments", "audio_format", "spec", "shuffle_buffer", "color_jitter", "flip_p",
+             "volume_jitter"],
+    "Model": ["width", "depth", "context"],
+    "Optimisation": ["batch_size", "lr", "weight_decay", "tau", "epochs", "steps_per_epoch", "max_steps", "amp",
+                     "deterministic"],
+    "Negatives and curriculum": ["negatives", "curriculum", "switch_epoch", "easy_stage", "easy_batch_size"],
+    "Checkpoints and logs": ["checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "log_every",
+                             "tensorboard"],
+})
 @click.option(
     "--config",
     "config_file",
@@ -22,25 +33,31 @@ from cli._options import config_options
 @click.option(
     "--resume",
     is_flag=True,
-    help="Continue the run in --out from its checkpoint.pt with its saved options (flags given here, "
-    "e.g. --max-steps, override them); losses continue exactly as without the interruption.",
+    help="Continue the run in --out from its checkpoint.pt with its saved options, changing the ones given here "
+    "(rerunning the same command continues a run without this flag; a longer --max-steps or --epochs too).",
 )
+@click.option("--overwrite", is_flag=True,
+              help="Replace a run in --out made with other options (without it, such a run is refused).")
 # Every option below defaults to None: Table 2's value for the task (TASK_DEFAULTS) ← --config ← flags.
 @config_options(PretrainConfig, all_unset=lambda f: default_doc(f.name))
-def pretrain(task, config_file, resume, **opts) -> None:
+def pretrain(task, config_file, resume, overwrite, **opts) -> None:
     """Self-supervised AVC / AVTS / AVSA pre-training on avsa shards (supplement §A.1, Table 2).
 
     \b
     Examples:
-      avsa-train pretrain --shards shards/ --task avc --out runs/avc
-      avsa-train pretrain --shards shards/ --task avsa --init runs/avc/checkpoint.pt --out runs/avsa
-      avsa-train pretrain --config configs/avsa.yaml --shards shards/ --max-steps 1000
-      avsa-train pretrain --out runs/avsa --resume
-      torchrun --nproc_per_node 8 -m cli.train pretrain --shards shards/ --task avsa   (DDP; docs/SCALING.md)
+      avsa-train pretrain --config configs/avc.yaml --shards shards/ --out runs/avc
+      avsa-train pretrain --config configs/avsa.yaml --shards shards/ --init runs/avc/checkpoint.pt --out runs/avsa
+      avsa-train pretrain --config runs/avsa/config.yaml --max-steps 2000      (the same run, trained longer)
+      torchrun --nproc_per_node 8 -m avsa_train pretrain --config configs/avsa.yaml --shards shards/ --init \\
+          runs/avc/checkpoint.pt --out runs/avsa                                (DDP; docs/SCALING.md)
 
-    Defaults are Table 2 for the task; the resolved options are saved in OUT/config.yaml and every checkpoint.
-    Load the encoders of a checkpoint with avsa_train.checkpoint.load_encoders.
+    Defaults are Table 2 for the task; the resolved options are saved in OUT/config.yaml (--config OUT/config.yaml
+    repeats the run) and every checkpoint. The same command run again continues the run in --out where it
+    stopped (Ctrl-C and SIGTERM save a checkpoint of the step under way; exit status 130), or says it is finished;
+    other options there are refused unless --overwrite. Load the encoders of a checkpoint with
+    avsa_train.checkpoint.load_encoders.
     """
+    from avsa_data.options import OptionError, plural
     from avsa_train.checkpoint import load_checkpoint
     from avsa_train.config import resolve
     from avsa_train.pretrain import CHECKPOINT, run_pretrain
@@ -48,12 +65,21 @@ def pretrain(task, config_file, resume, **opts) -> None:
     saved = None
     if resume:
         if not opts.get("out"):
-            raise ValueError("--resume needs --out RUN (the folder of the run to continue)")
-        saved = load_checkpoint(Path(opts["out"]) / CHECKPOINT)["config"]
+            raise OptionError("--resume needs --out RUN (the folder of the run to continue)")
+        ckpt = Path(opts["out"]) / CHECKPOINT
+        if not ckpt.is_file():
+            raise OptionError(f"--resume: {opts['out']} holds no run to continue (no {CHECKPOINT}); leave out "
+                              f"--resume to start one")
+        saved = load_checkpoint(ckpt)["config"]
     cfg = resolve(task, config_file, opts, saved=saved)
-    summary = run_pretrain(cfg, resume=resume)
+    summary = run_pretrain(cfg, resume=resume, overwrite=overwrite)
     if summary["rank"] != 0:
         return
     last = summary["last"]
-    loss = f"loss {last['loss']:.4f}" if "loss" in last else "no new steps"
-    click.echo(f"pretrain {cfg.task}: {summary['steps']} steps, {loss} → {summary['checkpoint']}")
+    loss = f", loss {last['loss']:.4f}" if "loss" in last else ""
+    steps = plural(summary["steps"], "step")
+    if summary["finished"]:
+        click.echo(f"pretrain {cfg.task}: {cfg.out} is finished ({steps}{loss}) → {summary['checkpoint']}; nothing "
+                   f"to do (a larger --max-steps or --epochs continues it)")
+    else:
+        click.echo(f"pretrain {cfg.task}: {steps}{loss or ', no new steps'} → {summary['checkpoint']}")

@@ -357,7 +357,7 @@ def test_ablate_two_cells_end_to_end_resume_and_errors(synth_shards, tmp_path):
         (["--cells", "nope"], 2, "unknown cell 'nope'"),
         (["--families", "z"], 2, "unknown family z"),
         (["--scale", "huge"], 2, "Invalid value for '--scale'"),
-        (["--set", "steps=3"], 1, "holds a grid run with other settings (steps)"),
+        (["--set", "steps=3"], 2, "holds a grid run with other settings (steps)"),
     ):
         r = _ablate(synth_shards, out, *extra, check=False)
         assert r.returncode == rc and message in r.stderr and "Traceback" not in r.stderr, (extra, r.stderr)
@@ -365,7 +365,7 @@ def test_ablate_two_cells_end_to_end_resume_and_errors(synth_shards, tmp_path):
     empty.mkdir()
     for shards, message in ((empty, "no shards"), (tmp_path / "missing", "does not exist")):
         r = _ablate(shards, tmp_path / "other", check=False)
-        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1
 
 

@@ -18,6 +18,7 @@ from avsa_data.synth import SynthConfig
 from cli import data as data_cli
 from cli import train as train_cli
 from cli._options import ConfigOption, config_from
+from cli._train_common import default_workers
 
 torch = pytest.importorskip("torch")
 
@@ -36,7 +37,7 @@ MINIMAL = {
     ("train", "finetune"): (["--videos", ".", "--dataset", "folder", "--ckpt", "none"], [FinetuneConfig]),
 }
 #: Fields whose command-line default differs from the library's on purpose, with the reason.
-CLI_DEFAULTS = {"workers": 4}  # downstream commands load with 4 DataLoader workers; the library default is in-process
+CLI_DEFAULTS = {"workers": default_workers()}  # downstream commands load with the cores; the library: in-process
 
 
 def _command(group: str, name: str) -> click.Command:
@@ -164,7 +165,7 @@ def test_bad_values_rejected_by_click_or_by_the_config(tmp_path):
     r = CliRunner().invoke(data_cli.main, ["synth", "--out", str(tmp_path / "o"), "--size", "big"])
     assert r.exit_code == 2 and "expected WIDTHxHEIGHT, e.g. 1024x512" in r.stderr
     r = CliRunner().invoke(data_cli.main, ["synth", "--out", str(tmp_path / "o"), "--size", "300x100"])
-    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "2:1" in r.stderr  # SynthConfig.__post_init__
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "--size" in r.stderr and "2:1" in r.stderr  # the config
     r = CliRunner().invoke(train_cli.main, ["segment", "--shards", "x", "--ckpt", "none", "--milestones", "5,x"])
     assert r.exit_code == 2 and "comma-separated" in r.stderr
     assert not (tmp_path / "o").exists()

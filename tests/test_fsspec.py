@@ -131,7 +131,7 @@ def test_file_url_through_the_cli_verify_and_inspect(memory_job, synth_raw, synt
     assert not list(bucket.glob(".*"))  # temp names (here: uploaded, then renamed) are never left behind
     assert "up to date" in run_cli(*cmd).stdout
     other = run_cli(*cmd, "--seed", "1", check=False)
-    assert other.returncode == 1 and "--overwrite" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+    assert other.returncode == 2 and "--overwrite" in other.stderr and len(other.stderr.strip().splitlines()) == 1
     assert "18 samples: OK" in run_cli("cli.data", "verify", url).stdout
     assert "v7:" in run_cli("cli.data", "inspect", f"{url}/val-000001.tar").stdout
     local = run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(tmp_path / "local"), "--staging",

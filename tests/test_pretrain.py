@@ -278,11 +278,12 @@ def test_bad_options_fail_with_one_clear_message(synth_shards, tmp_path):
         (["--task", "avsa", "--viewpoints", "9"], "--viewpoints"),
         (["--task", "avsa", "--init", str(tmp_path / "nope.pt")], "--init"),
         (["--task", "avc", "--viewpoints", "4"], "--viewpoints 1"),
-        (["--task", "avsa", "--resume"], "does not exist"),
+        (["--task", "avsa", "--resume"], "holds no run to continue"),
+        (["--task", "avsa", "--init", str(tmp_path)], "is a folder: use"),
     ]
-    for extra, needle in cases:
+    for extra, needle in cases:  # option values refused (exit status 2), before anything is written
         r = CliRunner().invoke(pretrain, ["--shards", str(synth_shards), "--out", str(tmp_path / "x"), *extra, *TINY])
-        assert r.exit_code == 1 and r.exception is not None and needle in r.stderr, (extra, r.output)
+        assert r.exit_code == 2 and r.exception is not None and needle in r.stderr, (extra, r.output)
         assert r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
     assert not (tmp_path / "x").exists()
 

@@ -103,7 +103,7 @@ def test_a_second_job_on_the_same_out_exits_at_once_naming_the_first(videos, tmp
         quick = time.time() - t0
     finally:
         os.kill(first.pid, signal.SIGCONT)
-    assert second.returncode == 1 and f"pid {first.pid}" in second.stderr and "in use" in second.stderr
+    assert second.returncode == 75 and f"pid {first.pid}" in second.stderr and "in use" in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1 and quick < 30
     assert first.wait(timeout=300) == 0, first.stderr.read()
     # the first job was not disturbed: its output is that of a lone run (the CLI's job is JOB)
@@ -118,7 +118,7 @@ def test_a_url_job_locks_its_staging_folder(videos, tmp_path):
     staging = tmp_path / "stage"
     with exclusive_lock(staging):  # this test process plays the running job
         r = _cli("--src", str(raw), "--out", (tmp_path / "bucket").as_uri(), "--staging", str(staging), *CLI_JOB)
-    assert r.returncode == 1 and f"pid {os.getpid()}" in r.stderr and str(staging) in r.stderr
+    assert r.returncode == 75 and f"pid {os.getpid()}" in r.stderr and str(staging) in r.stderr
     assert not (tmp_path / "bucket").exists()  # nothing was published
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import overload
 
 from .. import media
-from ..options import check_choices, option
+from ..options import OptionError, check_choices, option
 from .classes import CLASSES
 
 #: Version of the raw-input layout written here (docs/FORMAT.md, "Raw input").
@@ -77,29 +77,29 @@ class SynthConfig:
     def __post_init__(self) -> None:
         w, h = self.size
         if w <= 0 or h <= 0 or w % 2 or h % 2 or w != 2 * h:
-            raise ValueError(f"size must be an even 2:1 equirect (W, H) such as (1024, 512), got {self.size}")
+            raise OptionError(f"--size must be an even 2:1 equirect WIDTHxHEIGHT such as 1024x512, got "
+                              f"{self.size[0]}x{self.size[1]}")
         lw, lh = self.label_size
         if lw <= 0 or lh <= 0 or lw != 2 * lh:
-            raise ValueError(f"label_size must be a 2:1 equirect (W, H) such as (256, 128), got {self.label_size}")
+            raise OptionError(f"--label-size must be a 2:1 equirect WIDTHxHEIGHT such as 256x128, got "
+                              f"{lw}x{lh}")
         if self.videos < 0:
-            raise ValueError(f"videos must be >= 0, got {self.videos}")
+            raise OptionError(f"--videos must be ≥ 0, got {self.videos}")
         if not self.duration > 0 or not self.fps > 0 or not self.label_fps > 0 or not self.ctrl_rate > 0:
-            raise ValueError("duration (s), fps, label_fps and ctrl_rate (Hz) must all be > 0")
+            raise OptionError("--duration (s), --fps, --label-fps and --ctrl-rate (Hz) must all be > 0")
         if self.sr < 8000:
-            raise ValueError(f"sr must be >= 8000 Hz, got {self.sr}")
+            raise OptionError(f"--sr must be ≥ 8000 Hz, got {self.sr}")
         check_choices(self)  # --format, --audio-layout, --audio-codec, --layout
         if math.isnan(self.snr_db):
-            raise ValueError("snr_db must be a number of dB (or inf for no noise), got nan")
+            raise OptionError("--snr-db must be a number of dB (or inf for no noise), got nan")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise OptionError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         lo, hi = self.sounding_objects
         if not 1 <= lo <= hi <= len(CLASSES):
-            raise ValueError(f"sounding_objects must be (min, max) with 1 <= min <= max <= {len(CLASSES)}, "
-                             f"got {self.sounding_objects}")
+            raise OptionError(f"--sounding-objects MIN MAX must satisfy 1 ≤ MIN ≤ MAX ≤ {len(CLASSES)}, got {lo} {hi}")
         rlo, rhi = self.object_radius
         if not 0.0 < rlo <= rhi < 60.0:
-            raise ValueError(f"object_radius must be (min, max) degrees with 0 < min <= max < 60, "
-                             f"got {self.object_radius}")
+            raise OptionError(f"--object-radius MIN MAX must satisfy 0 < MIN ≤ MAX < 60 degrees, got {rlo:g} {rhi:g}")
 
     #: Video frames per video (frame ``i`` at ``i / fps`` s).
     n_frames = _CountAt("fps")

@@ -18,21 +18,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avsa_data.fsutil import atomic_write_bytes
+from avsa_data.jobcontrol import exclusive_lock
+from avsa_data.options import OptionError
 from avsa_train.ablate.grid import SCRATCH_CELL, cell_config, cell_names, cell_overrides, cell_rows, select
 from avsa_train.ablate.report import build_table, log_line, render_markdown
 from avsa_train.ablate.scales import Scale, resolve_scale
 from avsa_train.ablate.store import RESULT, SCHEMA_VERSION, plain, read_json, write_json
-from avsa_train.checkpoint import config_changes, load_checkpoint
+from avsa_train.checkpoint import RUN_ONLY_KEYS, config_changes, load_checkpoint
 from avsa_train.config import PretrainConfig
-from avsa_train.data import check_shards_fit, expand_urls, peek_meta, split_urls
+from avsa_train.data import check_shards_fit, option_urls, peek_meta, split_urls
 from avsa_train.pretrain import CHECKPOINT, METRICS, read_metrics, run_pretrain, stream_config
 from avsa_train.tasks.binary_eval import BinaryEvalConfig, run_binary_eval
 from avsa_train.tasks.common import environment, load_backbone, prepare_device, seed_torch, write_jsonl, write_metrics
 from avsa_train.tasks.segmentation import SegmentationConfig, run_segmentation
 
 
-class GridError(ValueError):
-    """A problem with the grid's inputs (one line, no traceback in the CLI)."""
+class GridError(OptionError):
+    """The grid's options cannot run: shards missing or unfit for a cell, a DIR of other settings (one line, exit
+    status 2 in the CLI)."""
 
 
 @dataclass
@@ -89,7 +92,7 @@ class GridRun:
         spec = {"cell": cell, "settings": self.settings()}
         if cell != SCRATCH_CELL:
             cfg = self.pretrain_config(cell).as_dict()
-            spec["pretrain"] = {k: v for k, v in cfg.items() if k not in ("out", "device", "quiet")}
+            spec["pretrain"] = {k: v for k, v in cfg.items() if k not in RUN_ONLY_KEYS}
         return plain(spec)
 
     def completed(self, cell: str) -> dict | None:
@@ -98,21 +101,20 @@ class GridRun:
         return done if done is not None and done.get("spec") == self.cell_spec(cell) else None
 
 
-def check_inputs(run: GridRun, cells: Sequence[str]) -> None:
+def check_inputs(run: GridRun, cells: Sequence[str], overwrite: bool = False) -> None:
     """Clear errors before any training: shards present with train and val splits, enough viewpoints, moments
-    and segmentation masks for every selected cell, and an ``out`` folder of the same settings."""
-    if "://" not in run.shards and not any(ch in run.shards for ch in "*?{") and not Path(run.shards).exists():
-        raise GridError(f"--shards {run.shards} does not exist (make shards with avsa-data shard)")
+    and segmentation masks for every selected cell, and an ``out`` folder of the same settings (unless
+    ``overwrite``: the grid there is then replaced)."""
     try:
-        urls = expand_urls(run.shards)
+        urls = option_urls(run.shards)
         for split in ("train", "val"):
             if not split_urls(urls, split):
                 raise GridError(f"no {split} shards ({split}-NNNNNN.tar) in {run.shards}; the grid needs both")
         meta = peek_meta(split_urls(urls, "train"))
     except (OSError, ValueError) as e:
-        if isinstance(e, GridError):
+        if isinstance(e, OptionError):
             raise
-        raise GridError(f"cannot read the shards {run.shards}: {str(e).splitlines()[0]}") from None
+        raise ValueError(f"cannot read the shards {run.shards}: {str(e).splitlines()[0]}") from None
     if not meta.get("labels", {}).get("present", False):
         raise GridError(f"{run.shards}: the shards have no segmentation masks (avsa-data shard --labels ...)")
     for cell in cells:
@@ -123,13 +125,27 @@ def check_inputs(run: GridRun, cells: Sequence[str]) -> None:
         except ValueError as e:
             raise GridError(f"cell {cell}: {e}") from None
     saved, ours = read_json(run.out / "ablate.json"), run.settings()
-    if saved is not None and saved.get("settings") != ours:
+    if saved is not None and saved.get("settings") != ours and not overwrite:
         theirs = saved.get("settings") or {}
         diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
         raise GridError(
-            f"{run.out} holds a grid run with other settings ({', '.join(diff)}); use another --out, or the "
-            f"same options to continue it"
+            f"{run.out} holds a grid run with other settings ({', '.join(diff)}): rerun with its options to "
+            f"continue it, pass --overwrite to replace it, or choose another --out"
         )
+
+
+#: What a grid writes in its DIR (what ``--overwrite`` removes).
+GRID_FILES = ("cells", "ablate.json", "table3.json", "table3.md")
+
+
+def clear_grid(out: Path) -> None:
+    """Remove a grid run's files from ``out`` (nothing else)."""
+    for name in GRID_FILES:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def _pretext(metrics_path: Path, last: int = 10) -> dict:
@@ -261,12 +277,14 @@ def run_grid(
     scratch: bool = True,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Run (or continue) the Table 3 grid into ``out`` and write ``out/table3.md`` and ``out/table3.json``.
 
     ``families`` / ``cells`` select part of the grid (:func:`~avsa_train.ablate.grid.select`); ``overrides``
     are ``--set`` values (:func:`~avsa_train.ablate.scales.parse_overrides`); ``scratch`` adds a randomly
-    initialised reference model (no pre-training) evaluated the same way. Returns the ``table3.json`` payload.
+    initialised reference model (no pre-training) evaluated the same way; ``overwrite`` replaces a grid of other
+    settings in ``out``. One grid job at a time per ``out`` (a lock). Returns the ``table3.json`` payload.
     """
     sc = resolve_scale(scale, overrides)
     shards = str(shards)
@@ -278,9 +296,17 @@ def run_grid(
     todo = select(families, cells)
     if scratch and SCRATCH_CELL not in todo and not cells:
         todo.append(SCRATCH_CELL)
-    check_inputs(run, todo)
-    run.out.mkdir(parents=True, exist_ok=True)
-    write_json(run.out / "ablate.json", {"settings": run.settings()})
+    check_inputs(run, todo, overwrite)
+    with exclusive_lock(run.out, "avsa-train ablate run", name=".ablate.lock"):
+        saved = read_json(run.out / "ablate.json")
+        if saved is not None and saved.get("settings") != run.settings():  # overwrite (check_inputs)
+            clear_grid(run.out)
+        write_json(run.out / "ablate.json", {"settings": run.settings()})
+        return _run_cells(run, todo)
+
+
+def _run_cells(run: GridRun, todo: list[str]) -> dict:
+    """Every cell of ``todo`` not done yet, then ``table3.json`` and ``table3.md``."""
     t0 = time.perf_counter()
     for i, cell in enumerate(todo, 1):
         if run.completed(cell) is None:

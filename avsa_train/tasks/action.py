@@ -38,6 +38,7 @@ from avsa_data.options import option
 from avsa_data.rng import rng_for
 from avsa_train import data as avdata
 from avsa_train.fit import FitState, StepOutput, fit
+from avsa_train.runs import TrainingState, resumable
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
 from avsa_train.tasks.metrics import accuracy_summary, cluster_bootstrap
 
@@ -461,8 +462,11 @@ def run_finetune(
     device: torch.device,
     show_progress: bool = True,
     dataset: str = "folder",
+    training: TrainingState | None = None,
 ) -> TaskResult:
-    """Fine-tune the video encoder with a linear classifier on ``split.train``; evaluate on ``split.test``."""
+    """Fine-tune the video encoder with a linear classifier on ``split.train``; evaluate on ``split.test``.
+    ``training``: the run's checkpoints (:class:`avsa_train.runs.TrainingState`): an interrupted fine-tuning
+    continues from them, and with ``eval_every`` the model of the best periodic video accuracy is kept."""
     n_classes = len(split.classes)
     model = ActionClassifier(backbone.video, n_classes, cfg.dropout).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -484,6 +488,8 @@ def run_finetune(
         if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
             m = evaluate(model, split.test, cfg, n_classes, device, show_progress)
             row.update(test_clip_accuracy=m["clip_accuracy"], test_video_accuracy=m["video_accuracy"])
+            if training is not None:
+                training.keep_best(m["video_accuracy"], {"epoch": epoch + 1, "video_accuracy": m["video_accuracy"]})
 
     history = fit(
         model,
@@ -495,6 +501,7 @@ def run_finetune(
         scheduler=scheduler,
         bar=lambda it, e: progress(it, show_progress, f"finetune epoch {e + 1}/{cfg.epochs}"),
         on_epoch_end=evaluate_every,
+        **resumable(training, {"model": model}, optimizer, scheduler),
     ).history
     metrics = evaluate(model, split.test, cfg, n_classes, device, show_progress)
     metrics["per_class_video_accuracy"] = {split.classes[k]: v for k, v in metrics["per_class_video_accuracy"].items()}

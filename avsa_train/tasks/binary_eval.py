@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from avsa_data.options import check_choices, option, per_task
 from avsa_data.rng import rng_for
 from avsa_train.fit import StepOutput, fit
+from avsa_train.runs import TrainingState, resumable
 from avsa_train.tasks import misalign, streams
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
 from avsa_train.tasks.metrics import accuracy_summary, roc_auc
@@ -381,13 +382,16 @@ def fit_head(
     loader_for_epoch: Callable[[int], Iterable[dict]],
     show_progress: bool = True,
     total: int | None = None,
+    training: TrainingState | None = None,
 ) -> tuple[BinaryClassifier, list[dict]]:
     """Train a fresh :class:`BinaryClassifier` on the frozen ``backbone`` for ``cfg.epochs`` passes, the pass
     of epoch ``e`` read from ``loader_for_epoch(e)`` (batches as :func:`collate_items` makes them). Returns the
-    head and the per-epoch history (lr, mean crop loss, item and crop accuracy in percent)."""
+    head and the per-epoch history (lr, mean crop loss, item and crop accuracy in percent). ``training``: the
+    run's checkpoints (:class:`avsa_train.runs.TrainingState`), from which an interrupted fit continues."""
     backbone.freeze()
     head = BinaryClassifier(backbone.dim, int(backbone.audio.out_dim), cfg.hidden, cfg.dropout).to(device)
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay)
+    scheduler = multistep(optimizer, cfg.lr_milestones, cfg.gamma)
     state = fit(
         head,
         optimizer,
@@ -395,8 +399,9 @@ def fit_head(
         lambda epoch, state: loader_for_epoch(epoch),
         range(cfg.epochs),
         summarise=epoch_summary,
-        scheduler=multistep(optimizer, cfg.lr_milestones, cfg.gamma),
+        scheduler=scheduler,
         bar=lambda it, e: progress(it, show_progress, f"{cfg.task}-bin epoch {e + 1}/{cfg.epochs}", total),
+        **resumable(training, {"head": head}, optimizer, scheduler),
     )
     history = state.history
     return head, history
@@ -483,7 +488,8 @@ def feature_batches(feats: FrozenFeatures, batch_size: int, seed: int, epoch: in
 
 
 def fit_cached_head(
-    backbone: Backbone, cfg: BinaryEvalConfig, device: torch.device, feats: FrozenFeatures, show_progress: bool = True
+    backbone: Backbone, cfg: BinaryEvalConfig, device: torch.device, feats: FrozenFeatures, show_progress: bool = True,
+    training: TrainingState | None = None,
 ) -> tuple[BinaryClassifier, list[dict]]:
     """Train a fresh :class:`BinaryClassifier` for ``cfg.head_epochs`` passes over cached training features
     (standardised with their own statistics when ``cfg.standardize``). Returns the head and its history."""
@@ -491,6 +497,7 @@ def fit_cached_head(
     if cfg.standardize:
         head.set_standardization(torch.cat((feats.fv, feats.fa), -1))
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay)
+    scheduler = multistep(optimizer, cfg.lr_milestones, cfg.gamma)
     epochs = int(cfg.head_epochs or 0)
     total = -(-len(feats) // cfg.batch_size)
     with single_cpu_thread(device):
@@ -501,8 +508,9 @@ def fit_cached_head(
             lambda epoch, state: feature_batches(feats, cfg.batch_size, cfg.seed, epoch),
             range(epochs),
             summarise=epoch_summary,
-            scheduler=multistep(optimizer, cfg.lr_milestones, cfg.gamma),
+            scheduler=scheduler,
             bar=lambda it, e: progress(it, show_progress, f"{cfg.task}-bin head epoch {e + 1}/{epochs}", total),
+            **resumable(training, {"head": head}, optimizer, scheduler),
         )
     return head, state.history
 
@@ -538,9 +546,11 @@ def predict_features(head: BinaryClassifier, feats: FrozenFeatures, batch_size: 
 
 
 def run_binary_eval(
-    backbone: Backbone, shards: str, cfg: BinaryEvalConfig, device: torch.device, show_progress: bool = True
+    backbone: Backbone, shards: str, cfg: BinaryEvalConfig, device: torch.device, show_progress: bool = True,
+    training: TrainingState | None = None,
 ) -> TaskResult:
-    """Fit the binary classifier on ``cfg.train_split`` and evaluate it on ``cfg.eval_split`` of ``shards``."""
+    """Fit the binary classifier on ``cfg.train_split`` and evaluate it on ``cfg.eval_split`` of ``shards``;
+    ``training``: the run's checkpoints of the classifier's fit (see :func:`fit_head`)."""
     if cfg.features == "transformer" and backbone.translator is None:
         raise ValueError("--features transformer needs a checkpoint with a translator; use --features direct")
     train_urls = streams.shard_urls(shards, cfg.train_split)
@@ -558,12 +568,12 @@ def run_binary_eval(
         return make_loader(BinaryItems(eval_urls, cfg, fmt, "test", draw, eval_donors), cfg, device)
 
     if cfg.head_epochs is None:  # the reference protocol: the encoders run for every classifier epoch
-        head, history = fit_head(backbone, cfg, device, train_loader, show_progress, total)
+        head, history = fit_head(backbone, cfg, device, train_loader, show_progress, total, training)
         merged = predict_draws(backbone, head, cfg, device, eval_loader, show_progress)
     else:
         passes = ((e, train_loader(e)) for e in range(cfg.epochs))
         train_feats = encode_items(backbone, passes, cfg, device, show_progress, f"{cfg.task}-bin encode train pass")
-        head, history = fit_cached_head(backbone, cfg, device, train_feats, show_progress)
+        head, history = fit_cached_head(backbone, cfg, device, train_feats, show_progress, training)
         draws = ((d, eval_loader(d)) for d in range(cfg.test_draws))
         eval_feats = encode_items(backbone, draws, cfg, device, show_progress, f"{cfg.task}-bin eval")
         merged = predict_features(head, eval_feats)

@@ -37,8 +37,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
-from avsa_data.options import check_choices, option
+from avsa_data.options import check_choices, check_range, option
 from avsa_train.fit import StepOutput, fit
+from avsa_train.runs import TrainingState, resumable
 from avsa_train.tasks import streams
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
 from avsa_train.tasks.metrics import (
@@ -239,10 +240,10 @@ class SegmentationConfig:
     def __post_init__(self) -> None:
         check_choices(self)  # --backbone
         if self.views < 1 or self.batch_size < 1 or self.epochs < 0:
-            raise ValueError("views and batch_size must be >= 1 and epochs >= 0")
-        lo, hi = self.hfov_range
-        if not 0 < lo <= hi < 180:
-            raise ValueError(f"hfov range must satisfy 0 < min <= max < 180 degrees, got {self.hfov_range}")
+            raise ValueError("--views and --batch-size must be ≥ 1 and --epochs ≥ 0")
+        check_range("--hfov", *self.hfov_range, 0.0, 180.0, "degrees")
+        if self.eval_hfov_range is not None:
+            check_range("--eval-hfov", *self.eval_hfov_range, 0.0, 180.0, "degrees")
 
 
 class SegmentationItems(IterableDataset):
@@ -378,10 +379,13 @@ def fit_segmenter(
     loader_for_epoch: Callable[[int], Iterable[dict]],
     show_progress: bool = True,
     total: int | None = None,
+    training: TrainingState | None = None,
 ) -> list[dict]:
     """``cfg.epochs`` passes of pixel-wise cross-entropy on confident pixels, epoch ``e`` read from
     ``loader_for_epoch(e)`` (batches as :func:`_collate` makes them); the scheduler steps once per epoch.
-    Returns the per-epoch history (lr, mean loss, pixel accuracy in percent on confident pixels, batches)."""
+    Returns the per-epoch history (lr, mean loss, pixel accuracy in percent on confident pixels, batches);
+    ``training``: the run's checkpoints (:class:`avsa_train.runs.TrainingState`), from which an interrupted fit
+    continues."""
     state = fit(
         model,
         optimizer,
@@ -391,6 +395,8 @@ def fit_segmenter(
         summarise=epoch_summary,
         scheduler=scheduler,
         bar=lambda it, e: progress(it, show_progress, f"segment epoch {e + 1}/{cfg.epochs}", total),
+        **resumable(training, {"model" if model.finetune else "head": model if model.finetune else model.head},
+                    optimizer, scheduler),
     )
     return state.history
 
@@ -427,7 +433,8 @@ def epoch_summary(sums: dict[str, float]) -> dict:
 
 
 def run_segmentation(
-    backbone: Backbone, shards: str, cfg: SegmentationConfig, device: torch.device, show_progress: bool = True
+    backbone: Backbone, shards: str, cfg: SegmentationConfig, device: torch.device, show_progress: bool = True,
+    training: TrainingState | None = None,
 ) -> TaskResult:
     """Train the FPN head (and the encoders with ``backbone="finetune"``) and evaluate it; see the module doc."""
     train_urls = streams.shard_urls(shards, cfg.train_split)
@@ -457,7 +464,7 @@ def run_segmentation(
             worker_init_fn=streams.worker_init,
         )
 
-    history = fit_segmenter(model, optimizer, scheduler, cfg, device, train_loader, show_progress, total)
+    history = fit_segmenter(model, optimizer, scheduler, cfg, device, train_loader, show_progress, total, training)
     skipped = max((ds.skipped for ds in datasets), default=0)
     eval_ds = SegmentationItems(eval_urls, cfg, backbone.audio_format, "test", 0)
     per_batch = max(1, cfg.batch_size * cfg.views // eval_ds.group)

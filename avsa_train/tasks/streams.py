@@ -36,6 +36,17 @@ def split_sample_count(shards: str | Path, split: str) -> int | None:
         return None
 
 
+def split_video_count(shards: str | Path, split: str) -> int | None:
+    """Videos with samples in ``split``, from ``SHARDS/manifest.json``; ``None`` without a manifest."""
+    try:
+        m = avdata.read_manifest(str(shards))
+        if m is None:
+            return None
+        return sum(1 for v in m["videos"].values() if v.get("split") == split and v.get("samples", 0) > 0)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None
+
+
 def stream_config(**kw) -> avdata.StreamConfig:
     """A :class:`avsa_train.data.StreamConfig` (keyword arguments only)."""
     return avdata.StreamConfig(**kw)
