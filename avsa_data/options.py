@@ -2,7 +2,7 @@
 
 A task's frozen config dataclass is the source of truth of its command-line options. A field made with
 :func:`option` carries, in its ``metadata``, the help text, the unit, the allowed values (``choices`` or a
-``min``/``max`` range) and, where it differs from the field name, the flag; ``cli/_options.py`` turns such a
+``min``/``max`` range) and, where it differs from the field name, the flag; ``avsa_data/cli/_options.py`` turns such a
 dataclass into click options, so each option is written once, beside its default. Torch-free.
 
 Metadata keys (all optional but ``help``): ``help``, ``unit`` (shown as the option's metavar), ``choices``,

@@ -74,7 +74,7 @@ class SampleConfig:
                           help="random (the paper): uniform azimuth, elevation in ±30°, pairwise ≥ --min-separation; "
                           "grid: K azimuths; energy: like random, but centres favour the directions the sound comes "
                           "from (75 % drawn from the FOA's time-frequency energy map, 25 % uniform; docs/FORMAT.md).")
-    # One flag, --hfov MIN MAX, sets both (cli/data_shard.py).
+    # One flag, --hfov MIN MAX, sets both (avsa_data/cli/shard.py).
     hfov_min: float = option(HFOV_RANGE[0], cli=False, help="Smallest horizontal field of view (degrees).")
     hfov_max: float = option(HFOV_RANGE[1], cli=False, help="Largest horizontal field of view (degrees).")
     min_separation: float = option(MIN_SEPARATION_DEG, unit="DEGREES",

@@ -153,7 +153,7 @@ class JobConfig:
     labels: str = option("none", choices=BACKENDS,
                          help="Pseudo-label backend for segmentation masks (docs/LABELS.md): synthetic (the synth "
                          "truth sidecar), precomputed (--label-dir), onnx (--model).")
-    #: The backend's options as sorted (name, string) pairs (cli/data_shard.py: --label-dir, --model, --onnx-*).
+    #: The backend's options as sorted (name, string) pairs (avsa_data/cli/shard.py: --label-dir, --model, --onnx-*).
     label_options: tuple[tuple[str, str], ...] = ()
     labels_optional: bool = option(False, help="Write samples without masks (and say so in meta.json) when a "
                                    "video's labels are unusable.")

@@ -124,20 +124,20 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, echo=print) -> Path:
         timings[name] = _run(name, args, log)
         echo(f"[demo] {name}: {timings[name]:.1f} s")
 
-    step("synth", ["cli.data", "synth", "--out", str(raw), "--videos", str(sc.videos), "--duration",
+    step("synth", ["avsa_data", "synth", "--out", str(raw), "--videos", str(sc.videos), "--duration",
                    str(sc.duration), "--size", sc.size, "--seed", str(seed), "--val-fraction", f"{sc.val_fraction:.4f}",
                    "--sounding-objects", *map(str, sc.sounding_objects), "--object-radius",
                    *map(str, sc.object_radius), "-q"])
-    step("shard", ["cli.data", "shard", "--src", str(raw), "--out", str(shards), "--labels", "synthetic",
+    step("shard", ["avsa_data", "shard", "--src", str(raw), "--out", str(shards), "--labels", "synthetic",
                    "-k", str(sc.views), "--sampler", sc.sampler, "--crop-size", str(sc.crop_size), "--stride",
                    str(sc.stride), "--moments-per-sample", "1", "--shard-size", "16", "--seed", str(seed), "-q",
                    "--overwrite"])
     pre = ["--shards", str(shards), "--width", str(sc.width), "--batch-size", str(sc.batch), "--workers", "0",
            "--lr", str(sc.lr), "--no-color-jitter", "--flip-p", "0", *common]
     avc_dir, avsa_dir = runs / "avc", runs / "avsa"
-    step("pretrain AVC", ["cli.train", "pretrain", "--task", "avc", "--out", str(avc_dir), "--max-steps",
+    step("pretrain AVC", ["avsa_train", "pretrain", "--task", "avc", "--out", str(avc_dir), "--max-steps",
                           str(sc.avc_steps), *pre])
-    step("pretrain AVSA", ["cli.train", "pretrain", "--task", "avsa", "--out", str(avsa_dir), "--max-steps",
+    step("pretrain AVSA", ["avsa_train", "pretrain", "--task", "avsa", "--out", str(avsa_dir), "--max-steps",
                            str(sc.avsa_steps), "--viewpoints", str(min(4, sc.views)), "--init",
                            str(avc_dir / "checkpoint.pt"), *pre])
     ev = ["--shards", str(shards), "--workers", "0", "--lr", str(sc.head_lr), *common]
@@ -151,9 +151,9 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, echo=print) -> Path:
         d = evals / name.lower()
         extra = ["--width", str(sc.width)] if ckpt == "none" else []
         for task in ("avc", "avsa"):
-            step(f"{task.upper()}-Bin ({name})", ["cli.train", "eval", task, "--ckpt", str(ckpt), "--out", str(d),
+            step(f"{task.upper()}-Bin ({name})", ["avsa_train", "eval", task, "--ckpt", str(ckpt), "--out", str(d),
                                                   *draws, *extra, *ev, *binary])
-        step(f"segmentation ({name})", ["cli.train", "segment", "--ckpt", str(ckpt), "--out", str(d), "--epochs",
+        step(f"segmentation ({name})", ["avsa_train", "segment", "--ckpt", str(ckpt), "--out", str(d), "--epochs",
                                         str(sc.seg_epochs), "--milestones", str(sc.seg_epochs - 1),
                                         "--batch-size", str(sc.batch), *extra, *ev])
         results[name] = collect_metrics(d)

@@ -432,8 +432,9 @@ def _warn_no_easy_stage(cfg: PretrainConfig, state: dict | None, info: D.DistInf
         and state is None
     ):
         _note(
-            "easy-to-hard with --switch-epoch 0 and no --init has no easy stage; the paper starts AVSA from the "
-            "AVC model (--init runs/avc/checkpoint.pt), or use --switch-epoch N",
+            "note: this AVSA run starts from random weights, with no easy (AVC) stage. The paper trains AVC first "
+            "and starts AVSA from it: --init runs/avc/checkpoint.pt (or --switch-epoch N for N AVC epochs in this "
+            "run)",
             info,
         )
 

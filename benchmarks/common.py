@@ -56,7 +56,7 @@ def add_synth_options(ap: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: list[str]) -> None:
-    """Run ``python -m cli.data …`` / ``cli.train …`` as a user would (the command echoed first)."""
+    """Run ``python -m avsa_data …`` / ``avsa_train …`` as a user would (the command echoed first)."""
     print("+", " ".join(shlex.quote(a) for a in args), flush=True)
     subprocess.run([sys.executable, "-m", *args], check=True)
 
@@ -66,6 +66,6 @@ def synth_shards(work: Path, synth_args: list[str], shard_args: list[str]) -> Pa
     --out WORK/shards SHARD_ARGS``; kept between runs (nothing is built when its manifest exists)."""
     raw, shards = work / "raw", work / "shards"
     if not (shards / "manifest.json").is_file():
-        run_cli(["cli.data", "synth", "--out", str(raw), *synth_args])
-        run_cli(["cli.data", "shard", "--src", str(raw), "--out", str(shards), *shard_args])
+        run_cli(["avsa_data", "synth", "--out", str(raw), *synth_args])
+        run_cli(["avsa_data", "shard", "--src", str(raw), "--out", str(shards), *shard_args])
     return shards

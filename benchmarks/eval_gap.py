@@ -53,7 +53,7 @@ def pretrain(shards: Path, work: Path, width: float, audio_format: str, seed: in
     out = work / "pretrain"
     run(
         [
-            "cli.train",
+            "avsa_train",
             "pretrain",
             "--shards",
             str(shards),
@@ -87,7 +87,7 @@ def evaluate(
 def _run_eval(task: str, ckpt: str, shards: Path, out: Path, seed: int, extra: list[str]) -> None:
     run(
         [
-            "cli.train",
+            "avsa_train",
             "eval",
             task,
             "--ckpt",

@@ -260,11 +260,11 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="avsa-loader-"))
     raw, shards = work / "raw", work / "shards_loader"
     if not raw.exists():
-        subprocess.run([sys.executable, "-m", "cli.data", "synth", "--out", str(raw), "--videos", str(args.videos),
+        subprocess.run([sys.executable, "-m", "avsa_data", "synth", "--out", str(raw), "--videos", str(args.videos),
                         "--duration", str(args.duration), "--size", args.size, "--val-fraction", "0"], check=True)
     if not (shards / "manifest.json").exists():
         shutil.rmtree(shards, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "cli.data", "shard", "--src", str(raw), "--out", str(shards),
+        subprocess.run([sys.executable, "-m", "avsa_data", "shard", "--src", str(raw), "--out", str(shards),
                         "--stride", "0.5", "-q", "-j", str(os.cpu_count() or 1)], check=True)
     urls = sorted(str(p) for p in shards.glob("*.tar"))
     videos = sorted(raw.glob("*.mp4"))

@@ -79,7 +79,7 @@ def decode_all(videos: list[Path], fps: float, workers: int) -> float:
     return time.perf_counter() - t0
 
 
-#: ``python -m cli.data ARGS`` that also writes its own CPU seconds and its children's (ffmpeg) to the file
+#: ``python -m avsa_data ARGS`` that also writes its own CPU seconds and its children's (ffmpeg) to the file
 #: ``AVSA_BENCH_CPU_SPLIT`` names, as JSON, when it exits.
 _CLI_WITH_CPU_SPLIT = r"""
 import atexit, json, os, resource, runpy, sys
@@ -88,8 +88,8 @@ def _split():
     with open(os.environ["AVSA_BENCH_CPU_SPLIT"], "w") as f:
         json.dump({"python": me.ru_utime + me.ru_stime, "ffmpeg": kids.ru_utime + kids.ru_stime}, f)
 atexit.register(_split)
-sys.argv = ["cli.data", *sys.argv[1:]]
-runpy.run_module("cli.data", run_name="__main__", alter_sys=True)
+sys.argv = ["avsa_data", *sys.argv[1:]]
+runpy.run_module("avsa_data", run_name="__main__", alter_sys=True)
 """
 
 
@@ -100,7 +100,7 @@ def shard_all(raw: Path, out: Path, workers: int, extra: list[str], tree: Path |
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, **({"PYTHONPATH": str(tree)} if tree else {}),
            **({"AVSA_BENCH_CPU_SPLIT": str(split)} if split else {})}
-    cmd = [sys.executable, "-c", _CLI_WITH_CPU_SPLIT] if split else [sys.executable, "-m", "cli.data"]
+    cmd = [sys.executable, "-c", _CLI_WITH_CPU_SPLIT] if split else [sys.executable, "-m", "avsa_data"]
     t0 = time.perf_counter()
     subprocess.run([*cmd, "shard", "--src", str(raw), "--out", str(out), "-j", str(workers), "-q", *extra],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tree)
@@ -187,8 +187,8 @@ def cpu_ratio(raw: Path, work: Path, videos: list[Path], repeats: int, before: P
 
 
 #: The modules a default-profile shard job imports (start-up cost of every job).
-JOB_MODULES = ("cli.data", "cli.data_shard", "avsa_data.shards", "avsa_data.samples", "avsa_data.labels.synthetic",
-               "avsa_data.binaural", "avsa_data.crops_yuv", "tqdm")
+JOB_MODULES = ("avsa_data.cli.main", "avsa_data.cli.shard", "avsa_data.shards", "avsa_data.samples",
+               "avsa_data.labels.synthetic", "avsa_data.binaural", "avsa_data.crops_yuv", "tqdm")
 
 
 def startup_cpu(tree: Path | None, rounds: int = 3) -> float:
@@ -491,7 +491,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="avsa-bench-"))
     raw = work / "raw"
     if not raw.exists():
-        _run([sys.executable, "-m", "cli.data", "synth", "--out", str(raw), "--videos", str(args.videos),
+        _run([sys.executable, "-m", "avsa_data", "synth", "--out", str(raw), "--videos", str(args.videos),
               "--duration", str(args.duration), "--size", args.size, "--seed", "0", "--val-fraction", "0"])
     videos = sorted(raw.glob("*.mp4"))
     seconds = args.videos * args.duration

@@ -350,7 +350,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="avsa-tradeoffs-"))
     raw = work / "raw"
     if not raw.exists():
-        _run([sys.executable, "-m", "cli.data", "synth", "--out", str(raw), "--videos", str(args.videos),
+        _run([sys.executable, "-m", "avsa_data", "synth", "--out", str(raw), "--videos", str(args.videos),
               "--duration", str(args.duration), "--size", args.size, "--seed", "0", "--val-fraction", "0"])
     seconds = args.videos * args.duration
     out_path = args.result

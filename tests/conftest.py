@@ -22,7 +22,7 @@ SHARD_ARGS = ["--labels", "synthetic", "--moments-per-sample", "2", "--moment-ga
 
 
 def run_cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m cli.data ...`` / ``cli.train`` in a subprocess, as a user would."""
+    """Run ``python -m avsa_data ...`` / ``avsa_train`` in a subprocess, as a user would."""
     out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
@@ -35,7 +35,7 @@ ON_CPU = ("--workers", "0", "--device", "cpu", "-q")
 
 def run_train(*args: str, out: Path, check: bool = True) -> subprocess.CompletedProcess:
     """``avsa-train ARGS --out OUT`` with :data:`ON_CPU`, in a subprocess (:func:`run_cli`)."""
-    return run_cli("cli.train", *args, *ON_CPU, "--out", str(out), check=check)
+    return run_cli("avsa_train", *args, *ON_CPU, "--out", str(out), check=check)
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def rng() -> np.random.Generator:
 def synth_raw(tmp_path_factory) -> Path:
     """A raw folder from ``avsa-data synth`` (6 videos × 4 s, 512×256, 4 train + 2 val)."""
     out = tmp_path_factory.mktemp("synth") / "raw"
-    run_cli("cli.data", "synth", "--out", str(out), *SYNTH_ARGS, "--workers", "2")
+    run_cli("avsa_data", "synth", "--out", str(out), *SYNTH_ARGS, "--workers", "2")
     return out
 
 
@@ -55,7 +55,7 @@ def synth_raw(tmp_path_factory) -> Path:
 def synth_shards(synth_raw, tmp_path_factory) -> Path:
     """Shards of :func:`synth_raw` (train + val splits) with ``SHARD_ARGS``."""
     out = tmp_path_factory.mktemp("shards") / "shards"
-    run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "-j", "2", "-q")
+    run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "-j", "2", "-q")
     return out
 
 
@@ -64,6 +64,6 @@ def stored_render_shards(synth_raw, tmp_path_factory) -> Path:
     """:func:`synth_shards` with every viewpoint's renders stored too (``--renders foa,mono,stereo``): the same
     samples, viewpoints and unrotated FOA; the default stores none of them (readers make them from the FOA)."""
     out = tmp_path_factory.mktemp("shards_stored") / "shards"
-    run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "--renders",
+    run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "--renders",
             "foa,mono,stereo", "-j", "2", "-q")
     return out

@@ -231,7 +231,8 @@ def test_the_command_line_reads_its_options_without_loading_torch():
     """``avsa-train ablate --help`` stays fast: the options come from the torch-free ``keys`` module, whose
     names are the presets' and the grid's own."""
     assert ablate.SCALE_NAMES == tuple(ablate.SCALES) and ablate.GRIDS == ("table3",)
-    code = "import sys, cli.train_ablate; print([m for m in ('torch', 'avsa_train.ablate.scales') if m in sys.modules])"
+    code = ("import sys, avsa_train.cli.ablate; "
+            "print([m for m in ('torch', 'avsa_train.ablate.scales') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
@@ -254,7 +255,7 @@ FAST = [
 
 def _ablate(shards, out, *extra: str, check: bool = True):
     sets = [a for s in FAST for a in ("--set", s)]
-    args = ["cli.train", "ablate", "--shards", str(shards), "--out", str(out), "--device", "cpu", "-q"]
+    args = ["avsa_train", "ablate", "--shards", str(shards), "--out", str(out), "--device", "cpu", "-q"]
     return run_cli(*args, *sets, *extra, check=check)
 
 

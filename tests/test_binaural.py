@@ -464,7 +464,7 @@ def test_flac_members_are_not_quad_speakers_to_ffmpeg(tmp_path, rng):
 def test_decoder_names_agree_across_config_cli_and_library():
     """samples.py (no scipy import at load) and the CLI list the renderers binaural.py implements, same default."""
     from avsa_data import samples
-    from cli.data_shard import shard
+    from avsa_data.cli.shard import shard
 
     assert samples.HRIR_DECODERS == binaural.HRIR_DECODERS
     assert SampleConfig().hrir_decoder == binaural.DEFAULT_HRIR_DECODER
@@ -479,7 +479,7 @@ def test_shard_cli_rejects_a_bad_sofa_file_in_one_line(tmp_path):
     junk = tmp_path / "junk.sofa"
     junk.write_bytes(b"not a netCDF file")
     (tmp_path / "src").mkdir()
-    r = run_cli("cli.data", "shard", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--binaural",
+    r = run_cli("avsa_data", "shard", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--binaural",
                 "hrir", "--sofa", str(junk), "-q", check=False)
     assert r.returncode != 0 and "junk.sofa" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "out").exists()

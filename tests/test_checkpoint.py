@@ -194,9 +194,9 @@ def test_a_pickled_object_is_refused_through_the_cli(tmp_path, model, flag):
     path, marker = _evil(tmp_path, model)
     shards = str(tmp_path / "shards")  # never read: the checkpoint is checked first
     args = {
-        "--init": ["cli.train", "pretrain", "--shards", shards, "--init", str(path), "--out", str(tmp_path / "o")],
-        "--resume": ["cli.train", "pretrain", "--resume", "--out", str(path.parent)],
-        "--ckpt": ["cli.train", "eval", "avc", "--shards", shards, "--ckpt", str(path), "--out", str(tmp_path / "o")],
+        "--init": ["avsa_train", "pretrain", "--shards", shards, "--init", str(path), "--out", str(tmp_path / "o")],
+        "--resume": ["avsa_train", "pretrain", "--resume", "--out", str(path.parent)],
+        "--ckpt": ["avsa_train", "eval", "avc", "--shards", shards, "--ckpt", str(path), "--out", str(tmp_path / "o")],
     }[flag]
     r = run_cli(*args, "--device", "cpu", check=False, timeout=300)
     err = [ln for ln in r.stderr.splitlines() if ln.strip()]
@@ -265,7 +265,7 @@ def test_a_writer_killed_mid_write_leaves_a_temp_that_the_next_run_removes(tmp_p
 def test_resume_removes_stale_temps_and_tolerates_a_torn_metrics_line(synth_shards, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run = tmp_path / "run"
-    base = ["cli.train", "pretrain", "--shards", str(synth_shards / "train-000000.tar"), "--task", "avc",
+    base = ["avsa_train", "pretrain", "--shards", str(synth_shards / "train-000000.tar"), "--task", "avc",
             "--batch-size", "2", "--steps-per-epoch", "2", "--workers", "0", "--width", "0.125", "--device", "cpu",
             "-q"]
     run_cli(*base, "--out", str(run), "--max-steps", "2")
@@ -278,7 +278,7 @@ def test_resume_removes_stale_temps_and_tolerates_a_torn_metrics_line(synth_shar
     lines = metrics.read_text().splitlines()
     assert len(lines) == 2
     metrics.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[1][:17])  # a kill while writing step 3's line
-    r = run_cli("cli.train", "pretrain", "--out", str(run), "--resume", "--max-steps", "3", "-q")
+    r = run_cli("avsa_train", "pretrain", "--out", str(run), "--resume", "--max-steps", "3", "-q")
     assert "dropped its torn last line" in r.stderr and "removed 2 temporary file(s)" in r.stderr, r.stderr
     rows = [json.loads(ln) for ln in metrics.read_text().splitlines()]
     assert [x["step"] for x in rows] == [1, 2, 3]

@@ -1,4 +1,4 @@
-"""The command-line options are generated from the config dataclasses (avsa_data.options, cli/_options.py):
+"""The command-line options are generated from the config dataclasses (avsa_data.options, avsa_data/cli/_options.py):
 every default a command uses is its config's, and every command ends a user's mistake the same way."""
 
 from __future__ import annotations
@@ -9,16 +9,16 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from avsa_data.cli import main as data_cli
+from avsa_data.cli._options import ConfigOption, config_from
 from avsa_data.events import EventOptions
 from avsa_data.layouts import LayoutSpec
 from avsa_data.options import field_default, option_meta
 from avsa_data.samples import SampleConfig
 from avsa_data.shards import JobConfig, JobStopped
 from avsa_data.synth import SynthConfig
-from cli import data as data_cli
-from cli import train as train_cli
-from cli._options import ConfigOption, config_from
-from cli._train_common import default_workers
+from avsa_train.cli import main as train_cli
+from avsa_train.cli._common import default_workers
 
 torch = pytest.importorskip("torch")
 
@@ -97,7 +97,7 @@ def test_config_built_from_no_flags_is_the_default_config(group, name):
         if cls is SampleConfig:
             extra = {"hfov_min": params["hfov"][0], "hfov_max": params["hfov"][1]}
         if cls is JobConfig:
-            from cli.data_shard import _shard_size
+            from avsa_data.cli.shard import _shard_size
 
             n, mb = _shard_size(params["shard_size"])
             extra = {"shard_size": n, "shard_mb": mb}
@@ -128,7 +128,7 @@ def test_help_shows_the_config_defaults_as_typed():
     out = _help(train_cli.main, "segment")
     assert "[default: 5,8]" in out and "[default: 45 90]" in out and "[default: 1e-4]" in out
     out = _help(train_cli.main, "pretrain")
-    assert "[Table 2: avc 112, avts 28, avsa 28]" in out and "--color-jitter / --no-color-jitter" in out
+    assert "[default: Table 2: avc 112, avts 28, avsa 28]" in out and "--color-jitter / --no-color-jitter" in out
     out = _help(data_cli.main, "synth")
     assert "[default: 1024x512]" in out and "--size WIDTHxHEIGHT" in out
 
@@ -137,12 +137,12 @@ def test_help_shows_the_config_defaults_as_typed():
 
 
 def _synth_raising(monkeypatch, tmp_path, exc: BaseException):
-    import cli.data_synth
+    import avsa_data.cli.synth
 
     def boom(*a, **k):
         raise exc
 
-    monkeypatch.setattr(cli.data_synth, "generate", boom)
+    monkeypatch.setattr(avsa_data.cli.synth, "generate", boom)
     return CliRunner().invoke(data_cli.main, ["synth", "--out", str(tmp_path / "o"), "-q"])
 
 

@@ -126,12 +126,12 @@ def test_a_cuda_pretrain_run_resumes_to_the_uninterrupted_losses(synth_shards, t
         return [r["loss"] for r in rows]
 
     def whole(name, *extra):
-        run_cli("cli.train", *args, *extra, "--max-steps", "4", "--out", str(tmp_path / name))
+        run_cli("avsa_train", *args, *extra, "--max-steps", "4", "--out", str(tmp_path / name))
         return logged(tmp_path / name)
 
     def resumed(name, *extra):
-        run_cli("cli.train", *args, *extra, "--max-steps", "2", "--out", str(tmp_path / name))
-        run_cli("cli.train", *args, *extra, "--max-steps", "4", "--resume", "--out", str(tmp_path / name))
+        run_cli("avsa_train", *args, *extra, "--max-steps", "2", "--out", str(tmp_path / name))
+        run_cli("avsa_train", *args, *extra, "--max-steps", "4", "--resume", "--out", str(tmp_path / name))
         return logged(tmp_path / name)
 
     det = ("--deterministic",)
@@ -195,13 +195,13 @@ def test_ddp_over_nccl_gives_the_single_process_gradients(synth_shards, monkeypa
 
 
 def test_torchrun_launches_a_cuda_pretrain_run(synth_shards, tmp_path):
-    """``torchrun --nproc_per_node 1 -m cli.train pretrain --device cuda``: the documented DDP entry runs on a
+    """``torchrun --nproc_per_node 1 -m avsa_train pretrain --device cuda``: the documented DDP entry runs on a
     GPU and writes its checkpoint."""
     import subprocess
 
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port",
-           str(_free_port()), "-m", "cli.train", "pretrain", "--shards", str(synth_shards), "--task", "avc",
+           str(_free_port()), "-m", "avsa_train", "pretrain", "--shards", str(synth_shards), "--task", "avc",
            "--width", "0.125", "--batch-size", "2", "--max-steps", "2", "--workers", "1", "-q", "--device", "cuda",
            "--out", str(out)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ})

@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from conftest import run_cli
 
 from avsa_train import demo as D
-from cli.data_demo import demo as demo_cmd
+from avsa_train.cli.demo import demo as demo_cmd
 
 
 def test_quick_demo_runs_every_stage_and_reports_real_metrics(tmp_path):
     out = tmp_path / "demo"
-    r = run_cli("cli.data", "demo", "--quick", "--out", str(out), timeout=900)
+    r = run_cli("avsa_data", "demo", "--quick", "--out", str(out), timeout=900)
     report = (out / "report.md").read_text()
     assert report in r.stdout  # the report is printed at the end
     png = (out / "demo.png").read_bytes()

@@ -362,7 +362,7 @@ def test_gap_benchmark_pairs_the_items_of_two_runs(avsa_runs):
 
 def test_eval_cli_rejects_bad_input(synth_shards, tmp_path):
     r = run_cli(
-        "cli.train", "eval", "avsa", "--ckpt", str(tmp_path / "missing.pt"), "--shards", str(synth_shards), check=False
+        "avsa_train", "eval", "avsa", "--ckpt", str(tmp_path / "missing.pt"), "--shards", str(synth_shards), check=False
     )
     assert r.returncode != 0 and "does not exist" in r.stderr
     r = run_train("eval", "avsa", "--ckpt", "none", "--shards", str(tmp_path), "--width", "0.125",

@@ -125,14 +125,14 @@ def test_split_of_folder():
 @pytest.fixture(scope="module")
 def starss(tmp_path_factory) -> Path:
     raw = tmp_path_factory.mktemp("starss") / "STARSS23"
-    run_cli("cli.data", "synth", "--out", str(raw), "--layout", "starss23", *SYNTH, "--workers", "2", "-q")
+    run_cli("avsa_data", "synth", "--out", str(raw), "--layout", "starss23", *SYNTH, "--workers", "2", "-q")
     return raw
 
 
 @pytest.fixture(scope="module")
 def starss_shards(starss, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("starss_shards") / "shards"
-    run_cli("cli.data", "shard", "--src", str(starss), "--out", str(out), "--shard-size", "8", "-j", "2", "-q")
+    run_cli("avsa_data", "shard", "--src", str(starss), "--out", str(out), "--shard-size", "8", "-j", "2", "-q")
     return out
 
 
@@ -259,7 +259,7 @@ def test_reader_and_loader_flip_mirror_labels(starss_shards):
 def test_inspect_lists_and_draws_events(starss_shards, tmp_path):
     pytest.importorskip("matplotlib")
     shard = starss_shards / "train-000000.tar"
-    out = run_cli("cli.data", "inspect", str(shard), "--png", str(tmp_path / "sheet.png"))
+    out = run_cli("avsa_data", "inspect", str(shard), "--png", str(tmp_path / "sheet.png"))
     s = next(iter_samples(shard))
     assert "sound events: labelled" in out.stdout
     for e in s.events(None, 0):
@@ -297,7 +297,7 @@ def test_validation_failures_and_missing_files(starss, tmp_path):
         if text is not None:
             (src / "metadata_dev/dev-test-x" / f"{name}.csv").write_text(text)
     out = tmp_path / "out"
-    res = run_cli("cli.data", "shard", "--src", str(src), "--out", str(out), "--moments-per-video", "1", "-k", "2",
+    res = run_cli("avsa_data", "shard", "--src", str(src), "--out", str(out), "--moments-per-video", "1", "-k", "2",
                   "--renders", "foa", "-j", "2", "-q")
     assert "from 2/8 videos" in res.stdout and "6 failed" in res.stdout, res.stdout
     fails = {json.loads(x)["video_id"].split("__")[1]: json.loads(x) for x in open(out / "failures.jsonl")}
@@ -326,7 +326,7 @@ def test_general_form_and_list(starss, starss_shards, tmp_path):
     lst = tmp_path / "list.csv"
     lst.write_text("video_id,split\ndev-train-synth__synth_0001,val\ndev-test-synth__synth_0003,test\n")
     out = tmp_path / "out"
-    run_cli("cli.data", "shard", "--src", str(starss / "video_dev"), "--audio-dir", str(starss / "foa_dev"),
+    run_cli("avsa_data", "shard", "--src", str(starss / "video_dev"), "--audio-dir", str(starss / "foa_dev"),
             "--events-dir", str(starss / "metadata_dev"), "--list", str(lst), "--out", str(out), "-j", "2", "-q")
     m = json.loads((out / "manifest.json").read_text())
     assert {v: r["split"] for v, r in m["videos"].items()} == {"dev-train-synth__synth_0001": "val",
@@ -340,7 +340,7 @@ def test_verify_checks_event_labels(starss_shards):
     """verify passes the shards, and catches a per-view label that is not the rotated world label."""
     from avsa_data.verify import check_sample
 
-    run_cli("cli.data", "verify", str(starss_shards))
+    run_cli("avsa_data", "verify", str(starss_shards))
     s = next(s for s in iter_samples(starss_shards) if s.events(None))
     assert check_sample(s) == []
     bad = json.loads(json.dumps(s.meta))

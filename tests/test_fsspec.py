@@ -124,7 +124,7 @@ def test_file_url_through_the_cli_verify_and_inspect(memory_job, synth_raw, synt
     bucket = tmp_path / "bucket" / "shards"
     bucket.mkdir(parents=True)
     (bucket / ".train-000000.tar.4242.tmp").write_bytes(b"an upload cut short")
-    cmd = ["cli.data", "shard", "--src", str(synth_raw), "--out", url, *SHARD_ARGS, "-j", "1", "-q"]
+    cmd = ["avsa_data", "shard", "--src", str(synth_raw), "--out", url, *SHARD_ARGS, "-j", "1", "-q"]
     assert "done: 18 samples in 5 shards" in run_cli(*cmd).stdout
     assert _local(bucket) == _local(synth_shards)
     assert not staging.exists()  # the default staging folder goes once the job is published
@@ -132,9 +132,9 @@ def test_file_url_through_the_cli_verify_and_inspect(memory_job, synth_raw, synt
     assert "up to date" in run_cli(*cmd).stdout
     other = run_cli(*cmd, "--seed", "1", check=False)
     assert other.returncode == 2 and "--overwrite" in other.stderr and len(other.stderr.strip().splitlines()) == 1
-    assert "18 samples: OK" in run_cli("cli.data", "verify", url).stdout
-    assert "v7:" in run_cli("cli.data", "inspect", f"{url}/val-000001.tar").stdout
-    local = run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(tmp_path / "local"), "--staging",
+    assert "18 samples: OK" in run_cli("avsa_data", "verify", url).stdout
+    assert "v7:" in run_cli("avsa_data", "inspect", f"{url}/val-000001.tar").stdout
+    local = run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", str(tmp_path / "local"), "--staging",
                     str(tmp_path / "s"), check=False)
     assert local.returncode == 2 and "'--staging': only applies when --out is a URL" in local.stderr
 
@@ -154,7 +154,7 @@ def test_a_missing_backend_or_fsspec_is_one_clear_line(synth_raw, tmp_path, monk
     scheme, pkg = _missing_backend()
     url = f"{scheme}://avsa-test-bucket/shards"
     for args in (["shard", "--src", str(synth_raw), "--out", url, "-q"], ["verify", url]):
-        r = run_cli("cli.data", *args, check=False)
+        r = run_cli("avsa_data", *args, check=False)
         assert r.returncode == 1 and r.stderr.strip() == f"Error: {scheme}:// needs {pkg}: pip install {pkg}"
     assert not remote.default_staging(url).exists()  # refused before any work
     with pytest.raises(remote.StorageError, match="not a protocol fsspec knows"):

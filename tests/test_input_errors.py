@@ -50,7 +50,7 @@ def test_yaml_numbers_in_exponent_form_are_floats(tmp_path):
 def test_a_malformed_config_through_the_cli(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("task: avsa\nlr: [1e-4\n")
-    r = run_cli("cli.train", "pretrain", "--config", str(path), "--shards", str(tmp_path), check=False)
+    r = run_cli("avsa_train", "pretrain", "--config", str(path), "--shards", str(tmp_path), check=False)
     err = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert len(err) == 1 and str(path) in err[0] and "malformed YAML at line 3" in err[0], r.stderr

@@ -455,7 +455,7 @@ def test_cube_projection_of_one_hot_maps_is_exact_away_from_edges():
 def tiny_raw(tmp_path_factory) -> Path:
     """Two tiny synth videos (3 s, 256×128)."""
     raw = tmp_path_factory.mktemp("labels_synth") / "raw"
-    run_cli("cli.data", "synth", "--out", str(raw), "--videos", "2", "--duration", "3", "--size", "256x128",
+    run_cli("avsa_data", "synth", "--out", str(raw), "--videos", "2", "--duration", "3", "--size", "256x128",
             "--seed", "5", "--workers", "2")
     return raw
 
@@ -494,7 +494,7 @@ def test_shard_cli_precomputed_failures_and_labels_optional(tiny_raw, tmp_path):
     a[5, 7] = 42  # a class id outside the 9-class map
     save_png(broken, a)
     out = tmp_path / "shards"
-    r = run_cli("cli.data", "shard", "--src", str(tiny_raw), "--out", str(out), "--labels", "precomputed",
+    r = run_cli("avsa_data", "shard", "--src", str(tiny_raw), "--out", str(out), "--labels", "precomputed",
                 "--label-dir", str(labels), *SHARD)
     assert "1 failed" in r.stdout
     fails = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
@@ -510,7 +510,7 @@ def test_shard_cli_precomputed_failures_and_labels_optional(tiny_raw, tmp_path):
         _check_masks_are_truth_crops(s, truth)
 
     out2 = tmp_path / "shards_optional"
-    run_cli("cli.data", "shard", "--src", str(tiny_raw), "--out", str(out2), "--labels", "precomputed",
+    run_cli("avsa_data", "shard", "--src", str(tiny_raw), "--out", str(out2), "--labels", "precomputed",
             "--label-dir", str(labels), "--labels-optional", *SHARD)
     assert (out2 / "failures.jsonl").read_text() == ""
     samples = list(iter_samples(out2))
@@ -522,7 +522,7 @@ def test_shard_cli_precomputed_failures_and_labels_optional(tiny_raw, tmp_path):
     assert [s.members for s in by_video["synth_0000"]] == [s.members for s in good]
 
     # avsa-data labels classes: per-class pixel counts and the confident fraction, as text and JSON
-    r = run_cli("cli.data", "labels", "classes", str(out2), "--json")
+    r = run_cli("avsa_data", "labels", "classes", str(out2), "--json")
     stats = json.loads(r.stdout)
     counts = np.zeros(9, np.int64)
     confident = 0
@@ -537,13 +537,13 @@ def test_shard_cli_precomputed_failures_and_labels_optional(tiny_raw, tmp_path):
     assert stats["samples_without_masks"] == len(by_video["synth_0001"])
     assert stats["confident_fraction"] == pytest.approx(confident / counts.sum())
     assert sum(row["fraction"] for row in stats["classes"]) == pytest.approx(1.0)
-    text = run_cli("cli.data", "labels", "classes", str(out2)).stdout
+    text = run_cli("avsa_data", "labels", "classes", str(out2)).stdout
     assert "red_disc" in text and f"= {confident / counts.sum():.4f}" in text and "class id 42" in text
 
 
 def test_shard_cli_onnx_labels_follow_the_picture(tiny_raw, tmp_path, colour_model):
     out = tmp_path / "shards"
-    run_cli("cli.data", "shard", "--src", str(tiny_raw), "--out", str(out), "--labels", "onnx", "--model",
+    run_cli("avsa_data", "shard", "--src", str(tiny_raw), "--out", str(out), "--labels", "onnx", "--model",
             str(colour_model), "--onnx-mean", "0,0,0", "--onnx-std", "1,1,1", "--strict", *SHARD)
     samples = list(iter_samples(out))
     assert samples
@@ -572,9 +572,9 @@ def test_shard_cli_onnx_labels_follow_the_picture(tiny_raw, tmp_path, colour_mod
 def test_shard_cli_broken_onnx_model_is_a_clear_error(tiny_raw, tmp_path):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an onnx model")
-    r = run_cli("cli.data", "shard", "--src", str(tiny_raw), "--out", str(tmp_path / "s"), "--labels", "onnx",
+    r = run_cli("avsa_data", "shard", "--src", str(tiny_raw), "--out", str(tmp_path / "s"), "--labels", "onnx",
                 "--model", str(broken), "-q", check=False)
     assert r.returncode != 0 and "not a loadable ONNX model" in r.stderr
-    r = run_cli("cli.data", "shard", "--src", str(tiny_raw), "--out", str(tmp_path / "s2"), "--labels", "precomputed",
+    r = run_cli("avsa_data", "shard", "--src", str(tiny_raw), "--out", str(tmp_path / "s2"), "--labels", "precomputed",
                 "-q", check=False)
     assert r.returncode != 0 and "needs --label-dir" in r.stderr

@@ -39,8 +39,8 @@ BATCH, VIEWS = 6, 4
 @pytest.fixture(scope="module")
 def dense_shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("learning")
-    run_cli("cli.data", "synth", "--out", str(root / "raw"), *SYNTH)
-    run_cli("cli.data", "shard", "--src", str(root / "raw"), "--out", str(root / "shards"), *SHARD)
+    run_cli("avsa_data", "synth", "--out", str(root / "raw"), *SYNTH)
+    run_cli("avsa_data", "shard", "--src", str(root / "raw"), "--out", str(root / "shards"), *SHARD)
     return root / "shards"
 
 
@@ -66,7 +66,7 @@ def pretext_loss(ckpt, shards, split: str = "train") -> float:
 def test_short_pretraining_brings_the_pretext_loss_below_chance(dense_shards, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     run = tmp_path / "avsa"
-    run_cli("cli.train", "pretrain", "--shards", str(dense_shards), "--task", "avsa", "--out", str(run),
+    run_cli("avsa_train", "pretrain", "--shards", str(dense_shards), "--task", "avsa", "--out", str(run),
             "--width", "0.125", "--batch-size", str(BATCH), "--viewpoints", str(VIEWS), "--lr", "1e-3",
             "--max-steps", "100", "--curriculum", "none", "--no-color-jitter", "--flip-p", "0", "--workers", "0",
             "--device", "cpu", "--seed", "0", "-q", timeout=600)

@@ -20,7 +20,7 @@ from avsa_train.pretrain import negatives_at
 TINY = ["--width", "0.125", "--device", "cpu", "-q"]
 #: A two-step run of batch 2 with in-process loading.
 TWO_STEPS = ["--batch-size", "2", "--max-steps", "2", "--workers", "0"]
-PRETRAIN = ["cli.train", "pretrain"]
+PRETRAIN = ["avsa_train", "pretrain"]
 
 
 @pytest.fixture(autouse=True)
@@ -165,7 +165,7 @@ def test_pretrain_runs_under_torchrun_on_cpu(synth_shards, tmp_path):
             "--nproc_per_node",
             "2",
             "-m",
-            "cli.train",
+            "avsa_train",
             *PRETRAIN[1:],
             "--shards",
             str(synth_shards),
@@ -270,7 +270,7 @@ def test_avsa_starts_from_avc_and_avts_uses_temporal_negatives(synth_shards, tmp
 def test_bad_options_fail_with_one_clear_message(synth_shards, tmp_path):
     from click.testing import CliRunner
 
-    from cli.train_pretrain import pretrain
+    from avsa_train.cli.pretrain import pretrain
 
     cases = [
         (["--task", "avts"], "--moments-per-sample 4"),  # Table 2 AVTS: 4 moments; these shards have 2

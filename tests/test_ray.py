@@ -25,7 +25,7 @@ def _no_stray_ray():
 
 def test_ray_engine_is_byte_identical_to_local(synth_raw, synth_shards, tmp_path):
     out = tmp_path / "ray"
-    run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "--engine", "ray",
+    run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "--engine", "ray",
             "-j", "2", "-q")
     assert _tars(out) == _tars(synth_shards)
 
@@ -33,7 +33,7 @@ def test_ray_engine_is_byte_identical_to_local(synth_raw, synth_shards, tmp_path
 def test_ray_engine_publishes_to_a_url(synth_raw, synth_shards, tmp_path):
     """With a URL --out the Ray tasks write fragments to the staging folder and the driver uploads the shards."""
     out = tmp_path / "bucket"
-    run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", out.as_uri(), *SHARD_ARGS, "--engine", "ray",
+    run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", out.as_uri(), *SHARD_ARGS, "--engine", "ray",
             "--staging", str(tmp_path / "staging"), "-j", "2", "-q")
     assert _tars(out) == _tars(synth_shards)
     assert not (tmp_path / "staging").exists()
@@ -41,7 +41,7 @@ def test_ray_engine_publishes_to_a_url(synth_raw, synth_shards, tmp_path):
 
 def test_killed_ray_job_resumes_to_the_same_bytes(synth_raw, synth_shards, tmp_path):
     out = tmp_path / "ray_killed"
-    cmd = [sys.executable, "-m", "cli.data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS,
+    cmd = [sys.executable, "-m", "avsa_data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS,
            "--engine", "ray", "-j", "1", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
@@ -54,6 +54,6 @@ def test_killed_ray_job_resumes_to_the_same_bytes(synth_raw, synth_shards, tmp_p
     proc.wait()
     assert not (out / "manifest.json").exists()
     subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
-    run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "--engine", "ray",
+    run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "--engine", "ray",
             "-j", "2", "-q")
     assert _tars(out) == _tars(synth_shards)

@@ -20,11 +20,11 @@ from click.testing import CliRunner
 from conftest import run_cli
 
 from avsa_data import jobcontrol
+from avsa_data.cli import main as data_cli
 from avsa_data.samples import SampleConfig
 from avsa_data.shards import JobConfig, LocalOutput, ShardJobError, _config_bytes
 from avsa_train.checkpoint import load_checkpoint
-from cli import data as data_cli
-from cli import train as train_cli
+from avsa_train.cli import main as train_cli
 
 #: A tiny AVC pre-training on the CPU (batch 2, width 0.125, data loaded in-process).
 TINY_AVC = ["--task", "avc", "--width", "0.125", "--batch-size", "2", "--workers", "0", "--device", "cpu", "-q"]
@@ -36,7 +36,7 @@ def _one_thread_per_process(monkeypatch):
 
 
 def _pretrain(shards: Path, out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run_cli("cli.train", "pretrain", "--shards", str(shards), "--out", str(out), *TINY_AVC, *extra, check=check)
+    return run_cli("avsa_train", "pretrain", "--shards", str(shards), "--out", str(out), *TINY_AVC, *extra, check=check)
 
 
 def _losses(run: Path) -> list[float]:
@@ -66,7 +66,7 @@ def test_a_rerun_never_replaces_a_finished_run(synth_shards, tmp_path):
 def test_sigint_mid_run_leaves_a_checkpoint_that_resumes_to_the_uninterrupted_result(synth_shards, tmp_path):
     steps = ["--max-steps", "12", "--depth", "0"]
     run, straight = tmp_path / "interrupted", tmp_path / "straight"
-    cmd = [sys.executable, "-m", "cli.train", "pretrain", "--shards", str(synth_shards), "--out", str(run),
+    cmd = [sys.executable, "-m", "avsa_train", "pretrain", "--shards", str(synth_shards), "--out", str(run),
            *TINY_AVC, *steps]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300

@@ -80,7 +80,7 @@ def _failures(d: Path) -> list[dict]:
 
 
 def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.data", "shard", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "avsa_data", "shard", *args], capture_output=True, text=True,
                           timeout=300, env={**os.environ, **(env or {})}, **kw)
 
 
@@ -90,7 +90,7 @@ def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProce
 def test_a_second_job_on_the_same_out_exits_at_once_naming_the_first(videos, tmp_path):
     raw = _raw(videos, tmp_path / "raw")
     out = tmp_path / "out"
-    first = subprocess.Popen([sys.executable, "-m", "cli.data", "shard", "--src", str(raw), "--out", str(out),
+    first = subprocess.Popen([sys.executable, "-m", "avsa_data", "shard", "--src", str(raw), "--out", str(out),
                               *CLI_JOB, "-j", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / ".work" / "frag").is_dir() and time.time() < deadline and first.poll() is None:
@@ -358,7 +358,7 @@ def _running(pid: int) -> bool:
 def test_pool_workers_exit_when_the_main_process_is_killed(videos, tmp_path):
     raw = _raw(videos, tmp_path / "raw", (0, 1, 2, 3))
     out = tmp_path / "out"
-    main = subprocess.Popen([sys.executable, "-m", "cli.data", "shard", "--src", str(raw), "--out", str(out),
+    main = subprocess.Popen([sys.executable, "-m", "avsa_data", "shard", "--src", str(raw), "--out", str(out),
                              *CLI_JOB, "-j", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     workers: list[int] = []

@@ -49,7 +49,7 @@ def single_source(tmp_path_factory):
     src = synth.Source(class_id=synth.class_id("red_disc"), az=50.0, el=0.0, radius=20.0)
     synth.write_scene(synth.Scene("one", 11, (src,)), cfg, raw)
     out = tmp_path_factory.mktemp("single") / "shards"
-    run_cli("cli.data", "shard", "--src", str(raw), "--out", str(out), "--labels", "synthetic", "--sampler", "grid",
+    run_cli("avsa_data", "shard", "--src", str(raw), "--out", str(out), "--labels", "synthetic", "--sampler", "grid",
             "-k", "12", "--renders", "foa,mono", "-j", "1", "-q")
     return out, src
 
@@ -124,7 +124,7 @@ def test_centre_mask_equals_truth_class(synth_shards, synth_raw):
 
 def test_one_and_two_workers_give_identical_bytes(synth_raw, synth_shards, tmp_path):
     out = tmp_path / "j1"
-    run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "-j", "1", "-q")
+    run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "-j", "1", "-q")
     assert _tars(out) == _tars(synth_shards)
     assert (out / "manifest.json").read_bytes() == (synth_shards / "manifest.json").read_bytes()
     m = json.loads((out / "manifest.json").read_text())
@@ -134,7 +134,7 @@ def test_one_and_two_workers_give_identical_bytes(synth_raw, synth_shards, tmp_p
 
 def test_kill_9_and_resume_is_byte_identical(synth_raw, synth_shards, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "cli.data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS,
+    cmd = [sys.executable, "-m", "avsa_data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS,
            "-j", "1", "-q"]
     for wait_for in ("fragment", "shard"):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -151,10 +151,10 @@ def test_kill_9_and_resume_is_byte_identical(synth_raw, synth_shards, tmp_path):
     # nothing partial under a final name: every *.tar present is complete and readable
     for p in out.glob("*.tar"):
         list(tarfile.open(p))
-    run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "-j", "2", "-q")
+    run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "-j", "2", "-q")
     assert _tars(out) == _tars(synth_shards)
     assert not (out / ".work").exists()
-    again = run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "-q")
+    again = run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", str(out), *SHARD_ARGS, "-q")
     assert "up to date" in again.stdout
 
 
@@ -164,7 +164,7 @@ def test_changed_config_needs_overwrite(synth_raw, tmp_path):
     for p in (tmp_path / "raw").glob("synth_000[1-5]*"):
         p.unlink()
     (tmp_path / "raw" / "videos.csv").unlink()
-    base = ["cli.data", "shard", "--src", str(tmp_path / "raw"), "--out", str(out), "-q", "-k", "4"]
+    base = ["avsa_data", "shard", "--src", str(tmp_path / "raw"), "--out", str(out), "-q", "-k", "4"]
     run_cli(*base)
     r = run_cli(*base, "--seed", "5", check=False)
     assert r.returncode != 0 and "--overwrite" in r.stderr
@@ -182,7 +182,7 @@ def test_corrupt_inputs_are_logged_and_the_rest_succeeds(synth_raw, tmp_path):
         shutil.copy(p, raw / p.name)
     variants = synth.write_corrupt_variants(raw, seed=1)
     out = tmp_path / "out"
-    r = run_cli("cli.data", "shard", "--src", str(raw), "--out", str(out), "-q", "-k", "4", "-j", "2", check=False)
+    r = run_cli("avsa_data", "shard", "--src", str(raw), "--out", str(out), "-q", "-k", "4", "-j", "2", check=False)
     assert r.returncode == 0, r.stderr
     fails = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     failed_ids = {f["video_id"] for f in fails}
@@ -197,21 +197,21 @@ def test_corrupt_inputs_are_logged_and_the_rest_succeeds(synth_raw, tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     assert m["stats"]["videos_ok"] == 1 and m["stats"]["samples"] == 4  # 4 s at a 1 s stride
     assert not list(out.rglob("*.tmp"))
-    strict = run_cli("cli.data", "shard", "--src", str(raw), "--out", str(out), "-q", "-k", "4", "--strict",
+    strict = run_cli("avsa_data", "shard", "--src", str(raw), "--out", str(out), "-q", "-k", "4", "--strict",
                      check=False)
     assert strict.returncode == 1
     (raw / "synth_0000.mp4").unlink()
-    none_ok = run_cli("cli.data", "shard", "--src", str(raw), "--out", str(tmp_path / "o2"), "-q", "-k", "4",
+    none_ok = run_cli("avsa_data", "shard", "--src", str(raw), "--out", str(tmp_path / "o2"), "-q", "-k", "4",
                       check=False)
     assert none_ok.returncode == 1
 
 
 def test_bad_flags_give_one_clear_error(synth_raw, tmp_path):
-    r = run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(tmp_path / "x"), "--renders", "foa,surround",
-                check=False)
+    r = run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", str(tmp_path / "x"), "--renders",
+                "foa,surround", check=False)
     assert r.returncode != 0 and "--renders" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
-    r = run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(tmp_path / "x"), "--shard-size", "lots",
+    r = run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", str(tmp_path / "x"), "--shard-size", "lots",
                 check=False)
     assert r.returncode != 0 and "shard-size" in r.stderr and "Traceback" not in r.stderr
 
@@ -230,7 +230,7 @@ def _rewrite_without(src: Path, dst: Path, drop_suffix: str) -> None:
 
 
 def test_verify_catches_truncation_flipped_byte_and_missing_member(synth_shards, tmp_path):
-    ok = run_cli("cli.data", "verify", str(synth_shards))
+    ok = run_cli("avsa_data", "verify", str(synth_shards))
     assert "OK" in ok.stdout
     cases = {}
     for case in ("truncated", "flipped", "missing"):
@@ -248,7 +248,7 @@ def test_verify_catches_truncation_flipped_byte_and_missing_member(synth_shards,
             tar.write_bytes(bytes(data))
         else:
             _rewrite_without(synth_shards / "train-000000.tar", tar, ".m01.v03.jpg")
-        r = run_cli("cli.data", "verify", str(d), check=False)
+        r = run_cli("avsa_data", "verify", str(d), check=False)
         assert r.returncode == 1, (case, r.stdout, r.stderr)
         cases[case] = r.stderr
     assert "truncated" in cases["truncated"] or "size" in cases["truncated"]
@@ -318,7 +318,7 @@ def test_hrir_shards_record_the_set_and_rerender_identically(synth_raw, tmp_path
     from avsa_data import binaural
 
     out = tmp_path / "hrir"
-    run_cli("cli.data", "shard", "--src", str(synth_raw), "--out", str(out), "--binaural", "hrir", "--sofa", "default",
+    run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", str(out), "--binaural", "hrir", "--sofa", "default",
             "--hrir-decoder", "magls", "-k", "2", "--moments-per-video", "1", "-j", "1", "-q")
     sha = binaural.KNOWN_HRIR_SETS["ku100"].sha256
     assert json.loads((out / "config.json").read_text())["config"]["sample"]["sofa_sha256"] == sha
@@ -377,14 +377,14 @@ def test_renders_flag_stores_what_readers_cannot_make():
 
 def test_inspect_writes_contact_sheet_and_wavs(synth_shards, tmp_path):
     shard = synth_shards / "train-000000.tar"
-    r = run_cli("cli.data", "inspect", str(shard), "--png", str(tmp_path / "sheet.png"), "--listen",
+    r = run_cli("avsa_data", "inspect", str(shard), "--png", str(tmp_path / "sheet.png"), "--listen",
                 str(tmp_path / "wav"))
     assert "v7:" in r.stdout
     png = (tmp_path / "sheet.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     wavs = sorted((tmp_path / "wav").glob("*.wav"))
     assert len(wavs) == 1 + 8 * 3
-    missing = run_cli("cli.data", "inspect", str(shard), "--key", "nope/000000", check=False)
+    missing = run_cli("avsa_data", "inspect", str(shard), "--key", "nope/000000", check=False)
     assert missing.returncode == 1 and "no sample" in missing.stderr
 
 

@@ -52,10 +52,10 @@ def tiny(tmp_path_factory) -> Path:
     """Two one-sample shards (K=2 views, M=2 moments, 16 px crops, T=2, 8 kHz, masks, every member kind: the
     per-view renders stored too): a few hundred KB."""
     root = tmp_path_factory.mktemp("tiny")
-    run_cli("cli.data", "synth", "--out", str(root / "raw"), "--videos", "1", "--duration", "2", "--size",
+    run_cli("avsa_data", "synth", "--out", str(root / "raw"), "--videos", "1", "--duration", "2", "--size",
             "128x64", "--seed", "1")
     out = root / "shards"
-    run_cli("cli.data", "shard", "--src", str(root / "raw"), "--out", str(out), "-k", "2", "--crop-size", "16",
+    run_cli("avsa_data", "shard", "--src", str(root / "raw"), "--out", str(out), "-k", "2", "--crop-size", "16",
             "--fps", "8", "--clip-seconds", "0.25", "--sr", "8000", "--audio-seconds", "0.25", "--labels",
             "synthetic", "--moments-per-sample", "2", "--moment-gap", "0.5", "--shard-size", "1", "--renders",
             "foa,mono,stereo", "-q", "-j", "1")

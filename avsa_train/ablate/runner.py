@@ -200,7 +200,7 @@ def _evaluate(run: GridRun, ckpt: str | None, eval_dir: Path) -> dict:
     show = not run.quiet
 
     def backbone():
-        seed_torch(run.seed)  # as cli._train_common.setup: seed, then load
+        seed_torch(run.seed)  # as avsa_train.cli._common.setup: seed, then load
         return load_backbone(ckpt, width=None if ckpt else run.scale.pretrain.width, device=dev)
 
     def timed(name: str, evaluate: Callable[[], object], items: str | None = None) -> dict:

@@ -362,7 +362,7 @@ class FinetuneConfig:
     test_clips: int = option(25, min=1, help="N uniformly spaced clips per test video.")
     eval_every: int = option(0, help="Also evaluate every K epochs (0 = only at the end).")
     seed: int = option(0, help="Seed of initialisation, data order and augmentations.")
-    workers: int = option(0, min=0, cli=False,  # the commands default to 4 (cli/_train_common.py)
+    workers: int = option(0, min=0, cli=False,  # the commands use the cores (avsa_train/cli/_common.py)
                           help="DataLoader worker processes (0 = in-process).")
 
     def __post_init__(self) -> None:

@@ -232,7 +232,7 @@ class SegmentationConfig:
     # one source of truth of its command's options and defaults.
     shuffle_buffer: int = option(16, cli=False, help="Shuffle buffer of the training items, per DataLoader worker.")
     seed: int = option(0, help="Seed of initialisation, data order and augmentations.")
-    workers: int = option(0, min=0, cli=False,  # the commands default to 4 (cli/_train_common.py)
+    workers: int = option(0, min=0, cli=False,  # the commands use the cores (avsa_train/cli/_common.py)
                           help="DataLoader worker processes (0 = in-process).")
     train_split: str = option("train", help="Split the head is trained on.")
     eval_split: str = option("val", help="Held-out split it is evaluated on.")

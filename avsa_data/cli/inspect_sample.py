@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from cli._command import command
-from cli._locations import shard_location
+from avsa_data.cli._command import command
+from avsa_data.cli._locations import shard_location
 
 
 @command("inspect", show_default=False)

@@ -154,7 +154,7 @@ def config_options(config: type, *, unset: dict[str, str] | None = None,
     made = []
     for f in cli_fields(config):
         note = all_unset(f) if all_unset else (unset or {}).get(f.name)
-        made.append(_option(config, f, hints[f.name], note, "" if all_unset else "default: "))
+        made.append(_option(config, f, hints[f.name], note, "default: "))
 
     def decorate(fn):
         for opt in reversed(made):

@@ -121,7 +121,7 @@ def command(name: str | None = None, *, show_default: bool = True, config: bool 
         return make
 
     def decorate(fn):
-        from cli._options import config_file_option
+        from avsa_data.cli._options import config_file_option
 
         return make(config_file_option(fn))
 

@@ -26,7 +26,7 @@ class LazyGroup(click.Group):
 
 def lazy_group(name: str, commands: dict[str, str], help: str) -> LazyGroup:  # noqa: A002 - click's name
     """A console-script group (``avsa-data``, ``avsa-train``) of lazily imported ``commands``, with --version."""
-    from cli._command import CONTEXT
+    from avsa_data.cli._command import CONTEXT
 
     group = LazyGroup(name, lazy_commands=commands, context_settings=CONTEXT, help=help)
     return click.version_option(package_name="avsa")(group)

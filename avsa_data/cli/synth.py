@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from avsa_data.cli._command import command
+from avsa_data.cli._options import config_from, config_options, shared
 from avsa_data.synth import SynthConfig, default_workers, generate
-from cli._command import command
-from cli._options import config_from, config_options, shared
 
 
 @command(sections={

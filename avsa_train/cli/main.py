@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from cli._lazy import lazy_group
+from avsa_data.cli._lazy import lazy_group
 
 #: command name → "module:attribute" of its click command (one module per command).
 COMMANDS: dict[str, str] = {
-    "pretrain": "cli.train_pretrain:pretrain",
-    "eval": "cli.train_eval:eval_cmd",
-    "segment": "cli.train_segment:segment",
-    "finetune": "cli.train_finetune:finetune",
-    "ablate": "cli.train_ablate:ablate",
+    "pretrain": "avsa_train.cli.pretrain:pretrain",
+    "eval": "avsa_train.cli.eval:eval_cmd",
+    "segment": "avsa_train.cli.segment:segment",
+    "finetune": "avsa_train.cli.finetune:finetune",
+    "ablate": "avsa_train.cli.ablate:ablate",
 }
 
 

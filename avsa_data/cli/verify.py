@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
+from avsa_data.cli._command import command
+from avsa_data.cli._locations import shard_location
 from avsa_data.options import plural
 from avsa_data.verify import verify_dir, verify_shard
-from cli._command import command
-from cli._locations import shard_location
 
 
 @command(show_default=False)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from avsa_data.cli._command import command
+from avsa_data.cli._options import config_options
 from avsa_train.config import PretrainConfig, default_doc
-from cli._command import command
-from cli._options import config_options
 
 
 @command(show_default=False, config=False, sections={
@@ -47,7 +47,7 @@ def pretrain(task, config_file, resume, overwrite, **opts) -> None:
     Examples:
       avsa-train pretrain --config configs/avc.yaml --shards shards/ --out runs/avc
       avsa-train pretrain --config configs/avsa.yaml --shards shards/ --init runs/avc/checkpoint.pt --out runs/avsa
-      avsa-train pretrain --config runs/avsa/config.yaml --max-steps 2000      (the same run, trained longer)
+      avsa-train pretrain --config runs/avsa/config.yaml --epochs 100          (the same run, for more epochs)
       torchrun --nproc_per_node 8 -m avsa_train pretrain --config configs/avsa.yaml --shards shards/ --init \\
           runs/avc/checkpoint.pt --out runs/avsa                                (DDP; docs/SCALING.md)
 

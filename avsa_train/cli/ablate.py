@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from avsa_data.cli._command import command
+from avsa_data.cli._options import shared
 from avsa_train.ablate.keys import GRIDS, SCALE_KEYS, SCALE_NAMES
-from cli._command import command
-from cli._options import shared
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -119,7 +119,7 @@ def ablate(grid, shards, out, scale, families, cells, sets, scratch, device, see
         raise OptionError("--shards is required (a folder of avsa-data shards)")
     if out is None:
         raise OptionError("--out is required (the folder for cells/, table3.md and table3.json)")
-    table = run_grid(  # GridError (bad shards or DIR) and the library's input errors: one line (cli._command)
+    table = run_grid(  # GridError (bad shards or DIR) and the library's input errors: one line (avsa_data.cli._command)
         shards,
         out,
         scale=scale,

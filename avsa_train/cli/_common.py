@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from avsa_data.cli._options import shared, stack
 from avsa_train.config import AUDIO_FORMATS, SPECTROGRAM_KINDS
-from cli._options import shared, stack
 
 if TYPE_CHECKING:
     from avsa_train.runs import TrainingState

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
+from avsa_data.cli._command import CONTEXT, Command
 from avsa_data.format import CONFIDENCE_THRESHOLD
-from cli._command import CONTEXT, Command
 
 
 @click.group(context_settings=CONTEXT)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
+from avsa_data.cli._command import command
+from avsa_data.cli._options import config_from, config_options
+from avsa_train.cli._common import SHARED_HELP, backbone_options, check_ckpt, default_out, downstream_run, fmt_ci, setup
 from avsa_train.tasks.action import FinetuneConfig
-from cli._command import command
-from cli._options import config_from, config_options
-from cli._train_common import SHARED_HELP, backbone_options, check_ckpt, default_out, downstream_run, fmt_ci, setup
 
 
 @command(

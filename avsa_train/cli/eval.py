@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import click
 
-from avsa_train.tasks.binary_eval import BinaryEvalConfig
-from avsa_train.tasks.misalign import BINARY_TASKS
-from cli._command import command
-from cli._options import config_from, config_options
-from cli._train_common import (
+from avsa_data.cli._command import command
+from avsa_data.cli._options import config_from, config_options
+from avsa_train.cli._common import (
     SHARED_HELP,
     backbone_options,
     check_ckpt,
@@ -18,6 +16,8 @@ from cli._train_common import (
     fmt_ci,
     setup,
 )
+from avsa_train.tasks.binary_eval import BinaryEvalConfig
+from avsa_train.tasks.misalign import BINARY_TASKS
 
 
 @command(

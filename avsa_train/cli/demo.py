@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from avsa_data.cli._command import command
 from avsa_train.demo import DemoError, run_demo
-from cli._command import command
 
 
 @command(user_errors=(DemoError,))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import click
 
-from avsa_train.tasks.segmentation import SegmentationConfig
-from cli._command import command
-from cli._options import config_from, config_options
-from cli._train_common import (
+from avsa_data.cli._command import command
+from avsa_data.cli._options import config_from, config_options
+from avsa_train.cli._common import (
     SHARED_HELP,
     backbone_options,
     check_ckpt,
@@ -17,6 +16,7 @@ from cli._train_common import (
     fmt_ci,
     setup,
 )
+from avsa_train.tasks.segmentation import SegmentationConfig
 
 
 @command(

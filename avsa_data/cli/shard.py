@@ -9,15 +9,15 @@ from pathlib import Path
 
 import click
 
+from avsa_data.cli._command import command
+from avsa_data.cli._locations import output_folder
+from avsa_data.cli._options import config_from, config_options, shared, stack
 from avsa_data.events import EventOptions
 from avsa_data.labels.onnx_model import OUTPUT_KINDS, TENSOR_LAYOUTS
 from avsa_data.layouts import LayoutSpec
 from avsa_data.options import DEVICES, plural
 from avsa_data.samples import SampleConfig
 from avsa_data.shards import ENGINES, JobConfig, run_shard_job
-from cli._command import command
-from cli._locations import output_folder
-from cli._options import config_from, config_options, shared, stack
 
 
 def _shard_size(value: str) -> tuple[int | None, float | None]:

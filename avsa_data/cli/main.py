@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from cli._lazy import lazy_group
+from avsa_data.cli._lazy import lazy_group
 
 #: command name → "module:attribute" of its click command (one module per command).
 COMMANDS = {
-    "synth": "cli.data_synth:synth",
-    "shard": "cli.data_shard:shard",
-    "verify": "cli.data_verify:verify",
-    "inspect": "cli.data_inspect:inspect_cmd",
-    "demo": "cli.data_demo:demo",
-    "labels": "cli.data_labels:labels",
+    "synth": "avsa_data.cli.synth:synth",
+    "shard": "avsa_data.cli.shard:shard",
+    "verify": "avsa_data.cli.verify:verify",
+    "inspect": "avsa_data.cli.inspect_sample:inspect_cmd",
+    "demo": "avsa_train.cli.demo:demo",
+    "labels": "avsa_data.cli.labels:labels",
 }
 
 

@@ -1,0 +1,5 @@
+"""``python -m avsa_train`` (and ``torchrun -m avsa_train``): the ``avsa-train`` command."""
+
+from avsa_train.cli.main import main
+
+main(prog_name="avsa-train")
