@@ -2,4 +2,5 @@
 
 from avsa_data.cli.main import main
 
-main(prog_name="avsa-data")
+if __name__ == "__main__":
+    main(prog_name="avsa-data")

@@ -110,6 +110,7 @@ class _StopState:
 
     def __init__(self) -> None:
         self.installed = False
+        self.pid = 0  # the process that installed the handler (forked workers inherit it and leave stops to it)
         self.deferring = 0  # nesting depth of steps_finish_first()
         self.requested: int | None = None  # the signal that asked for a stop
 
@@ -118,6 +119,11 @@ _STOP = _StopState()
 
 
 def _on_signal(signum: int, frame) -> None:
+    if os.getpid() != _STOP.pid:  # a forked worker (a DataLoader's): Ctrl-C is its parent's; SIGTERM ends it
+        if signum == signal.SIGTERM:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        return
     if _STOP.deferring and _STOP.requested is None:
         _STOP.requested = signum
         print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint (again: stop at "
@@ -135,7 +141,7 @@ def handle_stop_signals() -> Iterator[None]:
         yield
         return
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    _STOP.installed, _STOP.requested = True, None
+    _STOP.installed, _STOP.requested, _STOP.pid = True, None, os.getpid()
     try:
         for s in old:
             signal.signal(s, _on_signal)

@@ -854,7 +854,8 @@ def _mismatch(where, old: dict, job: JobConfig, src: str) -> ShardOptionError | 
 
 def _check_config(out: Path, job: JobConfig, src: str, overwrite: bool) -> None:
     """Continue an output of this configuration; clear one of another configuration when ``overwrite`` is given
-    or when it holds no finished shard yet (a job that stopped before writing one never blocks the next)."""
+    or when it holds no finished shard yet (a job that stopped before writing one never blocks the next). Another
+    ``--src`` always needs ``overwrite``."""
     cfg_path = out / "config.json"
     if cfg_path.exists():
         unfinished = not any(fmt.SHARD_RE.match(p.name) for p in out.glob("*.tar"))
@@ -862,7 +863,8 @@ def _check_config(out: Path, job: JobConfig, src: str, overwrite: bool) -> None:
         problem = _mismatch(out, old, job, src)
         if problem is None:
             return
-        if not (overwrite or unfinished):
+        other_src = isinstance(old, dict) and old.get("config_hash") == job.config_hash  # the same configuration
+        if not (overwrite or (unfinished and not other_src)):  # another --src never mixes into its fragments
             raise problem
         clear_output(out)
     elif overwrite:

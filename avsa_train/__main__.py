@@ -2,4 +2,5 @@
 
 from avsa_train.cli.main import main
 
-main(prog_name="avsa-train")
+if __name__ == "__main__":
+    main(prog_name="avsa-train")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -116,6 +117,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, echo=print) -> Path:
     log = out / "demo.log"
     log.write_text("")
     raw, shards, runs, evals = out / "raw", out / "shards", out / "runs", out / "eval"
+    for done in (runs, evals):  # the demo recomputes its runs (the training commands would keep finished ones)
+        shutil.rmtree(done, ignore_errors=True)
     timings: dict[str, float] = {}
     common = ["--device", "cpu", "--seed", str(seed), "--quiet"]
 

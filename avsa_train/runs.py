@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,10 +43,10 @@ from typing import Any
 
 from avsa_data.fsutil import atomic_write, read_json, remove_stale_tmp, write_json
 from avsa_data.jobcontrol import Interrupted, exclusive_lock, steps_finish_first, stop_requested
+from avsa_data.options import OptionError, format_value, plural
 
 __all__ = ["CHECKPOINT_MINUTES", "FINISHED", "NEW", "RESUME", "Cadence", "Interrupted", "RunConflict", "RunFolder",
            "TrainingState", "differences", "resumable", "steps_finish_first", "stop_requested"]
-from avsa_data.options import OptionError, format_value, plural
 
 #: Minutes of training between time-based checkpoints: what a ``kill -9`` (or a power cut) can lose at most.
 CHECKPOINT_MINUTES = 10.0
@@ -114,10 +115,11 @@ class RunFolder:
         existed (its options read from its checkpoint). Raises :class:`RunConflict` for other options without
         ``overwrite``."""
         rec = self.record() or fallback
-        if rec is None or not self.has_progress():
-            if rec is None and not overwrite and self.has_progress():
-                raise RunConflict(f"{self.out} holds {self.name} files of an earlier run whose options are not "
-                                  f"recorded: pass --overwrite to replace them, or choose another --out")
+        progress = self.has_progress()
+        if rec is None and progress and not overwrite:
+            raise RunConflict(f"{self.out} holds {self.name} files of an earlier run whose options are not recorded: "
+                              f"pass --overwrite to replace them, or choose another --out")
+        if rec is None or not progress:
             return NEW
         saved = rec.get("options") or {}
         changed = differences(saved, options, ignore)
@@ -146,7 +148,10 @@ class RunFolder:
         self.out.mkdir(parents=True, exist_ok=True)
         if decision == NEW:
             self.clear()
-        remove_stale_tmp(self.out, keep=self.owns)
+        gone = remove_stale_tmp(self.out, keep=self.owns)
+        if gone:
+            print(f"{self.command}: removed {len(gone)} temporary file(s) of a killed run: "
+                  f"{', '.join(p.name for p in gone)}", file=sys.stderr)
         rec = self.record() if decision == RESUME else None
         write_json(self.record_path, {"command": self.command, "status": "running", "options": json_values(options),
                                       "summary": (rec or {}).get("summary")})
@@ -193,8 +198,8 @@ class TrainingState:
 
     :meth:`attach` restores the modules, optimiser and schedule from ``path`` when it exists and returns the
     loop's :class:`~avsa_train.fit.FitState` (a fresh one otherwise). The loop then calls :meth:`after_step` after
-    every optimiser step (a checkpoint every ``minutes``; on a stop signal, a checkpoint and :class:`Interrupted`)
-    and :meth:`after_epoch` after every epoch (a checkpoint). :meth:`keep_best` keeps the best validated model in
+    every optimiser step and :meth:`after_epoch` after every epoch: a checkpoint every ``minutes``, and on a stop
+    signal a checkpoint and :class:`Interrupted`. :meth:`keep_best` keeps the best validated model in
     ``best``. Written atomically, read with ``torch.load(weights_only=True)`` and checked against its checksum."""
 
     def __init__(self, path: str | os.PathLike, best: str | os.PathLike | None = None,
@@ -249,9 +254,11 @@ class TrainingState:
             self.save(loop)
 
     def after_epoch(self, loop) -> None:
-        self.save(loop)
         if stop_requested():
+            self.save(loop)
             raise Interrupted(loop.step)
+        if self.cadence.due():
+            self.save(loop)
 
     def keep_best(self, score: float | None, what: dict) -> bool:
         """Save the modules to ``best`` when ``score`` (higher is better) beats every earlier one; ``what`` (the

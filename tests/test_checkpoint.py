@@ -189,10 +189,10 @@ def test_a_pickled_object_is_refused_by_the_library(tmp_path, model):
 
 
 @pytest.mark.parametrize("flag", ["--init", "--resume", "--ckpt"])
-def test_a_pickled_object_is_refused_through_the_cli(tmp_path, model, flag):
+def test_a_pickled_object_is_refused_through_the_cli(tmp_path, model, flag, synth_shards):
     """pretrain --init / --resume and eval --ckpt exit non-zero with one line naming the file; nothing runs."""
     path, marker = _evil(tmp_path, model)
-    shards = str(tmp_path / "shards")  # never read: the checkpoint is checked first
+    shards = str(synth_shards)
     args = {
         "--init": ["avsa_train", "pretrain", "--shards", shards, "--init", str(path), "--out", str(tmp_path / "o")],
         "--resume": ["avsa_train", "pretrain", "--resume", "--out", str(path.parent)],

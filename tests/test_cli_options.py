@@ -199,3 +199,38 @@ def test_every_field_with_choices_is_checked_by_its_config():
                 build(kind, **{f.name: bad})
             checked += 1
     assert checked >= 18
+
+
+def test_entry_points_live_inside_the_project_packages():
+    """No top-level `cli` package is installed (it could collide with another distribution's); the console
+    scripts, `python -m avsa_data` / `python -m avsa_train` (and `torchrun -m avsa_train`) reach the commands."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["project"]["scripts"] == {"avsa-data": "avsa_data.cli.main:main",
+                                             "avsa-train": "avsa_train.cli.main:main"}
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["avsa_data*", "avsa_train*"]
+    assert not (root / "cli").exists()
+    for package, command in (("avsa_data", "shard"), ("avsa_train", "pretrain")):
+        r = subprocess.run([sys.executable, "-m", package, command, "--help"], capture_output=True, text=True,
+                           cwd=root)
+        assert r.returncode == 0 and r.stdout.startswith(f"Usage: {package.replace('_', '-')} {command}"), r.stderr
+
+
+def test_every_command_has_help_sections_examples_and_config():
+    """Each command's --help lists its options in sections (more than one where it has many) with examples,
+    and takes --config FILE."""
+    for main in (data_cli.main, train_cli.main):
+        for name in main.list_commands(click.Context(main)):
+            cmd = main.get_command(click.Context(main), name)
+            commands = cmd.commands.values() if isinstance(cmd, click.Group) else [cmd]
+            for c in commands:
+                out = CliRunner().invoke(c, ["--help"], prog_name=name).output
+                assert "Examples:" in out and "--config" in out, (name, c.name)
+                if len(c.params) > 12:
+                    assert len(getattr(c, "sections", {})) >= 2, (name, c.name)

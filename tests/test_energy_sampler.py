@@ -72,7 +72,7 @@ def test_dense_scenes_and_unchanged_defaults():
         sounding_visible = [s for s in srcs if s.visible and s.sounding]
         assert 4 <= len(sounding_visible) <= 6
         assert all(14.0 <= s.radius <= 20.0 for s in srcs)
-    with pytest.raises(ValueError, match="sounding_objects"):
+    with pytest.raises(ValueError, match="--sounding-objects"):
         synth.SynthConfig(sounding_objects=(0, 3))
-    with pytest.raises(ValueError, match="object_radius"):
+    with pytest.raises(ValueError, match="--object-radius"):
         synth.SynthConfig(object_radius=(20.0, 10.0))

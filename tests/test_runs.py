@@ -5,7 +5,6 @@ refusal names its option, and the exit status says whose move it is (README, "Ex
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -35,8 +34,11 @@ def _one_thread_per_process(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-def _pretrain(shards: Path, out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run_cli("avsa_train", "pretrain", "--shards", str(shards), "--out", str(out), *TINY_AVC, *extra, check=check)
+def _pretrain(shards: Path, out: Path, *extra: str, check: bool = True):
+    """``avsa-train pretrain`` in this process (as the command line runs it, without a new interpreter's start)."""
+    r = CliRunner().invoke(train_cli.main, ["pretrain", "--shards", str(shards), "--out", str(out), *TINY_AVC, *extra])
+    assert not check or r.exit_code == 0, r.output
+    return r
 
 
 def _losses(run: Path) -> list[float]:
@@ -48,11 +50,11 @@ def test_a_rerun_never_replaces_a_finished_run(synth_shards, tmp_path):
     _pretrain(synth_shards, run, "--max-steps", "2")
     kept = {p.name: p.read_bytes() for p in (run / "checkpoint.pt", run / "metrics.jsonl")}
     again = _pretrain(synth_shards, run, "--max-steps", "2")
-    assert "is finished (2 steps" in again.stdout and "nothing to do" in again.stdout, again.stdout
+    assert "is finished (2 steps" in again.stdout and "nothing to do" in again.stdout, again.output
     for extra, named in ((["--max-steps", "1"], "--max-steps 2 there, 1 here"), (["--max-steps", "2", "--lr", "1e-3"],
                                                                                  "--lr 1e-4 there, 0.001 here")):
         r = _pretrain(synth_shards, run, *extra, check=False)
-        assert r.returncode == 2 and named in r.stderr and "--overwrite" in r.stderr, r.stderr
+        assert r.exit_code == 2 and named in r.stderr and "--overwrite" in r.stderr, r.output
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert {p: (run / p).read_bytes() for p in kept} == kept  # untouched
     longer = _pretrain(synth_shards, run, "--max-steps", "3")  # more steps of the same run: continued
@@ -84,7 +86,7 @@ def test_sigint_mid_run_leaves_a_checkpoint_that_resumes_to_the_uninterrupted_re
     assert len(_losses(run)) == stopped
     rerun = run_cli(*cmd[2:])
     assert "12 steps" in rerun.stdout
-    _pretrain(synth_shards, straight, *steps)
+    run_cli(*cmd[2:7], str(straight), *cmd[8:])
     a, b = _losses(straight), _losses(run)
     assert len(a) == len(b) == 12 and max(abs(x - y) for x, y in zip(a, b)) < 1e-6, (a, b)
     torch.testing.assert_close(load_checkpoint(run / "checkpoint.pt")["video"],
@@ -215,4 +217,5 @@ def test_each_refusal_names_its_option_and_exits_as_the_table_says(synth_shards,
             assert not out.exists(), args  # refused before anything was written
         shutil.rmtree(out, ignore_errors=True)
     assert "interrupted at step 3 — rerun the same command to resume" in str(jobcontrol.Interrupted(3))
-    assert os.environ.get("OMP_NUM_THREADS") == "1"
+    r = CliRunner().invoke(data_cli.main, ["inspect", str(synth_shards)])  # a folder: its first sample
+    assert r.exit_code == 0 and r.output.startswith("synth_0000/") and "8 viewpoints" in r.output, r.output

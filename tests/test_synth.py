@@ -359,7 +359,7 @@ def test_corrupt_variants_raise_media_errors(tmp_path):
 
 
 def test_cli_synth(tmp_path):
-    from avsa_data import main
+    from avsa_data.cli.main import main
 
     out = tmp_path / "raw"
     res = CliRunner().invoke(

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from avsa_data.cli._command import CONTEXT, Command
+from avsa_data.cli._options import config_file_option
 from avsa_data.format import CONFIDENCE_THRESHOLD
 
 
@@ -17,6 +18,7 @@ def labels() -> None:
 
 
 @labels.command("classes", cls=Command, user_errors=(KeyError,), context_settings={**CONTEXT, "show_default": True})
+@config_file_option
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 @click.option("--threshold", type=float, default=CONFIDENCE_THRESHOLD,

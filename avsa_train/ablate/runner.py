@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from avsa_data.fsutil import atomic_write_bytes
 from avsa_data.jobcontrol import exclusive_lock
 from avsa_data.options import OptionError
@@ -28,6 +30,7 @@ from avsa_train.checkpoint import RUN_ONLY_KEYS, config_changes, load_checkpoint
 from avsa_train.config import PretrainConfig
 from avsa_train.data import check_shards_fit, option_urls, peek_meta, split_urls
 from avsa_train.pretrain import CHECKPOINT, METRICS, read_metrics, run_pretrain, stream_config
+from avsa_train.runs import json_values
 from avsa_train.tasks.binary_eval import BinaryEvalConfig, run_binary_eval
 from avsa_train.tasks.common import environment, load_backbone, prepare_device, seed_torch, write_jsonl, write_metrics
 from avsa_train.tasks.segmentation import SegmentationConfig, run_segmentation
@@ -135,7 +138,7 @@ def check_inputs(run: GridRun, cells: Sequence[str], overwrite: bool = False) ->
 
 
 #: What a grid writes in its DIR (what ``--overwrite`` removes).
-GRID_FILES = ("cells", "ablate.json", "table3.json", "table3.md")
+GRID_FILES = ("cells", "ablate.json", "config.yaml", "table3.json", "table3.md")
 
 
 def clear_grid(out: Path) -> None:
@@ -278,13 +281,15 @@ def run_grid(
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
     overwrite: bool = False,
+    options: dict | None = None,
 ) -> dict:
     """Run (or continue) the Table 3 grid into ``out`` and write ``out/table3.md`` and ``out/table3.json``.
 
     ``families`` / ``cells`` select part of the grid (:func:`~avsa_train.ablate.grid.select`); ``overrides``
     are ``--set`` values (:func:`~avsa_train.ablate.scales.parse_overrides`); ``scratch`` adds a randomly
     initialised reference model (no pre-training) evaluated the same way; ``overwrite`` replaces a grid of other
-    settings in ``out``. One grid job at a time per ``out`` (a lock). Returns the ``table3.json`` payload.
+    settings in ``out``; ``options``: the command's options, written to ``out/config.yaml`` (``--config`` repeats
+    the run). One grid job at a time per ``out`` (a lock). Returns the ``table3.json`` payload.
     """
     sc = resolve_scale(scale, overrides)
     shards = str(shards)
@@ -302,6 +307,8 @@ def run_grid(
         if saved is not None and saved.get("settings") != run.settings():  # overwrite (check_inputs)
             clear_grid(run.out)
         write_json(run.out / "ablate.json", {"settings": run.settings()})
+        if options is not None:
+            atomic_write_bytes(run.out / "config.yaml", yaml.safe_dump(json_values(options), sort_keys=True).encode())
         return _run_cells(run, todo)
 
 

@@ -132,6 +132,7 @@ def ablate(grid, shards, out, scale, families, cells, sets, scratch, device, see
         quiet=quiet,
         log=lambda msg: click.echo(msg, err=True),
         overwrite=overwrite,
+        options={k: v for k, v in click.get_current_context().params.items() if k not in ("list_only", "overwrite")},
     )
     click.echo(f"table: {out / 'table3.md'} ({plural(len(table['cells']), 'cell')}, "
                f"{table['cells_seconds_total']:.0f} s)")
