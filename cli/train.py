@@ -11,6 +11,7 @@ COMMANDS: dict[str, str] = {
     "segment": "cli.train_segment:segment",
     "finetune": "cli.train_finetune:finetune",
     "ablate": "cli.train_ablate:ablate",
+    "probe": "cli.train_probe:probe",
 }
 
 
