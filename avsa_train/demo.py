@@ -72,6 +72,9 @@ class DemoScale:
     #: data (docs/RESULTS.md, "Evaluation heads"): the reference schedule left the heads answering one class.
     head_epochs: int = 40
     head_milestone: int = 30
+    #: audio features of the encoders (``--spec``): the reference's ``mel128``, or ``mel128+iv`` (log-mel plus the
+    #: active-intensity vectors, which keep the front/back and left/right signs that magnitude spectrograms drop)
+    spec: str = "mel128"
     #: the heads' training items keep the pre-training augmentations (flip, colour and volume jitter) although
     #: the encoders were pre-trained without them (docs/RESULTS.md, "Training items without augmentation")
     head_augment: bool = True
@@ -148,7 +151,7 @@ def pretrain_arms(steps: Steps, shards: Path, runs: Path, sc: DemoScale, seed: i
     (e.g. ``--break-spatial-link``); ``suffix`` tells the steps' names apart. Returns ``{arm: checkpoint}``."""
     pre = ["--shards", str(shards), "--width", str(sc.width), "--batch-size", str(sc.batch), "--workers", "0",
            "--lr", str(sc.lr), "--no-color-jitter", "--flip-p", "0", "--device", "cpu", "--seed", str(seed),
-           "--quiet", *extra]
+           "--spec", sc.spec, "--quiet", *extra]
     avc, avsa = runs / "avc", runs / "avsa"
     steps(f"pretrain AVC{suffix}", ["cli.train", "pretrain", "--task", "avc", "--out", str(avc), "--max-steps",
                                     str(sc.avc_steps), *pre])
@@ -170,7 +173,7 @@ def evaluate(steps: Steps, name: str, ckpt: Path | str, shards: Path, out: Path,
     AVC-Bin and AVSA-Bin (matched negatives, with their single-modality controls), the direction probe and
     segmentation, all on the held-out split. ``seed`` also fixes the evaluation items, so encoders evaluated
     with the same ``seed`` see identical items. Returns ``out``."""
-    extra = ["--width", str(sc.width)] if str(ckpt) == "none" else []
+    extra = ["--width", str(sc.width), "--spec", sc.spec] if str(ckpt) == "none" else []
     common = ["--ckpt", str(ckpt), "--out", str(out), "--shards", str(shards), "--workers", "0", "--device", "cpu",
               "--seed", str(seed), "--quiet", "--eval-split", HELD_OUT, *extra]
     # items are decoded in the evaluating process (--workers 0): on 2 cores, a loader worker's hand-over of
@@ -201,7 +204,8 @@ def paired(steps: Steps, a: Path, b: Path, what: str, out: Path) -> dict:
         args = ["avsa_train.tasks.compare", str(a / f"eval_{what}_items.jsonl"), str(b / f"eval_{what}_items.jsonl"),
                 "--out", str(out)]
     steps(f"paired gap {what} ({a.name} − {b.name})", args)
-    return json.loads(out.read_text())
+    gap = json.loads(out.read_text())
+    return gap["balanced_accuracy"] if what == "probe" else gap
 
 
 def run_demo(out: Path, quick: bool = False, seed: int = 0, echo=print) -> Path:

@@ -31,6 +31,7 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -104,10 +105,13 @@ def pooled_gap(pairs: Sequence[tuple[dict, dict]]) -> dict:
 
 
 def run_replicates(out: Path, seeds: Sequence[int], quick: bool = False, data_seed: int = 0, eval_seed: int = 0,
-                   arms: Sequence[str] = tuple(ARM_TASKS), echo=print) -> dict:
-    """Run every arm for every seed into ``out`` (resumable) and return the per-seed and pooled gaps."""
+                   arms: Sequence[str] = tuple(ARM_TASKS), spec: str | None = None, echo=print) -> dict:
+    """Run every arm for every seed into ``out`` (resumable) and return the per-seed and pooled gaps; ``spec``
+    replaces the demo scale's audio features."""
     require_torch()
     sc: DemoScale = SCALES["quick" if quick else "full"]
+    if spec is not None:
+        sc = replace(sc, spec=spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     steps = ResumableSteps(out / "replicates.log", out / "done", echo)
@@ -132,7 +136,7 @@ def run_replicates(out: Path, seeds: Sequence[int], quick: bool = False, data_se
             d = evals / f"seed{s}" / "broken"
             dirs[("broken", s)] = evaluate(steps, f"broken seed {s}", ckpts["AVSA"], shards, d, sc, eval_seed,
                                            ARM_TASKS["broken"])
-    result = {"scale": "quick" if quick else "full", "seeds": list(seeds), "data_seed": data_seed,
+    result = {"scale": "quick" if quick else "full", "spec": sc.spec, "seeds": list(seeds), "data_seed": data_seed,
               "eval_seed": eval_seed, "comparisons": {}, "accuracy": accuracies(dirs, seeds),
               "wall_s": round(time.time() - t0, 1), "timings_s": steps.timings}
     for name, a, b, what in COMPARISONS:
@@ -179,7 +183,8 @@ def render(result: dict) -> str:
     """``replicates.md``: the gaps per seed and pooled, then each encoder's numbers."""
     seeds = result["seeds"]
     lines = ["# Replicates", "",
-             f"Scale `{result['scale']}`, data seed {result['data_seed']}, evaluation seed {result['eval_seed']} "
+             f"Scale `{result['scale']}`, audio features `{result['spec']}`, data seed {result['data_seed']}, "
+             f"evaluation seed {result['eval_seed']} "
              f"(identical items for every encoder), pre-training seeds {', '.join(map(str, seeds))}. Gaps in "
              "percentage points with 95 % CIs clustered by held-out video (cluster-robust SE, Student t on videos − 1 "
              "df); pooled: per item the gap averaged over the seeds.", "",
@@ -223,12 +228,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data and shards")
     ap.add_argument("--eval-seed", type=int, default=0, help="seed of the evaluation items and heads")
     ap.add_argument("--arms", default=",".join(ARM_TASKS), help="pre-trained arms: AVSA, AVC only, broken")
+    ap.add_argument("--spec", default=None, help="audio features of every encoder (default: the demo's)")
     args = ap.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in arms if a not in ARM_TASKS]
     if unknown:
         ap.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARM_TASKS)}")
-    result = run_replicates(args.out, args.seeds, args.quick, args.data_seed, args.eval_seed, arms)
+    result = run_replicates(args.out, args.seeds, args.quick, args.data_seed, args.eval_seed, arms, args.spec)
     print(render(result))
     return result
 
