@@ -92,6 +92,12 @@ class RawSample:
             raise ShardFormatError(f"{self.where()}: no viewpoint {view} (the bank has {self.num_views})")
         return self.meta["viewpoints"][view]
 
+    def audio_viewpoint(self, view: int) -> dict:
+        """The viewpoint whose audio render goes with the crop of viewpoint ``view``: that same viewpoint for a
+        shard sample (:meth:`viewpoint`). A sample presented by an evaluation may pair a crop with audio
+        rendered at another viewpoint (``avsa_train.tasks.misalign``); readers that render audio ask this."""
+        return self.viewpoint(view)
+
     def member(self, name: str) -> bytes:
         """The raw bytes of member ``name`` (e.g. ``m00.v01.jpg``); a clear error if the sample lacks it."""
         data = self.members.get(name)

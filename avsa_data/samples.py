@@ -240,7 +240,13 @@ def render_audio_from_meta(foa: NDArray, meta: dict, view: int, render: str) -> 
     ``hrir`` shard needs the very HRIR set that made it: it is found by the sha256 in ``meta.binaural``
     (:func:`avsa_data.binaural.locate_hrir_set`), and a missing or different set raises a clear error.
     """
-    v = Viewpoint.from_dict(meta["viewpoints"][view])
+    return render_audio_at(foa, meta, meta["viewpoints"][view], render)
+
+
+def render_audio_at(foa: NDArray, meta: dict, viewpoint: dict, render: str) -> NDArray[np.float32]:
+    """:func:`render_audio_from_meta` at a ``meta.viewpoints``-style record ``viewpoint`` (degrees) instead of
+    an index into the sample's own bank (the binaural settings are still the sample's)."""
+    v = Viewpoint.from_dict(viewpoint)
     if render == "stereo":
         from .binaural import binauralizer_from_meta
 

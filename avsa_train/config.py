@@ -107,6 +107,10 @@ class PretrainConfig:
     color_jitter: bool = option(True, help="Colour jitter (Table 2 cj).")
     flip_p: float = option(0.5, min=0.0, max=1.0, help="Horizontal flip probability (Table 2 hf).")
     volume_jitter: float = option(0.1, help="Audio gain jitter, ± this fraction.")
+    break_spatial_link: bool = option(
+        False, help="Causal control: rotate each sample's sound field by a random yaw (per sample and epoch) before "
+        "its views' audio is rendered, so the sounds are kept and their directions no longer match the video. "
+        "Spatial gains of a model pre-trained so should vanish (docs/RESULTS.md).")
     # run
     init: str | None = option(None, help="Start from this checkpoint's encoders (Table 2: AVSA starts from the AVC "
                               "model); 'none' for a random initialisation.", default_doc="none")

@@ -42,10 +42,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from avsa_data import ambisonics, binaural, events, remote
 from avsa_data import format as fmt
 from avsa_data.fsutil import parse_json
+from avsa_data.geometry import rotation_yaw
 from avsa_data.jobcontrol import usable_cpus
 from avsa_data.options import OptionError
 from avsa_data.reader import RawSample, iter_raw
 from avsa_data.rng import rng_for
+from avsa_data.samples import render_audio_at
 
 from . import allocator
 
@@ -170,6 +172,10 @@ class StreamConfig:
     #: Ship the clips as uint8 with their colour transform and normalise them on the device, batched
     #: (:func:`model_video`): the GPU path, where the loader workers are the bottleneck.
     video_on_device: bool = False
+    #: The causal control of pre-training: rotate each sample's sound field by a random yaw (uniform in
+    #: [−180°, 180°), drawn per sample and epoch, the same for all its moments and views) before the views'
+    #: audio is rendered, so the sounds are kept and their directions are no longer the video's.
+    break_spatial_link: bool = False
 
     def __post_init__(self) -> None:
         if self.audio_format not in AUDIO_FORMATS:
@@ -281,17 +287,24 @@ def render_matrix(viewpoint: dict, render: str) -> np.ndarray:
 
 def view_audio(
     s: RawSample, views: Sequence[int], moment: int, audio_format: str, flip: bool = False, gain: float = 1.0,
+    field_yaw: float = 0.0,
 ) -> np.ndarray:
     """``[V, C, n]`` float32 audio of the viewpoints ``views`` at ``moment``, mirrored when ``flip``
-    (:data:`AUDIO_MIRRORS`) and scaled by ``gain``.
+    (:data:`AUDIO_MIRRORS`) and scaled by ``gain``; with ``field_yaw`` (degrees, positive = left) the sound field
+    is first rotated about the vertical axis (:attr:`StreamConfig.break_spatial_link`).
 
     A :func:`derived` render (FOA, mono, virtual-mic stereo) comes from the moment's unrotated FOA, decoded
     once: rotation, render, mirror and gain of every view are folded into one ``[V·C, 4]`` matrix
     (:func:`render_matrix`) and applied in one product. HRIR stereo is the stored render of each view (or, when
-    not stored, rendered from the FOA as :meth:`avsa_data.reader.RawSample.audio` does).
+    not stored or the field is rotated, rendered from the FOA as :meth:`avsa_data.reader.RawSample.audio` does).
     """
     render, channels = AUDIO_FORMATS[audio_format]
     mirror = AUDIO_MIRRORS[audio_format]
+    turn = ambisonics.rotate(np.eye(4), rotation_yaw(field_yaw)) if field_yaw else None
+    if not derived(s, render) and turn is not None:
+        foa = (turn @ s.foa(moment)).astype(np.float32)
+        rendered = [render_audio_at(foa, s.meta, s.audio_viewpoint(k), render) for k in views]
+        return np.stack([mirror(a) if flip else a for a in rendered]) * np.float32(gain)
     if not derived(s, render):
         first = s.audio(views[0], moment, render)
         out = np.empty((len(views), *first.shape), np.float32)
@@ -299,8 +312,10 @@ def view_audio(
             a = first if j == 0 else s.audio(k, moment, render)
             np.multiply(mirror(a) if flip else a, np.float32(gain), out=out[j])
         return out
-    mats = [render_matrix(s.viewpoint(k), render) for k in views]  # [C, 4] each; the mirror acts on the rows
+    mats = [render_matrix(s.audio_viewpoint(k), render) for k in views]  # [C, 4] each; the mirror acts on rows
     stacked = np.concatenate([mirror(m) if flip else m for m in mats]) * gain
+    if turn is not None:
+        stacked = stacked @ turn
     foa = s.foa(moment)
     return (stacked.astype(np.float32) @ foa).reshape(len(views), channels, foa.shape[1])
 
@@ -506,8 +521,11 @@ def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
     moments = list(range(cfg.moments)) if cfg.moments > 1 or not cfg.train else [int(rng.integers(M))]
     flip = cfg.train and rng.random() < cfg.flip_p
     gain = 1.0 + (rng.uniform(-cfg.volume_jitter, cfg.volume_jitter) if cfg.train else 0.0)
+    yaw = 0.0
+    if cfg.break_spatial_link:
+        yaw = float(rng_for(cfg.seed, "spatial-link", epoch, s.key).uniform(-180.0, 180.0))
 
-    audio = np.stack([view_audio(s, views, m, cfg.audio_format, flip, gain) for m in moments])
+    audio = np.stack([view_audio(s, views, m, cfg.audio_format, flip, gain, yaw) for m in moments])
     colour = colour_transform(_jitter_affine(rng, COLOUR_JITTER, HUE_JITTER) if cfg.train and cfg.color_jitter
                               else None)
     clips = [[s.clip(k, m) for k in views] for m in moments]

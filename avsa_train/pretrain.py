@@ -131,6 +131,7 @@ def stream_config(cfg: PretrainConfig, device: torch.device | None = None) -> St
         flip_p=cfg.flip_p,
         color_jitter=cfg.color_jitter,
         volume_jitter=cfg.volume_jitter,
+        break_spatial_link=cfg.break_spatial_link,
     )
 
 

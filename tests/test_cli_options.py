@@ -25,6 +25,7 @@ torch = pytest.importorskip("torch")
 from avsa_train.config import TASK_DEFAULTS, TASKS, PretrainConfig, resolve  # noqa: E402
 from avsa_train.tasks.action import FinetuneConfig  # noqa: E402
 from avsa_train.tasks.binary_eval import BinaryEvalConfig  # noqa: E402
+from avsa_train.tasks.direction_probe import DirectionProbeConfig  # noqa: E402
 from avsa_train.tasks.segmentation import SegmentationConfig  # noqa: E402
 
 #: The smallest command line of each command (its required options), and the configs it builds.
@@ -35,6 +36,7 @@ MINIMAL = {
     ("train", "eval"): (["avsa", "--shards", "x", "--ckpt", "none"], [BinaryEvalConfig]),
     ("train", "segment"): (["--shards", "x", "--ckpt", "none"], [SegmentationConfig]),
     ("train", "finetune"): (["--videos", ".", "--dataset", "folder", "--ckpt", "none"], [FinetuneConfig]),
+    ("train", "probe"): (["--shards", "x", "--ckpt", "none"], [DirectionProbeConfig]),
 }
 #: Fields whose command-line default differs from the library's on purpose, with the reason.
 CLI_DEFAULTS = {"workers": default_workers()}  # downstream commands load with the cores; the library: in-process
@@ -110,7 +112,7 @@ def test_config_built_from_no_flags_is_the_default_config(group, name):
 
 def test_every_cli_field_documents_itself():
     for cls in (SynthConfig, SampleConfig, JobConfig, EventOptions, LayoutSpec, PretrainConfig, BinaryEvalConfig,
-                SegmentationConfig, FinetuneConfig):
+                SegmentationConfig, FinetuneConfig, DirectionProbeConfig):
         for f in dataclasses.fields(cls):
             meta = option_meta(f)
             if meta is None:

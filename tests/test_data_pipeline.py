@@ -342,3 +342,31 @@ def test_a_view_outside_the_bank_is_refused_not_counted_from_its_end(synth_shard
     slim = RawSample(s.key, {k: v for k, v in s.members.items() if not k.endswith(".mono.flac")}, s.shard)
     with pytest.raises(ShardFormatError, match=r"no viewpoint -1"):  # a render computed by the reader
         slim.audio(-1, 0, "mono")
+
+
+@pytest.mark.parametrize("fmt", ["ambi", "mono", "stereo"])
+def test_breaking_the_spatial_link_turns_each_samples_field_by_its_own_random_yaw(synth_shards, fmt):
+    """The causal control of pre-training (``break_spatial_link``): an item's audio is that of its sound field
+    turned about the vertical by a yaw drawn per (seed, epoch, sample) — the same for all its views — and rendered
+    at the item's views; the video and the views stay the item's own."""
+    from avsa_train.tasks.misalign import rotated
+
+    cfg = D.StreamConfig(views=3, moments=2, audio_format=fmt, train=True, flip_p=0.0, volume_jitter=0.0,
+                         color_jitter=False)
+    broken = replace(cfg, break_spatial_link=True)
+    samples = list(iter_samples(synth_shards))[:3]
+    yaws = []
+    for s in samples:
+        for epoch in (0, 1):
+            a, b = D.decode_item(s, cfg, epoch), D.decode_item(s, broken, epoch)
+            np.testing.assert_array_equal(a["video"], b["video"])
+            assert a["views"].tolist() == b["views"].tolist()
+            yaw = float(D.rng_for(cfg.seed, "spatial-link", epoch, s.key).uniform(-180.0, 180.0))
+            yaws.append(yaw)
+            turned = rotated(s, yaw)  # the sample's field turned by the yaw, rendered by the builder's functions
+            render = D.AUDIO_FORMATS[fmt][0]
+            for m in range(2):
+                for j, k in enumerate(b["views"]):
+                    np.testing.assert_allclose(b["audio"][m, j], turned.audio(int(k), m, render), atol=2e-4)
+            assert float(np.abs(a["audio"] - b["audio"]).max()) > 1e-3 or abs(yaw) < 1.0
+    assert len({round(y, 3) for y in yaws}) == len(yaws)  # a new yaw per sample and per epoch

@@ -22,32 +22,42 @@ def test_quick_demo_runs_every_stage_and_reports_real_metrics(tmp_path):
     png = (out / "demo.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["results"]) == {"AVSA", "scratch"}
+    assert set(metrics["results"]) == set(D.ARMS)
+    expected = {"AVSA": set(D.HEADLINES), "scratch": set(D.HEADLINES), "AVC only": {"Probe"}}
     for init, m in metrics["results"].items():
-        for col in D.HEADLINES:
+        assert {col for col in D.HEADLINES if col in m} == expected[init], (init, m)
+        for col in expected[init]:
             assert 0.0 <= m[col] <= 100.0 and math.isfinite(m[col]), (init, col, m)
             lo, hi = m[col + " CI"]
             assert lo <= m[col] <= hi, (init, col, m)
             assert m[col + " n"] > 0
-            assert f"{m[col]:.1f} [{lo:.1f}, {hi:.1f}]" in report
-    # the AVSA run really started from the AVC checkpoint and both pre-training runs logged a loss curve
+            n = m[col + " n"] if col.startswith(("Probe", "Segm")) else None  # the binary tables give n elsewhere
+            assert D._cell(m[col], m[col + " CI"], n) in report
+        for col in ("AVC@4", "AVSA@4"):
+            if col in m:  # the single-modality controls, each an accuracy on the same items
+                assert set(m[col + " controls"]) == {"audio", "video"}
+                assert all(0.0 <= v <= 100.0 for v in m[col + " controls"].values())
+                assert m[col + " gap over best control"]["control"] in ("audio", "video")
+    # the AVSA run really started from the AVC checkpoint and the pre-training runs logged a loss curve
     cfg = json.loads((out / "eval" / "avsa" / "eval_avsa.json").read_text())["checkpoint"]["config"]
     assert cfg["init"].endswith("avc/checkpoint.pt") and cfg["task"] == "avsa"
-    for run in ("avc", "avsa"):
+    only = json.loads((out / "eval" / "avc-only" / "probe.json").read_text())["checkpoint"]["config"]
+    assert only["task"] == "avc" and only["max_steps"] == D.SCALES["quick"].avc_steps + cfg["max_steps"]
+    for run in ("avc", "avsa", "avc-only"):
         steps, loss = D.read_curve(out / "runs" / run)
-        assert steps and steps[-1] == cfg["max_steps"] if run == "avsa" else steps
-        assert all(math.isfinite(v) for v in loss)
-    assert set(metrics["timings_s"]) >= {"synth", "shard", "pretrain AVC", "pretrain AVSA"}
+        assert steps and all(math.isfinite(v) for v in loss)
+    assert set(metrics["timings_s"]) >= {"synth", "shard", "pretrain AVC", "pretrain AVSA", "pretrain AVC only"}
     # the quick scale learns: the pretext AVSA accuracy (V = 4, chance 25 %) ends well above chance
     pre = metrics["pretext_avsa_acc"]
     assert pre["last10"] > 40.0 and pre["last10"] > pre["first10"] + 10, pre
     assert f"{pre['last10']:.1f} % over the last 10" in report
-    # paired gaps (pre-trained − scratch) on identical items, with a video-bootstrap interval around the gap
-    for task in ("avc", "avsa"):
+    # paired gaps on identical items, with intervals clustered by video around the gap
+    for task in ("avc", "avsa", "probe", "probe vs AVC only"):
         g = metrics["paired_gaps"][task]
-        lo, hi = g["gap_ci95_bootstrap_videos"]
-        assert lo <= g["gap"] <= hi and g["n"] == metrics["results"]["AVSA"][f"{task.upper()}@4 n"]
-        assert f"| {task.upper()}-Bin | {g['gap']:+.1f} | [{lo:+.1f}, {hi:+.1f}]" in report
+        lo, hi = g["gap_ci95_videos"]
+        assert lo <= g["gap"] <= hi and D._gap(g) in report
+    for task in ("avc", "avsa"):
+        assert metrics["paired_gaps"][task]["n"] == metrics["results"]["AVSA"][f"{task.upper()}@4 n"]
 
 
 def test_demo_without_the_train_extra_is_one_clear_error(tmp_path, monkeypatch):
@@ -61,13 +71,16 @@ def test_demo_without_the_train_extra_is_one_clear_error(tmp_path, monkeypatch):
 
 
 def test_collect_metrics_reads_the_evaluation_schema_and_refuses_another(tmp_path):
-    avc = {"metrics": {"accuracy": 61.0, "ci95_wilson": [50, 70], "n": 40}}
+    avc = {"metrics": {"accuracy": 61.0, "ci95_videos": [50, 70], "n": 40}}
     (tmp_path / "eval_avc.json").write_text(json.dumps(avc))
     (tmp_path / "segment.json").write_text(json.dumps(
         {"metrics": {"miou": 12.5, "miou_ci95_bootstrap_videos": [10, 15], "eval_crops": 64}}))
+    (tmp_path / "probe.json").write_text(json.dumps(
+        {"metrics": {"balanced_accuracy": {"mean": 57.0, "ci95_videos": [52, 62]}, "data": {"eval": {"items": 90}},
+                     "prior_baseline": {"balanced_accuracy": {"mean": 50.0}}}}))
     m = D.collect_metrics(tmp_path)
-    assert m == {"AVC@4": 61.0, "AVC@4 CI": [50, 70], "AVC@4 n": 40,
-                 "Segm mIoU": 12.5, "Segm mIoU CI": [10, 15], "Segm mIoU n": 64}
+    assert m == {"AVC@4": 61.0, "AVC@4 CI": [50, 70], "AVC@4 n": 40, "Probe": 57.0, "Probe CI": [52, 62],
+                 "Probe n": 90, "Probe prior": 50.0, "Segm mIoU": 12.5, "Segm mIoU CI": [10, 15], "Segm mIoU n": 64}
     assert D._cell(61.0, [50, 70], 40) == "61.0 [50.0, 70.0] (n 40)" and D._cell(None) == "–"
     (tmp_path / "eval_avsa.json").write_text(json.dumps({"acc": 50}))
     with pytest.raises(D.DemoError, match="no metrics.accuracy"):

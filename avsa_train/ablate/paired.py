@@ -126,14 +126,15 @@ VERDICTS = ("reproduced", "contradicted", "unresolved", "no paper difference", "
 
 
 def verdict(paper_delta: float, gap: dict | None) -> str:
-    """``reproduced``: our paired 95 % CI excludes 0 on the paper's side; ``contradicted``: it excludes 0 on the
+    """``reproduced``: our paired 95 % CI (clustered by video where the gap has one) excludes 0 on the paper's
+    side; ``contradicted``: it excludes 0 on the
     other side; ``unresolved``: it contains 0; ``no paper difference`` when the paper's two numbers are equal;
     ``not run`` without a paired gap."""
     if gap is None:
         return "not run"
     if paper_delta == 0:
         return "no paper difference"
-    lo, hi = gap["gap_ci95_bootstrap_videos"]
+    lo, hi = gap.get("gap_ci95_videos") or gap["gap_ci95_bootstrap_videos"]
     if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
         return "unresolved"
     if lo > 0 or hi < 0:

@@ -191,7 +191,8 @@ def _pretrain(run: GridRun, cell: str, cell_dir: Path) -> dict:
 
 
 #: What a cell keeps of an AVC-/AVSA-Bin metrics JSON (the full file stays in ``cells/<cell>/eval/``).
-BINARY_KEYS = "accuracy ci95_wilson ci95_bootstrap_videos roc_auc accuracy_aligned accuracy_misaligned n n_videos"
+BINARY_KEYS = ("accuracy ci95_videos ci95_wilson ci95_bootstrap_videos roc_auc accuracy_aligned accuracy_misaligned n "
+               "n_videos n_repeats_dropped controls best_control gap_over_best_control")
 #: What a cell keeps of the segmentation metrics JSON.
 SEGMENTATION_KEYS = "miou miou_ci95_bootstrap_videos pixel_accuracy mean_class_accuracy eval_crops n_videos"
 

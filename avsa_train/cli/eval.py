@@ -23,15 +23,20 @@ from avsa_train.tasks.misalign import BINARY_TASKS
 @command(
     "eval",
     help=f"""Binary audio-visual classification on frozen features: TASK is avc (AVC-Bin: is the audio
-from this video?) or avsa (AVSA-Bin: is the audio spatially aligned with the viewpoints, or rotated in yaw?).
+from this video?) or avsa (AVSA-Bin: is the audio spatially aligned with the viewpoints?).
 
 Protocol (reference eval-avc.py / eval-avsa.py, 4-crop configs): items of V=4 viewpoints; half are negatives
-(--misalign-rate 0.5); per crop, [video feature (through the pre-trained video→audio transformer with
---features transformer) ‖ audio feature] → dropout 0.5 → MLP(512) → 2 logits. 10 epochs of Adam, batch 32,
-weight decay 1e-5; lr 1e-5 decayed ×0.1 at epochs 5, 8 (avc) or 1e-4 at epoch 8 (avsa). Fit on the train split,
-evaluate on the val split with random views and no augmentation, averaging the 4 crops' logits per item.
-Writes OUT/eval_TASK.json (accuracy with Wilson and video-bootstrap 95% CIs) and OUT/eval_TASK_items.jsonl
-(one line per evaluated item, for paired comparisons of two checkpoints).
+(--misalign-rate 0.5), by default matched: their audio is distributed as a positive's (AVSA: each crop hears
+its scene rendered at another viewpoint of the bank; AVC: another video at that video's own viewpoints), so
+one modality alone cannot tell them apart (--negatives reference: the authors' random yaw). Per crop, [video
+feature (through the pre-trained video→audio transformer with --features transformer) ‖ audio feature] →
+dropout 0.5 → MLP(512) → 2 logits. 10 epochs of Adam, batch 32, weight decay 1e-5; lr 1e-5 decayed ×0.1 at
+epochs 5, 8 (avc) or 1e-4 at epoch 8 (avsa). Fit on the train split, evaluate on the val split with random views
+and no augmentation, averaging the 4 crops' logits per item; repeated items are counted once. The same head is
+also trained on the audio features alone and on the video features alone (--no-controls: not), and the
+model's paired gap over the better control is reported. Writes OUT/eval_TASK.json (accuracies with 95% CIs
+clustered by video) and OUT/eval_TASK_items.jsonl (one line per evaluated item, for paired comparisons of two
+checkpoints).
 {SHARED_HELP}
 \b
 Examples:
@@ -39,11 +44,11 @@ Examples:
   avsa-train eval avsa --shards shards/ --ckpt none --width 0.125 --out eval-scratch/
   avsa-train eval avsa --shards shards/ --ckpt runs/avsa/checkpoint.pt --head-epochs 40 --standardize
 """,
-    sections={"Data": ["task", "shards", "train_split", "eval_split", "views", "misalign_rate", "min_yaw",
-                       "test_draws", "augment"],
+    sections={"Data": ["task", "shards", "train_split", "eval_split", "views", "misalign_rate", "negatives",
+                       "min_yaw", "test_draws", "augment"],
               "Encoders": ["ckpt", "width", "audio_format", "spec", "features"],
               "Classifier": ["epochs", "batch_size", "lr", "milestones", "gamma", "weight_decay", "head_epochs",
-                             "standardize", "seed"],
+                             "standardize", "controls", "seed"],
               "Run": ["out", "overwrite", "device", "workers", "quiet"]},
 )
 @click.argument("task", type=click.Choice(BINARY_TASKS))
@@ -73,13 +78,19 @@ def eval_cmd(task: str, shards: str, ckpt: str, width, audio_format, spec, devic
         return write_metrics(out_dir, f"eval_{task}", result.to_json()), result.metrics
 
     def lines(m: dict) -> list[str]:
-        return [
-            f"{task.upper()}-Bin@{cfg.views}: accuracy {m['accuracy']:.2f}% (95% CI Wilson "
-            f"{fmt_ci(m['ci95_wilson'])}, video bootstrap {fmt_ci(m.get('ci95_bootstrap_videos'))}) over {m['n']} "
-            f"items of {m['n_videos']} videos",
+        out = [
+            f"{task.upper()}-Bin@{cfg.views}: accuracy {m['accuracy']:.2f}% (95% CI clustered by video "
+            f"{fmt_ci(m.get('ci95_videos'))}) over {m['n']} unique items of {m['n_videos']} videos "
+            f"({m.get('n_repeats_dropped', 0)} repeated draws not counted)",
             f"  crop accuracy {m['crop_accuracy']:.2f}%, aligned {m['accuracy_aligned']}%, misaligned "
             f"{m['accuracy_misaligned']}%, ROC AUC {m['roc_auc']}",
         ]
+        if "controls" in m:
+            c, g = m["controls"], m["gap_over_best_control"]
+            out.append(f"  controls: audio only {c['audio']['accuracy']:.2f}% {fmt_ci(c['audio']['ci95_videos'])}, "
+                       f"video only {c['video']['accuracy']:.2f}% {fmt_ci(c['video']['ci95_videos'])}; model − "
+                       f"{m['best_control']} only {g['gap']:+.2f} points {fmt_ci(g['gap_ci95_videos'])}")
+        return out + [f"  note: {n}" for n in m.get("notes", [])]
 
     downstream_run(f"eval_{task}", "avsa-train eval", out_dir, params, overwrite, train, lines)
 

@@ -11,6 +11,7 @@ COMMANDS: dict[str, str] = {
     "segment": "avsa_train.cli.segment:segment",
     "finetune": "avsa_train.cli.finetune:finetune",
     "ablate": "avsa_train.cli.ablate:ablate",
+    "probe": "avsa_train.cli.probe:probe",
 }
 
 

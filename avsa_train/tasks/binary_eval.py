@@ -4,34 +4,34 @@ Protocol (the reference's ``eval-avc.py`` / ``eval-avsa.py`` with ``configs/benc
 
 * An **item** is one moment of a shard sample seen from ``V = 4`` viewpoints of its bank, each with its own
   audio render (mono, stereo or ambiX, as the checkpoint was trained). With probability 0.5 the item is a
-  negative (:mod:`avsa_train.tasks.misalign`): for AVC-Bin its sound field comes from another video, for
-  AVSA-Bin it is rotated in yaw (reference: ``δ ~ U(−180°, 180°)``). All V crops of an item share the label.
+  negative (:mod:`avsa_train.tasks.misalign`): for AVC-Bin its crops hear another video, for AVSA-Bin their own
+  scene from the wrong direction. By default (``negatives="matched"``) a negative's audio is distributed as a
+  positive's, so only the pairing of the two modalities tells them apart; ``"reference"`` is the authors'
+  random yaw / foreign field at this sample's views. All V crops of an item share the label.
 * The encoders are frozen (eval mode). Per crop, the video feature ``f_v`` (optionally passed through the
   pre-trained video→audio transformer over the V crops: the reference's ``use_transf: audio``, our
   ``features="transformer"``) is concatenated with the audio feature ``f_a``, then dropout 0.5,
   Linear(2D → 512), ReLU, Linear(512 → 2). The classifier is trained with cross-entropy on every crop.
 * Fit on the ``train`` split for 10 epochs (Adam; AVC lr 1e-5 decayed ×0.1 at epochs 5 and 8, AVSA lr 1e-4
-  decayed ×0.1 at epoch 8; weight decay 1e-5; batch 32 items), with the pre-training augmentations (random
-  views, flip, colour jitter). Evaluate on the ``val`` split with random views and no augmentation: the logits
-  of the V crops of an item are averaged and the item is classified (AVC@4 / AVSA@4).
+  decayed ×0.1 at epoch 8; weight decay 1e-5; batch 32 items), each epoch a new pass of items (views,
+  negatives and the pre-training augmentations drawn anew). Evaluate on the ``val`` split with random views
+  and no augmentation: the logits of the V crops of an item are averaged and the item is classified (AVC@4 /
+  AVSA@4). Since the encoders are frozen, every pass is encoded once (:func:`encode_items`) and the classifier
+  trains on those features: pass ``e`` in epoch ``e`` (the reference schedule), or with ``head_epochs`` all
+  passes in every one of ``head_epochs`` epochs (cached-feature heads, docs/DEVIATIONS.md).
+* **Controls** (``controls``): the same head recipe on the same items trained on the audio features alone
+  and on the video features alone. A representation shows audio-visual alignment only where the two-modality
+  head beats both; the report gives the paired gap over the better control.
+* **Items counted once**: an evaluation draw that repeats an item of an earlier draw (the same sample,
+  moment, views and negative) is dropped before scoring; the report gives the unique items and videos.
 
-Labels: 0 = aligned (positive pair), 1 = misaligned (negative).
-
-**Cached-feature heads** (``head_epochs``; not the reference protocol, docs/DEVIATIONS.md). The encoders are
-frozen, so the features of an item are fixed once its views, negative and augmentation are drawn. With
-``head_epochs`` set, the ``epochs`` passes over the training items are encoded once (each pass draws new views
-and negatives, exactly as the reference's epochs do) and the classifier then trains ``head_epochs`` passes over
-all of them, its learning rate × ``gamma`` at the ``milestones`` (counted in head epochs). The encoder cost is
-that of ``epochs`` reference epochs; the classifier's own steps cost next to nothing. With ``standardize``, each
-feature dimension is z-scored with the mean and standard deviation of the training items' features before the
-classifier (the statistics are fitted on the training split only and kept in the head). At the learning scale of
-issue 13 the reference schedule (a few dozen classifier steps on raw features) left the heads answering one
-class while their scores ranked items well (docs/RESULTS.md).
+Labels: 0 = aligned (positive pair), 1 = misaligned (negative). ``standardize`` z-scores each feature dimension
+with the training items' statistics before the classifier (not the reference protocol).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
@@ -47,12 +47,13 @@ from avsa_train.fit import StepOutput, fit
 from avsa_train.runs import TrainingState, resumable
 from avsa_train.tasks import misalign, streams
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
-from avsa_train.tasks.metrics import accuracy_summary, roc_auc
+from avsa_train.tasks.metrics import accuracy_summary, paired_gap, roc_auc
 
 FEATURE_MODES = ("transformer", "direct")
 #: Reference defaults per task: learning rate and the epochs at which it is multiplied by 0.1.
 TASK_DEFAULTS = {"avc": {"lr": 1e-5, "milestones": (5, 8)}, "avsa": {"lr": 1e-4, "milestones": (8,)}}
-YAW_BINS = (0.0, 45.0, 90.0, 135.0, 180.0)
+#: Angular offset bins (degrees) of the AVSA negatives' accuracy (:func:`summarise`).
+OFFSET_BINS = (0.0, 45.0, 90.0, 135.0, 180.0)
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,19 @@ class BinaryEvalConfig:
     hidden: int = option(512, cli=False, help="Hidden units of the classifier MLP.")
     dropout: float = option(0.5, cli=False, help="Dropout before the classifier MLP.")
     misalign_rate: float = option(misalign.MISALIGN_RATE, min=0.0, max=1.0, help="Fraction of negative items.")
+    negatives: str = option("matched", choices=misalign.NEGATIVE_KINDS,
+                            help="How negatives are made. matched: a negative's audio is distributed as a "
+                            "positive's (AVSA: each crop hears its own scene rendered at another viewpoint of the "
+                            "bank; AVC: another video as rendered at that video's own viewpoints), so neither "
+                            "modality alone can tell the classes apart, whatever the viewpoint sampler. reference: "
+                            "the authors' random yaw (AVSA) and another video's field at this sample's views (AVC); "
+                            "valid only for shards whose views do not follow the sound (--sampler random or grid).")
     min_yaw: float = option(0.0, unit="DEGREES", min=0.0, max=180.0,
-                            help="AVSA: smallest |yaw| (degrees) of a rotated negative; the reference draws "
-                            "U(-180, 180).")
+                            help="AVSA with --negatives reference: smallest |yaw| (degrees) of a rotated negative; "
+                            "the reference draws U(-180, 180).")
+    controls: bool = option(True, help="Also train the same head on the audio features alone and on the video "
+                            "features alone (the other modality removed), and report the model's paired gap over "
+                            "the better of the two.")
     features: str = option("transformer", choices=FEATURE_MODES,
                            help="Video features: through the pre-trained video→audio transformer (reference "
                            "use_transf=audio) or the encoder's directly.")
@@ -88,9 +99,9 @@ class BinaryEvalConfig:
         "encoders pre-trained without them (--no-color-jitter --flip-p 0).")
     head_epochs: int | None = option(
         None, min=1, unit="EPOCHS",
-        help="Cached-feature head: encode the --epochs passes of training items once (frozen encoders), then train "
-        "the classifier this many passes over all of them (--milestones then count these epochs). Not the "
-        "reference protocol.", default_doc="off: the reference protocol, one classifier pass per encoded epoch")
+        help="Cached-feature head: train the classifier this many passes over all --epochs encoded passes of "
+        "training items (--milestones then count these epochs). Not the reference protocol.",
+        default_doc="off: the reference protocol, epoch e trains on encoded pass e")
     standardize: bool = option(
         False, help="Z-score every feature dimension with the training items' mean and standard deviation before "
         "the classifier (needs --head-epochs). Not the reference protocol.")
@@ -111,6 +122,10 @@ class BinaryEvalConfig:
             raise ValueError("--head-epochs needs --epochs >= 1 (encoded passes) and a value >= 1")
         if self.standardize and self.head_epochs is None:
             raise ValueError("--standardize needs --head-epochs (the statistics come from the cached features)")
+        if self.negatives == "reference" and self.min_yaw > 0 and self.task != "avsa":
+            raise ValueError("--min-yaw applies to AVSA-Bin reference negatives only")
+        if self.negatives == "matched" and self.min_yaw > 0:
+            raise ValueError("--min-yaw applies to --negatives reference (matched negatives draw other viewpoints)")
 
     @property
     def base_lr(self) -> float:
@@ -121,26 +136,47 @@ class BinaryEvalConfig:
         return tuple(TASK_DEFAULTS[self.task]["milestones"] if self.milestones is None else self.milestones)
 
 
+#: What a head sees: both modalities (the evaluated model), or one of them (the single-modality controls).
+HEAD_INPUTS = ("audio-visual", "audio", "video")
+
+
 class BinaryClassifier(nn.Module):
     """``[video_feat ‖ audio_feat]`` → (z-score) → dropout → Linear(→ hidden) → ReLU → Linear(→ 2) (reference
-    AVCWrapper; the z-score, off unless :meth:`set_standardization` is called, is not in the reference)."""
+    AVCWrapper; the z-score, off unless :meth:`set_standardization` is called, is not in the reference).
 
-    def __init__(self, video_dim: int, audio_dim: int, hidden: int = 512, dropout: float = 0.5):
+    ``inputs="audio"`` or ``"video"`` makes the same head on one modality's features alone (a control: the
+    other modality is removed, not zeroed)."""
+
+    def __init__(self, video_dim: int, audio_dim: int, hidden: int = 512, dropout: float = 0.5,
+                 inputs: str = "audio-visual"):
         super().__init__()
+        if inputs not in HEAD_INPUTS:
+            raise ValueError(f"inputs must be one of {HEAD_INPUTS}, got {inputs!r}")
+        self.inputs = inputs
+        dim = (video_dim if inputs != "audio" else 0) + (audio_dim if inputs != "video" else 0)
         self.dropout = nn.Dropout(dropout)
-        self.mlp = nn.Sequential(nn.Linear(video_dim + audio_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
         self.register_buffer("mean", None)
         self.register_buffer("std", None)
 
-    def set_standardization(self, features: torch.Tensor) -> None:
-        """Fit the z-score of each dimension of the concatenated features ``[..., Dv + Da]`` (training items)."""
-        flat = features.reshape(-1, features.shape[-1])
+    def select(self, video_feat: torch.Tensor, audio_feat: torch.Tensor) -> torch.Tensor:
+        """The features this head reads: ``[video ‖ audio]``, or one modality's alone."""
+        if self.inputs == "audio":
+            return audio_feat
+        if self.inputs == "video":
+            return video_feat
+        return torch.cat((video_feat, audio_feat), -1)
+
+    def set_standardization(self, video_feat: torch.Tensor, audio_feat: torch.Tensor) -> None:
+        """Fit the z-score of each dimension of the features the head reads (training items)."""
+        x = self.select(video_feat, audio_feat)
+        flat = x.reshape(-1, x.shape[-1])
         self.mean = flat.mean(0)
         self.std = flat.std(0).clamp_min(1e-6)
 
     def forward(self, video_feat: torch.Tensor, audio_feat: torch.Tensor) -> torch.Tensor:
         """``[..., Dv]``, ``[..., Da]`` → logits ``[..., 2]`` (index 1 = misaligned)."""
-        x = torch.cat((video_feat, audio_feat), -1)
+        x = self.select(video_feat, audio_feat)
         if self.mean is not None:
             x = (x - self.mean) / self.std
         return self.mlp(self.dropout(x))
@@ -148,8 +184,11 @@ class BinaryClassifier(nn.Module):
 
 class BinaryItems(IterableDataset):
     """Items of one pass over a split: dicts with ``video [V, 3, T, H, W]``, ``audio [V, C, n]``, ``label``,
-    ``yaw`` (degrees; 0 unless an AVSA negative), ``key``, ``video_id``, ``moment`` (-1 in training, where it is
-    drawn at random) and ``views`` (the bank indices of the V crops).
+    ``yaw`` (degrees; 0 unless a reference AVSA negative), ``key``, ``video_id``, ``moment`` (-1 in training,
+    where it is drawn at random), ``views`` (the bank indices of the V crops), ``negative`` (how the audio was
+    made, :func:`avsa_train.tasks.misalign.describe`; ``""`` for a positive) and ``offset`` (AVSA: the mean angle,
+    degrees, between each crop's viewpoint and the direction its audio was rendered for; 0 for a positive,
+    ``nan`` for AVC).
 
     ``phase="train"``: shuffled samples, one random moment each, pre-training augmentations (none when
     ``cfg.augment`` is off).
@@ -188,28 +227,26 @@ class BinaryItems(IterableDataset):
         self.decode_cfg = base if phase == "train" and cfg.augment else streams.eval_config(base)
 
     def __iter__(self) -> Iterator[dict]:
-        train = self.phase == "train"
-        for sample in streams.raw_samples(
-            self.urls, self.epoch, self.cfg.seed, shuffle=train, buffer=self.cfg.shuffle_buffer
-        ):
+        train, c = self.phase == "train", self.cfg
+        for sample in streams.raw_samples(self.urls, self.epoch, c.seed, shuffle=train, buffer=c.shuffle_buffer):
             video_id = sample.meta["video_id"]
             candidates = self.donors.candidates(video_id) if self.donors is not None else []
             decision = misalign.draw_misalignment(
-                self.cfg.task,
-                self.cfg.seed,
-                self.phase,
-                self.epoch,
-                sample.key,
-                self.cfg.misalign_rate,
-                self.cfg.min_yaw,
-                len(candidates),
+                c.task, c.seed, self.phase, self.epoch, sample.key, c.misalign_rate, c.min_yaw, len(candidates),
+                c.negatives, sample.num_views,
             )
-            donor = None if decision.donor is None else self.donors.world_foa(candidates[decision.donor])
+            donor = None
+            if decision.donor is not None:
+                donor = self.donors.donor(candidates[decision.donor])
+                if c.negatives == "matched":
+                    decision = misalign.pair_with_donor(decision, c.seed, self.phase, self.epoch, sample.key,
+                                                        sample.num_views, len(donor.viewpoints))
             presented = misalign.apply(sample, decision, donor)
-            cfg = self.decode_cfg
-            if not train:
-                cfg = replace(cfg, moments=misalign.moments_of(sample))
+            cfg = self.decode_cfg if train else replace(self.decode_cfg, moments=misalign.moments_of(sample))
             item = streams.decode(presented, cfg, self.epoch)
+            views = [int(k) for k in item["views"]]
+            negative = misalign.describe(decision, None if donor is None else donor.key, views)
+            offset = misalign.mean_offset(presented, views, decision) if c.task == "avsa" else float("nan")
             for m in range(item["video"].shape[0]):
                 yield {
                     "video": item["video"][m],
@@ -220,19 +257,33 @@ class BinaryItems(IterableDataset):
                     "video_id": video_id,
                     "moment": m if not train else -1,
                     "views": item["views"],
+                    "negative": negative,
+                    "offset": offset,
                 }
 
 
+#: Per-item columns carried from the items to the features and the outputs (besides the label).
+ITEM_COLUMNS = ("key", "video_id", "moment", "yaw", "views", "negative", "offset")
+
+
 def collate_items(items: list[dict]) -> dict:
-    return {
+    out = {
         "video": torch.from_numpy(np.stack([it["video"] for it in items])),
         "audio": torch.from_numpy(np.stack([it["audio"] for it in items])),
         "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
-        "yaw": torch.tensor([it["yaw"] for it in items], dtype=torch.float32),
-        "key": [it["key"] for it in items],
-        "video_id": [it["video_id"] for it in items],
-        "moment": [it["moment"] for it in items],
     }
+    for k in ITEM_COLUMNS:
+        out[k] = [_column_value(k, it.get(k)) for it in items]
+    return out
+
+
+def _column_value(name: str, value):
+    """An item's column as it is stored: views as ``"0,3,5,6"``, numbers as floats, missing as ``""``/``nan``."""
+    if name == "views":
+        return ",".join(str(int(v)) for v in value) if value is not None else ""
+    if name in ("yaw", "offset"):
+        return float("nan") if value is None else float(value)
+    return "" if value is None and name == "negative" else value
 
 
 def make_loader(dataset: BinaryItems, cfg: BinaryEvalConfig, device: torch.device) -> DataLoader:
@@ -272,15 +323,6 @@ def _to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, 
     )
 
 
-def train_step(
-    backbone: Backbone, head: BinaryClassifier, batch: dict, cfg: BinaryEvalConfig, device: torch.device
-) -> StepOutput:
-    """Cross-entropy of every crop on frozen features; sums the crop loss, crop and item hits and counts."""
-    video, audio, label = _to(batch, device)
-    fv, fa = crop_features(backbone, video, audio, cfg.features)
-    return crop_loss(head(fv, fa), label)
-
-
 def crop_loss(logits: torch.Tensor, label: torch.Tensor) -> StepOutput:
     """Cross-entropy of every crop (``logits [B, V, 2]``, each crop labelled as its item, ``label [B]``) with the
     sums of the epoch summary: crop loss, crop and item hits (item: the mean logits of its V crops), counts."""
@@ -309,45 +351,36 @@ def epoch_summary(sums: dict[str, float]) -> dict:
     }
 
 
-@torch.no_grad()
-def predict(
-    backbone: Backbone,
-    head: BinaryClassifier,
-    loader: Iterable[dict],
-    cfg: BinaryEvalConfig,
-    device: torch.device,
-    show: bool,
-    desc: str,
-) -> dict[str, list]:
-    """Per-item outputs: averaged logits of the V crops, the score ``logit₁ − logit₀`` (misaligned), labels."""
-    head.eval()
-    out: dict[str, list] = {
-        k: [] for k in ("key", "video_id", "moment", "label", "yaw", "score", "pred", "crop_correct")
-    }
-    for batch in progress(loader, show, desc):
-        video, audio, label = _to(batch, device)
-        fv, fa = crop_features(backbone, video, audio, cfg.features)
-        add_outputs(out, head(fv, fa), label, batch)
-    return out
-
-
 def add_outputs(out: dict[str, list], logits: torch.Tensor, label: torch.Tensor, columns: dict) -> None:
     """Append the per-item outputs of ``logits [B, V, 2]`` to ``out``: the score ``logit₁ − logit₀`` of the
     crops' mean logits (misaligned), the prediction, the fraction of correct crops, and the item columns."""
     mean = logits.mean(1)
-    out["key"] += columns["key"]
-    out["video_id"] += columns["video_id"]
-    out["moment"] += columns["moment"]
+    for k in (*ITEM_COLUMNS, "draw"):
+        out[k] += list(columns[k])
     out["label"] += label.tolist()
-    out["yaw"] += [float(y) for y in columns["yaw"]]
     out["score"] += (mean[:, 1] - mean[:, 0]).tolist()
     out["pred"] += mean.argmax(-1).tolist()
     out["crop_correct"] += (logits.argmax(-1) == label[:, None]).float().mean(1).tolist()
 
 
+def unique_items(columns: dict[str, list]) -> list[int]:
+    """Indices of the first occurrence of each distinct item — the same sample (``key``), ``moment``, crop
+    ``views`` and ``negative`` (how its audio was made) — in the order given. A later evaluation draw that
+    repeats an item shows the classifier the very same input: it adds no evidence and is not counted."""
+    seen: set[tuple] = set()
+    keep = []
+    for i, ident in enumerate(zip(*(columns[k] for k in ("key", "moment", "views", "negative")))):
+        if ident not in seen:
+            seen.add(ident)
+            keep.append(i)
+    return keep
+
+
 def summarise(pred: dict[str, list], task: str, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Item accuracy (percent) with Wilson and video-bootstrap 95 % CIs, crop accuracy, per-label accuracy,
-    ROC AUC of the misalignment score, and for AVSA the negatives' accuracy by ``|yaw|`` bin."""
+    """Item accuracy (percent) with its video-clustered 95 % CI (``ci95_videos``, :func:`cluster_t_interval`),
+    the Wilson and video-bootstrap CIs, crop accuracy, per-label accuracy, ROC AUC of the misalignment score, the
+    unique items and videos, and for AVSA the negatives' accuracy by their angular offset (the angle between a
+    crop's viewpoint and the direction its audio was rendered for)."""
     label = np.asarray(pred["label"], dtype=int)
     p = np.asarray(pred["pred"], dtype=int)
     if label.size == 0:
@@ -362,12 +395,12 @@ def summarise(pred: dict[str, list], task: str, n_boot: int = 1000, seed: int = 
     auc = roc_auc(np.asarray(pred["score"]), label)
     summary["roc_auc"] = None if auc is None else round(auc, 6)
     if task == "avsa":
-        yaw = np.abs(np.asarray(pred["yaw"]))
+        offset = np.asarray(pred["offset"], dtype=np.float64)
         bins = []
-        for lo, hi in zip(YAW_BINS[:-1], YAW_BINS[1:]):
-            sel = (label == 1) & (yaw >= lo) & ((yaw < hi) if hi < 180 else (yaw <= hi))
-            bins.append({"yaw_min": lo, "yaw_max": hi, "n": int(sel.sum()), "accuracy": _pct_of(correct[sel])})
-        summary["misaligned_by_yaw"] = bins
+        for lo, hi in zip(OFFSET_BINS[:-1], OFFSET_BINS[1:]):
+            sel = (label == 1) & (offset >= lo) & ((offset < hi) if hi < 180 else (offset <= hi))
+            bins.append({"offset_min": lo, "offset_max": hi, "n": int(sel.sum()), "accuracy": _pct_of(correct[sel])})
+        summary["misaligned_by_offset"] = bins
     return summary
 
 
@@ -375,63 +408,11 @@ def _pct_of(x: np.ndarray) -> float | None:
     return round(100.0 * float(np.mean(x)), 4) if x.size else None
 
 
-def fit_head(
-    backbone: Backbone,
-    cfg: BinaryEvalConfig,
-    device: torch.device,
-    loader_for_epoch: Callable[[int], Iterable[dict]],
-    show_progress: bool = True,
-    total: int | None = None,
-    training: TrainingState | None = None,
-) -> tuple[BinaryClassifier, list[dict]]:
-    """Train a fresh :class:`BinaryClassifier` on the frozen ``backbone`` for ``cfg.epochs`` passes, the pass
-    of epoch ``e`` read from ``loader_for_epoch(e)`` (batches as :func:`collate_items` makes them). Returns the
-    head and the per-epoch history (lr, mean crop loss, item and crop accuracy in percent). ``training``: the
-    run's checkpoints (:class:`avsa_train.runs.TrainingState`), from which an interrupted fit continues."""
-    backbone.freeze()
-    head = BinaryClassifier(backbone.dim, int(backbone.audio.out_dim), cfg.hidden, cfg.dropout).to(device)
-    optimizer = torch.optim.Adam(head.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay)
-    scheduler = multistep(optimizer, cfg.lr_milestones, cfg.gamma)
-    state = fit(
-        head,
-        optimizer,
-        lambda batch, epoch: train_step(backbone, head, batch, cfg, device),
-        lambda epoch, state: loader_for_epoch(epoch),
-        range(cfg.epochs),
-        summarise=epoch_summary,
-        scheduler=scheduler,
-        bar=lambda it, e: progress(it, show_progress, f"{cfg.task}-bin epoch {e + 1}/{cfg.epochs}", total),
-        **resumable(training, {"head": head}, optimizer, scheduler),
-    )
-    history = state.history
-    return head, history
-
-
-def predict_draws(
-    backbone: Backbone,
-    head: BinaryClassifier,
-    cfg: BinaryEvalConfig,
-    device: torch.device,
-    loader_for_draw: Callable[[int], Iterable[dict]],
-    show_progress: bool = True,
-) -> dict[str, list]:
-    """:func:`predict` over ``cfg.test_draws`` passes (``loader_for_draw(d)``), merged, with a ``draw`` column."""
-    merged: dict[str, list] = {}
-    for draw in range(cfg.test_draws):
-        pred = predict(
-            backbone, head, loader_for_draw(draw), cfg, device, show_progress, f"{cfg.task}-bin eval {draw + 1}"
-        )
-        pred["draw"] = [draw] * len(pred["key"])
-        for k, v in pred.items():
-            merged.setdefault(k, []).extend(v)
-    return merged
-
-
 @dataclass
 class FrozenFeatures:
-    """Frozen features of items (cached-feature heads): ``fv``, ``fa`` ``[N, V, D]`` as :func:`crop_features`
-    gives them, ``label [N]``, and per-item ``columns`` (``key``, ``video_id``, ``moment``, ``yaw`` in degrees,
-    ``draw``: the pass that drew the item's views and negative)."""
+    """Frozen features of items: ``fv``, ``fa`` ``[N, V, D]`` as :func:`crop_features` gives them, ``label
+    [N]``, and per-item ``columns`` (:data:`ITEM_COLUMNS` and ``draw``: the pass that drew the item's views and
+    negative)."""
 
     fv: torch.Tensor
     fa: torch.Tensor
@@ -441,11 +422,12 @@ class FrozenFeatures:
     def __len__(self) -> int:
         return int(self.label.shape[0])
 
-    def take(self, index: torch.Tensor) -> FrozenFeatures:
-        """The items at ``index`` (1-D integer tensor), features and columns alike."""
-        idx = index.tolist()
+    def take(self, index: torch.Tensor | list[int]) -> FrozenFeatures:
+        """The items at ``index`` (integer indices), features and columns alike."""
+        idx = index.tolist() if isinstance(index, torch.Tensor) else list(index)
+        at = torch.as_tensor(idx, dtype=torch.long, device=self.label.device)
         cols = {k: [v[i] for i in idx] for k, v in self.columns.items()}
-        return FrozenFeatures(self.fv[index], self.fa[index], self.label[index], cols)
+        return FrozenFeatures(self.fv[at], self.fa[at], self.label[at], cols)
 
 
 @torch.no_grad()
@@ -461,7 +443,7 @@ def encode_items(
     features are kept on it)."""
     backbone.freeze()
     fvs, fas, labels = [], [], []
-    columns: dict[str, list] = {k: [] for k in ("key", "video_id", "moment", "yaw", "draw")}
+    columns: dict[str, list] = {k: [] for k in (*ITEM_COLUMNS, "draw")}
     for draw, loader in passes:
         for batch in progress(loader, show_progress, f"{desc} {draw + 1}"):
             video, audio, label = _to(batch, device)
@@ -469,9 +451,8 @@ def encode_items(
             fvs.append(fv)
             fas.append(fa)
             labels.append(label)
-            for k in ("key", "video_id", "moment"):
-                columns[k] += batch[k]
-            columns["yaw"] += batch["yaw"].tolist()
+            for k in ITEM_COLUMNS:
+                columns[k] += list(batch[k])
             columns["draw"] += [draw] * len(batch["key"])
     if not labels:
         raise ValueError(f"{desc}: no items (is the split empty?)")
@@ -487,29 +468,59 @@ def feature_batches(feats: FrozenFeatures, batch_size: int, seed: int, epoch: in
         yield {"fv": feats.fv[j], "fa": feats.fa[j], "label": feats.label[j]}  # columns are not needed to train
 
 
-def fit_cached_head(
-    backbone: Backbone, cfg: BinaryEvalConfig, device: torch.device, feats: FrozenFeatures, show_progress: bool = True,
+def pass_batches(feats: FrozenFeatures, batch_size: int, draw: int) -> Iterator[dict]:
+    """The items of encoded pass ``draw`` in the order they were drawn, in batches of ``batch_size``: one epoch
+    of the reference schedule, which trains epoch ``e`` on the items of pass ``e``."""
+    idx = torch.tensor([i for i, d in enumerate(feats.columns["draw"]) if d == draw], dtype=torch.long,
+                       device=feats.label.device)
+    for i in range(0, len(idx), batch_size):
+        j = idx[i : i + batch_size]
+        yield {"fv": feats.fv[j], "fa": feats.fa[j], "label": feats.label[j]}
+
+
+def fit_feature_head(
+    backbone: Backbone,
+    cfg: BinaryEvalConfig,
+    device: torch.device,
+    feats: FrozenFeatures,
+    inputs: str = "audio-visual",
+    show_progress: bool = True,
     training: TrainingState | None = None,
 ) -> tuple[BinaryClassifier, list[dict]]:
-    """Train a fresh :class:`BinaryClassifier` for ``cfg.head_epochs`` passes over cached training features
-    (standardised with their own statistics when ``cfg.standardize``). Returns the head and its history."""
-    head = BinaryClassifier(backbone.dim, int(backbone.audio.out_dim), cfg.hidden, cfg.dropout).to(device)
+    """Train a fresh :class:`BinaryClassifier` reading ``inputs`` on the encoded training items ``feats``:
+    ``cfg.epochs`` epochs, epoch ``e`` on pass ``e`` (the reference schedule), or with ``cfg.head_epochs`` that
+    many shuffled passes over all of them (standardised with their own statistics when ``cfg.standardize``).
+    The head is initialised from ``cfg.seed``, so the model and its controls start alike. Returns the head and
+    its per-epoch history (lr, mean crop loss, item and crop accuracy in percent). ``training``: the run's
+    checkpoints (:class:`avsa_train.runs.TrainingState`), from which an interrupted fit continues."""
+    torch.manual_seed(cfg.seed)
+    head = BinaryClassifier(backbone.dim, int(backbone.audio.out_dim), cfg.hidden, cfg.dropout, inputs).to(device)
     if cfg.standardize:
-        head.set_standardization(torch.cat((feats.fv, feats.fa), -1))
+        head.set_standardization(feats.fv, feats.fa)
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay)
+    if cfg.head_epochs is None:
+        epochs = cfg.epochs
+
+        def batches(epoch, state):
+            return pass_batches(feats, cfg.batch_size, epoch)
+    else:
+        epochs = int(cfg.head_epochs)
+
+        def batches(epoch, state):
+            return feature_batches(feats, cfg.batch_size, cfg.seed, epoch)
+    total = -(-len(feats) // cfg.batch_size) if cfg.head_epochs else None
+    label = f"{cfg.task}-bin {inputs} head"
     scheduler = multistep(optimizer, cfg.lr_milestones, cfg.gamma)
-    epochs = int(cfg.head_epochs or 0)
-    total = -(-len(feats) // cfg.batch_size)
     with single_cpu_thread(device):
         state = fit(
             head,
             optimizer,
             lambda batch, epoch: crop_loss(head(batch["fv"], batch["fa"]), batch["label"]),
-            lambda epoch, state: feature_batches(feats, cfg.batch_size, cfg.seed, epoch),
+            batches,
             range(epochs),
             summarise=epoch_summary,
             scheduler=scheduler,
-            bar=lambda it, e: progress(it, show_progress, f"{cfg.task}-bin head epoch {e + 1}/{epochs}", total),
+            bar=lambda it, e: progress(it, show_progress, f"{label} epoch {e + 1}/{epochs}", total),
             **resumable(training, {"head": head}, optimizer, scheduler),
         )
     return head, state.history
@@ -533,15 +544,13 @@ def single_cpu_thread(device: torch.device) -> Iterator[None]:
 
 @torch.no_grad()
 def predict_features(head: BinaryClassifier, feats: FrozenFeatures, batch_size: int = 256) -> dict[str, list]:
-    """:func:`predict` on cached features: the same per-item columns, with ``draw``."""
+    """Per-item outputs of ``head`` on encoded items: the columns of ``feats`` (with ``draw``), ``label``,
+    ``score`` (``logit₁ − logit₀`` of the crops' mean logits), ``pred`` and ``crop_correct``."""
     head.eval()
-    out: dict[str, list] = {
-        k: [] for k in ("key", "video_id", "moment", "label", "yaw", "score", "pred", "crop_correct", "draw")
-    }
+    out: dict[str, list] = {k: [] for k in (*ITEM_COLUMNS, "draw", "label", "score", "pred", "crop_correct")}
     for i in range(0, len(feats), batch_size):
-        batch = feats.take(torch.arange(i, min(i + batch_size, len(feats)), device=feats.label.device))
+        batch = feats.take(list(range(i, min(i + batch_size, len(feats)))))
         add_outputs(out, head(batch.fv, batch.fa), batch.label, batch.columns)
-        out["draw"] += batch.columns["draw"]
     return out
 
 
@@ -549,47 +558,76 @@ def run_binary_eval(
     backbone: Backbone, shards: str, cfg: BinaryEvalConfig, device: torch.device, show_progress: bool = True,
     training: TrainingState | None = None,
 ) -> TaskResult:
-    """Fit the binary classifier on ``cfg.train_split`` and evaluate it on ``cfg.eval_split`` of ``shards``;
-    ``training``: the run's checkpoints of the classifier's fit (see :func:`fit_head`)."""
+    """Fit the binary classifier on ``cfg.train_split`` and evaluate it on ``cfg.eval_split`` of ``shards``; with
+    ``cfg.controls`` also the audio-only and video-only heads on the same items (:func:`controls_summary`).
+    ``training``: the run's checkpoints of the classifier's fit (the frozen encoders' features are recomputed on
+    a rerun, the same ones; the controls' fits take seconds and are redone)."""
     if cfg.features == "transformer" and backbone.translator is None:
         raise ValueError("--features transformer needs a checkpoint with a translator; use --features direct")
+    notes = []
+    if cfg.negatives == "reference" and streams.viewpoint_sampler(shards) == "energy":
+        notes.append(f"--negatives reference on shards made with --sampler energy: the views follow the sound, so "
+                     f"the audio alone tells many {cfg.task.upper()}-Bin negatives apart; read the audio-only "
+                     f"control, or use --negatives matched")
     train_urls = streams.shard_urls(shards, cfg.train_split)
     eval_urls = streams.shard_urls(shards, cfg.eval_split)
-    n_train = streams.split_sample_count(shards, cfg.train_split)
-    total = None if n_train is None else -(-n_train // cfg.batch_size)
     train_donors = misalign.DonorBank(train_urls) if cfg.task == "avc" else None
     eval_donors = misalign.DonorBank(eval_urls) if cfg.task == "avc" else None
     fmt = backbone.audio_format
 
-    def train_loader(epoch: int) -> DataLoader:
-        return make_loader(BinaryItems(train_urls, cfg, fmt, "train", epoch, train_donors), cfg, device)
+    def loader(urls, phase, epoch, donors) -> DataLoader:
+        return make_loader(BinaryItems(urls, cfg, fmt, phase, epoch, donors), cfg, device)
 
-    def eval_loader(draw: int) -> DataLoader:
-        return make_loader(BinaryItems(eval_urls, cfg, fmt, "test", draw, eval_donors), cfg, device)
-
-    if cfg.head_epochs is None:  # the reference protocol: the encoders run for every classifier epoch
-        head, history = fit_head(backbone, cfg, device, train_loader, show_progress, total, training)
-        merged = predict_draws(backbone, head, cfg, device, eval_loader, show_progress)
-    else:
-        passes = ((e, train_loader(e)) for e in range(cfg.epochs))
-        train_feats = encode_items(backbone, passes, cfg, device, show_progress, f"{cfg.task}-bin encode train pass")
-        head, history = fit_cached_head(backbone, cfg, device, train_feats, show_progress, training)
-        draws = ((d, eval_loader(d)) for d in range(cfg.test_draws))
-        eval_feats = encode_items(backbone, draws, cfg, device, show_progress, f"{cfg.task}-bin eval")
-        merged = predict_features(head, eval_feats)
+    passes = ((e, loader(train_urls, "train", e, train_donors)) for e in range(cfg.epochs))
+    train_feats = encode_items(backbone, passes, cfg, device, show_progress, f"{cfg.task}-bin encode train pass")
+    draws = ((d, loader(eval_urls, "test", d, eval_donors)) for d in range(cfg.test_draws))
+    every = encode_items(backbone, draws, cfg, device, show_progress, f"{cfg.task}-bin eval")
+    eval_feats = every.take(unique_items(every.columns))
+    head, history = fit_feature_head(backbone, cfg, device, train_feats, "audio-visual", show_progress, training)
+    merged = predict_features(head, eval_feats)
     metrics = summarise(merged, cfg.task, seed=cfg.seed)
+    metrics["n_drawn"] = len(every)
+    metrics["n_repeats_dropped"] = len(every) - len(eval_feats)
+    items = item_columns(merged)
+    if cfg.controls:
+        controls = {}
+        for inputs in ("audio", "video"):
+            control, _ = fit_feature_head(backbone, cfg, device, train_feats, inputs, show_progress)
+            pred = predict_features(control, eval_feats)
+            controls[inputs] = pred
+            items[f"correct_{inputs}_only"] = item_columns(pred)["correct"]
+        metrics.update(controls_summary(merged, controls, cfg.task, cfg.seed))
+    if notes:
+        metrics["notes"] = notes
     conf = asdict(cfg)
     conf.update(lr=cfg.base_lr, milestones=list(cfg.lr_milestones))
-    return TaskResult(
-        "avsa.eval.binary", f"{cfg.task}-bin", metrics, history, conf, backbone.describe(), items=item_columns(merged)
-    )
+    return TaskResult("avsa.eval.binary", f"{cfg.task}-bin", metrics, history, conf, backbone.describe(), items=items)
+
+
+def controls_summary(model: dict[str, list], controls: dict[str, dict[str, list]], task: str, seed: int = 0) -> dict:
+    """``controls``: each single-modality head's accuracy (with its video-clustered CI), ROC AUC and per-label
+    accuracy; ``best_control``: the more accurate one on these items (a choice that favours the control); and
+    ``gap_over_best_control``: the model's paired accuracy gap over it on the same items
+    (:func:`avsa_train.tasks.metrics.paired_gap`, its ``gap_ci95_videos`` clustered by video)."""
+    rows = {}
+    for name, pred in controls.items():
+        m = summarise(pred, task, seed=seed)
+        rows[name] = {k: m.get(k) for k in ("accuracy", "ci95_videos", "roc_auc", "accuracy_aligned",
+                                            "accuracy_misaligned", "n", "n_videos")}
+    best = max(rows, key=lambda k: (rows[k]["accuracy"], k))
+    correct = [int(p == y) for p, y in zip(model["pred"], model["label"])]
+    control = [int(p == y) for p, y in zip(controls[best]["pred"], controls[best]["label"])]
+    return {"controls": rows, "best_control": best,
+            "gap_over_best_control": paired_gap(correct, control, model["video_id"], seed=seed)}
 
 
 def item_columns(pred: dict[str, list]) -> dict[str, list]:
     """The per-item columns of ``eval_{task}_items.jsonl``: ``key``, ``moment``, ``draw``, ``video_id``,
-    ``label``, ``yaw``, ``score`` (``logit₁ − logit₀`` averaged over the crops), ``pred``, ``correct``,
-    ``crop_correct`` (fraction)."""
-    cols = ("key", "moment", "draw", "video_id", "label", "yaw", "score", "pred", "crop_correct")
+    ``views``, ``negative`` (how the audio was made), ``label``, ``yaw``, ``offset`` (degrees; ``null`` for AVC),
+    ``score`` (``logit₁ − logit₀`` averaged over the crops), ``pred``, ``correct``, ``crop_correct`` (fraction)."""
+    cols = ("key", "moment", "draw", "video_id", "views", "negative", "label", "yaw", "offset", "score", "pred",
+            "crop_correct")
     out = {c: list(pred[c]) for c in cols}
+    out["offset"] = [None if not np.isfinite(x) else x for x in out["offset"]]
     out["correct"] = [int(p == lab) for p, lab in zip(pred["pred"], pred["label"])]
     return out

@@ -47,6 +47,16 @@ def split_video_count(shards: str | Path, split: str) -> int | None:
         return None
 
 
+def viewpoint_sampler(shards: str | Path) -> str | None:
+    """The ``--sampler`` the shards were made with (``manifest.json`` ``config.sample.sampler``), or ``None``
+    when there is no manifest to say."""
+    try:
+        m = avdata.read_manifest(str(shards))
+        return None if m is None else m["config"]["sample"]["sampler"]
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
 def stream_config(**kw) -> avdata.StreamConfig:
     """A :class:`avsa_train.data.StreamConfig` (keyword arguments only)."""
     return avdata.StreamConfig(**kw)
