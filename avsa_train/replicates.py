@@ -11,7 +11,8 @@ that every comparison is paired on identical items. Per pre-training seed ``s``,
 * ``AVC only``: the AVC stage trained as many steps as both stages together;
 * ``broken``: the **causal control**, the same two stages with ``--break-spatial-link`` — each sample's sound
   field turned by its own random yaw before its views are rendered, so the sounds are kept and their directions
-  no longer match the video. Gains that are spatial must vanish here.
+  no longer match the video. Gains that are spatial must vanish here. Pre-trained for the seeds of
+  ``--broken-seeds`` only (default: the first seed, once).
 
 and once, a random initialisation (``scratch``, torch seed ``--eval-seed``). Each encoder is evaluated with
 :func:`avsa_train.demo.evaluate`: AVC-Bin and AVSA-Bin (matched negatives, single-modality controls) and the
@@ -105,9 +106,12 @@ def pooled_gap(pairs: Sequence[tuple[dict, dict]]) -> dict:
 
 
 def run_replicates(out: Path, seeds: Sequence[int], quick: bool = False, data_seed: int = 0, eval_seed: int = 0,
-                   arms: Sequence[str] = tuple(ARM_TASKS), spec: str | None = None, echo=print) -> dict:
+                   arms: Sequence[str] = tuple(ARM_TASKS), spec: str | None = None,
+                   broken_seeds: Sequence[int] | None = None, echo=print) -> dict:
     """Run every arm for every seed into ``out`` (resumable) and return the per-seed and pooled gaps; ``spec``
-    replaces the demo scale's audio features."""
+    replaces the demo scale's audio features; the ``broken`` arm runs for ``broken_seeds`` only (default: the
+    first of ``seeds``)."""
+    broken_seeds = list(seeds[:1] if broken_seeds is None else broken_seeds)
     require_torch()
     sc: DemoScale = SCALES["quick" if quick else "full"]
     if spec is not None:
@@ -130,7 +134,7 @@ def run_replicates(out: Path, seeds: Sequence[int], quick: bool = False, data_se
                     d = evals / f"seed{s}" / arm.lower().replace(" ", "-")
                     dirs[(arm, s)] = evaluate(steps, f"{arm} seed {s}", ckpts[arm], shards, d, sc, eval_seed,
                                               ARM_TASKS[arm])
-        if "broken" in arms:
+        if "broken" in arms and s in broken_seeds:
             ckpts = pretrain_arms(steps, shards, runs / "broken", sc, s, extra=("--break-spatial-link",),
                                   suffix=f" broken seed {s}", avc_only=False)
             d = evals / f"seed{s}" / "broken"
@@ -229,12 +233,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--eval-seed", type=int, default=0, help="seed of the evaluation items and heads")
     ap.add_argument("--arms", default=",".join(ARM_TASKS), help="pre-trained arms: AVSA, AVC only, broken")
     ap.add_argument("--spec", default=None, help="audio features of every encoder (default: the demo's)")
+    ap.add_argument("--broken-seeds", type=int, nargs="+", default=None,
+                    help="seeds of the causal control (default: the first of --seeds)")
     args = ap.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in arms if a not in ARM_TASKS]
     if unknown:
         ap.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARM_TASKS)}")
-    result = run_replicates(args.out, args.seeds, args.quick, args.data_seed, args.eval_seed, arms, args.spec)
+    result = run_replicates(args.out, args.seeds, args.quick, args.data_seed, args.eval_seed, arms, args.spec,
+                            args.broken_seeds)
     print(render(result))
     return result
 
