@@ -19,6 +19,7 @@ def test_quick_demo_runs_every_stage_and_reports_real_metrics(tmp_path):
     r = run_cli("avsa_data", "demo", "--quick", "--out", str(out), timeout=900)
     report = (out / "report.md").read_text()
     assert report in r.stdout  # the report is printed at the end
+    assert D.seed_spread_sentence(quick=True) in report  # a quick run does not quote the full scale's spread
     png = (out / "demo.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     metrics = json.loads((out / "metrics.json").read_text())

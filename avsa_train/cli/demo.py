@@ -13,18 +13,19 @@ from avsa_train.demo import DemoError, run_demo
 @command(user_errors=(DemoError,))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("demo_out"),
               help="Folder for the data, shards, runs, metrics, report.md and demo.png.")
-@click.option("--quick", is_flag=True, help="A smaller run (under 3 minutes on 2 idle CPU cores instead of about 8).")
+@click.option("--quick", is_flag=True,
+              help="A smoke test at a smaller scale (a few minutes on 2 idle CPU cores instead of about 16).")
 @click.option("--seed", type=int, default=0, help="Seed of every step.")
 def demo(out: Path, quick: bool, seed: int) -> None:
     """Run the whole AVSA pipeline on a synthetic 360° dataset and write OUT/report.md.
 
-    Steps: avsa-data synth → avsa-data shard → avsa-train pretrain (AVC, then AVSA initialised from AVC) →
-    avsa-train eval avc / eval avsa / segment, for the pre-trained model and a random-init baseline. Needs the
-    [train] extra (PyTorch).
+    Steps: avsa-data synth → avsa-data shard → avsa-train pretrain (AVC, then AVSA initialised from AVC, and AVC
+    alone as a control) → avsa-train eval avc / eval avsa (each with audio-only and video-only controls) / probe
+    / segment, for the pre-trained models and a random-init baseline. Needs the [train] extra (PyTorch).
 
     \b
     Examples:
-      avsa-data demo                  (about 8 minutes on 2 idle CPU cores)
+      avsa-data demo                  (about 16 minutes on 2 idle CPU cores)
       avsa-data demo --quick --out demo_quick
     """
     report = run_demo(out, quick=quick, seed=seed, echo=click.echo)
