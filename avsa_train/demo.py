@@ -31,9 +31,10 @@ class DemoError(Exception):
 class DemoScale:
     """Sizes of one demo run, chosen by measurement (docs/RESULTS.md, "Why the earlier tiny runs did not learn").
 
-    ``quick`` (a smoke test) finishes in a few minutes on 2 idle CPU cores, ``full`` in about 16 (the issue's
+    ``quick`` (a smoke test) finishes in about 6 minutes on 2 idle CPU cores, ``full`` in about 16 (the issue's
     target was 10; docs/RESULTS.md). Everything that differs from the paper's Table 2 (crop size, learning rate,
-    no colour jitter / flip, dense scenes, the energy viewpoint sampler) is listed in docs/DEVIATIONS.md; the normal CLI defaults are untouched.
+    no colour jitter / flip, dense scenes, the energy viewpoint sampler) is listed in docs/DEVIATIONS.md; the
+    normal CLI defaults are untouched.
     """
 
     videos: int

@@ -14,7 +14,7 @@ from avsa_train.demo import DemoError, run_demo
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("demo_out"),
               help="Folder for the data, shards, runs, metrics, report.md and demo.png.")
 @click.option("--quick", is_flag=True,
-              help="A smoke test at a smaller scale (a few minutes on 2 idle CPU cores instead of about 16).")
+              help="A smoke test at a smaller scale (about 6 minutes on 2 idle CPU cores instead of about 16).")
 @click.option("--seed", type=int, default=0, help="Seed of every step.")
 def demo(out: Path, quick: bool, seed: int) -> None:
     """Run the whole AVSA pipeline on a synthetic 360° dataset and write OUT/report.md.
