@@ -254,11 +254,7 @@ class TrainingState:
             self.save(loop)
 
     def after_epoch(self, loop) -> None:
-        if stop_requested():
-            self.save(loop)
-            raise Interrupted(loop.step)
-        if self.cadence.due():
-            self.save(loop)
+        self.after_step(loop)  # the same rule at an epoch's end: an interruption or a due time-based checkpoint
 
     def keep_best(self, score: float | None, what: dict) -> bool:
         """Save the modules to ``best`` when ``score`` (higher is better) beats every earlier one; ``what`` (the
