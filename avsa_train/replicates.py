@@ -32,7 +32,7 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,17 +105,42 @@ def pooled_gap(pairs: Sequence[tuple[dict, dict]]) -> dict:
             "n": len(keys), "n_videos": len(set(videos)), "runs": len(pairs)}
 
 
+def scale_with(sc: DemoScale, overrides: Sequence[str]) -> DemoScale:
+    """``sc`` with ``FIELD=VALUE`` overrides (``avsa_steps=100``), each value typed like the field's current one
+    (int, float, bool as true/false, str). Raises ``ValueError`` naming an unknown field or a bad value."""
+    kinds = {f.name: type(getattr(sc, f.name)) for f in fields(sc)}
+    changes: dict = {}
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        if not sep or name not in kinds:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(kinds)}")
+        kind = kinds[name]
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError(f"--set {item!r}: {name} is true or false")
+            changes[name] = text.lower() == "true"
+        elif kind in (int, float, str):
+            try:
+                changes[name] = kind(text)
+            except ValueError:
+                raise ValueError(f"--set {item!r}: {name} is a{'n' if kind is int else ''} {kind.__name__}") from None
+        else:
+            raise ValueError(f"--set {item!r}: {name} ({kind.__name__}) cannot be set from the command line")
+    return replace(sc, **changes)
+
+
 def run_replicates(out: Path, seeds: Sequence[int], quick: bool = False, data_seed: int = 0, eval_seed: int = 0,
                    arms: Sequence[str] = tuple(ARM_TASKS), spec: str | None = None,
-                   broken_seeds: Sequence[int] | None = None, echo=print) -> dict:
+                   broken_seeds: Sequence[int] | None = None, overrides: Sequence[str] = (), echo=print) -> dict:
     """Run every arm for every seed into ``out`` (resumable) and return the per-seed and pooled gaps; ``spec``
-    replaces the demo scale's audio features; the ``broken`` arm runs for ``broken_seeds`` only (default: the
-    first of ``seeds``)."""
+    replaces the demo scale's audio features and ``overrides`` (``FIELD=VALUE``, :func:`scale_with`) any other
+    field of it; the ``broken`` arm runs for ``broken_seeds`` only (default: the first of ``seeds``)."""
     broken_seeds = list(seeds[:1] if broken_seeds is None else broken_seeds)
     require_torch()
     sc: DemoScale = SCALES["quick" if quick else "full"]
     if spec is not None:
         sc = replace(sc, spec=spec)
+    sc = scale_with(sc, overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     steps = ResumableSteps(out / "replicates.log", out / "done", echo)
@@ -140,7 +165,8 @@ def run_replicates(out: Path, seeds: Sequence[int], quick: bool = False, data_se
             d = evals / f"seed{s}" / "broken"
             dirs[("broken", s)] = evaluate(steps, f"broken seed {s}", ckpts["AVSA"], shards, d, sc, eval_seed,
                                            ARM_TASKS["broken"])
-    result = {"scale": "quick" if quick else "full", "spec": sc.spec, "seeds": list(seeds), "data_seed": data_seed,
+    result = {"scale": "quick" if quick else "full", "spec": sc.spec, "overrides": list(overrides),
+              "seeds": list(seeds), "data_seed": data_seed,
               "eval_seed": eval_seed, "comparisons": {}, "accuracy": accuracies(dirs, seeds),
               "wall_s": round(time.time() - t0, 1), "timings_s": steps.timings}
     for name, a, b, what in COMPARISONS:
@@ -235,13 +261,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--spec", default=None, help="audio features of every encoder (default: the demo's)")
     ap.add_argument("--broken-seeds", type=int, nargs="+", default=None,
                     help="seeds of the causal control (default: the first of --seeds)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                    help="change a field of the demo's scale (avsa_train.demo.DemoScale), e.g. avsa_steps=100; "
+                         "repeatable")
     args = ap.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in arms if a not in ARM_TASKS]
     if unknown:
         ap.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARM_TASKS)}")
+    try:
+        scale_with(SCALES["full"], args.overrides)
+    except ValueError as e:
+        ap.error(str(e))
     result = run_replicates(args.out, args.seeds, args.quick, args.data_seed, args.eval_seed, arms, args.spec,
-                            args.broken_seeds)
+                            args.broken_seeds, args.overrides)
     print(render(result))
     return result
 
