@@ -24,7 +24,9 @@ def test_quick_demo_runs_every_stage_and_reports_real_metrics(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["results"]) == set(D.ARMS)
-    expected = {"AVSA": set(D.HEADLINES), "scratch": set(D.HEADLINES), "AVC only": {"Probe"}}
+    binary_and_probe = set(D.HEADLINES) - {"Segm mIoU"}  # segmentation only with --segmentation
+    expected = {"AVSA": binary_and_probe, "scratch": binary_and_probe, "AVC only": {"Probe"}}
+    assert "avsa-data demo --segmentation` adds it" in report
     for init, m in metrics["results"].items():
         assert {col for col in D.HEADLINES if col in m} == expected[init], (init, m)
         for col in expected[init]:
@@ -57,8 +59,26 @@ def test_quick_demo_runs_every_stage_and_reports_real_metrics(tmp_path):
         g = metrics["paired_gaps"][task]
         lo, hi = g["gap_ci95_videos"]
         assert lo <= g["gap"] <= hi and D._gap(g) in report
+    versus = [D._verdict(metrics["paired_gaps"][k]) for k in ("probe", "probe vs AVC only")]
+    assert f"encoders {versus[0]} random init and {versus[1]} AVC pre-training alone" in report
     for task in ("avc", "avsa"):
         assert metrics["paired_gaps"][task]["n"] == metrics["results"]["AVSA"][f"{task.upper()}@4 n"]
+
+
+@pytest.mark.parametrize("segmentation", [False, True])
+def test_segmentation_runs_only_when_asked(tmp_path, monkeypatch, segmentation):
+    """The demo's steps, recorded instead of run: segmentation of the AVSA and random-init encoders is added by
+    ``segmentation`` and by nothing else."""
+    ran: list[list[str]] = []
+    monkeypatch.setattr(D, "require_torch", lambda: None)
+    monkeypatch.setattr(D, "_run", lambda step, args, log: ran.append(args) or 0.0)
+    monkeypatch.setattr(D, "paired", lambda *a: {})
+    monkeypatch.setattr(D, "write_report", lambda out, *a, **k: out / "report.md")
+    D.run_demo(tmp_path, quick=True, segmentation=segmentation, echo=lambda *a: None)
+    segmented = [a[a.index("--out") + 1] for a in ran if a[:2] == ["avsa_train", "segment"]]
+    assert segmented == ([str(tmp_path / "eval" / "avsa"), str(tmp_path / "eval" / "scratch")] if segmentation
+                         else [])
+    assert sum(a[:2] == ["avsa_train", "probe"] for a in ran) == 3  # AVSA, AVC only, scratch either way
 
 
 def test_demo_without_the_train_extra_is_one_clear_error(tmp_path, monkeypatch):
@@ -69,6 +89,13 @@ def test_demo_without_the_train_extra_is_one_clear_error(tmp_path, monkeypatch):
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "needs torch" in lines[0] and "pip install" in lines[0], res.output
     assert not (tmp_path / "d").exists()  # nothing written before the check
+
+
+def test_verdict_reads_the_interval_not_the_point():
+    assert D._verdict({"gap": 3.0, "gap_ci95_videos": [0.1, 5.9]}) == "beat"
+    assert D._verdict({"gap": 3.0, "gap_ci95_videos": [-0.1, 6.1]}) == "did not differ from"
+    assert D._verdict({"gap": -1.3, "gap_ci95_videos": [-2.4, -0.3]}) == "scored below"
+    assert D._verdict(None) == D._verdict({"gap": 5.0}) == "did not differ from"
 
 
 def test_collect_metrics_reads_the_evaluation_schema_and_refuses_another(tmp_path):
