@@ -7,7 +7,7 @@
 ``record`` checks REV out into a temporary detached worktree and runs a fixed, small pipeline with that tree on
 ``PYTHONPATH`` (``python -m avsa_data …`` / ``python -m avsa_train …``, so the tree under test is what runs):
 
-* ``synth`` (4 videos × 2 s, 256×128, STARSS23 layout, seed 3);
+* ``synth`` (6 videos × 2 s, 256×128, 2 held out, STARSS23 layout, seed 3);
 * ``shard`` with ``-j 1``, ``-j 2`` and ``-j 2 --sampler energy`` (``--labels synthetic``, seed 0): every file's
   sha256 (shards, ``manifest.json`` with the job's config hash, ``config.json``, ``failures.jsonl``);
 * ``pretrain`` AVC 3 steps, then AVSA 3 steps from it (width ×0.125, batch 4, CPU, seed 0): the loss and metrics
@@ -103,8 +103,8 @@ def pipeline(tree: Path, work: Path, echo=print) -> dict[str, dict]:
         echo(f"  {name}: {time.time() - t0:.1f} s")
 
     raw = work / "raw"
-    run("synth", "avsa_data", "synth", "--out", str(raw), "--videos", "4", "--duration", "2", "--size", "256x128",
-        "--seed", "3", "--layout", "starss23", "-q")
+    run("synth", "avsa_data", "synth", "--out", str(raw), "--videos", "6", "--duration", "2", "--size", "256x128",
+        "--val-fraction", "0.34", "--seed", "3", "--layout", "starss23", "-q")
     entries: dict[str, dict] = {}
     for name, extra in (("j1", ["-j", "1"]), ("j2", ["-j", "2"]), ("energy", ["-j", "2", "--sampler", "energy"])):
         out = work / f"shards-{name}"
