@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,7 +145,9 @@ def record(rev: str, out: Path, repo: Path = REPO, echo=print) -> dict:
     sha = subprocess.run(["git", "-C", str(repo), "rev-parse", rev], capture_output=True, text=True,
                          check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="identity-") as tmp:
-        tree, work = Path(tmp) / "tree", Path(tmp) / "work"
+        # one fixed work folder: shards record their source paths, so both sides must use the same ones
+        tree, work = Path(tmp) / "tree", Path(tempfile.gettempdir()) / "avsa-identity-work"
+        shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "-q", str(tree), sha], check=True)
         try:
