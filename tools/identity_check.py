@@ -36,8 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 #: JSON keys whose values differ between two runs of the same tree (found by recording one revision twice):
 #: times, dates, where the run lived, which process and which package version wrote it.
-VOLATILE_KEYS: frozenset[str] = frozenset()
-VOLATILE_SUFFIXES: tuple[str, ...] = ()
+VOLATILE_KEYS: frozenset[str] = frozenset({"time", "samples_per_s"})
+VOLATILE_SUFFIXES: tuple[str, ...] = ("_seconds", "wall_s", "mtime_ns")
 
 
 def volatile(key: str) -> bool:
@@ -113,7 +113,8 @@ def pipeline(tree: Path, work: Path, echo=print) -> dict[str, dict]:
             "--seed", "0", "-q", *extra)
         for p in sorted(out.rglob("*")):
             if p.is_file() and p.name != ".lock":
-                entries[f"shards-{name}/{p.relative_to(out)}"] = {"sha256": digest(p.read_bytes())}
+                entries[f"shards-{name}/{p.relative_to(out)}"] = (
+                    file_entry(p) if p.suffix == ".json" else {"sha256": digest(p.read_bytes())})
     shards = str(work / "shards-j2")
     pre = ["--shards", shards, "--width", "0.125", "--batch-size", "4", "--workers", "0", "--device", "cpu",
            "--seed", "0", "--quiet"]
