@@ -13,8 +13,6 @@ URLs, the optional ``fsspec``).
 from __future__ import annotations
 
 import os
-import stat
-import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,34 +24,9 @@ from numpy.typing import NDArray
 
 from . import codecs, remote
 from . import format as fmt
+from .tario import ProblemSink, ShardFormatError, iter_tar, regular_file_size
 
-_BLOCK = 512
-_ZERO_BLOCK = bytes(_BLOCK)
-#: tar entry types that carry a file's bytes ("0", the old "\0", and "7", contiguous file).
-_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
-_TYPE_NAMES = {tarfile.DIRTYPE: "a directory", tarfile.FIFOTYPE: "a FIFO", tarfile.SYMTYPE: "a symlink",
-               tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
-               tarfile.BLKTYPE: "a block device"}
-
-
-class ShardFormatError(ValueError):
-    """A shard is unreadable, truncated, or a sample does not match docs/FORMAT.md (the message names the
-    shard, the sample key and member where known, and what was expected)."""
-
-    def __init__(self, message: str = "", *args: object):
-        # PyTorch re-raises a DataLoader worker's error as ShardFormatError("Caught ShardFormatError in DataLoader
-        # worker process N.\nOriginal Traceback …\n…ShardFormatError: <message>"): put <message> first again, so
-        # a one-line report (the first line) still names the shard, the key and the member.
-        if isinstance(message, str) and message.startswith("Caught ") and "\nOriginal Traceback" in message:
-            first, last = message.splitlines()[0], message.rstrip().splitlines()[-1]
-            where = first.removeprefix(f"Caught {type(self).__name__} ").rstrip(".")
-            message = f"{last.split(f'{type(self).__name__}: ', 1)[-1]} ({where})\n{message}"
-        super().__init__(message, *args)
-
-
-#: ``on_problem(key or None, message)``: where :func:`iter_raw` reports a damaged entry it can read past.
-ProblemSink = Callable[[str | None, str], None]
-
+__all__ = ["ProblemSink", "RawSample", "ShardFormatError", "decode_meta", "iter_raw", "iter_samples", "parse_meta"]
 
 @dataclass
 class RawSample:
@@ -193,194 +166,6 @@ def decode_meta(data: bytes | None) -> tuple[object, str | None]:
         return None, f"meta.json is not UTF-8 JSON ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
 
 
-def iter_tar(f: IO[bytes], where: str, size: int | None = None, on_problem: ProblemSink | None = None,
-             wanted: Callable[[str], bool] | None = None) -> Iterator[tuple[str, bytes | None]]:
-    """``(name, bytes)`` of each regular file of the tar read sequentially from ``f``; ``f`` need not seek.
-
-    ``wanted`` (optional) is asked about each regular file's name: a member it refuses is passed over without
-    being read (a seek when ``f`` is a regular file, else read and dropped) and yielded as ``(name, None)``,
-    after the same header checks; its padding is not checked.
-
-    The framing is checked block by block: each header's checksum and declared size (against ``size``, the
-    file's length when known, and :data:`avsa_data.format.MAX_MEMBER_BYTES`), and the end: the archive must
-    end with zero blocks and nothing but zeros after them (trailing garbage, or an archive cut short by a zero
-    header, is an error). ustar, GNU (long names) and pax headers are understood. Entries that are not
-    regular files (directories, links, FIFOs) are skipped, and reported to ``on_problem`` when given. Framing
-    errors always raise :class:`ShardFormatError`: nothing after them can be trusted.
-    """
-    offset = 0
-    long_name: str | None = None
-    pax: dict[str, str] = {}
-    seekable = wanted is not None and size is not None and _seekable(f)
-
-    def fail(msg: str) -> ShardFormatError:
-        return ShardFormatError(f"{where}: {msg}")
-
-    def read(n: int, what: str) -> bytes:
-        chunks, got = [], 0
-        while got < n:
-            chunk = f.read(min(n - got, 1 << 24))
-            if not chunk:
-                raise fail(f"{what} is cut off at byte {offset + got} (truncated file)")
-            chunks.append(chunk)
-            got += len(chunk)
-        return b"".join(chunks)
-
-    while True:
-        block = f.read(_BLOCK)
-        if len(block) < _BLOCK:
-            more = f" ({len(block)} stray bytes)" if block else ""
-            raise fail(f"ends at byte {offset + len(block)} without the end-of-archive blocks{more} (truncated?)")
-        if block == _ZERO_BLOCK:
-            _check_end(f, where, offset)
-            return
-        plain = _plain_ustar_file(block)
-        if plain is not None:  # the common case, parsed without building a TarInfo
-            ti = None
-            name, length = plain
-            extension = False
-        else:
-            try:
-                ti = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-            except tarfile.HeaderError as e:
-                raise fail(f"invalid tar header at byte {offset} ({e}): garbage, or a damaged archive") from None
-            extension = ti.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME,
-                                    tarfile.GNUTYPE_LONGLINK)
-            name, length = ti.name, ti.size
-        if not extension:  # a pax or GNU long-name header before this one applies to it
-            name = long_name if long_name is not None else pax.get("path", name)
-            if "size" in pax:
-                length = int(pax["size"]) if pax["size"].isdigit() else -1
-            long_name, pax = None, {}
-        padded = -(-length // _BLOCK) * _BLOCK
-        data_at = offset + _BLOCK
-        if length < 0 or (size is not None and data_at + padded > size):
-            left = max(0, (size or 0) - data_at)
-            raise fail(f"member {name!r} at byte {offset} declares {length} bytes but the file has {left} left "
-                       f"(a damaged header or a truncated file)")
-        if length > fmt.MAX_MEMBER_BYTES:
-            raise fail(f"member {name!r} at byte {offset} declares {length} bytes, more than the format's "
-                       f"{fmt.MAX_MEMBER_BYTES} per member")
-        offset = data_at
-        if extension:
-            payload = read(padded, f"the extended header at byte {data_at - _BLOCK}")[:length]
-            if ti.type == tarfile.XHDTYPE:
-                try:
-                    pax = _parse_pax(payload)
-                except ValueError:
-                    raise fail(f"malformed pax header at byte {data_at - _BLOCK}") from None
-            elif ti.type == tarfile.GNUTYPE_LONGNAME:
-                long_name = payload.rstrip(b"\0").decode("utf-8", "surrogateescape")
-        elif ti is None or ti.type in _FILE_TYPES:
-            if on_problem is not None and block != _canonical_or_none(name, length):
-                on_problem(None, f"the header of member {name!r} at byte {data_at - _BLOCK} is not the deterministic "
-                                 f"one avsa-data shard writes (damaged, or rewritten by another tool)")
-            if wanted is not None and not wanted(name):
-                if seekable:
-                    f.seek(padded, os.SEEK_CUR)
-                else:
-                    _skip(read, padded, name)
-                offset += padded
-                yield name, None
-                continue
-            data = read(length, f"member {name!r}") if length else b""
-            pad = read(padded - length, f"the padding of member {name!r}")
-            if on_problem is not None and pad.count(0) != len(pad):
-                on_problem(None, f"non-zero padding after member {name!r} (damaged bytes)")
-            yield name, data
-        else:
-            _skip(read, padded, name)
-            if on_problem is not None:  # readers skip it, as webdataset does: it holds no sample data
-                kind = _TYPE_NAMES.get(ti.type, f"of tar type {ti.type!r}")
-                on_problem(None, f"entry {name!r} is {kind}, not a regular file")
-        offset += padded
-
-
-def _plain_ustar_file(block: bytes) -> tuple[str, int] | None:
-    """``(name, size)`` of a ustar header of a regular file without a name prefix whose checksum is right (what
-    ``avsa-data shard`` writes), read straight from the fields; ``None`` for anything else, which then goes
-    through :meth:`tarfile.TarInfo.frombuf` (and its errors)."""
-    if block[257:265] != b"ustar\x0000" or block[156] != 0x30 or block[345] != 0:
-        return None
-    try:
-        size = int(block[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
-        checksum = int(block[148:156].split(b"\0", 1)[0].strip() or b"-1", 8)
-    except ValueError:
-        return None
-    if checksum != sum(block[:148]) + 256 + sum(block[156:]) or size < 0:
-        return None
-    return block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape"), size
-
-
-def canonical_header(name: str, size: int) -> bytes:
-    """The ustar header ``avsa-data shard`` writes for a member: mtime 0, uid/gid 0, mode 0644, no owner names
-    (docs/FORMAT.md), so the same inputs give the same bytes."""
-    ti = tarfile.TarInfo(name)
-    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o644, 0, 0, "", ""
-    return ti.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
-
-
-def _canonical_or_none(name: str, size: int) -> bytes | None:
-    try:
-        return canonical_header(name, size)
-    except ValueError:  # a name or size ustar cannot hold (then it came from a pax or GNU header)
-        return None
-
-
-def _regular_file_size(f: IO[bytes]) -> int | None:
-    """The length of ``f`` when it is a regular file read from its start (else ``None``: a pipe, a URL body)."""
-    try:
-        st = os.fstat(f.fileno())
-        return st.st_size if stat.S_ISREG(st.st_mode) and f.tell() == 0 else None
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _seekable(f: IO[bytes]) -> bool:
-    try:
-        return bool(f.seekable())
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
-def _skip(read: Callable[[int, str], bytes], n: int, name: str) -> None:
-    while n > 0:
-        step = min(n, 1 << 24)
-        read(step, f"entry {name!r}")
-        n -= step
-
-
-def _parse_pax(payload: bytes) -> dict[str, str]:
-    """Records ``"%d %s=%s\n"`` of a pax extended header (``ValueError`` if malformed)."""
-    out, pos = {}, 0
-    while pos < len(payload):
-        sp = payload.find(b" ", pos)
-        n = int(payload[pos:sp]) if sp > pos else 0
-        rec = payload[sp + 1 : pos + n]
-        if n <= 0 or not rec.endswith(b"\n") or b"=" not in rec:
-            raise ValueError("malformed pax record")
-        k, v = rec[:-1].split(b"=", 1)
-        out[k.decode("utf-8", "surrogateescape")] = v.decode("utf-8", "surrogateescape")
-        pos += n
-    return out
-
-
-def _check_end(f: IO[bytes], where: str, offset: int) -> None:
-    """After the first zero block at ``offset``: at least one more zero block, and only zeros to the end."""
-    zeros = _BLOCK
-    while True:
-        chunk = f.read(1 << 20)
-        if not chunk:
-            break
-        if chunk.count(0) != len(chunk):
-            at = offset + zeros + next(i for i, b in enumerate(chunk) if b)
-            raise ShardFormatError(f"{where}: non-zero bytes at byte {at}, after the end-of-archive marker at byte "
-                                   f"{offset}: trailing garbage, or an archive cut short by a zeroed header")
-        zeros += len(chunk)
-    if zeros < 2 * _BLOCK:
-        raise ShardFormatError(f"{where}: the end-of-archive marker at byte {offset} is one block, not two "
-                               f"(truncated?)")
-
 
 def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None, size: int | None = None,
              on_problem: ProblemSink | None = None, wanted: Callable[[str], bool] | None = None,
@@ -410,7 +195,7 @@ def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None, size: int | Non
         return
 
     if size is None:
-        size = _regular_file_size(fileobj)
+        size = regular_file_size(fileobj)
 
     def problem(key: str | None, msg: str) -> None:
         if on_problem is None:

@@ -321,12 +321,13 @@ def view_audio(
 
 
 def iter_epoch_raw(
-    urls: Sequence[str], epoch: int, seed: int, consumer: int, consumers: int, shuffle: bool, buffer: int, keep=None,
+    urls: Sequence[str], epoch: int, seed: int, consumer: int, consumers: int, shuffle: bool, buffer: int,
+    map_sample: Callable[[RawSample], RawSample] | None = None,
     wanted: Callable[[str], bool] | None = None,
 ) -> Iterator[RawSample]:
     """Raw samples of one consumer for one epoch (a partition of the epoch across consumers).
 
-    ``keep`` (optional) maps each sample before it enters the shuffle buffer (e.g. :func:`prune_members`);
+    ``map_sample`` (optional) maps each sample before it enters the shuffle buffer (e.g. :func:`prune_members`);
     ``wanted`` (optional, e.g. :func:`member_wanted`) names the members worth reading at all.
     """
     mine, subsplit = consumer_shards(urls, epoch, seed, consumer, consumers, shuffle)
@@ -337,7 +338,7 @@ def iter_epoch_raw(
             with open_url(u) as f:
                 for s in iter_raw(u, f, wanted=wanted):
                     if not subsplit or i % consumers == consumer:
-                        yield s if keep is None else keep(s)
+                        yield s if map_sample is None else map_sample(s)
                     i += 1
 
     if not shuffle or buffer <= 1:
@@ -641,7 +642,7 @@ class ShardStream(IterableDataset):
         """
         c, C, _ = self._consumer()
         cfg = self.cfg
-        keep = (lambda s: prune_members(s, cfg)) if prune else None
+        map_sample = (lambda s: prune_members(s, cfg)) if prune else None
         wanted = member_wanted(cfg) if prune else None
         epochs = itertools.count(self.start_epoch) if self.infinite else iter([self.start_epoch])
         for e in epochs:
@@ -651,7 +652,7 @@ class ShardStream(IterableDataset):
                     skip -= n
                     continue
             n = 0
-            for s in iter_epoch_raw(self.urls, e, cfg.seed, c, C, cfg.train, cfg.shuffle_buffer, keep, wanted):
+            for s in iter_epoch_raw(self.urls, e, cfg.seed, c, C, cfg.train, cfg.shuffle_buffer, map_sample, wanted):
                 n += 1
                 if skip:
                     skip -= 1

@@ -285,7 +285,8 @@ def stage_breakdown(videos: list[Path]) -> dict:
         render_audio,
         sample_viewpoints,
     )
-    from avsa_data.shards import add_sample, decoder_threads
+    from avsa_data.shards.video import decoder_threads
+    from avsa_data.tario import add_sample
 
     cfg = SampleConfig()
     backend = make_backend("synthetic")

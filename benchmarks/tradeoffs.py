@@ -118,7 +118,7 @@ def loader_rate(urls: list[str], n: int, views: int = 4) -> tuple[float, float]:
     t0, c0 = time.perf_counter(), time.process_time()
     k = 0
     while k < n:
-        for s in iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, keep=lambda s: prune_members(s, cfg)):
+        for s in iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, map_sample=lambda s: prune_members(s, cfg)):
             decode_item(s, cfg, 0)
             k += 1
             if k >= n:
@@ -224,7 +224,7 @@ def epoch_order(shards: Path, consumers: int, batch: int, buffer: int, epoch: in
     urls = split_urls(expand_urls(shards), "train")
     per = []
     for c in range(consumers):
-        keys = [s.key for s in iter_epoch_raw(urls, epoch, 0, c, consumers, True, buffer, keep=_key_only)]
+        keys = [s.key for s in iter_epoch_raw(urls, epoch, 0, c, consumers, True, buffer, map_sample=_key_only)]
         per.append([keys[i : i + batch] for i in range(0, len(keys), batch)])
     out = []
     for i in range(max(len(p) for p in per)):

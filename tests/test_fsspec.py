@@ -19,7 +19,9 @@ from conftest import SHARD_ARGS, run_cli
 from avsa_data import remote
 from avsa_data.reader import iter_samples
 from avsa_data.samples import SampleConfig
-from avsa_data.shards import OUTPUTS, WORK, JobConfig, ShardJobError, VideoResult, run_shard_job
+from avsa_data.shards import JobConfig, ShardJobError, run_shard_job
+from avsa_data.shards.config import OUTPUTS, WORK
+from avsa_data.shards.video import VideoResult
 from avsa_data.verify import verify_dir
 
 #: The job of conftest's SHARD_ARGS, built in-process (checked against the CLI's config hash below).

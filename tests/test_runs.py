@@ -21,7 +21,8 @@ from conftest import run_cli
 from avsa_data import jobcontrol
 from avsa_data.cli import main as data_cli
 from avsa_data.samples import SampleConfig
-from avsa_data.shards import JobConfig, LocalOutput, ShardJobError, _config_bytes
+from avsa_data.shards import JobConfig, ShardJobError
+from avsa_data.shards.outputs import LocalOutput, config_bytes
 from avsa_train.checkpoint import load_checkpoint
 from avsa_train.cli import main as train_cli
 
@@ -159,10 +160,10 @@ def test_an_output_with_no_finished_shard_accepts_a_new_configuration(tmp_path):
     another configuration; once a shard is written, the output is refused without --overwrite."""
     out = tmp_path / "hs"
     (out / ".work" / "frag").mkdir(parents=True)
-    (out / "config.json").write_bytes(_config_bytes(JobConfig(sample=SampleConfig(seed=7)), "src"))
+    (out / "config.json").write_bytes(config_bytes(JobConfig(sample=SampleConfig(seed=7)), "src"))
     LocalOutput(out).open(JobConfig(), "src", overwrite=False)
     assert not (out / "config.json").exists() and not (out / ".work").exists()  # cleared for the new job
-    (out / "config.json").write_bytes(_config_bytes(JobConfig(sample=SampleConfig(seed=7)), "src"))
+    (out / "config.json").write_bytes(config_bytes(JobConfig(sample=SampleConfig(seed=7)), "src"))
     (out / "train-000000.tar").write_bytes(b"")
     with pytest.raises(ShardJobError, match="another configuration.*--overwrite"):
         LocalOutput(out).open(JobConfig(), "src", overwrite=False)

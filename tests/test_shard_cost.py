@@ -31,7 +31,7 @@ def raw(tmp_path_factory) -> Path:
 
 
 def test_decoder_threads_leave_one_core_per_sample_builder():
-    from avsa_data.shards import decoder_threads
+    from avsa_data.shards.video import decoder_threads
 
     assert decoder_threads(1, cores=2) == 1  # this benchmark machine: the builder on one core, the decoder on the other
     assert decoder_threads(1, cores=16) == 15  # an idle many-core machine keeps a fast multi-threaded decode
@@ -41,7 +41,7 @@ def test_decoder_threads_leave_one_core_per_sample_builder():
 
 
 def test_the_shard_job_decodes_with_the_decoder_thread_policy(raw, tmp_path, monkeypatch):
-    from avsa_data.shards import decoder_threads
+    from avsa_data.shards.video import decoder_threads
 
     decodes = []
     real = subprocess.Popen
@@ -84,24 +84,24 @@ def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
     import io
     import tarfile
 
-    from avsa_data.shards import _tarinfo
+    from avsa_data.tario import canonical_tarinfo
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data in members:
-            tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+            tar.addfile(canonical_tarinfo(name, len(data)), io.BytesIO(data))
     return buf.getvalue()
 
 
 KEYS = ("a", "b", "vidéo")  # a video id may be any file name: tarfile encodes member names as UTF-8
 
 
-def _assemble(frag: Path, wanted: set[str], dst: Path) -> bytes:
-    from avsa_data.shards import _end_of_archive, copy_runs, fragment_runs
+def assemble(frag: Path, wanted: set[str], dst: Path) -> bytes:
+    from avsa_data.tario import copy_runs, end_of_archive, fragment_runs
 
     with open(frag, "rb") as src, open(dst, "wb", buffering=0) as f:
         copy_runs(src, f, fragment_runs(frag, wanted))
-        f.write(_end_of_archive(f.tell()))
+        f.write(end_of_archive(f.tell()))
     return dst.read_bytes()
 
 
@@ -112,7 +112,7 @@ def test_shards_copy_fragment_blocks_byte_for_byte(tmp_path, monkeypatch, wanted
     the tars that writing the same members with tarfile gives (sizes 0, 1, 511, 512, 513 and larger; the end-of-archive
     padding to tarfile's record size; samples left out in the middle)."""
     from avsa_data.samples import EncodedSample
-    from avsa_data.shards import _end_of_archive, add_sample
+    from avsa_data.tario import add_sample, end_of_archive
 
     rng = np.random.default_rng(0)
     sizes = [0, 1, 511, 512, 513, 10240, 20000]
@@ -123,14 +123,14 @@ def test_shards_copy_fragment_blocks_byte_for_byte(tmp_path, monkeypatch, wanted
         for key in KEYS:
             mine = [(n.split(".", 1)[1], d) for n, d in members if n.split(".", 1)[0] == key]
             add_sample(f, EncodedSample(key, mine))
-        f.write(_end_of_archive(f.tell()))
+        f.write(end_of_archive(f.tell()))
     assert frag.read_bytes() == _tar_bytes(members)
     if not kernel_copy:  # a file system (or OS) without copy_file_range: the bytes go through memory
         def refuse(*_a, **_k):
             raise OSError(errno.EXDEV, "Invalid cross-device link")
 
         monkeypatch.setattr(os, "copy_file_range", refuse)
-    got = _assemble(frag, wanted, tmp_path / "shard.tar")
+    got = assemble(frag, wanted, tmp_path / "shard.tar")
     assert got == _tar_bytes([(n, d) for n, d in members if n.split(".", 1)[0] in wanted])
 
 
@@ -142,4 +142,4 @@ def test_a_truncated_fragment_is_an_error(tmp_path):
     for cut in (4000, 512 + 5120 + 512 + 100):  # inside the first member's data, inside the last one's
         frag.write_bytes(whole[:cut])
         with pytest.raises(tarfile.ReadError, match="past the end|unexpected end"):
-            _assemble(frag, {"a"}, tmp_path / "shard.tar")
+            assemble(frag, {"a"}, tmp_path / "shard.tar")

@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 
 from avsa_data import media, synth
-from avsa_data import shards as shards_mod
 from avsa_data.jobcontrol import exclusive_lock
 from avsa_data.reader import iter_samples
 from avsa_data.samples import SampleConfig
-from avsa_data.shards import JobConfig, JobStopped, ShardJobError, VideoResult, discover, run_shard_job
+from avsa_data.shards import JobConfig, JobStopped, ShardJobError, run_shard_job
+from avsa_data.shards import video as shard_video
+from avsa_data.shards.discovery import discover
+from avsa_data.shards.video import VideoResult
 
 #: Small and fast: 2 views, FOA only, 32 px crops, 2 samples per shard.
 JOB = JobConfig(sample=SampleConfig(viewpoints_per_moment=2, renders=("foa",), crop_size=32), shard_size=2)
@@ -262,20 +264,20 @@ def test_a_shard_of_an_older_plan_is_rewritten(videos, tmp_path):
 def test_environment_errors_stop_the_job_and_are_retried(raw3, reference, tmp_path, monkeypatch, error, words):
     raw = raw3
     out = tmp_path / "out"
-    real = shards_mod.add_sample
+    real = shard_video.add_sample
 
     def failing(tar, sample):
         if sample.key.startswith("synth_0001"):
             raise error
         real(tar, sample)
 
-    monkeypatch.setattr(shards_mod, "add_sample", failing)  # forked pool workers inherit the patch
+    monkeypatch.setattr(shard_video, "add_sample", failing)  # forked pool workers inherit the patch
     with pytest.raises(JobStopped, match=words) as e:
         run_shard_job(raw, out, JOB, progress=False, workers=2 if isinstance(error, MemoryError) else 1)
     assert "\n" not in str(e.value) and "rerun" in str(e.value)
     assert not list((out / ".work" / "frag").glob("synth_0001*"))  # nothing recorded against the input
     assert not (out / "failures.jsonl").exists()
-    monkeypatch.setattr(shards_mod, "add_sample", real)
+    monkeypatch.setattr(shard_video, "add_sample", real)
     report = run_shard_job(raw, out, JOB, progress=False)
     assert report.failed == 0 and _tars(out) == _tars(reference)
 
@@ -458,8 +460,8 @@ def test_each_job_makes_its_own_label_backend_once(videos, tmp_path, monkeypatch
     """The backend is made once per job (by the check before anything is written; phase 1 uses that one) and
     never carried over to the next job of the same process."""
     made: list[str] = []
-    real = shards_mod.make_backend
-    monkeypatch.setattr(shards_mod, "make_backend", lambda name, **kw: (made.append(name), real(name, **kw))[1])
+    real = shard_video.make_backend
+    monkeypatch.setattr(shard_video, "make_backend", lambda name, **kw: (made.append(name), real(name, **kw))[1])
     raw = _raw(videos, tmp_path / "raw", (0, 1))
     assert run_shard_job(raw, tmp_path / "out", JOB, workers=1, progress=False).ok == 2 and made == ["none"]
     assert run_shard_job(raw, tmp_path / "out", JOB, workers=1, progress=False).up_to_date

@@ -570,7 +570,7 @@ def test_fuzz_verify_reports_never_raises_and_stays_under_the_memory_cap(tiny, t
 def test_the_reader_reads_what_tarfile_wrote_in_every_header_flavour(tmp_path, tar_format):
     """Members as tarfile writes them: plain ustar headers (parsed straight from the fields), a ustar name
     prefix, GNU long names, pax paths and sizes; names, sizes and bytes must come out as tarfile reads them."""
-    from avsa_data.reader import iter_tar
+    from avsa_data.tario import iter_tar
 
     names = [f"vid_{'x' * 60}/000000.meta.json", "ab/000000.m00.v00.jpg", "ab/000000.m00.foa.flac"]
     if tar_format != tarfile.USTAR_FORMAT:  # longer than ustar's 100 + 155 name fields; non-ASCII

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -141,10 +140,6 @@ def fmt_ci(ci) -> str:
     if not ci or ci[0] is None:
         return "n/a"
     return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
-
-
-def dump(payload: dict) -> str:
-    return json.dumps(payload, indent=2, sort_keys=True)
 
 
 #: Options of a downstream command that never change its result: a rerun may change them.
