@@ -135,9 +135,8 @@ def pipeline(tree: Path, work: Path, echo=print) -> dict[str, dict]:
         for k, v in checkpoint_entries(work / run_dir / "checkpoint.pt").items():
             entries[f"{run_dir}/{k}"] = v
     for p in sorted((work / "eval").rglob("*")):
-        if p.is_file() and p.suffix in (".json", ".jsonl", ".md") and not p.name.startswith("."):
-            entries[f"eval/{p.relative_to(work / 'eval')}"] = (
-                file_entry(p) if p.suffix != ".md" else {"sha256": "(markdown: not compared, it holds times)"})
+        if p.is_file() and p.suffix in (".json", ".jsonl") and not p.name.startswith("."):
+            entries[f"eval/{p.relative_to(work / 'eval')}"] = file_entry(p)
     return entries
 
 
