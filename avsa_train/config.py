@@ -16,7 +16,7 @@ from avsa_train.models.transformer import CONTEXTS
 from avsa_train.runs import CHECKPOINT_MINUTES
 
 TASKS = ("avc", "avts", "avsa")
-#: Audio input of the encoders (avsa_train.data.AUDIO_FORMATS maps each to its render and channel count).
+#: Audio input of the encoders (avsa_train.data.stream_config.AUDIO_FORMATS maps each to its render and channel count).
 AUDIO_FORMATS = ("mono", "stereo", "ambi")
 #: Hard negatives joined to the instance (easy) ones once the curriculum allows (Table 3c).
 NEGATIVES = ("instance", "spatial", "temporal", "spatial+temporal")

@@ -22,7 +22,7 @@ log (:class:`RunLog`) and checkpoint; ``_run`` checks the inputs, builds or rest
 (:func:`_build`, :func:`_restore`) and trains (:func:`_train`).
 
 Exact resume: the data order is a pure function of (seed, world size, workers, batch size, steps done) — see
-:meth:`avsa_train.data.ShardStream.resume_at` — and the checkpoint restores the model, optimiser, AMP scaler
+:meth:`avsa_train.data.batches.ShardStream.resume_at` — and the checkpoint restores the model, optimiser, AMP scaler
 and every rank's torch RNG (dropout), so the losses after ``--resume`` equal those of an uninterrupted run.
 """
 
@@ -58,20 +58,10 @@ from avsa_train.checkpoint import (
 )
 from avsa_train.checkpoint import build_model as model_for_config
 from avsa_train.config import DATA_ORDER_KEYS, PretrainConfig
-from avsa_train.data import (
-    ShardStream,
-    StreamConfig,
-    auto_workers,
-    check_shards_fit,
-    count_samples,
-    has_manifest,
-    make_loader,
-    model_video,
-    option_urls,
-    peek_meta,
-    shard_sizes,
-    split_urls,
-)
+from avsa_train.data.augment import model_video
+from avsa_train.data.batches import ShardStream, auto_workers, make_loader
+from avsa_train.data.sources import count_samples, has_manifest, option_urls, peek_meta, shard_sizes, split_urls
+from avsa_train.data.stream_config import StreamConfig, check_shards_fit
 from avsa_train.fit import FitState, StepOutput, fit
 from avsa_train.losses import LossOutput, Negatives, avc_loss, translation_loss
 from avsa_train.models.avsa import AVSAModel
@@ -118,7 +108,7 @@ def build_model(cfg: PretrainConfig) -> AVSAModel:
 
 def stream_config(cfg: PretrainConfig, device: torch.device | None = None) -> StreamConfig:
     """The data pipeline's configuration for ``cfg`` (training: shuffled and augmented). On a CUDA ``device``
-    the clips travel as uint8 and are normalised there (:func:`avsa_train.data.model_video`)."""
+    the clips travel as uint8 and are normalised there (:func:`avsa_train.data.augment.model_video`)."""
     return StreamConfig(
         video_on_device=device is not None and device.type == "cuda",
         views=cfg.viewpoints,

@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from avsa_train.tasks import misalign, streams
+    from avsa_train.data import sources
+    from avsa_train.tasks import misalign
     from avsa_train.tasks.binary_eval import (
         BinaryEvalConfig,
         BinaryItems,
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     features = "transformer" if backbone.translator is not None else "direct"
     base = BinaryEvalConfig(task=args.task, features=features, seed=args.seed, epochs=args.passes, lr=args.lr,
                             head_epochs=1)
-    urls = streams.shard_urls(args.shards, "train")
+    urls = sources.shard_urls(args.shards, "train")
     donors = misalign.DonorBank(urls) if args.task == "avc" else None
     fmt = backbone.audio_format
 

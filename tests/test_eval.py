@@ -175,11 +175,11 @@ def test_roc_auc():
 
 
 def test_items_follow_the_protocol_on_synthetic_shards(synth_shards):
-    from avsa_train.tasks import streams
+    from avsa_train.data import sources
     from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems
 
     cfg = BinaryEvalConfig(task="avsa", batch_size=4, negatives="reference")
-    urls = streams.shard_urls(str(synth_shards), "val")
+    urls = sources.shard_urls(str(synth_shards), "val")
     items = list(BinaryItems(urls, cfg, "ambi", "test", 0))
     stored = {s.key: s for s in iter_samples(urls)}
     assert len(items) == 2 * len(stored)  # every moment of every val sample
@@ -208,11 +208,11 @@ def test_items_follow_the_protocol_on_synthetic_shards(synth_shards):
 def test_training_items_are_augmented_only_when_asked(synth_shards, augment):
     """--no-augment: the classifier's training items are drawn like the evaluation items (no flip, colour or
     volume jitter), so an aligned item's audio is the stored render of its views; augmented ones differ."""
-    from avsa_train.tasks import streams
+    from avsa_train.data import sources
     from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems
 
     cfg = BinaryEvalConfig(task="avsa", batch_size=4, augment=augment)
-    urls = streams.shard_urls(str(synth_shards), "train")
+    urls = sources.shard_urls(str(synth_shards), "train")
     stored = {s.key: s for s in iter_samples(urls)}
     aligned = [it for it in BinaryItems(urls, cfg, "ambi", "train", 0) if it["label"] == 0]
     assert len(aligned) >= 2
@@ -232,10 +232,10 @@ def test_training_items_are_augmented_only_when_asked(synth_shards, augment):
 def test_avc_donors_are_other_videos_whatever_the_workers(synth_shards):
     from torch.utils.data import DataLoader
 
-    from avsa_train.tasks import streams
+    from avsa_train.data import sources
     from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems, collate_items
 
-    urls = streams.shard_urls(str(synth_shards), "val")
+    urls = sources.shard_urls(str(synth_shards), "val")
     stored = {s.key: s for s in iter_samples(urls)}
     bank = misalign.DonorBank(urls)
     assert bank.keys == sorted(stored)
@@ -684,7 +684,7 @@ def test_matched_negatives_leave_single_modality_probes_at_chance(energy_shards,
     changes, so its probe is at chance by design and checks only that nothing else leaks). The reference
     negatives (random yaw, another video at this sample's views), planted back, are told apart by the audio
     alone."""
-    from avsa_train.tasks import streams
+    from avsa_train.data import sources
     from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems
     from avsa_train.tasks.metrics import cluster_t_interval
 
@@ -692,7 +692,7 @@ def test_matched_negatives_leave_single_modality_probes_at_chance(energy_shards,
         cfg = BinaryEvalConfig(task=task, negatives=negatives, augment=False)
 
         def items(split: str, phase: str, passes: int):
-            urls = streams.shard_urls(str(energy_shards), split)
+            urls = sources.shard_urls(str(energy_shards), split)
             rows = [it for e in range(passes) for it in BinaryItems(urls, cfg, "ambi", phase, e)]
             x = np.stack([features(it) for it in rows])
             return x, np.array([it["label"] for it in rows]), [it["video_id"] for it in rows]
@@ -716,11 +716,11 @@ def test_a_matched_avsa_negative_hears_its_own_scene_from_another_viewpoint_of_t
     """Matched AVSA-Bin negatives: the crop of bank viewpoint k hears the sample's own field rendered at viewpoint
     π(k) ≠ k of the same bank — exactly the render a positive of viewpoint π(k) hears — and π is a permutation,
     so a negative's renders are a positive's, reshuffled."""
-    from avsa_train.tasks import streams
+    from avsa_train.data import sources
     from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems
 
     cfg = BinaryEvalConfig(task="avsa", batch_size=4)
-    urls = streams.shard_urls(str(synth_shards), "val")
+    urls = sources.shard_urls(str(synth_shards), "val")
     stored = {s.key: s for s in iter_samples(urls)}
     items = list(BinaryItems(urls, cfg, "ambi", "test", 0))
     negatives = [it for it in items if it["label"] == 1]
@@ -744,11 +744,11 @@ def test_a_matched_avsa_negative_hears_its_own_scene_from_another_viewpoint_of_t
 def test_a_matched_avc_negative_hears_another_video_as_its_own_viewpoints_do(synth_shards):
     """Matched AVC-Bin negatives: each crop hears a sample of another video rendered at a viewpoint of that
     sample's own bank (distinct viewpoints for distinct crops), i.e. a render one of its positives hears."""
-    from avsa_train.tasks import streams
+    from avsa_train.data import sources
     from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems
 
     cfg = BinaryEvalConfig(task="avc", batch_size=4)
-    urls = streams.shard_urls(str(synth_shards), "val")
+    urls = sources.shard_urls(str(synth_shards), "val")
     stored = {s.key: s for s in iter_samples(urls)}
     bank = misalign.DonorBank(urls)
     negatives = [it for it in BinaryItems(urls, cfg, "ambi", "test", 0, bank) if it["label"] == 1]

@@ -43,9 +43,13 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from avsa_data.options import check_choices, option, per_task
 from avsa_data.rng import rng_for
+from avsa_train.data.batches import loader_worker_init, raw_samples
+from avsa_train.data.items import decode_item
+from avsa_train.data.sources import shard_urls, viewpoint_sampler
+from avsa_train.data.stream_config import StreamConfig, eval_config
 from avsa_train.fit import StepOutput, fit
 from avsa_train.runs import TrainingState, resumable
-from avsa_train.tasks import misalign, streams
+from avsa_train.tasks import misalign
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
 from avsa_train.tasks.metrics import accuracy_summary, paired_gap, roc_auc
 
@@ -213,7 +217,7 @@ class BinaryItems(IterableDataset):
         if cfg.task == "avc" and donors is None:
             donors = misalign.DonorBank(self.urls)
         self.donors = donors
-        base = streams.stream_config(
+        base = StreamConfig(
             views=cfg.views,
             moments=1,
             audio_format=audio_format,
@@ -224,11 +228,11 @@ class BinaryItems(IterableDataset):
             batch_size=cfg.batch_size,
             shuffle_buffer=cfg.shuffle_buffer,
         )
-        self.decode_cfg = base if phase == "train" and cfg.augment else streams.eval_config(base)
+        self.decode_cfg = base if phase == "train" and cfg.augment else eval_config(base)
 
     def __iter__(self) -> Iterator[dict]:
         train, c = self.phase == "train", self.cfg
-        for sample in streams.raw_samples(self.urls, self.epoch, c.seed, shuffle=train, buffer=c.shuffle_buffer):
+        for sample in raw_samples(self.urls, self.epoch, c.seed, shuffle=train, buffer=c.shuffle_buffer):
             video_id = sample.meta["video_id"]
             candidates = self.donors.candidates(video_id) if self.donors is not None else []
             decision = misalign.draw_misalignment(
@@ -243,7 +247,7 @@ class BinaryItems(IterableDataset):
                                                         sample.num_views, len(donor.viewpoints))
             presented = misalign.apply(sample, decision, donor)
             cfg = self.decode_cfg if train else replace(self.decode_cfg, moments=misalign.moments_of(sample))
-            item = streams.decode(presented, cfg, self.epoch)
+            item = decode_item(presented, cfg, self.epoch)
             views = [int(k) for k in item["views"]]
             negative = misalign.describe(decision, None if donor is None else donor.key, views)
             offset = misalign.mean_offset(presented, views, decision) if c.task == "avsa" else float("nan")
@@ -293,7 +297,7 @@ def make_loader(dataset: BinaryItems, cfg: BinaryEvalConfig, device: torch.devic
         num_workers=cfg.workers,
         collate_fn=collate_items,
         pin_memory=device.type == "cuda",
-        worker_init_fn=streams.worker_init,
+        worker_init_fn=loader_worker_init,
     )
 
 
@@ -565,12 +569,12 @@ def run_binary_eval(
     if cfg.features == "transformer" and backbone.translator is None:
         raise ValueError("--features transformer needs a checkpoint with a translator; use --features direct")
     notes = []
-    if cfg.negatives == "reference" and streams.viewpoint_sampler(shards) == "energy":
+    if cfg.negatives == "reference" and viewpoint_sampler(shards) == "energy":
         notes.append(f"--negatives reference on shards made with --sampler energy: the views follow the sound, so "
                      f"the audio alone tells many {cfg.task.upper()}-Bin negatives apart; read the audio-only "
                      f"control, or use --negatives matched")
-    train_urls = streams.shard_urls(shards, cfg.train_split)
-    eval_urls = streams.shard_urls(shards, cfg.eval_split)
+    train_urls = shard_urls(shards, cfg.train_split)
+    eval_urls = shard_urls(shards, cfg.eval_split)
     train_donors = misalign.DonorBank(train_urls) if cfg.task == "avc" else None
     eval_donors = misalign.DonorBank(eval_urls) if cfg.task == "avc" else None
     fmt = backbone.audio_format

@@ -38,9 +38,12 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from avsa_data.options import check_choices, check_range, option
+from avsa_train.data.batches import loader_worker_init, raw_samples
+from avsa_train.data.items import decode_item, views_in_range
+from avsa_train.data.sources import shard_urls, split_sample_count
+from avsa_train.data.stream_config import StreamConfig
 from avsa_train.fit import StepOutput, fit
 from avsa_train.runs import TrainingState, resumable
-from avsa_train.tasks import streams
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
 from avsa_train.tasks.metrics import (
     CONFIDENCE_THRESHOLD,
@@ -257,7 +260,7 @@ class SegmentationItems(IterableDataset):
         train = phase == "train"
         self.group = cfg.views if (train or cfg.use_context) else 1
         self.hfov = cfg.hfov_range if train else cfg.eval_hfov_range
-        self.decode_cfg = streams.stream_config(
+        self.decode_cfg = StreamConfig(
             views=cfg.views,
             moments=1,
             audio_format=audio_format,
@@ -272,12 +275,12 @@ class SegmentationItems(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         train = self.phase == "train"
-        for s in streams.raw_samples(
+        for s in raw_samples(
             self.urls, self.epoch, self.cfg.seed, shuffle=train, buffer=self.cfg.shuffle_buffer
         ):
             if not s.meta.get("labels", {}).get("present", False):
                 raise ValueError(f"{s.key}: no segmentation masks (shard with --labels)")
-            n_ok = len(streams.views_in_range(s, self.hfov))
+            n_ok = len(views_in_range(s, self.hfov))
             if n_ok < self.group:
                 self.skipped += 1
                 continue
@@ -286,7 +289,7 @@ class SegmentationItems(IterableDataset):
                 if train
                 else replace(self.decode_cfg, views=n_ok, moments=int(s.meta["moments_per_sample"]))
             )
-            item = streams.decode(s, cfg, self.epoch)
+            item = decode_item(s, cfg, self.epoch)
             vid = s.meta["video_id"]
             for m in range(item["video"].shape[0]):
                 for g0 in range(0, item["video"].shape[1] - self.group + 1, self.group):
@@ -327,7 +330,7 @@ def segmentation_loss(
 
 def num_classes_of(urls: list[str]) -> tuple[int, list[str]]:
     """K and the class names (index = id) from the first sample's ``meta.labels.classes``."""
-    for s in streams.raw_samples(urls[:1], 0, 0, shuffle=False):
+    for s in raw_samples(urls[:1], 0, 0, shuffle=False):
         classes = s.meta.get("labels", {}).get("classes")
         if not classes:
             raise ValueError(f"{s.key}: meta.labels.classes is empty; shard with --labels")
@@ -437,8 +440,8 @@ def run_segmentation(
     training: TrainingState | None = None,
 ) -> TaskResult:
     """Train the FPN head (and the encoders with ``backbone="finetune"``) and evaluate it; see the module doc."""
-    train_urls = streams.shard_urls(shards, cfg.train_split)
-    eval_urls = streams.shard_urls(shards, cfg.eval_split)
+    train_urls = shard_urls(shards, cfg.train_split)
+    eval_urls = shard_urls(shards, cfg.eval_split)
     num_classes, names = num_classes_of(train_urls)
     finetune = cfg.backbone == "finetune"
     if not finetune:
@@ -449,7 +452,7 @@ def run_segmentation(
     params = [p for p in (model.parameters() if finetune else model.head.parameters()) if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = multistep(optimizer, cfg.milestones, cfg.gamma)
-    n_train = streams.split_sample_count(shards, cfg.train_split)
+    n_train = split_sample_count(shards, cfg.train_split)
     total = None if n_train is None else -(-n_train // cfg.batch_size)
     datasets: list[SegmentationItems] = []
 
@@ -461,7 +464,7 @@ def run_segmentation(
             num_workers=cfg.workers,
             collate_fn=_collate,
             pin_memory=device.type == "cuda",
-            worker_init_fn=streams.worker_init,
+            worker_init_fn=loader_worker_init,
         )
 
     history = fit_segmenter(model, optimizer, scheduler, cfg, device, train_loader, show_progress, total, training)
@@ -470,7 +473,7 @@ def run_segmentation(
     per_batch = max(1, cfg.batch_size * cfg.views // eval_ds.group)
     loader = DataLoader(
         eval_ds, batch_size=per_batch, num_workers=cfg.workers, collate_fn=_collate, pin_memory=device.type == "cuda",
-        worker_init_fn=streams.worker_init,
+        worker_init_fn=loader_worker_init,
     )
     confusion, per_video, n_crops = evaluate(
         model, loader, num_classes, cfg.confidence_threshold, device, show_progress
