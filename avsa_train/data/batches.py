@@ -12,7 +12,9 @@ without reading them. Resuming with a different ``--workers``, world size, batch
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,25 +30,57 @@ from .partition import consumer_epoch_size, iter_epoch_raw
 from .stream_config import StreamConfig
 
 
-def collate(items: list[dict]) -> dict:
-    out = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in ("video", "audio", "views")}
-    if "colour" in items[0]:
-        out["colour"] = torch.from_numpy(np.stack([it["colour"] for it in items]))
-    out["flip"] = torch.tensor([it["flip"] for it in items])
-    out["key"] = [it["key"] for it in items]
-    if "events" in items[0]:
-        out["events"] = [it["events"] for it in items]
-    if "seg" in items[0]:
-        out["seg"] = torch.from_numpy(np.stack([it["seg"] for it in items]))
-        out["conf"] = torch.from_numpy(np.stack([it["conf"] for it in items]))
+class ItemPolicy(Protocol):
+    """What a stream makes of each raw sample: pre-training's one augmented item (:class:`TrainingItems`), or a
+    downstream task's items (binary evaluation, segmentation, the direction probe)."""
+
+    #: Read only the members ``decode_item(·, cfg)`` uses (:func:`~avsa_train.data.members.member_wanted`).
+    #: Off where an item needs more, e.g. a binary negative rendered from the FOA of a sample with HRIR stereo.
+    prune: bool
+    #: Item fields :func:`collate` keeps as Python lists (strings, nested lists, per-item columns).
+    columns: tuple[str, ...]
+
+    def items(self, sample: RawSample, epoch: int) -> Iterable[dict]:
+        """The items of ``sample`` in data epoch ``epoch``."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrainingItems:
+    """Pre-training's policy: one decoded, augmented item per sample (:func:`~avsa_train.data.items.decode_item`)."""
+
+    cfg: StreamConfig
+    prune: bool = True
+    columns: tuple[str, ...] = ("key", "events")
+
+    def items(self, sample: RawSample, epoch: int) -> Iterator[dict]:
+        yield decode_item(sample, self.cfg, epoch)
+
+
+def collate(items: list[dict], columns: Sequence[str] = ("key", "events")) -> dict:
+    """A batch of ``items`` (dicts with the same fields): numpy arrays stacked into one tensor (``[B, ...]``), the
+    fields named in ``columns`` as Python lists, other values (bools, ints) as one tensor of ``B``."""
+    out = {}
+    for name, first in items[0].items():
+        values = [it[name] for it in items]
+        if name in columns:
+            out[name] = values
+        elif isinstance(first, np.ndarray):
+            out[name] = torch.from_numpy(np.stack(values))
+        else:
+            out[name] = torch.tensor(values)
     return out
 
+
 class ShardStream(IterableDataset):
-    """Infinite (epoch after epoch) stream of collated batches for one rank; see the module docstring.
+    """Stream of collated batches for one rank, epoch after epoch (or one epoch); see the module docstring.
 
     Args:
         urls: the shards (e.g. ``split_urls(expand_urls(folder), "train")``).
-        cfg: what each item and batch hold.
+        cfg: the order (``seed``, ``train`` = shuffled, ``shuffle_buffer``) and the batches (``batch_size``,
+            ``drop_last``); for pre-training also what each item holds.
+        policy: the items of each sample (:class:`ItemPolicy`); pre-training's :class:`TrainingItems` of ``cfg``
+            when not given.
         rank, world_size: this process's DDP rank and the number of ranks.
         start_epoch: the first data epoch of the stream.
         infinite: continue with the next epoch at the end of one (training); ``False``: one epoch only.
@@ -57,6 +91,7 @@ class ShardStream(IterableDataset):
         self,
         urls: Sequence[str],
         cfg: StreamConfig,
+        policy: ItemPolicy | None = None,
         *,
         rank: int = 0,
         world_size: int = 1,
@@ -71,6 +106,7 @@ class ShardStream(IterableDataset):
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
         self.urls = list(urls)
         self.cfg = cfg
+        self.policy = policy if policy is not None else TrainingItems(cfg)
         self.rank, self.world_size = rank, world_size
         self.start_epoch = start_epoch
         self.infinite = infinite
@@ -135,15 +171,22 @@ class ShardStream(IterableDataset):
                     f"consumers than samples; use fewer --workers or ranks"
                 )
 
+    def iter_items(self) -> Iterator[dict]:
+        """The items of this stream one by one, unbatched (from the start: no resume)."""
+        for e, s in self.iter_raw_samples(prune=self.policy.prune):
+            yield from self.policy.items(s, e)
+
     def __iter__(self) -> Iterator[dict]:
         batch: list[dict] = []
-        for e, s in self.iter_raw_samples(self._skipped_samples(), prune=True):
-            batch.append(decode_item(s, self.cfg, e))
-            if len(batch) == self.cfg.batch_size:
-                yield collate(batch)
-                batch = []
+        for e, s in self.iter_raw_samples(self._skipped_samples(), prune=self.policy.prune):
+            for item in self.policy.items(s, e):
+                batch.append(item)
+                if len(batch) == self.cfg.batch_size:
+                    yield collate(batch, self.policy.columns)
+                    batch = []
         if batch and not self.cfg.drop_last:
-            yield collate(batch)
+            yield collate(batch, self.policy.columns)
+
 
 def auto_workers(world_size_on_node: int = 1) -> int:
     """DataLoader workers per rank that keep a GPU fed: the node's CPUs shared by its ranks, at most 8."""
@@ -159,11 +202,15 @@ def loader_worker_init(_worker_id: int) -> None:
     allocator.keep_freed_buffers()
     threadpool_limits(1, user_api="blas")
 
-def make_loader(stream: ShardStream, num_workers: int = 2, pin_memory: bool | None = None, seed: int = 0) -> DataLoader:
-    """A DataLoader over worker-side batches (``batch_size=None``), pinned when CUDA is available.
+def make_loader(
+    stream: ShardStream, num_workers: int = 2, pin_memory: bool | None = None, seed: int | None = 0
+) -> DataLoader:
+    """The one DataLoader of the project: over a stream's worker-side batches (``batch_size=None``), pinned when
+    CUDA is available (or as ``pin_memory`` says), each worker with :func:`loader_worker_init`.
 
-    It draws its worker seeds from its own generator, never from torch's global RNG, so creating it does not
-    shift the dropout masks of the model (exact resume).
+    With a ``seed`` it draws its worker seeds from its own generator, never from torch's global RNG, so creating
+    it does not shift the dropout masks of the model (pre-training's exact resume). ``seed=None`` draws them
+    from the global RNG, as the downstream tasks' loaders always have (their recorded results depend on it).
     """
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
@@ -174,12 +221,22 @@ def make_loader(stream: ShardStream, num_workers: int = 2, pin_memory: bool | No
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if num_workers > 0 else None,
-        generator=torch.Generator().manual_seed(int(seed)),
+        generator=None if seed is None else torch.Generator().manual_seed(int(seed)),
         worker_init_fn=loader_worker_init if num_workers > 0 else None,
     )
 
 
-def raw_samples(urls: list[str], epoch: int, seed: int, shuffle: bool, buffer: int = 16) -> Iterator[RawSample]:
+def epoch_stream(
+    urls: Sequence[str], policy: ItemPolicy, *, epoch: int, seed: int, shuffle: bool, buffer: int, batch_size: int
+) -> ShardStream:
+    """One data epoch of ``urls`` as a downstream task reads it: ``policy``'s items of every sample, the samples
+    shuffled when ``shuffle`` (``rng(seed, epoch)``, a buffer of ``buffer`` per worker) and in shard order
+    otherwise, in batches of ``batch_size`` with the last partial one kept."""
+    cfg = StreamConfig(seed=seed, train=shuffle, shuffle_buffer=buffer, batch_size=batch_size, drop_last=False)
+    return ShardStream(urls, cfg, policy, start_epoch=epoch, infinite=False)
+
+
+def raw_samples(urls: Sequence[str], epoch: int, seed: int, shuffle: bool, buffer: int = 16) -> Iterator[RawSample]:
     """The raw samples of one epoch for the calling DataLoader worker (a partition of the epoch across
     workers), in a shuffled order when ``shuffle``, deterministic for ``(seed, epoch)``."""
     stream = ShardStream(urls, StreamConfig(seed=seed, train=shuffle, shuffle_buffer=buffer), start_epoch=epoch,
