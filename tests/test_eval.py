@@ -492,8 +492,6 @@ def _answer_items(n: int, dim: int, seed: int, views: int = 4) -> list[dict]:
                 "video_id": f"v{i % 16}",
                 "moment": 0,
                 "views": np.arange(views),
-                "negative": "",
-                "offset": float("nan"),
             }
         )
     return items

@@ -439,8 +439,8 @@ def encode_items(
             fvs.append(fv)
             fas.append(fa)
             labels.append(label)
-            for k in ITEM_COLUMNS:
-                columns[k] += [column_value(k, v) for v in batch[k]]
+            for k in ITEM_COLUMNS:  # a column the items lack is missing for each: "" or nan (column_value)
+                columns[k] += [column_value(k, v) for v in batch.get(k, [None] * len(label))]
             columns["draw"] += [draw] * len(batch["key"])
     if not labels:
         raise ValueError(f"{desc}: no items (is the split empty?)")
