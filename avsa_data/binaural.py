@@ -644,15 +644,6 @@ def locate_hrir_set(record: dict) -> Path:
     )
 
 
-def binauralizer_from_meta(record: dict, sr: int) -> Binauralizer:
-    """A :class:`Binauralizer` that redoes the render a shard's ``meta.json`` ``binaural`` record describes,
-    with the HRIR set checked by sha256 (:func:`locate_hrir_set`)."""
-    mode = record.get("mode", "virtual-mic")
-    if mode != "hrir":
-        return Binauralizer(mode, sr)
-    return Binauralizer("hrir", sr, locate_hrir_set(record), record.get("decoder", "ls"))
-
-
 # ----------------------------------------------------------------------------------------------- public API
 
 

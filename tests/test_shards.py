@@ -326,10 +326,10 @@ def test_hrir_shards_record_the_set_and_rerender_identically(synth_raw, tmp_path
     rec = s.meta["binaural"]
     assert rec["sofa"] == "default" and rec["sofa_sha256"] == sha and rec["sofa_file"] == "default_hrtf.sofa"
     assert rec["decoder"] == "magls" and rec["decoder_params"]["cutoff_hz"] == binaural.MAGLS_CUTOFF_HZ
-    from avsa_data.samples import render_audio_from_meta
+    from avsa_data.renders import render_at
 
     for k in (0, 1):
-        np.testing.assert_allclose(render_audio_from_meta(s.foa(0), s.meta, k, "stereo"), s.audio(k, 0, "stereo"),
+        np.testing.assert_allclose(render_at(s.foa(0), s.meta, s.viewpoint(k), "stereo"), s.audio(k, 0, "stereo"),
                                    atol=3e-4)
 
 
@@ -360,7 +360,7 @@ def test_renders_readers_make_equal_the_stored_renders(synth_shards, stored_rend
 def test_renders_flag_stores_what_readers_cannot_make():
     """``--renders auto`` stores nothing with virtual-mic stereo (a matrix of the FOA) and the stereo with an
     HRIR (a convolution); ``none`` and named subsets are taken as given, in canonical order; typos are refused."""
-    from avsa_data.format import stored_renders
+    from avsa_data.renders import stored_renders
 
     assert stored_renders(("auto",), "virtual-mic") == () and stored_renders(("auto",), "hrir") == ("stereo",)
     assert stored_renders(("none",), "hrir") == () and stored_renders((), "virtual-mic") == ()
