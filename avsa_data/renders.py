@@ -38,7 +38,7 @@ import os
 import numpy as np
 from numpy.typing import NDArray
 
-from . import ambisonics, binaural
+from . import ambisonics, binaural, hrir_sets
 from .format import RENDERS
 from .viewpoints import Viewpoint
 
@@ -139,7 +139,7 @@ def render_at(foa: NDArray, meta: dict, viewpoint: dict, render: str) -> NDArray
     degrees; of this sample's bank or another's) from the unrotated ambiX FOA ``[4, n]``, with the sample's
     ``meta.json`` settings (``sr``, ``binaural``): what a reader makes for a render the shard did not store,
     equal to the builder's :func:`render_view`. Stereo of an ``hrir`` shard needs the very HRIR set that made it:
-    it is found by the sha256 in ``meta.binaural`` (:func:`avsa_data.binaural.locate_hrir_set`), and a missing or
+    it is found by the sha256 in ``meta.binaural`` (:func:`avsa_data.hrir_sets.locate_hrir_set`), and a missing or
     different set raises a clear ``FileNotFoundError``."""
     v = Viewpoint.from_dict(viewpoint)
     if render == "stereo":
@@ -151,10 +151,10 @@ def render_at(foa: NDArray, meta: dict, viewpoint: dict, render: str) -> NDArray
 
 def stereo_renderer(meta: dict) -> binaural.Binauralizer:
     """The :class:`~avsa_data.binaural.Binauralizer` that redoes the stereo a sample's ``meta.json`` describes
-    (``binaural`` record at ``sr`` Hz), with an HRIR set checked by sha256 (:func:`~avsa_data.binaural.locate_hrir_set`;
-    a record without ``decoder`` is format 1's ``ls``)."""
+    (``binaural`` record at ``sr`` Hz), with an HRIR set checked by sha256
+    (:func:`~avsa_data.hrir_sets.locate_hrir_set`; a record without ``decoder`` is format 1's ``ls``)."""
     record, sr = meta.get("binaural") or {}, int(meta["sr"])
     mode = binaural_mode(meta)
     if mode != "hrir":
         return binaural.Binauralizer(mode, sr)
-    return binaural.Binauralizer("hrir", sr, binaural.locate_hrir_set(record), record.get("decoder", "ls"))
+    return binaural.Binauralizer("hrir", sr, hrir_sets.locate_hrir_set(record), record.get("decoder", "ls"))

@@ -124,7 +124,7 @@ class SampleConfig:
         d["renders"] = list(self.stored_renders)
         d["equirect_size"] = list(self.equirect_size) if self.equirect_size else None
         if self.binaural == "hrir":  # the HRIR set's bytes, not its path, determine the stereo renders
-            from .binaural import file_sha256, resolve_sofa
+            from .hrir_sets import file_sha256, resolve_sofa
 
             d["sofa_sha256"] = file_sha256(resolve_sofa(self.sofa or "default"))
         return d

@@ -315,12 +315,12 @@ def test_audio_members_are_tagged_for_ffmpeg(stored_render_shards, tmp_path):
 def test_hrir_shards_record_the_set_and_rerender_identically(synth_raw, tmp_path):
     """--binaural hrir: meta.binaural names the set by hash, config.json hashes it, and a reader rendering the
     stereo from the stored FOA gets the stored stereo."""
-    from avsa_data import binaural
+    from avsa_data import binaural, hrir_sets
 
     out = tmp_path / "hrir"
     run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", str(out), "--binaural", "hrir", "--sofa", "default",
             "--hrir-decoder", "magls", "-k", "2", "--moments-per-video", "1", "-j", "1", "-q")
-    sha = binaural.KNOWN_HRIR_SETS["ku100"].sha256
+    sha = hrir_sets.KNOWN_HRIR_SETS["ku100"].sha256
     assert json.loads((out / "config.json").read_text())["config"]["sample"]["sofa_sha256"] == sha
     s = next(iter_samples(out))
     rec = s.meta["binaural"]
