@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avsa_data import ambisonics, binaural, events, remote
+from avsa_data import ambisonics, binaural, events, remote, renders
 from avsa_data import format as fmt
 from avsa_data.fsutil import parse_json
 from avsa_data.geometry import rotation_yaw
@@ -47,7 +47,6 @@ from avsa_data.jobcontrol import usable_cpus
 from avsa_data.options import OptionError
 from avsa_data.reader import RawSample, iter_raw
 from avsa_data.rng import rng_for
-from avsa_data.samples import render_audio_at
 
 from . import allocator
 
@@ -213,17 +212,12 @@ def consumer_epoch_size(
     return len(range(consumer, n, consumers))
 
 
-def binaural_mode(meta: dict) -> str:
-    """The sample's stereo renderer (``meta.binaural.mode``; version-1 samples without one: virtual-mic)."""
-    return (meta.get("binaural") or {}).get("mode", "virtual-mic")
-
-
 def derived(s: RawSample, render: str) -> bool:
     """Whether ``render`` of ``s``'s views is made from the moment's one unrotated ``mMM.foa.flac``
-    (:func:`render_matrix`, :func:`view_audio`: one FLAC decode per moment instead of one per view) rather than
-    read: FOA and mono always, stereo when it is virtual-mic (:func:`avsa_data.format.derivable_renders`). HRIR
-    stereo, a convolution, is read precomputed when stored."""
-    return render in fmt.derivable_renders(binaural_mode(s.meta))
+    (:func:`avsa_data.renders.render_matrix`, :func:`view_audio`: one FLAC decode per moment instead of one per
+    view) rather than read: FOA and mono always, stereo when it is virtual-mic
+    (:func:`avsa_data.renders.derivable_renders`). HRIR stereo, a convolution, is read precomputed when stored."""
+    return render in renders.derivable_renders(renders.binaural_mode(s.meta))
 
 
 def member_wanted(cfg: StreamConfig) -> Callable[[str], bool]:
@@ -232,7 +226,7 @@ def member_wanted(cfg: StreamConfig) -> Callable[[str], bool]:
     :func:`derived`; ``prune_members`` drops what the sample's meta shows unused) and the low-resolution masks
     when asked. The reader passes the others over unread (:func:`avsa_data.reader.iter_raw`)."""
     render, _ = AUDIO_FORMATS[cfg.audio_format]
-    maybe_stored = render not in fmt.derivable_renders("hrir")  # stereo: stored for an HRIR, else derived
+    maybe_stored = render not in renders.derivable_renders("hrir")  # stereo: stored for an HRIR, else derived
 
     def wanted(name: str) -> bool:
         parts = name.split(".")
@@ -267,24 +261,6 @@ def prune_members(s: RawSample, cfg: StreamConfig) -> RawSample:
     return pruned
 
 
-def render_matrix(viewpoint: dict, render: str) -> np.ndarray:
-    """``[C, 4]`` float64: the linear map from the unrotated ambiX FOA (W, Y, Z, X) to ``render`` of
-    ``viewpoint`` (a ``meta.viewpoints`` entry, degrees): :func:`avsa_data.ambisonics.rotate_to_view` applied to
-    the identity, then :func:`~avsa_data.ambisonics.mono_render` of the rotated field for ``mono`` (a cardioid
-    at the view centre) and for virtual-mic ``stereo`` (cardioids at ±:data:`avsa_data.binaural.VIRTUAL_MIC_AZIMUTH`,
-    :func:`avsa_data.binaural.virtual_mic_binaural`): the shard builder's own rendering written as a matrix."""
-    v = viewpoint
-    rotation = ambisonics.rotate_to_view(np.eye(4), float(v["azimuth"]), float(v["elevation"]))
-    if render == "foa":
-        return rotation
-    if render == "mono":
-        return ambisonics.mono_render(rotation)[None]
-    if render == "stereo":
-        az = binaural.VIRTUAL_MIC_AZIMUTH
-        return np.stack([ambisonics.mono_render(rotation, az, 0.0), ambisonics.mono_render(rotation, -az, 0.0)])
-    raise ValueError(f"unknown render {render!r}; choose from {fmt.RENDERS}")
-
-
 def view_audio(
     s: RawSample, views: Sequence[int], moment: int, audio_format: str, flip: bool = False, gain: float = 1.0,
     field_yaw: float = 0.0,
@@ -295,15 +271,16 @@ def view_audio(
 
     A :func:`derived` render (FOA, mono, virtual-mic stereo) comes from the moment's unrotated FOA, decoded
     once: rotation, render, mirror and gain of every view are folded into one ``[V·C, 4]`` matrix
-    (:func:`render_matrix`) and applied in one product. HRIR stereo is the stored render of each view (or, when
-    not stored or the field is rotated, rendered from the FOA as :meth:`avsa_data.reader.RawSample.audio` does).
+    (:func:`avsa_data.renders.render_matrix`) and applied in one product. HRIR stereo is the stored render of each
+    view (or, when not stored or the field is rotated, rendered from the FOA by :func:`avsa_data.renders.render_at`,
+    as :meth:`avsa_data.reader.RawSample.audio` does).
     """
     render, channels = AUDIO_FORMATS[audio_format]
     mirror = AUDIO_MIRRORS[audio_format]
     turn = ambisonics.rotate(np.eye(4), rotation_yaw(field_yaw)) if field_yaw else None
     if not derived(s, render) and turn is not None:
         foa = (turn @ s.foa(moment)).astype(np.float32)
-        rendered = [render_audio_at(foa, s.meta, s.audio_viewpoint(k), render) for k in views]
+        rendered = [renders.render_at(foa, s.meta, s.audio_viewpoint(k), render) for k in views]
         return np.stack([mirror(a) if flip else a for a in rendered]) * np.float32(gain)
     if not derived(s, render):
         first = s.audio(views[0], moment, render)
@@ -312,7 +289,7 @@ def view_audio(
             a = first if j == 0 else s.audio(k, moment, render)
             np.multiply(mirror(a) if flip else a, np.float32(gain), out=out[j])
         return out
-    mats = [render_matrix(s.audio_viewpoint(k), render) for k in views]  # [C, 4] each; the mirror acts on rows
+    mats = [renders.render_matrix(s.audio_viewpoint(k), render) for k in views]  # [C, 4] each; the mirror acts on rows
     stacked = np.concatenate([mirror(m) if flip else m for m in mats]) * gain
     if turn is not None:
         stacked = stacked @ turn
