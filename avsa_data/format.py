@@ -13,7 +13,8 @@ import re
 #: Version of the shard layout. Bump on any change a reader could notice.
 #: 2: ``meta.json`` holds ``member_sha256`` (sha256 of every other member) and ``meta_sha256`` (of itself).
 #: 3: ``renders`` may be empty, and by default (``--renders auto``) holds only the renders that are not a matrix
-#: of the unrotated FOA: none with virtual-mic stereo, ``["stereo"]`` with an HRIR (:func:`derivable_renders`).
+#: of the unrotated FOA: none with virtual-mic stereo, ``["stereo"]`` with an HRIR
+#: (:func:`avsa_data.renders.derivable_renders`).
 FORMAT_VERSION = 3
 #: Versions this code reads (version 1 shards have no checksums; version 2 shards always store ≥ 1 render).
 READABLE_VERSIONS = (1, 2, 3)
@@ -21,30 +22,6 @@ READABLE_VERSIONS = (1, 2, 3)
 RENDERS = ("foa", "mono", "stereo")
 BINAURAL_MODES = ("virtual-mic", "hrir")
 RENDER_CHANNELS = {"foa": 4, "mono": 1, "stereo": 2}
-
-
-def derivable_renders(binaural_mode: str) -> tuple[str, ...]:
-    """Renders that are a fixed ``[C, 4]`` matrix of the unrotated FOA for every viewpoint (rotation, then a
-    cardioid for mono, two cardioids for virtual-mic stereo), so a reader makes them exactly from ``mMM.foa.flac``
-    and the viewpoint; HRIR stereo is a convolution and is not (docs/FORMAT.md "Per-view audio")."""
-    return RENDERS if binaural_mode == "virtual-mic" else ("foa", "mono")
-
-
-def stored_renders(requested: tuple[str, ...], binaural_mode: str) -> tuple[str, ...]:
-    """The renders a shard stores per viewpoint for ``--renders`` (``requested``): ``auto`` → those a reader
-    cannot derive (:func:`derivable_renders`: none with virtual-mic, ``stereo`` with ``hrir``), ``none`` or
-    ``()`` → none, else the named subset of :data:`RENDERS` in canonical order. Raises ``ValueError`` naming
-    the flag on anything else."""
-    req = tuple(requested)
-    if req == ("auto",):
-        return tuple(r for r in RENDERS if r not in derivable_renders(binaural_mode))
-    if req in ((), ("none",)):
-        return ()
-    bad = [r for r in req if r not in RENDERS]
-    if bad or len(set(req)) != len(req):
-        raise ValueError(f"--renders must be auto, none, or distinct names from {','.join(RENDERS)}; got "
-                         f"{','.join(req) or '(empty)'}")
-    return tuple(r for r in RENDERS if r in req)
 
 
 #: Confidence threshold of seed §A.2: pixels below it are ignored at train and eval time.
@@ -181,132 +158,194 @@ def meta_check(meta: object) -> tuple[list[str], bool]:
 
 def _schema_problems(meta: object, strict: bool) -> tuple[list[str], int]:
     """:func:`meta_problems`, and how many of them only ``strict`` reports (the others are the same lines,
-    in the same order, that ``strict=False`` gives)."""
+    in the same order, that ``strict=False`` gives). The checks run in the order of their lines."""
     if not isinstance(meta, dict):
         return [f"meta.json must be a JSON object, got {type(meta).__name__}"], 0
-    out: list[str] = []
-    strict_only = 0
+    c = _MetaCheck(meta)
+    version = meta.get("format_version")
+    if not _is_int(version) or version not in READABLE_VERSIONS:
+        c.bad("format_version", f"one of {READABLE_VERSIONS} (this reader's versions)")
+        return c.out, 0  # a different layout: the other fields mean nothing
+    _check_identity(c)
+    m, t = _check_clip_fields(c)
+    sr, n = _check_audio_fields(c, version)
+    _check_labels(c, strict)
+    _check_viewpoints(c)
+    _check_equirect(c)
+    _check_moment_lists(c, m, t)
+    if sr is not None and n is not None and n > 600 * sr:
+        c.out.append(f"meta.json audio_samples {n} is more than 10 minutes at {sr} Hz")
+    if strict:
+        _check_informational_fields(c, version)
+    _check_checksums(c)
+    return c.out, c.strict_only
 
-    def bad(name: str, want: str) -> None:
-        text = repr(meta[name]) if name in meta else "nothing (missing)"
-        out.append(f"meta.json {name} must be {want}, got {text[:80] + '…' if len(text) > 80 else text}")
 
-    def int_field(name: str, lo: int, hi: int) -> int | None:
-        v = meta.get(name)
+class _MetaCheck:
+    """The problems found so far in one decoded ``meta.json`` (``out``, one line each; ``strict_only`` of them
+    only a strict check reports), and the typed-field checks that add them."""
+
+    def __init__(self, meta: dict) -> None:
+        self.meta = meta
+        self.out: list[str] = []
+        self.strict_only = 0
+
+    def bad(self, name: str, want: str) -> None:
+        text = repr(self.meta[name]) if name in self.meta else "nothing (missing)"
+        self.out.append(f"meta.json {name} must be {want}, got {text[:80] + '…' if len(text) > 80 else text}")
+
+    def int_field(self, name: str, lo: int, hi: int) -> int | None:
+        v = self.meta.get(name)
         if not _is_int(v) or not lo <= v <= hi:
-            bad(name, f"an integer in {lo}..{hi}")
+            self.bad(name, f"an integer in {lo}..{hi}")
             return None
         return v
 
-    def num_field(name: str, lo: float, hi: float, lo_open: bool = False) -> float | None:
-        v = meta.get(name)
+    def num_field(self, name: str, lo: float, hi: float, lo_open: bool = False) -> float | None:
+        v = self.meta.get(name)
         if not _is_num(v) or not (lo < v if lo_open else lo <= v) or v > hi:
-            bad(name, f"a number in {'(' if lo_open else '['}{lo}, {hi}]")
+            self.bad(name, f"a number in {'(' if lo_open else '['}{lo}, {hi}]")
             return None
         return float(v)
 
-    def list_of(name: str, n: int | None, ok, want: str) -> list | None:
-        v = meta.get(name)
+    def list_of(self, name: str, n: int | None, ok, want: str) -> list | None:
+        v = self.meta.get(name)
         if not isinstance(v, list) or (n is not None and len(v) != n) or not all(ok(x) for x in v):
-            bad(name, f"a list of {n if n is not None else ''} {want}".replace("  ", " "))
+            self.bad(name, f"a list of {n if n is not None else ''} {want}".replace("  ", " "))
             return None
         return v
 
-    version = meta.get("format_version")
-    if not _is_int(version) or version not in READABLE_VERSIONS:
-        bad("format_version", f"one of {READABLE_VERSIONS} (this reader's versions)")
-        return out, 0  # a different layout: the other fields mean nothing
+
+def _check_identity(c: _MetaCheck) -> None:
+    """``key``, ``video_id``, ``split``, ``moment``, and ``key == video_id/moment``."""
+    meta = c.meta
     key, vid, split, moment = meta.get("key"), meta.get("video_id"), meta.get("split"), meta.get("moment")
     if not isinstance(key, str) or not KEY_RE.match(key):
-        bad("key", "'{video_id}/{moment:06d}'")
+        c.bad("key", "'{video_id}/{moment:06d}'")
     if not isinstance(vid, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", vid):
-        bad("video_id", "a string of [A-Za-z0-9_-]")
+        c.bad("video_id", "a string of [A-Za-z0-9_-]")
     if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", split):
-        bad("split", "a string of [A-Za-z0-9_-]")
+        c.bad("split", "a string of [A-Za-z0-9_-]")
     if not _is_int(moment) or moment < 0:
-        bad("moment", "an integer ≥ 0")
+        c.bad("moment", "an integer ≥ 0")
     elif isinstance(key, str) and isinstance(vid, str) and key != sample_key(vid, moment):
-        out.append(f"meta.json key {key!r} != video_id/moment {sample_key(vid, moment)!r}")
-    m = int_field("moments_per_sample", 1, MAX_MOMENTS)
-    t = int_field("frames_per_clip", 1, MAX_FRAMES_PER_CLIP)
-    num_field("fps", 0.0, 1000.0, lo_open=True)
-    crop = meta.get("crop_size")
-    if not (isinstance(crop, list) and len(crop) == 2 and all(_is_int(c) and 1 <= c <= MAX_CROP for c in crop)):
-        bad("crop_size", f"[H, W] integers in 1..{MAX_CROP}")
-        crop = None
+        c.out.append(f"meta.json key {key!r} != video_id/moment {sample_key(vid, moment)!r}")
+
+
+def _check_clip_fields(c: _MetaCheck) -> tuple[int | None, int | None]:
+    """``moments_per_sample`` (M), ``frames_per_clip`` (T), ``fps``, ``crop_size`` and the size a clip decodes
+    to; returns (M, T), each ``None`` when bad."""
+    m = c.int_field("moments_per_sample", 1, MAX_MOMENTS)
+    t = c.int_field("frames_per_clip", 1, MAX_FRAMES_PER_CLIP)
+    c.num_field("fps", 0.0, 1000.0, lo_open=True)
+    crop = c.meta.get("crop_size")
+    if not (isinstance(crop, list) and len(crop) == 2 and all(_is_int(x) and 1 <= x <= MAX_CROP for x in crop)):
+        c.bad("crop_size", f"[H, W] integers in 1..{MAX_CROP}")
     elif t is not None and t * crop[0] * crop[1] * 3 > MAX_DECODED_BYTES:
-        out.append(f"meta.json frames_per_clip × crop_size ({t}×{crop[0]}×{crop[1]}) decodes to more than "
-                   f"{MAX_DECODED_BYTES >> 20} MiB")
-    sr = int_field("sr", 1, MAX_SR)
-    n = int_field("audio_samples", 1, MAX_DECODED_BYTES // 16)  # 4 channels of float32
+        c.out.append(f"meta.json frames_per_clip × crop_size ({t}×{crop[0]}×{crop[1]}) decodes to more than "
+                     f"{MAX_DECODED_BYTES >> 20} MiB")
+    return m, t
+
+
+def _check_audio_fields(c: _MetaCheck, version: int) -> tuple[int | None, int | None]:
+    """``sr``, ``audio_samples``, ``audio_scale``, ``audio_bits``, ``audio_format``, ``renders``, ``binaural`` and
+    ``audio``; returns (sr, audio_samples), each ``None`` when bad."""
+    meta = c.meta
+    sr = c.int_field("sr", 1, MAX_SR)
+    n = c.int_field("audio_samples", 1, MAX_DECODED_BYTES // 16)  # 4 channels of float32
     scale = meta.get("audio_scale")
     if not _is_num(scale) or scale <= 0 or math.frexp(scale)[0] != 0.5 or not 2.0**-8 <= scale <= 2.0**16:
-        bad("audio_scale", "a power of two in [2^-8, 2^16] (a number)")
+        c.bad("audio_scale", "a power of two in [2^-8, 2^16] (a number)")
     if meta.get("audio_bits") not in (16, 24) or isinstance(meta.get("audio_bits"), bool):
-        bad("audio_bits", "16 or 24")
+        c.bad("audio_bits", "16 or 24")
     if meta.get("audio_format") != "ambix":
-        bad("audio_format", "'ambix'")
+        c.bad("audio_format", "'ambix'")
     renders = meta.get("renders")
     if not (isinstance(renders, list) and (renders or version >= 3)
             and all(isinstance(r, str) and r in RENDERS for r in renders) and len(set(renders)) == len(renders)):
-        bad("renders", f"a list of distinct renders from {RENDERS}" + (" (format 3: may be empty)" if version >= 3
-                                                                         else ", not empty"))
+        c.bad("renders", f"a list of distinct renders from {RENDERS}" + (" (format 3: may be empty)" if version >= 3
+                                                                           else ", not empty"))
     binaural = meta.get("binaural")
     if not (isinstance(binaural, dict) and binaural.get("mode") in BINAURAL_MODES
             and isinstance(binaural.get("sofa"), (str, type(None)))):
-        bad("binaural", f"{{mode: one of {BINAURAL_MODES}, sofa: a path or null}}")
+        c.bad("binaural", f"{{mode: one of {BINAURAL_MODES}, sofa: a path or null}}")
     audio = meta.get("audio")
     if "audio" in meta and not (isinstance(audio, dict) and isinstance(audio.get("channel_order"), dict)):
-        bad("audio", "an object with 'channel_order' (render → channel names)")
-    labels = meta.get("labels")
+        c.bad("audio", "an object with 'channel_order' (render → channel names)")
+    return sr, n
+
+
+def _check_labels(c: _MetaCheck, strict: bool) -> None:
+    """``labels.present``; strictly also its ``classes`` and ``confidence_threshold``."""
+    labels = c.meta.get("labels")
     if not (isinstance(labels, dict) and isinstance(labels.get("present"), bool)):
-        bad("labels", "an object with a boolean 'present'")
+        c.bad("labels", "an object with a boolean 'present'")
     elif strict and not (isinstance(labels.get("classes", {}), dict) and _is_num(labels.get("confidence_threshold"))):
-        bad("labels", "an object with 'classes' (id → name) and a numeric 'confidence_threshold'")
-        strict_only += 1
-    views = meta.get("viewpoints")
+        c.bad("labels", "an object with 'classes' (id → name) and a numeric 'confidence_threshold'")
+        c.strict_only += 1
+
+
+def _check_viewpoints(c: _MetaCheck) -> None:
+    """``viewpoints``: 1..MAX_VIEWS records ``{azimuth, elevation, hfov, vfov}`` in degrees (the first bad one)."""
+    views = c.meta.get("viewpoints")
     if not isinstance(views, list) or not 1 <= len(views) <= MAX_VIEWS:
-        bad("viewpoints", f"a list of 1..{MAX_VIEWS} viewpoints")
-    else:
-        for i, v in enumerate(views):
-            ok = isinstance(v, dict) and set(v) == {"azimuth", "elevation", "hfov", "vfov"} and all(
-                _is_num(v[f]) for f in v)
-            if not ok or not (-360 <= v["azimuth"] <= 360 and -90 <= v["elevation"] <= 90
-                              and 0 < v["hfov"] < 180 and 0 < v["vfov"] < 180):
-                out.append(f"meta.json viewpoints[{i}] must be {{azimuth, elevation, hfov, vfov}} in degrees "
-                           f"(|az| ≤ 360, |el| ≤ 90, 0 < fov < 180), got {str(v)[:80]}")
-                break
-    eq = meta.get("equirect_size")
+        c.bad("viewpoints", f"a list of 1..{MAX_VIEWS} viewpoints")
+        return
+    for i, v in enumerate(views):
+        ok = isinstance(v, dict) and set(v) == {"azimuth", "elevation", "hfov", "vfov"} and all(
+            _is_num(v[f]) for f in v)
+        if not ok or not (-360 <= v["azimuth"] <= 360 and -90 <= v["elevation"] <= 90
+                          and 0 < v["hfov"] < 180 and 0 < v["vfov"] < 180):
+            c.out.append(f"meta.json viewpoints[{i}] must be {{azimuth, elevation, hfov, vfov}} in degrees "
+                         f"(|az| ≤ 360, |el| ≤ 90, 0 < fov < 180), got {str(v)[:80]}")
+            break
+
+
+def _check_equirect(c: _MetaCheck) -> None:
+    """``equirect_size``: null or a [W, H] that decodes within the limits."""
+    eq = c.meta.get("equirect_size")
     if eq is not None and not (isinstance(eq, list) and len(eq) == 2 and all(_is_int(x) and x >= 1 for x in eq)
                                and eq[0] <= MAX_EQUIRECT_WIDTH and eq[0] * eq[1] * 3 <= MAX_DECODED_BYTES):
-        bad("equirect_size", f"null or [W, H] integers with W ≤ {MAX_EQUIRECT_WIDTH}")
-    if m is not None:
-        list_of("times", m, _is_num, "moment times (s)")
-        list_of("label_times", m, _is_num, "times (s)")
-        fi = list_of("frame_indices", m, lambda x: isinstance(x, list) and len(x) == 2 and all(map(_is_int, x)),
-                     "[start, stop) frame index pairs")
-        if fi is not None and t is not None and any(b - a != t for a, b in fi):
-            out.append(f"meta.json frame_indices {fi[:4]} do not span frames_per_clip = {t} frames")
-    if sr is not None and n is not None and n > 600 * sr:
-        out.append(f"meta.json audio_samples {n} is more than 10 minutes at {sr} Hz")
-    if strict:
-        before = len(out)
-        if not isinstance(meta.get("source"), dict):
-            bad("source", "an object (path, audio, duration, width, height, fps)")
-        allowed = META_FIELDS | (CHECKSUM_FIELDS if version >= 2 else frozenset())
-        required = (META_FIELDS | CHECKSUM_FIELDS) if version >= 2 else META_FIELDS - V2_FIELDS
-        out += [f"meta.json has an unknown field {f!r}" for f in sorted(set(meta) - allowed)]
-        out += [f"meta.json lacks the field {f!r}" for f in sorted(required - set(meta))
-                if not any(f"meta.json {f} must" in p for p in out)]
-        strict_only += len(out) - before
+        c.bad("equirect_size", f"null or [W, H] integers with W ≤ {MAX_EQUIRECT_WIDTH}")
+
+
+def _check_moment_lists(c: _MetaCheck, m: int | None, t: int | None) -> None:
+    """``times``, ``label_times`` and ``frame_indices``: one entry per moment (M), clips of T frames (checked
+    only when M, and T, are good)."""
+    if m is None:
+        return
+    c.list_of("times", m, _is_num, "moment times (s)")
+    c.list_of("label_times", m, _is_num, "times (s)")
+    fi = c.list_of("frame_indices", m, lambda x: isinstance(x, list) and len(x) == 2 and all(map(_is_int, x)),
+                   "[start, stop) frame index pairs")
+    if fi is not None and t is not None and any(b - a != t for a, b in fi):
+        c.out.append(f"meta.json frame_indices {fi[:4]} do not span frames_per_clip = {t} frames")
+
+
+def _check_informational_fields(c: _MetaCheck, version: int) -> None:
+    """Strict only: ``source``, unknown fields and missing ones (checksums from format_version 2 on)."""
+    meta, out = c.meta, c.out
+    before = len(out)
+    if not isinstance(meta.get("source"), dict):
+        c.bad("source", "an object (path, audio, duration, width, height, fps)")
+    allowed = META_FIELDS | (CHECKSUM_FIELDS if version >= 2 else frozenset())
+    required = (META_FIELDS | CHECKSUM_FIELDS) if version >= 2 else META_FIELDS - V2_FIELDS
+    out += [f"meta.json has an unknown field {f!r}" for f in sorted(set(meta) - allowed)]
+    out += [f"meta.json lacks the field {f!r}" for f in sorted(required - set(meta))
+            if not any(f"meta.json {f} must" in p for p in out)]
+    c.strict_only += len(out) - before
+
+
+def _check_checksums(c: _MetaCheck) -> None:
+    """``member_sha256`` (an object of sha256 hex strings, bounded) and ``meta_sha256``, when present."""
+    meta = c.meta
     sums = meta.get("member_sha256")
     if "member_sha256" in meta and not (isinstance(sums, dict) and len(sums) <= 16 * MAX_MOMENTS * MAX_VIEWS and all(
             isinstance(k, str) and isinstance(h, str) and _HEX64.match(h) for k, h in sums.items())):
-        bad("member_sha256", "an object {member suffix: sha256 hex}")
+        c.bad("member_sha256", "an object {member suffix: sha256 hex}")
     ms = meta.get("meta_sha256")
     if "meta_sha256" in meta and not (isinstance(ms, str) and _HEX64.match(ms)):
-        bad("meta_sha256", "a sha256 hex string")
-    return out, strict_only
+        c.bad("meta_sha256", "a sha256 hex string")
 
 
 def member_shape(meta: dict, suffix: str) -> tuple[int, ...]:

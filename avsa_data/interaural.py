@@ -24,8 +24,9 @@ import scipy.signal
 from numpy.typing import ArrayLike, NDArray
 
 from . import ambisonics
-from .binaural import HrirSet, resample_filters
+from .binaural import resample_filters
 from .geometry import direction_to_vector
+from .hrir_sets import HrirSet
 
 #: ITD is measured on the ears' signals below this frequency (Hz).
 ITD_BAND_HZ = 1500.0

@@ -112,16 +112,16 @@ class RawSample:
     def audio(self, view: int, moment: int = 0, render: str = "foa") -> NDArray[np.float32]:
         """``[C, n]`` float32 render of viewpoint ``view`` (foa: W,Y,Z,X rotated; mono; stereo: L,R).
 
-        A render that was not precomputed (``--renders``) is computed from the unrotated FOA with the same
-        avsa_data functions the shard builder uses.
+        A render that was not precomputed (``--renders``) is computed from the unrotated FOA and the viewpoint by
+        :func:`avsa_data.renders.render_at`, as the shard builder computes it.
         """
         name = fmt.render_member(moment, view, render)
         if name in self.members:
             return self.decode(name) * np.float32(self.meta["audio_scale"])
-        self.viewpoint(view)  # a view outside the bank is refused before the FOA is decoded
-        from .samples import render_audio_from_meta
+        viewpoint = self.viewpoint(view)  # a view outside the bank is refused before the FOA is decoded
+        from .renders import render_at  # imported when first needed: it brings in avsa_data.binaural
 
-        return render_audio_from_meta(self.foa(moment), self.meta, view, render)
+        return render_at(self.foa(moment), self.meta, viewpoint, render)
 
     def foa(self, moment: int = 0) -> NDArray[np.float32]:
         """``[4, n]`` float32 unrotated ambiX FOA (W, Y, Z, X) of the moment."""
@@ -202,30 +202,38 @@ def iter_raw(path: str | Path, fileobj: IO[bytes] | None = None, size: int | Non
             raise ShardFormatError(f"{path}: {key + ': ' if key else ''}{msg}")
         on_problem(key, msg)
 
-    key, members, done = None, {}, set()
     by_name = None if wanted is None else (lambda name: wanted(_key_and_suffix(name)[1]))
     try:
-        for name, data in iter_tar(fileobj, path, size, on_problem, by_name):
-            k, suffix = _key_and_suffix(name)
-            if not fmt.KEY_RE.match(k) or not fmt.SUFFIX_RE.match(suffix):
-                problem(None, f"member name {name!r} is not '{{video_id}}/{{moment:06d}}.{{suffix}}' "
-                              f"(absolute and '..' paths are refused); skipped")
-                continue
-            if k != key:
-                if key is not None:
-                    yield RawSample(key, members, path)
-                    done.add(key)
-                if k in done:
-                    problem(k, "duplicate sample key: its members come back after other samples")
-                key, members = k, {}
-            if data is None:  # not wanted: passed over unread
-                continue
-            if suffix in members:
-                problem(k, f"duplicate member {suffix}; the first one is kept")
-                continue
-            members[suffix] = data
+        yield from _grouped(iter_tar(fileobj, path, size, on_problem, by_name), path, problem)
     except OSError as e:
         raise ShardFormatError(f"{path}: read error ({e})") from e
+
+
+def _grouped(entries: Iterable[tuple[str, bytes | None]], path: str,
+             problem: Callable[[str | None, str], None]) -> Iterator[RawSample]:
+    """The samples of the tar ``path`` from its ``(member name, bytes or None when not wanted)`` entries, in
+    order: contiguous members with one key. Bad names, repeated members and keys that come back are reported to
+    ``problem(key, message)`` (:func:`iter_raw`) and skipped."""
+    key, members, done = None, {}, set()
+    for name, data in entries:
+        k, suffix = _key_and_suffix(name)
+        if not fmt.KEY_RE.match(k) or not fmt.SUFFIX_RE.match(suffix):
+            problem(None, f"member name {name!r} is not '{{video_id}}/{{moment:06d}}.{{suffix}}' "
+                          f"(absolute and '..' paths are refused); skipped")
+            continue
+        if k != key:
+            if key is not None:
+                yield RawSample(key, members, path)
+                done.add(key)
+            if k in done:
+                problem(k, "duplicate sample key: its members come back after other samples")
+            key, members = k, {}
+        if data is None:  # not wanted: passed over unread
+            continue
+        if suffix in members:
+            problem(k, f"duplicate member {suffix}; the first one is kept")
+            continue
+        members[suffix] = data
     if key is not None:
         yield RawSample(key, members, path)
 

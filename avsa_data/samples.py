@@ -17,36 +17,26 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from . import ambisonics, codecs
+from . import codecs
 from . import format as fmt
+from .binaural import HRIR_DECODERS
 from .crops import CropGrid
 from .crops_yuv import clips_for, rgb_of
 from .events import NO_EVENTS, VideoEvents
 from .labels import VideoLabels
 from .options import OptionError, check_choices, check_range, option
+from .renders import AUDIO_LAYOUT, render_view, stored_renders
 from .rng import rng_for
 from .viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG, SAMPLERS, Viewpoint, sample_bank
 
 BINAURAL_MODES = fmt.BINAURAL_MODES
 #: Channel conventions of the input FOA (converted to ambiX on reading; the same as media.AMBI_FORMATS).
 AMBI_FORMATS = ("ambix", "fuma")
-#: Renderers of ``--binaural hrir`` (the same tuple as :data:`avsa_data.binaural.HRIR_DECODERS`; binaural.py
-#: is imported lazily because it pulls in scipy.signal).
-HRIR_DECODERS = ("parametric", "magls", "ls")
-#: How the audio members are laid out, stated in every ``meta.json`` (``audio`` record; docs/FORMAT.md).
-AUDIO_LAYOUT = {
-    "channel_order": {"foa": ["W", "Y", "Z", "X"], "mono": ["M"], "stereo": ["left", "right"]},
-    "ambisonics": "ambiX: first order, ACN channel order, SN3D normalisation",
-    "normalisation": "SN3D",
-    "mono": "M = (W + X) / 2 of the rotated FOA: a first-order cardioid looking at the viewpoint centre",
-    "stereo": "binaural, channel 0 = left ear, 1 = right ear, listener facing the viewpoint centre (see binaural)",
-    "angle_units": "degrees",
-    "angle_convention": "azimuth positive to the left (counter-clockwise from above), elevation positive up",
-}
 #: Frames the decoder may fall short of the expected count at the end of a video (then the last is repeated).
 MAX_MISSING_TAIL_FRAMES = 2
 
@@ -113,13 +103,13 @@ class SampleConfig:
             raise OptionError("--viewpoints-per-moment and --moments-per-sample must be ≥ 1")
         check_choices(self)  # --sampler, --audio-bits, --binaural, --hrir-decoder, --ambi-format
         check_range("--hfov", self.hfov_min, self.hfov_max, 0.0, 180.0, "degrees")
-        fmt.stored_renders(self.renders, self.binaural)  # a bad --renders is refused here, naming the flag
+        stored_renders(self.renders, self.binaural)  # a bad --renders is refused here, naming the flag
 
     @property
     def stored_renders(self) -> tuple[str, ...]:
         """The renders stored per viewpoint (``--renders`` resolved against ``--binaural``; what meta.json and the
         config hash say). ``renders`` keeps what was asked, so ``auto`` follows a later ``replace(binaural=…)``."""
-        return fmt.stored_renders(self.renders, self.binaural)
+        return stored_renders(self.renders, self.binaural)
 
     @property
     def frames_per_clip(self) -> int:
@@ -134,7 +124,7 @@ class SampleConfig:
         d["renders"] = list(self.stored_renders)
         d["equirect_size"] = list(self.equirect_size) if self.equirect_size else None
         if self.binaural == "hrir":  # the HRIR set's bytes, not its path, determine the stereo renders
-            from .binaural import file_sha256, resolve_sofa
+            from .hrir_sets import file_sha256, resolve_sofa
 
             d["sofa_sha256"] = file_sha256(resolve_sofa(self.sofa or "default"))
         return d
@@ -206,54 +196,9 @@ def sample_viewpoints(
     return sample_bank(rng, cfg.viewpoints_per_moment, cfg.sampler, foa=foa_window, **kw)
 
 
-def render_view_audio(
-    foa_window: NDArray, view: Viewpoint, renders: tuple[str, ...], sr: int, binaural_mode: str,
-    sofa: str | None = None, hrir_decoder: str = "parametric",
-) -> dict[str, NDArray]:
-    """Renders of one viewpoint: rotated FOA ``[4, n]`` (W,Y,Z,X), mono ``[1, n]``, stereo ``[2, n]`` (L, R)."""
-    out: dict[str, NDArray] = {}
-    if not renders:  # the default (--renders auto, virtual-mic): readers make them from the unrotated FOA
-        return out
-    rotated = ambisonics.rotate_to_view(foa_window, view.azimuth, view.elevation)
-    if "foa" in renders:
-        out["foa"] = rotated
-    if "mono" in renders:
-        out["mono"] = ambisonics.mono_render(rotated)[None]
-    if "stereo" in renders:
-        from .binaural import binauralize
-
-        out["stereo"] = binauralize(rotated, sr, mode=binaural_mode, sofa=sofa, decoder=hrir_decoder)
-    return out
-
-
 def render_audio(foa_window: NDArray, view: Viewpoint, cfg: SampleConfig) -> dict[str, NDArray]:
-    """The renders ``cfg.stored_renders`` of one viewpoint (see :func:`render_view_audio`)."""
-    return render_view_audio(foa_window, view, cfg.stored_renders, cfg.sr, cfg.binaural, cfg.sofa,
-                             cfg.hrir_decoder)
-
-
-def render_audio_from_meta(foa: NDArray, meta: dict, view: int, render: str) -> NDArray[np.float32]:
-    """Render ``render`` of viewpoint index ``view`` from a sample's unrotated FOA and its ``meta.json``.
-
-    This is how a reader fills in renders that were not precomputed (``--renders``): the same functions
-    and the same binaural settings as the shard builder, so both profiles train identically. Stereo of an
-    ``hrir`` shard needs the very HRIR set that made it: it is found by the sha256 in ``meta.binaural``
-    (:func:`avsa_data.binaural.locate_hrir_set`), and a missing or different set raises a clear error.
-    """
-    return render_audio_at(foa, meta, meta["viewpoints"][view], render)
-
-
-def render_audio_at(foa: NDArray, meta: dict, viewpoint: dict, render: str) -> NDArray[np.float32]:
-    """:func:`render_audio_from_meta` at a ``meta.viewpoints``-style record ``viewpoint`` (degrees) instead of
-    an index into the sample's own bank (the binaural settings are still the sample's)."""
-    v = Viewpoint.from_dict(viewpoint)
-    if render == "stereo":
-        from .binaural import binauralizer_from_meta
-
-        rotated = ambisonics.rotate_to_view(foa, v.azimuth, v.elevation)
-        return binauralizer_from_meta(meta.get("binaural") or {}, int(meta["sr"]))(rotated).astype(np.float32)
-    out = render_view_audio(foa, v, (render,), int(meta["sr"]), "virtual-mic")
-    return out[render].astype(np.float32, copy=False)
+    """The renders ``cfg.stored_renders`` of one viewpoint (:func:`avsa_data.renders.render_view`)."""
+    return render_view(foa_window, view, cfg.stored_renders, cfg.sr, cfg.binaural, cfg.sofa, cfg.hrir_decoder)
 
 
 def audio_scale_for(peak: float) -> float:
@@ -287,6 +232,23 @@ class EncodedSample:
         return sum(len(b) for _, b in self.members)
 
 
+class _Moment(NamedTuple):
+    """One moment of a sample being built: the indices and frames of its clip, its unrotated FOA window
+    ``[4, audio_samples]``, the stored renders of each view (:func:`render_audio`) and the time (seconds) its
+    labels are taken at (the clip's centre frame)."""
+
+    frames: range
+    clip: list
+    window: NDArray
+    renders: list[dict[str, NDArray]]
+    label_time: float
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """Peak absolute value of the window, then of every render."""
+        return (float(np.abs(self.window).max()), *(float(np.abs(a).max()) for r in self.renders for a in r.values()))
+
+
 def build_sample(
     plan: SamplePlan,
     frames: dict[int, NDArray[np.uint8]],
@@ -300,24 +262,54 @@ def build_sample(
     """Render and encode one sample. ``frames`` maps frame index → equirect ``[H, W, 3]`` uint8 RGB or a
     :class:`avsa_data.crops_yuv.YuvFrame` (the shard job's decoder output; crops then come from the YUV planes)."""
     views = sample_viewpoints(cfg, info.video_id, plan.index, audio_window(foa, plan.times[0], cfg))
-    crop_hw = (cfg.crop_size, cfg.crop_size)
-    grids = [CropGrid(v, crop_hw) for v in views]
+    grids = [CropGrid(v, (cfg.crop_size, cfg.crop_size)) for v in views]
     grids56 = [CropGrid(v, (fmt.SEG_LOWRES, fmt.SEG_LOWRES)) for v in views]
-
-    per_moment = []
+    moments = [_render_moment(t, frames, foa, views, cfg) for t in plan.times]
     peak = 0.0
-    for t in plan.times:
-        idx = clip_frame_indices(t, cfg)
-        clip = [frames[i] for i in idx]
-        window = audio_window(foa, t, cfg)
-        renders = [render_audio(window, v, cfg) for v in views]
-        peak = max(peak, float(np.abs(window).max()), *(float(np.abs(a).max()) for r in renders for a in r.values()))
-        label_t = (idx[len(idx) // 2]) / cfg.fps
-        per_moment.append((t, idx, clip, window, renders, label_t))
+    for moment in moments:
+        peak = max(peak, *moment.levels)
     scale = audio_scale_for(peak)
-    binaural_record = cfg.binaural_meta()
+    meta = _sample_meta(plan, info, cfg, views, moments, scale, labels is not None, label_meta, events)
+    members: list[tuple[str, bytes]] = []
+    for m, moment in enumerate(moments):
+        members.append((fmt.foa_member(m), _flac(moment.window, "foa", scale, cfg)))
+        if cfg.keep_equirect:
+            eq = _small_equirect(rgb_of(moment.clip[len(moment.clip) // 2]), cfg.keep_equirect)
+            meta["equirect_size"] = [int(eq.shape[1]), int(eq.shape[0])]
+            members.append((fmt.equirect_member(m), codecs.encode_jpeg(eq, cfg.jpeg_quality)))
+        lab = labels.at(moment.label_time) if labels is not None else None
+        dt = codecs.class_dtype(lab.classes) if lab is not None else None
+        crops = clips_for(moment.clip, grids)
+        for k in range(len(views)):
+            members.append((fmt.clip_member(m, k), codecs.encode_clip_jpeg(crops[k], cfg.jpeg_quality)))
+            members += [(fmt.render_member(m, k, r), _flac(moment.renders[k][r], r, scale, cfg))
+                        for r in cfg.stored_renders]
+            if lab is not None:
+                members += _mask_members(lab, dt, grids[k], grids56[k], m, k)
+    return _sealed(meta, members)
 
-    meta = {
+
+def _render_moment(t: float, frames: dict[int, NDArray[np.uint8]], foa: NDArray, views: list[Viewpoint],
+                   cfg: SampleConfig) -> _Moment:
+    """The clip, FOA window and per-view renders of the moment at time ``t`` (seconds)."""
+    idx = clip_frame_indices(t, cfg)
+    window = audio_window(foa, t, cfg)
+    renders = [render_audio(window, v, cfg) for v in views]
+    return _Moment(idx, [frames[i] for i in idx], window, renders, idx[len(idx) // 2] / cfg.fps)
+
+
+def _flac(audio: NDArray, render: str, scale: float, cfg: SampleConfig) -> bytes:
+    """An audio member: ``audio / scale`` as FLAC at ``cfg.sr`` and ``cfg.audio_bits``, tagged as ``render``."""
+    return codecs.encode_flac(audio / scale, cfg.sr, cfg.audio_bits, codecs.flac_tags(render))
+
+
+def _sample_meta(plan: SamplePlan, info: VideoInfo, cfg: SampleConfig, views: list[Viewpoint],
+                 moments: list[_Moment], scale: float, has_labels: bool, label_meta: dict,
+                 events: VideoEvents) -> dict:
+    """The sample's ``meta.json`` before its checksums (docs/FORMAT.md); ``equirect_size`` is filled in with
+    the equirect members."""
+    label_times = [m.label_time for m in moments]
+    return {
         "format_version": fmt.FORMAT_VERSION,
         "key": fmt.sample_key(info.video_id, plan.index),
         "video_id": info.video_id,
@@ -327,8 +319,8 @@ def build_sample(
         "moment": plan.index,
         "moments_per_sample": len(plan.times),
         "times": list(plan.times),
-        "frame_indices": [[idx.start, idx.stop] for _, idx, *_ in per_moment],
-        "label_times": [m[5] for m in per_moment],
+        "frame_indices": [[m.frames.start, m.frames.stop] for m in moments],
+        "label_times": label_times,
         "viewpoints": [v.as_dict() for v in views],
         "fps": cfg.fps,
         "frames_per_clip": cfg.frames_per_clip,
@@ -340,32 +332,16 @@ def build_sample(
         "audio": AUDIO_LAYOUT,
         "audio_bits": cfg.audio_bits,
         "renders": list(cfg.stored_renders),
-        "binaural": binaural_record,
-        "labels": {**label_meta, "present": labels is not None,
-                   "confidence_threshold": fmt.CONFIDENCE_THRESHOLD},
+        "binaural": cfg.binaural_meta(),
+        "labels": {**label_meta, "present": has_labels, "confidence_threshold": fmt.CONFIDENCE_THRESHOLD},
         "equirect_size": None,
-        "events": events.moments_meta([m[5] for m in per_moment], views),
+        "events": events.moments_meta(label_times, views),
     }
-    members: list[tuple[str, bytes]] = []
-    for m, (_t, _idx, clip, window, renders, label_t) in enumerate(per_moment):
-        members.append((fmt.foa_member(m), codecs.encode_flac(window / scale, cfg.sr, cfg.audio_bits,
-                                                              codecs.flac_tags("foa"))))
-        if cfg.keep_equirect:
-            eq = _small_equirect(rgb_of(clip[len(clip) // 2]), cfg.keep_equirect)
-            meta["equirect_size"] = [int(eq.shape[1]), int(eq.shape[0])]
-            members.append((fmt.equirect_member(m), codecs.encode_jpeg(eq, cfg.jpeg_quality)))
-        lab = labels.at(label_t) if labels is not None else None
-        if lab is not None:
-            dt = codecs.class_dtype(lab.classes)
-        crops = clips_for(clip, grids)
-        for k in range(len(views)):
-            members.append((fmt.clip_member(m, k), codecs.encode_clip_jpeg(crops[k], cfg.jpeg_quality)))
-            for r in cfg.stored_renders:
-                flac = codecs.encode_flac(renders[k][r] / scale, cfg.sr, cfg.audio_bits, codecs.flac_tags(r))
-                members.append((fmt.render_member(m, k, r), flac))
-            if lab is not None:
-                members += _mask_members(lab, dt, grids[k], grids56[k], m, k)
-    # format_version 2: per-member checksums, so single-tar checks catch a flipped bit in any member
+
+
+def _sealed(meta: dict, members: list[tuple[str, bytes]]) -> EncodedSample:
+    """The sample: ``meta.json`` (with the sha256 of every other member, format_version 2, so single-tar checks
+    catch a flipped bit in any member, and of itself) first, then ``members`` in write order."""
     meta["member_sha256"] = {name: codecs.sha256_hex(data) for name, data in members}
     meta["meta_sha256"] = codecs.meta_digest(meta)
     members.insert(0, (fmt.meta_member(), codecs.encode_json(meta)))

@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from common import load_average, machine  # noqa: E402
 
-from avsa_data import ambisonics, binaural, interaural  # noqa: E402
+from avsa_data import ambisonics, binaural, hrir_sets, interaural  # noqa: E402
 
 SR = 24000
 BASELINE = "ls"
@@ -103,7 +103,7 @@ def cost(sofa: str, repeats: int) -> dict:
 
 
 def accuracy(sofa: str, n_directions: int) -> dict:
-    hrirs = binaural.read_hrir_sofa(binaural.resolve_sofa(sofa))
+    hrirs = hrir_sets.read_hrir_sofa(hrir_sets.resolve_sofa(sofa))
     az, el = interaural.side_directions(n_directions)
     out = {}
     for name in binaural.HRIR_DECODERS:
@@ -128,11 +128,11 @@ def main() -> None:
     result = {"command": " ".join(sys.argv), "machine": machine(), "sets": {}}
     for sofa in [s for s in args.sets.split(",") if s]:
         try:
-            path = binaural.resolve_sofa(sofa)
+            path = hrir_sets.resolve_sofa(sofa)
         except (FileNotFoundError, ValueError) as e:
             print(f"skipping {sofa}: {e}", flush=True)
             continue
-        entry = {"sofa_file": path.name, "sofa_sha256": binaural.file_sha256(path)}
+        entry = {"sofa_file": path.name, "sofa_sha256": hrir_sets.file_sha256(path)}
         entry["cost"] = cost(sofa, args.repeats)
         print(sofa, json.dumps(entry["cost"]), flush=True)
         entry["accuracy"] = accuracy(sofa, args.directions)

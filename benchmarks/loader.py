@@ -70,8 +70,8 @@ import numpy as np
 
 from avsa_data import media
 from avsa_data.crops import CropGrid
+from avsa_data.renders import render_view
 from avsa_data.rng import rng_for
-from avsa_data.samples import render_view_audio
 from avsa_data.viewpoints import sample_random
 
 HERE = Path(__file__).resolve().parent
@@ -107,7 +107,7 @@ def on_the_fly_item(video: Path, t: float, views: int, seed: int, w: int, h: int
         ta = time.process_time()
         clips.append(CropGrid(v).sample(frames))
         tb = time.process_time()
-        r = render_view_audio(foa, v, ("foa", "mono", "stereo"), 24000, "virtual-mic")
+        r = render_view(foa, v, ("foa", "mono", "stereo"), 24000, "virtual-mic")
         audio.append(r["foa"])
         crops += tb - ta
         render += time.process_time() - tb

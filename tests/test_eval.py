@@ -15,7 +15,7 @@ from avsa_data import ambisonics, codecs
 from avsa_data import format as fmt
 from avsa_data.geometry import angular_distance, wrap_azimuth
 from avsa_data.reader import RawSample, iter_samples
-from avsa_data.samples import render_view_audio
+from avsa_data.renders import render_view
 from avsa_data.viewpoints import Viewpoint
 from avsa_train.tasks import misalign
 from avsa_train.tasks.metrics import accuracy_summary, cluster_bootstrap, roc_auc, wilson_interval
@@ -99,7 +99,7 @@ def test_negatives_are_rendered_by_the_shard_builder_functions():
     neg = misalign.rotated(sample, 120.0)
     world = misalign.rotate_yaw(sample.foa(0), 120.0)
     for k, (az, el) in enumerate(VIEWS):
-        ref = render_view_audio(world, Viewpoint(az, el, 60.0, 60.0), fmt.RENDERS, SR, "virtual-mic")
+        ref = render_view(world, Viewpoint(az, el, 60.0, 60.0), fmt.RENDERS, SR, "virtual-mic")
         for render in fmt.RENDERS:
             np.testing.assert_allclose(neg.audio(k, 0, render), ref[render], atol=1e-6)
     # a source 30° left seen from the front: the mono cardioid hears it loudly; rotated 150° further it is behind

@@ -315,21 +315,21 @@ def test_audio_members_are_tagged_for_ffmpeg(stored_render_shards, tmp_path):
 def test_hrir_shards_record_the_set_and_rerender_identically(synth_raw, tmp_path):
     """--binaural hrir: meta.binaural names the set by hash, config.json hashes it, and a reader rendering the
     stereo from the stored FOA gets the stored stereo."""
-    from avsa_data import binaural
+    from avsa_data import binaural, hrir_sets
 
     out = tmp_path / "hrir"
     run_cli("avsa_data", "shard", "--src", str(synth_raw), "--out", str(out), "--binaural", "hrir", "--sofa", "default",
             "--hrir-decoder", "magls", "-k", "2", "--moments-per-video", "1", "-j", "1", "-q")
-    sha = binaural.KNOWN_HRIR_SETS["ku100"].sha256
+    sha = hrir_sets.KNOWN_HRIR_SETS["ku100"].sha256
     assert json.loads((out / "config.json").read_text())["config"]["sample"]["sofa_sha256"] == sha
     s = next(iter_samples(out))
     rec = s.meta["binaural"]
     assert rec["sofa"] == "default" and rec["sofa_sha256"] == sha and rec["sofa_file"] == "default_hrtf.sofa"
     assert rec["decoder"] == "magls" and rec["decoder_params"]["cutoff_hz"] == binaural.MAGLS_CUTOFF_HZ
-    from avsa_data.samples import render_audio_from_meta
+    from avsa_data.renders import render_at
 
     for k in (0, 1):
-        np.testing.assert_allclose(render_audio_from_meta(s.foa(0), s.meta, k, "stereo"), s.audio(k, 0, "stereo"),
+        np.testing.assert_allclose(render_at(s.foa(0), s.meta, s.viewpoint(k), "stereo"), s.audio(k, 0, "stereo"),
                                    atol=3e-4)
 
 
@@ -360,7 +360,7 @@ def test_renders_readers_make_equal_the_stored_renders(synth_shards, stored_rend
 def test_renders_flag_stores_what_readers_cannot_make():
     """``--renders auto`` stores nothing with virtual-mic stereo (a matrix of the FOA) and the stereo with an
     HRIR (a convolution); ``none`` and named subsets are taken as given, in canonical order; typos are refused."""
-    from avsa_data.format import stored_renders
+    from avsa_data.renders import stored_renders
 
     assert stored_renders(("auto",), "virtual-mic") == () and stored_renders(("auto",), "hrir") == ("stereo",)
     assert stored_renders(("none",), "hrir") == () and stored_renders((), "virtual-mic") == ()

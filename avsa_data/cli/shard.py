@@ -110,7 +110,7 @@ def shard(src, out, staging, list_file, hfov, shard_size, engine, ray_address, w
         raise click.BadParameter("only applies when --out is a URL (s3://bucket/prefix)", param_hint="'--staging'")
     cfg = config_from(SampleConfig, opts, hfov_min=hfov[0], hfov_max=hfov[1])
     if cfg.binaural == "hrir":
-        from avsa_data.binaural import KNOWN_HRIR_SETS, resolve_sofa
+        from avsa_data.hrir_sets import KNOWN_HRIR_SETS, resolve_sofa
 
         spec = cfg.sofa or "default"
         resolved = resolve_sofa(spec)  # a named set stays a name: portable across machines

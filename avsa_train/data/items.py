@@ -12,12 +12,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from avsa_data import ambisonics, binaural, events
-from avsa_data import format as fmt
+from avsa_data import ambisonics, binaural, events, renders
 from avsa_data.geometry import rotation_yaw
 from avsa_data.reader import RawSample
 from avsa_data.rng import rng_for
-from avsa_data.samples import render_audio_at
 
 from .augment import COLOUR_JITTER, HUE_JITTER, _finish_video, _jitter_affine, _stack_clips, colour_transform
 from .members import derived
@@ -27,23 +25,6 @@ from .stream_config import AUDIO_FORMATS, StreamConfig
 #: (ACN 1), stereo swaps L/R, and mono (a cardioid at the look direction, symmetric) stays as it is.
 AUDIO_MIRRORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "mono": lambda a: a, "stereo": binaural.flip_stereo, "ambi": ambisonics.flip_horizontal}
-
-def render_matrix(viewpoint: dict, render: str) -> np.ndarray:
-    """``[C, 4]`` float64: the linear map from the unrotated ambiX FOA (W, Y, Z, X) to ``render`` of
-    ``viewpoint`` (a ``meta.viewpoints`` entry, degrees): :func:`avsa_data.ambisonics.rotate_to_view` applied to
-    the identity, then :func:`~avsa_data.ambisonics.mono_render` of the rotated field for ``mono`` (a cardioid
-    at the view centre) and for virtual-mic ``stereo`` (cardioids at ±:data:`avsa_data.binaural.VIRTUAL_MIC_AZIMUTH`,
-    :func:`avsa_data.binaural.virtual_mic_binaural`): the shard builder's own rendering written as a matrix."""
-    v = viewpoint
-    rotation = ambisonics.rotate_to_view(np.eye(4), float(v["azimuth"]), float(v["elevation"]))
-    if render == "foa":
-        return rotation
-    if render == "mono":
-        return ambisonics.mono_render(rotation)[None]
-    if render == "stereo":
-        az = binaural.VIRTUAL_MIC_AZIMUTH
-        return np.stack([ambisonics.mono_render(rotation, az, 0.0), ambisonics.mono_render(rotation, -az, 0.0)])
-    raise ValueError(f"unknown render {render!r}; choose from {fmt.RENDERS}")
 
 def view_audio(
     s: RawSample, views: Sequence[int], moment: int, audio_format: str, flip: bool = False, gain: float = 1.0,
@@ -55,15 +36,16 @@ def view_audio(
 
     A :func:`derived` render (FOA, mono, virtual-mic stereo) comes from the moment's unrotated FOA, decoded
     once: rotation, render, mirror and gain of every view are folded into one ``[V·C, 4]`` matrix
-    (:func:`render_matrix`) and applied in one product. HRIR stereo is the stored render of each view (or, when
-    not stored or the field is rotated, rendered from the FOA as :meth:`avsa_data.reader.RawSample.audio` does).
+    (:func:`avsa_data.renders.render_matrix`) and applied in one product. HRIR stereo is the stored render of each
+    view (or, when not stored or the field is rotated, rendered from the FOA by :func:`avsa_data.renders.render_at`,
+    as :meth:`avsa_data.reader.RawSample.audio` does).
     """
     render, channels = AUDIO_FORMATS[audio_format]
     mirror = AUDIO_MIRRORS[audio_format]
     turn = ambisonics.rotate(np.eye(4), rotation_yaw(field_yaw)) if field_yaw else None
     if not derived(s, render) and turn is not None:
         foa = (turn @ s.foa(moment)).astype(np.float32)
-        rendered = [render_audio_at(foa, s.meta, s.audio_viewpoint(k), render) for k in views]
+        rendered = [renders.render_at(foa, s.meta, s.audio_viewpoint(k), render) for k in views]
         return np.stack([mirror(a) if flip else a for a in rendered]) * np.float32(gain)
     if not derived(s, render):
         first = s.audio(views[0], moment, render)
@@ -72,7 +54,7 @@ def view_audio(
             a = first if j == 0 else s.audio(k, moment, render)
             np.multiply(mirror(a) if flip else a, np.float32(gain), out=out[j])
         return out
-    mats = [render_matrix(s.audio_viewpoint(k), render) for k in views]  # [C, 4] each; the mirror acts on rows
+    mats = [renders.render_matrix(s.audio_viewpoint(k), render) for k in views]  # [C, 4] each; mirror acts on rows
     stacked = np.concatenate([mirror(m) if flip else m for m in mats]) * gain
     if turn is not None:
         stacked = stacked @ turn

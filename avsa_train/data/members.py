@@ -8,21 +8,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from avsa_data import format as fmt
+from avsa_data import renders
 from avsa_data.reader import RawSample
 
 from .stream_config import AUDIO_FORMATS, StreamConfig
 
 
-def binaural_mode(meta: dict) -> str:
-    """The sample's stereo renderer (``meta.binaural.mode``; version-1 samples without one: virtual-mic)."""
-    return (meta.get("binaural") or {}).get("mode", "virtual-mic")
-
 def derived(s: RawSample, render: str) -> bool:
     """Whether ``render`` of ``s``'s views is made from the moment's one unrotated ``mMM.foa.flac``
-    (:func:`render_matrix`, :func:`view_audio`: one FLAC decode per moment instead of one per view) rather than
-    read: FOA and mono always, stereo when it is virtual-mic (:func:`avsa_data.format.derivable_renders`). HRIR
-    stereo, a convolution, is read precomputed when stored."""
-    return render in fmt.derivable_renders(binaural_mode(s.meta))
+    (:func:`avsa_data.renders.render_matrix`, :func:`~avsa_train.data.items.view_audio`: one FLAC decode per
+    moment instead of one per view) rather than read: FOA and mono always, stereo when it is virtual-mic
+    (:func:`avsa_data.renders.derivable_renders`). HRIR stereo, a convolution, is read precomputed when stored."""
+    return render in renders.derivable_renders(renders.binaural_mode(s.meta))
 
 def member_wanted(cfg: StreamConfig) -> Callable[[str], bool]:
     """Whether ``decode_item(·, cfg)`` may read the member with this suffix (``m00.v01.jpg``): ``meta.json``,
@@ -30,7 +27,7 @@ def member_wanted(cfg: StreamConfig) -> Callable[[str], bool]:
     :func:`derived`; ``prune_members`` drops what the sample's meta shows unused) and the low-resolution masks
     when asked. The reader passes the others over unread (:func:`avsa_data.reader.iter_raw`)."""
     render, _ = AUDIO_FORMATS[cfg.audio_format]
-    maybe_stored = render not in fmt.derivable_renders("hrir")  # stereo: stored for an HRIR, else derived
+    maybe_stored = render not in renders.derivable_renders("hrir")  # stereo: stored for an HRIR, else derived
 
     def wanted(name: str) -> bool:
         parts = name.split(".")

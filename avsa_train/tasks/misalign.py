@@ -26,7 +26,7 @@ classifier then scores about 70 % (docs/EVALUATION.md, "Controls").
 
 Positives and negatives take exactly the same path: each crop's audio is rendered from a world-frame FOA at a
 viewpoint record (:class:`ResoundedSample`) by the shard builder's functions (:func:`avsa_train.data.items.view_audio`,
-:func:`avsa_data.samples.render_audio_at`), so no precomputed render can leak the label.
+:func:`avsa_data.renders.render_at`), so no precomputed render can leak the label.
 
 Yaw convention (:mod:`avsa_data.geometry`): positive angles turn to the **left**; a source at azimuth ``a``
 ends up at ``a + δ``.
@@ -46,8 +46,8 @@ from avsa_data import ambisonics, codecs
 from avsa_data import format as fmt
 from avsa_data.geometry import angular_distance, rotation_yaw
 from avsa_data.reader import RawSample, ShardFormatError, parse_meta
+from avsa_data.renders import render_at
 from avsa_data.rng import rng_for
-from avsa_data.samples import render_audio_at
 
 #: Fraction of negatives (seed / reference ``misalign: 0.5``).
 MISALIGN_RATE = 0.5
@@ -179,7 +179,7 @@ class ResoundedSample(RawSample):
         """``[C, n]`` render heard with the crop of ``view``, from :meth:`foa` (never a precomputed member)."""
         if render not in fmt.RENDERS:
             raise ValueError(f"render must be one of {fmt.RENDERS}, got {render!r}")
-        return render_audio_at(self.foa(moment), self.meta, self.audio_viewpoint(view), render)
+        return render_at(self.foa(moment), self.meta, self.audio_viewpoint(view), render)
 
 
 def moments_of(sample: RawSample) -> int:
