@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -108,14 +107,7 @@ def shard(src, out, staging, list_file, hfov, shard_size, engine, ray_address, w
     n_shard, mb = _shard_size(shard_size)
     if staging is not None and not isinstance(out, str):
         raise click.BadParameter("only applies when --out is a URL (s3://bucket/prefix)", param_hint="'--staging'")
-    cfg = config_from(SampleConfig, opts, hfov_min=hfov[0], hfov_max=hfov[1])
-    if cfg.binaural == "hrir":
-        from avsa_data.hrir_sets import KNOWN_HRIR_SETS, resolve_sofa
-
-        spec = cfg.sofa or "default"
-        resolved = resolve_sofa(spec)  # a named set stays a name: portable across machines
-        cfg = replace(cfg, sofa=spec if spec in ("default", *KNOWN_HRIR_SETS) else str(resolved.resolve()))
-        cfg.binaural_meta()  # reads the SOFA file and builds the renderer now: a bad file is one job error
+    cfg = config_from(SampleConfig, opts, hfov_min=hfov[0], hfov_max=hfov[1]).with_hrir_set()
     job = config_from(JobConfig, opts, sample=cfg, label_options=config_from(LabelOptions, opts), shard_size=n_shard,
                       shard_mb=mb,
                       events=config_from(EventOptions, opts))
