@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
+import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -168,3 +170,76 @@ def read_options_file(path: str | os.PathLike, valid: Iterable[str]) -> dict:
 def plural(n: int, word: str, many: str | None = None) -> str:
     """``1 step``, ``2 steps``, ``0 problems`` (``many``: an irregular plural)."""
     return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def field_hint(config: type, name: str) -> Any:
+    """The type hint of field ``name`` of the dataclass ``config`` (resolved, not the annotation's text)."""
+    return typing.get_type_hints(config)[name]
+
+
+def type_name(hint: Any) -> str:
+    """``int``, ``float or None``, ``tuple of int``, ``tuple of 2 float``: a hint as an error message says it."""
+    args, origin = typing.get_args(hint), typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("None" if a is type(None) else type_name(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"tuple of {type_name(args[0])}"
+        return f"tuple of {len(args)} {type_name(args[0])}" if len(set(args)) == 1 else str(hint)
+    return getattr(hint, "__name__", str(hint))
+
+
+def typed_value(value: Any, hint: Any, text: bool = False) -> Any:
+    """``value`` as a value of a config field of type ``hint`` (:func:`field_hint`), or ``ValueError``.
+
+    ``text=False``: a value a YAML file gave, kept as YAML typed it: ``null`` for a field that may be ``None``,
+    a YAML boolean for a bool, an integer for an int, a number for a float (or a string such as ``1e-4``, which
+    YAML 1.1 reads as a string), a string for a str, a list for a tuple.
+    ``text=True``: the text of a ``FIELD=VALUE`` override: ``none``, ``true``/``false``, a number, comma-separated
+    items for a tuple (a fixed-length tuple takes exactly that many), any text for a str.
+    """
+    args, origin = typing.get_args(hint), typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and (value is None or text and str(value).strip().lower() == "none"):
+            return None
+        for kind in (a for a in args if a is not type(None)):
+            try:
+                return typed_value(value, kind, text)
+            except ValueError:
+                continue
+    elif origin is tuple:
+        items = [x.strip() for x in value.split(",") if x.strip()] if text and isinstance(value, str) else value
+        if isinstance(items, (list, tuple)):
+            kinds = [args[0]] * len(items) if len(args) == 2 and args[1] is Ellipsis else list(args)
+            if len(kinds) == len(items):
+                return tuple(typed_value(x, k, text) for x, k in zip(items, kinds))
+    elif isinstance(value, str) and text:
+        return _from_text(value.strip(), hint)
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if hint is float:
+            return float(value)
+        if isinstance(value, int):
+            return value
+    elif hint is float and isinstance(value, str):
+        return _from_text(value, float)
+    elif hint is str and isinstance(value, str):
+        return value
+    raise ValueError(f"must be {type_name(hint)}{' (true or false)' if hint is bool and text else ''}, "
+                     f"got {value!r}")
+
+
+def _from_text(raw: str, hint: Any) -> Any:
+    """``raw`` as a bool (``true``/``false``), int, float or str; ``ValueError`` otherwise."""
+    if hint is bool and raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    if hint is str:
+        return raw
+    if hint in (int, float):
+        try:
+            return hint(raw)
+        except ValueError:
+            pass
+    raise ValueError(f"must be {type_name(hint)}{' (true or false)' if hint is bool else ''}, got {raw!r}")

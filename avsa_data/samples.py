@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -128,6 +128,21 @@ class SampleConfig:
 
             d["sofa_sha256"] = file_sha256(resolve_sofa(self.sofa or "default"))
         return d
+
+    def with_hrir_set(self) -> SampleConfig:
+        """This config with its HRIR set resolved and checked (``--binaural hrir``; unchanged otherwise): a named
+        set (``default``, ``ku100``, ``mit-kemar``) stays a name, portable across machines; a SOFA file becomes
+        an absolute path. The file is read and the renderer built now, so a bad file is one error before the
+        job starts, not one per video."""
+        if self.binaural != "hrir":
+            return self
+        from .hrir_sets import KNOWN_HRIR_SETS, resolve_sofa
+
+        spec = self.sofa or "default"
+        resolved = resolve_sofa(spec)
+        cfg = replace(self, sofa=spec if spec in ("default", *KNOWN_HRIR_SETS) else str(resolved.resolve()))
+        cfg.binaural_meta()
+        return cfg
 
     def binaural_meta(self) -> dict:
         """The ``meta.json`` ``binaural`` record (:func:`avsa_data.binaural.binaural_meta`)."""

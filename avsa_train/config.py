@@ -11,12 +11,22 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from avsa_data.options import DEVICES, OptionError, check_choices, format_value, option, option_meta, read_options_file
+from avsa_data.options import (
+    DEVICES,
+    OptionError,
+    check_choices,
+    field_hint,
+    format_value,
+    option,
+    option_meta,
+    read_options_file,
+    typed_value,
+)
 from avsa_train.models.transformer import CONTEXTS
 from avsa_train.runs import CHECKPOINT_MINUTES
 
 TASKS = ("avc", "avts", "avsa")
-#: Audio input of the encoders (avsa_train.data.AUDIO_FORMATS maps each to its render and channel count).
+#: Audio input of the encoders (avsa_train.data.stream_config.AUDIO_FORMATS maps each to its render and channel count).
 AUDIO_FORMATS = ("mono", "stereo", "ambi")
 #: Hard negatives joined to the instance (easy) ones once the curriculum allows (Table 3c).
 NEGATIVES = ("instance", "spatial", "temporal", "spatial+temporal")
@@ -261,27 +271,13 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def _typed(path, key: str, value):
-    """``value`` of option ``key`` checked against the field's type (``1e-4``, which YAML 1.1 reads as a string,
-    becomes a float); otherwise a ``ValueError`` naming the file, the key and the expected type."""
-    kinds = next(f.type for f in fields(PretrainConfig) if f.name == key).split(" | ")
-    if value is None and "None" in kinds:
-        return None
-    if "bool" in kinds:
-        if isinstance(value, bool):
-            return value
-    elif not isinstance(value, bool):
-        if "int" in kinds and isinstance(value, int):
-            return value
-        if "float" in kinds and isinstance(value, (int, float)):
-            return float(value)
-        if "float" in kinds and isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if "str" in kinds and isinstance(value, str):
-            return value
-    raise OptionError(f"{path}: {key} must be {' or '.join(kinds)}, got {value!r}")
+    """``value`` of option ``key`` checked against the field's type hint (:func:`avsa_data.options.typed_value`:
+    ``1e-4``, which YAML 1.1 reads as a string, becomes a float); otherwise an error naming the file, the key and
+    the expected type."""
+    try:
+        return typed_value(value, field_hint(PretrainConfig, key))
+    except ValueError as e:
+        raise OptionError(f"{path}: {key} {e}") from None
 
 
 def resolve(task: str | None, yaml_path: str | Path | None, cli: dict, saved: dict | None = None) -> PretrainConfig:

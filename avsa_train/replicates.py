@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avsa_data.options import field_hint, typed_value
 from avsa_train.demo import SCALES, DemoScale, Steps, evaluate, make_data, pretrain_arms, require_torch
 from avsa_train.tasks.compare import read_items
 from avsa_train.tasks.metrics import cluster_t_interval
@@ -106,26 +107,19 @@ def pooled_gap(pairs: Sequence[tuple[dict, dict]]) -> dict:
 
 
 def scale_with(sc: DemoScale, overrides: Sequence[str]) -> DemoScale:
-    """``sc`` with ``FIELD=VALUE`` overrides (``avsa_steps=100``), each value typed like the field's current one
-    (int, float, bool as true/false, str). Raises ``ValueError`` naming an unknown field or a bad value."""
-    kinds = {f.name: type(getattr(sc, f.name)) for f in fields(sc)}
+    """``sc`` with ``FIELD=VALUE`` overrides (``avsa_steps=100``), each value typed by the field's type hint
+    (:func:`avsa_data.options.typed_value`: ints, floats, ``true``/``false``, text, comma-separated tuples).
+    Raises ``ValueError`` naming an unknown field or a bad value."""
+    names = [f.name for f in fields(sc)]
     changes: dict = {}
     for item in overrides:
         name, sep, text = item.partition("=")
-        if not sep or name not in kinds:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(kinds)}")
-        kind = kinds[name]
-        if kind is bool:
-            if text.lower() not in ("true", "false"):
-                raise ValueError(f"--set {item!r}: {name} is true or false")
-            changes[name] = text.lower() == "true"
-        elif kind in (int, float, str):
-            try:
-                changes[name] = kind(text)
-            except ValueError:
-                raise ValueError(f"--set {item!r}: {name} is a{'n' if kind is int else ''} {kind.__name__}") from None
-        else:
-            raise ValueError(f"--set {item!r}: {name} ({kind.__name__}) cannot be set from the command line")
+        if not sep or name not in names:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(names)}")
+        try:
+            changes[name] = typed_value(text, field_hint(type(sc), name), text=True)
+        except ValueError as e:
+            raise ValueError(f"--set {item!r}: {name} {e}") from None
     return replace(sc, **changes)
 
 

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.task, "none", shards, args.work / "eval-scratch", args.seed, scratch_extra, args.reuse_evals
     )
     result = compare(args.task, pre, scratch, args.seed)
-    from avsa_train.tasks.streams import split_sample_count
+    from avsa_train.data.sources import split_sample_count
 
     result["data"] = {
         "shards": str(shards),

@@ -57,14 +57,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from avsa_train.tasks import misalign, streams
+    from avsa_train.data import batches, sources
+    from avsa_train.tasks import misalign
     from avsa_train.tasks.binary_eval import (
         BinaryEvalConfig,
-        BinaryItems,
         FrozenFeatures,
+        binary_stream,
         encode_items,
         fit_cached_head,
-        make_loader,
         predict_features,
         summarise,
     )
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     features = "transformer" if backbone.translator is not None else "direct"
     base = BinaryEvalConfig(task=args.task, features=features, seed=args.seed, epochs=args.passes, lr=args.lr,
                             head_epochs=1)
-    urls = streams.shard_urls(args.shards, "train")
+    urls = sources.shard_urls(args.shards, "train")
     donors = misalign.DonorBank(urls) if args.task == "avc" else None
     fmt = backbone.audio_format
 
@@ -85,14 +85,17 @@ def main(argv: list[str] | None = None) -> dict:
         """The items of the videos for which ``keep(video_id)`` is true."""
         return feats.take(torch.tensor([keep(v) for v in feats.columns["video_id"]]).nonzero().flatten())
 
-    test_items = make_loader(BinaryItems(urls, base, fmt, "test", 0, donors), base, dev)
+    def make_loader(stream):  # the task's own loader (avsa_train.tasks.binary_eval.run_binary)
+        return batches.make_loader(stream, base.workers, pin_memory=False, seed=None)
+
+    test_items = make_loader(binary_stream(urls, base, fmt, "test", 0, donors))
     every = encode_items(backbone, [(0, test_items)], base, dev, False, "encode held-out")
     held = set(sorted(set(every.columns["video_id"]))[:: args.holdout_every])
     holdout = videos_of(every, lambda v: v in held)
     rows, fitting_items = [], 0
     for augment in (True, False):
         cfg_a = replace(base, augment=augment)
-        passes = ((e, make_loader(BinaryItems(urls, cfg_a, fmt, "train", e, donors), cfg_a, dev))
+        passes = ((e, make_loader(binary_stream(urls, cfg_a, fmt, "train", e, donors)))
                   for e in range(args.passes))
         fitting = videos_of(encode_items(backbone, passes, cfg_a, dev, False, "encode"), lambda v: v not in held)
         fitting_items = len(fitting)

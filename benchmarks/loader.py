@@ -8,8 +8,9 @@ Both sides produce the same training item, in one process (samples per second **
 
 * **shards** (avsa): read the next sample from a shard, passing over the members the item never reads (as
   ``ShardStream`` does: ``member_wanted``, ``prune_members``), draw V of its K = 8 viewpoints, decode their
-  JPEG clips and the moment's unrotated FOA, rotate it to each view (``avsa_train.data.derived``), colour-jitter /
-  flip / volume-jitter and normalise (``avsa_train.data.decode_item``). Two paths, each paired with the same
+  JPEG clips and the moment's unrotated FOA, rotate it to each view (``avsa_train.data.members.derived``),
+  colour-jitter /
+  flip / volume-jitter and normalise (``avsa_train.data.items.decode_item``). Two paths, each paired with the same
   round's baseline: **CPU training** (the worker makes normalised float32 clips) and **GPU training**
   (``video_on_device``: the worker ships uint8 clips and a 3×4 colour transform; ``model_video`` applies them
   on the device for the whole batch; its cost, measured here on the CPU, is reported beside as
@@ -21,7 +22,7 @@ Both sides produce the same training item, in one process (samples per second **
   view. It uses the same optimised avsa_data functions as the shard builder, so it is not a straw man.
 
 The timed process runs with the settings of a ``make_loader`` worker (``--process-settings worker``,
-``avsa_train.data.loader_worker_init``: glibc reuses freed decode buffers instead of faulting them in again,
+``avsa_train.data.batches.loader_worker_init``: glibc reuses freed decode buffers instead of faulting them in again,
 and numpy's BLAS runs on one thread, whose idle pool would otherwise spin on the second core), for both
 sides; ``--process-settings default`` keeps the libraries' defaults (as the results before issue 17's loader
 pass were measured).
@@ -120,32 +121,33 @@ def shard_breakdown(urls: list[str], cfg, n: int) -> dict:
     """CPU milliseconds per sample of each stage of the shard side (see the module docstring), over ``n``
     samples: ``read`` and ``decode_item`` as the timed runs do them, then the decoding stages again on the same
     sample (``rest`` = ``decode_item`` minus those stages, so the total is read + ``decode_item``)."""
-    from avsa_train import data as D
+    from avsa_train.data import augment, items, members, partition
 
     video_stage = "video_uint8" if cfg.video_on_device else "video_float"
     clock = dict.fromkeys(("read", "jpeg", "flac", video_stage, "decode_item"), 0.0)
     def forever():  # the shards again from the start when ``n`` exceeds their samples, as the timed runs do
         while True:
-            yield from D.iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, keep=lambda s: D.prune_members(s, cfg),
-                                         wanted=D.member_wanted(cfg))
+            yield from partition.iter_epoch_raw(urls, 0, 0, 0, 1, False, 1,
+                                                map_sample=lambda s: members.prune_members(s, cfg),
+                                                wanted=members.member_wanted(cfg))
 
     it = forever()
     for _ in range(n):
         t0 = time.process_time()
         s = next(it)
         t1 = time.process_time()
-        item = D.decode_item(s, cfg, 0)
+        item = items.decode_item(s, cfg, 0)
         t2 = time.process_time()
         views = item["views"].tolist()
         clips = [[s.clip(k, 0) for k in views]]
         t3 = time.process_time()
-        D.view_audio(s, views, 0, cfg.audio_format, True, 1.05)
+        items.view_audio(s, views, 0, cfg.audio_format, True, 1.05)
         t4 = time.process_time()
         if cfg.video_on_device:
-            D._stack_clips(clips, True)
+            augment._stack_clips(clips, True)
         else:
-            D._finish_video(clips, D.colour_transform(D._jitter_affine(np.random.default_rng(0), D.COLOUR_JITTER,
-                                                                        D.HUE_JITTER)), True)
+            jitter = augment._jitter_affine(np.random.default_rng(0), augment.COLOUR_JITTER, augment.HUE_JITTER)
+            augment._finish_video(clips, augment.colour_transform(jitter), True)
         t5 = time.process_time()
         del item, clips  # as the timed runs, which drop each item before the next one
         for k, dt in (("read", t1 - t0), ("decode_item", t2 - t1), ("jpeg", t3 - t2), ("flac", t4 - t3),
@@ -159,7 +161,10 @@ def shard_breakdown(urls: list[str], cfg, n: int) -> dict:
 _CHILD = r"""
 import json, resource, sys, time
 sys.path[:0] = [{root!r}]
-from avsa_train.data import StreamConfig, decode_item, iter_epoch_raw, member_wanted, prune_members
+from avsa_train.data.items import decode_item
+from avsa_train.data.members import member_wanted, prune_members
+from avsa_train.data.partition import iter_epoch_raw
+from avsa_train.data.stream_config import StreamConfig
 from threadpoolctl import threadpool_limits
 threadpool_limits(1, user_api="blas")  # as a loader worker (after numpy's import: it limits loaded libraries)
 if {keep}:  # the A/B: glibc's thresholds
@@ -210,20 +215,20 @@ def allocator_ab(urls: list[str], views: int, n: int, repeats: int) -> dict:
 
 
 def device_normalisation_cost(urls: list[str], cfg, batch: int = 8, rounds: int = 5) -> dict:
-    """CPU ms per item of :func:`avsa_train.data.model_video` on batches of ``batch`` uint8 items, here on the
+    """CPU ms per item of :func:`avsa_train.data.augment.model_video` on batches of ``batch`` uint8 items, here on the
     CPU (torch's threads): the work the GPU path moves out of the loader workers onto the device."""
     import torch
 
-    from avsa_train import data as D
+    from avsa_train.data import augment, batches, items, members, partition
 
-    it = D.iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, keep=lambda s: D.prune_members(s, cfg),
-                          wanted=D.member_wanted(cfg))
-    b = D.collate([D.decode_item(next(it), cfg, 0) for _ in range(batch)])
-    D.model_video(b, torch.device("cpu"))  # warm-up
+    it = partition.iter_epoch_raw(urls, 0, 0, 0, 1, False, 1, map_sample=lambda s: members.prune_members(s, cfg),
+                          wanted=members.member_wanted(cfg))
+    b = batches.collate([items.decode_item(next(it), cfg, 0) for _ in range(batch)])
+    augment.model_video(b, torch.device("cpu"))  # warm-up
     times = []
     for _ in range(rounds):
         c0 = cpu_s()
-        D.model_video(b, torch.device("cpu"))
+        augment.model_video(b, torch.device("cpu"))
         times.append(1000 * (cpu_s() - c0) / batch)
     return {"batch": batch, "cpu_ms_per_item_median": round(statistics.median(times), 2),
             "torch_threads": torch.get_num_threads()}
@@ -247,15 +252,18 @@ def main() -> None:
     ap.add_argument("--allocator-items", type=int, default=200, help="items per allocator A/B run (0: none)")
     ap.add_argument("--process-settings", choices=["worker", "default"], default="worker",
                     help="settings of the timed process (both sides): 'worker' = those of a make_loader worker "
-                         "(avsa_train.data.loader_worker_init: glibc keeps freed buffers, numpy's BLAS on one "
+                         "(avsa_train.data.batches.loader_worker_init: glibc keeps freed buffers, numpy's BLAS on one "
                          "thread), 'default' = glibc's and OpenBLAS's defaults")
     args = ap.parse_args()
     if args.process_settings == "worker":
-        from avsa_train.data import loader_worker_init
+        from avsa_train.data.batches import loader_worker_init
 
         loader_worker_init(0)
 
-    from avsa_train.data import StreamConfig, decode_item, iter_epoch_raw, member_wanted, prune_members
+    from avsa_train.data.items import decode_item
+    from avsa_train.data.members import member_wanted, prune_members
+    from avsa_train.data.partition import iter_epoch_raw
+    from avsa_train.data.stream_config import StreamConfig
 
     work = args.work or Path(tempfile.mkdtemp(prefix="avsa-loader-"))
     raw, shards = work / "raw", work / "shards_loader"

@@ -27,8 +27,8 @@ sys.path.insert(0, str(HERE.parent))
 
 import torch  # noqa: E402
 
+from avsa_train.data import sources  # noqa: E402
 from avsa_train.tasks import direction_probe as dp  # noqa: E402
-from avsa_train.tasks import streams  # noqa: E402
 from avsa_train.tasks.common import load_backbone, seed_torch  # noqa: E402
 from benchmarks.common import cpu_s  # noqa: E402
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     dev = torch.device("cpu")
     base = dp.DirectionProbeConfig()
-    urls = streams.shard_urls(args.shards, base.train_split)
+    urls = sources.shard_urls(args.shards, base.train_split)
     features: dict[str, tuple[dp.FeatureFn, str]] = {"doa_histogram": (dp.doa_histogram, "ambi")}
     for ckpt in args.ckpt:
         seed_torch(base.seed)  # a random initialisation as `avsa-train probe --ckpt none` makes it

@@ -112,7 +112,10 @@ def workers_part(raw: Path, work: Path, seconds: float, repeats: int) -> dict:
 
 def loader_rate(urls: list[str], n: int, views: int = 4) -> tuple[float, float]:
     """(samples/s, CPU ms/sample) of ``decode_item`` over the first ``n`` samples (one process, as in loader.py)."""
-    from avsa_train.data import StreamConfig, decode_item, iter_epoch_raw, prune_members
+    from avsa_train.data.items import decode_item
+    from avsa_train.data.members import prune_members
+    from avsa_train.data.partition import iter_epoch_raw
+    from avsa_train.data.stream_config import StreamConfig
 
     cfg = StreamConfig(views=views, audio_format="ambi", batch_size=1, shuffle_buffer=1)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -198,7 +201,9 @@ def quality_part(raw: Path, work: Path, seconds: float, repeats: int, samples: i
 def loader_run(shards: Path, workers: int, batches: int, buffer: int = 16, warm: int = 8) -> tuple[float, float]:
     """(seconds to the first batch, samples/s over ``batches`` after ``warm`` more) of the training loader (the
     untimed ``warm`` batches drain what the workers prefetched while the first one was awaited)."""
-    from avsa_train.data import ShardStream, StreamConfig, expand_urls, make_loader, shard_sizes, split_urls
+    from avsa_train.data.batches import ShardStream, make_loader
+    from avsa_train.data.sources import expand_urls, shard_sizes, split_urls
+    from avsa_train.data.stream_config import StreamConfig
 
     cfg = StreamConfig(views=4, audio_format="ambi", batch_size=4, shuffle_buffer=buffer)
     urls = split_urls(expand_urls(shards), "train")
@@ -219,7 +224,8 @@ def loader_run(shards: Path, workers: int, batches: int, buffer: int = 16, warm:
 def epoch_order(shards: Path, consumers: int, batch: int, buffer: int, epoch: int = 0) -> list[list[str]]:
     """The batches (sample keys) of one epoch as the trainer sees them: each consumer's shuffled shard list and
     shuffle buffer, batches made per consumer and dealt round-robin (DataLoader order), last partial ones kept."""
-    from avsa_train.data import expand_urls, iter_epoch_raw, split_urls
+    from avsa_train.data.partition import iter_epoch_raw
+    from avsa_train.data.sources import expand_urls, split_urls
 
     urls = split_urls(expand_urls(shards), "train")
     per = []
@@ -284,7 +290,8 @@ def shuffle_quality(shards: Path, consumers: int, batch: int, buffers: tuple[int
 
 
 def consumer_balance(shards: Path, consumers: int) -> dict:
-    from avsa_train.data import consumer_epoch_size, consumer_shards, expand_urls, shard_sizes, split_urls
+    from avsa_train.data.partition import consumer_epoch_size, consumer_shards
+    from avsa_train.data.sources import expand_urls, shard_sizes, split_urls
 
     urls = split_urls(expand_urls(shards), "train")
     sizes = shard_sizes(shards)
@@ -323,7 +330,7 @@ def shard_size_part(raw: Path, work: Path, seconds: float, repeats: int, batches
             "balance_8_consumers": consumer_balance(dirs[n], 8),
             "shuffle_2_consumers_batch_8": shuffle_quality(dirs[n], 2, 8, (1, 16, 128)),
         }
-    from avsa_train.data import count_samples
+    from avsa_train.data.sources import count_samples
 
     loader = {"batch_size": 4, "views": 4, "shuffle_buffer": 16, "timed_batches": batches}
     return {"samples": count_samples(dirs[256]), "loader": loader, "rows": rows}

@@ -96,7 +96,8 @@ def main() -> None:
 
     from avsa_train import distributed as D
     from avsa_train.config import resolve
-    from avsa_train.data import ShardStream, auto_workers, expand_urls, make_loader, shard_sizes, split_urls
+    from avsa_train.data.batches import ShardStream, auto_workers, make_loader
+    from avsa_train.data.sources import expand_urls, shard_sizes, split_urls
     from avsa_train.fit import optimizer_step
     from avsa_train.pretrain import build_model, negatives_at, set_cpu_threads, stream_config, train_step
 

@@ -221,7 +221,8 @@ def test_every_set_key_reaches_the_task_config_a_cell_runs_with():
         ("pretrain.viewpoints=8", "each cell or the run sets it"),
         ("pretrain.max_steps=5", "use its grid name, --set steps"),
         ("binary.nope=1", "expected KEY=VALUE"),
-        ("binary.hidden=x", "not a valid int"),
+        ("binary.hidden=x", "binary.hidden must be int"),
+        ("segmentation.hfov_range=50", "must be tuple of 2 float"),
     ):
         with pytest.raises(ValueError, match=message):
             ablate.parse_overrides([bad])

@@ -172,9 +172,9 @@ def test_iv_left_and_right_differ_only_in_the_sign_of_y():
 
 
 def test_horizontal_flip_negates_the_iv_y_channel_only():
-    """The training pipeline's flip (avsa_train.data.AUDIO_MIRRORS) of a two-source reverberant-ish scene."""
+    """The training pipeline's flip (avsa_train.data.items.AUDIO_MIRRORS) of a two-source reverberant-ish scene."""
     from avsa_data.synth import diffuse_noise
-    from avsa_train.data import AUDIO_MIRRORS
+    from avsa_train.data.items import AUDIO_MIRRORS
 
     rng = np.random.default_rng(3)
     foa = plane_wave(35.0, 10.0, seed=4) + 0.5 * plane_wave(-120.0, -20.0, seed=5)

@@ -485,3 +485,19 @@ def test_shard_cli_rejects_a_bad_sofa_file_in_one_line(tmp_path):
                 "hrir", "--sofa", str(junk), "-q", check=False)
     assert r.returncode != 0 and "junk.sofa" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_sample_config_resolves_its_hrir_set_before_the_job(tmp_path, monkeypatch):
+    """--binaural hrir: a named set stays a name (portable across machines), a SOFA file becomes an absolute path
+    (workers and reruns may run elsewhere), and a bad file is refused when the config is resolved; virtual-mic
+    configs are left as they are."""
+    assert SampleConfig().with_hrir_set() == SampleConfig()
+    assert SampleConfig(binaural="hrir", sofa="ku100").with_hrir_set().sofa == "ku100"
+    assert SampleConfig(binaural="hrir").with_hrir_set().sofa == "default"
+    shutil.copy(resolve_sofa("ku100"), tmp_path / "set.sofa")
+    monkeypatch.chdir(tmp_path)
+    cfg = SampleConfig(binaural="hrir", sofa="set.sofa").with_hrir_set()
+    assert cfg.sofa == str(tmp_path / "set.sofa") and Path(cfg.sofa).is_absolute()
+    (tmp_path / "junk.sofa").write_bytes(b"not a sofa file")
+    with pytest.raises(Exception, match="junk.sofa"):
+        SampleConfig(binaural="hrir", sofa="junk.sofa").with_hrir_set()

@@ -4,6 +4,7 @@ every default a command uses is its config's, and every command ends a user's mi
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import click
 import pytest
@@ -236,3 +237,47 @@ def test_every_command_has_help_sections_examples_and_config():
                 assert "Examples:" in out and "--config" in out, (name, c.name)
                 if len(c.params) > 12:
                     assert len(getattr(c, "sections", {})) >= 2, (name, c.name)
+
+
+@pytest.mark.parametrize(
+    ("value", "hint", "text", "want"),
+    [
+        (4, int, False, 4),
+        (4, float, False, 4.0),
+        ("1e-4", float, False, 1e-4),  # YAML 1.1 reads 1e-4 as a string
+        (None, int | None, False, None),
+        ([50, 70], tuple[float, float], False, (50.0, 70.0)),
+        ("7", int, True, 7),
+        ("none", float | None, True, None),
+        ("False", bool, True, False),
+        ("1, 2,3", tuple[int, ...], True, (1, 2, 3)),
+        ("50,70", tuple[float, float] | None, True, (50.0, 70.0)),
+        ("mel128", str, True, "mel128"),
+    ],
+)
+def test_config_values_are_typed_by_the_fields_hints(value, hint, text, want):
+    from avsa_data.options import typed_value
+
+    got = typed_value(value, hint, text)
+    assert got == want and type(got) is type(want)
+
+
+@pytest.mark.parametrize(
+    ("value", "hint", "text", "says"),
+    [
+        (4.5, int, False, "must be int, got 4.5"),
+        (True, int, False, "must be int, got True"),  # a YAML boolean is not a number
+        ("3", int, False, "must be int, got '3'"),  # a YAML string is not an int
+        (1, bool, False, "must be bool, got 1"),
+        ("none", int | None, False, "must be int or None"),  # only YAML null is None
+        ("yes", bool, True, "must be bool (true or false)"),
+        ("3", tuple[float, float], True, "must be tuple of 2 float"),  # not a 1-tuple
+        ("1,x", tuple[int, ...], True, "must be int, got 'x'"),
+        (3, str, False, "must be str, got 3"),
+    ],
+)
+def test_config_values_of_the_wrong_type_are_refused(value, hint, text, says):
+    from avsa_data.options import typed_value
+
+    with pytest.raises(ValueError, match=re.escape(says)):
+        typed_value(value, hint, text)

@@ -48,18 +48,18 @@ def _cfg(shards, task: str = "avsa", **kw):
 
 def _batches(shards, cfg, device):
     """The first batch of the training stream as a run on ``device`` gets it (uint8 clips on CUDA)."""
-    from avsa_train import data as D
+    from avsa_train.data import batches, sources
     from avsa_train.pretrain import stream_config
 
     scfg = replace(stream_config(cfg, device), shuffle_buffer=1)
-    urls = D.split_urls(D.expand_urls(shards), "train")
-    return next(iter(D.ShardStream(urls, scfg)))
+    urls = sources.split_urls(sources.expand_urls(shards), "train")
+    return next(iter(batches.ShardStream(urls, scfg)))
 
 
 def test_uint8_clips_normalised_on_the_gpu_equal_the_cpu_floats(synth_shards, exact_fp32):
     """``model_video`` on CUDA (uint8 clips + colour transform) gives the worker-normalised float clips, and the
     step's loss on the GPU equals the CPU's."""
-    from avsa_train.data import model_video
+    from avsa_train.data.augment import model_video
     from avsa_train.pretrain import build_model, train_step
 
     cfg = _cfg(synth_shards)

@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader
 
 from avsa_data import ambisonics
 from avsa_data.reader import RawSample, iter_samples
-from avsa_train import data as D
+from avsa_data.rng import rng_for
+from avsa_train.data import augment, batches, items, members, sources, stream_config
 
 PLAIN = dict(train=True, color_jitter=False, volume_jitter=0.0, shuffle_buffer=4, batch_size=2)
 
@@ -37,9 +38,9 @@ class _Worker:
 @pytest.mark.parametrize("fmt,channels", [("ambi", 4), ("stereo", 2), ("mono", 1)])
 def test_flip_is_consistent_across_video_audio_and_masks(synth_shards, stored_render_shards, fmt, channels):
     s = _first(synth_shards)
-    cfg = D.StreamConfig(views=4, moments=2, audio_format=fmt, with_masks=True, **PLAIN)
-    a = D.decode_item(s, replace(cfg, flip_p=0.0), epoch=0)
-    b = D.decode_item(s, replace(cfg, flip_p=1.0), epoch=0)
+    cfg = stream_config.StreamConfig(views=4, moments=2, audio_format=fmt, with_masks=True, **PLAIN)
+    a = items.decode_item(s, replace(cfg, flip_p=0.0), epoch=0)
+    b = items.decode_item(s, replace(cfg, flip_p=1.0), epoch=0)
     assert not a["flip"] and b["flip"]
     assert a["views"].tolist() == b["views"].tolist() and len(set(a["views"].tolist())) == 4
     assert a["video"].shape == (2, 4, 3, 8, 112, 112) and a["audio"].shape == (2, 4, channels, 24000)
@@ -65,12 +66,12 @@ def test_flip_is_consistent_across_video_audio_and_masks(synth_shards, stored_re
     # the unflipped item holds the stored bank views (normalised video, physical-scale audio)
     k = int(a["views"][0])
     raw = s.clip(k, 0).astype(np.float32) / 255.0
-    want = (raw - np.array(D.VIDEO_MEAN, np.float32)) / np.array(D.VIDEO_STD, np.float32)
+    want = (raw - np.array(augment.VIDEO_MEAN, np.float32)) / np.array(augment.VIDEO_STD, np.float32)
     np.testing.assert_allclose(a["video"][0, 0], want.transpose(3, 0, 1, 2), atol=1e-5)
-    # every render is made from the unrotated FOA (D.derived; the default shards store no per-view render):
+    # every render is made from the unrotated FOA (members.derived; the default shards store no per-view render):
     # equal to the builder's stored render of the view (``--renders foa,mono,stereo``, the same sample) to 2
     # steps of its 16-bit FLAC (both went through it once)
-    render = D.AUDIO_FORMATS[fmt][0]
+    render = stream_config.AUDIO_FORMATS[fmt][0]
     kept = next(x for x in iter_samples(sorted(stored_render_shards.glob("train-*.tar"))) if x.key == s.key)
     step = 2.0**-15 * float(kept.meta["audio_scale"])
     for j, k in enumerate(a["views"].tolist()):
@@ -80,13 +81,13 @@ def test_flip_is_consistent_across_video_audio_and_masks(synth_shards, stored_re
 
 def test_volume_jitter_is_a_gain_within_ten_percent_and_deterministic(synth_shards):
     s = _first(synth_shards)
-    cfg = D.StreamConfig(views=2, flip_p=0.0, **{**PLAIN, "volume_jitter": 0.1})
-    a = D.decode_item(s, replace(cfg, volume_jitter=0.0), epoch=3)
+    cfg = stream_config.StreamConfig(views=2, flip_p=0.0, **{**PLAIN, "volume_jitter": 0.1})
+    a = items.decode_item(s, replace(cfg, volume_jitter=0.0), epoch=3)
     gains = []
     for epoch in (3, 4, 5, 6):
-        b = D.decode_item(s, cfg, epoch=epoch)
+        b = items.decode_item(s, cfg, epoch=epoch)
         if epoch == 3:
-            np.testing.assert_array_equal(b["audio"], D.decode_item(s, cfg, epoch=3)["audio"])  # deterministic
+            np.testing.assert_array_equal(b["audio"], items.decode_item(s, cfg, epoch=3)["audio"])  # deterministic
             assert b["views"].tolist() == a["views"].tolist()
         mask = np.abs(a["audio"]) > 1e-3
         if b["views"].tolist() == a["views"].tolist():
@@ -98,18 +99,18 @@ def test_volume_jitter_is_a_gain_within_ten_percent_and_deterministic(synth_shar
 
 @pytest.mark.parametrize("world,workers", [(2, 2), (1, 2), (3, 1)])
 def test_each_key_exactly_once_per_epoch_across_ranks_and_workers(synth_shards, monkeypatch, world, workers):
-    urls = D.split_urls(D.expand_urls(synth_shards), "train")
+    urls = sources.split_urls(sources.expand_urls(synth_shards), "train")
     keys = _train_keys(synth_shards)
     assert len(urls) == 3 and len(keys) == 12  # 3 shards: fewer (2×2, 3×1) and more (1×2) than consumers
-    cfg = D.StreamConfig(**PLAIN)
+    cfg = stream_config.StreamConfig(**PLAIN)
     orders = []
     for epoch in (0, 1):
         seen: Counter = Counter()
         order = []
         for rank in range(world):
             for wid in range(workers):
-                monkeypatch.setattr(D, "get_worker_info", lambda w=wid: _Worker(w, workers))
-                stream = D.ShardStream(urls, cfg, rank=rank, world_size=world, start_epoch=epoch, infinite=False)
+                monkeypatch.setattr(batches, "get_worker_info", lambda w=wid: _Worker(w, workers))
+                stream = batches.ShardStream(urls, cfg, rank=rank, world_size=world, start_epoch=epoch, infinite=False)
                 got = [(e, s.key) for e, s in stream.iter_raw_samples()]
                 assert all(e == epoch for e, _ in got)
                 seen.update(k for _, k in got)
@@ -120,12 +121,12 @@ def test_each_key_exactly_once_per_epoch_across_ranks_and_workers(synth_shards, 
 
 
 def test_real_dataloader_workers_split_the_epoch(synth_shards):
-    urls = D.split_urls(D.expand_urls(synth_shards), "train")
-    cfg = D.StreamConfig(views=1, **{**PLAIN, "batch_size": 1, "drop_last": False})
+    urls = sources.split_urls(sources.expand_urls(synth_shards), "train")
+    cfg = stream_config.StreamConfig(views=1, **{**PLAIN, "batch_size": 1, "drop_last": False})
     seen: Counter = Counter()
     for rank in range(2):
-        stream = D.ShardStream(urls, cfg, rank=rank, world_size=2, infinite=False)
-        for batch in D.make_loader(stream, num_workers=2):
+        stream = batches.ShardStream(urls, cfg, rank=rank, world_size=2, infinite=False)
+        for batch in batches.make_loader(stream, num_workers=2):
             assert batch["video"].shape == (1, 1, 1, 3, 8, 112, 112) and batch["video"].dtype == torch.float32
             assert batch["audio"].shape == (1, 1, 1, 4, 24000)
             seen.update(batch["key"])
@@ -145,13 +146,13 @@ def _keys(loader: DataLoader, n: int) -> list[list[str]]:
 def test_resume_at_continues_the_batch_order_of_the_uninterrupted_stream(synth_shards, done):
     """With 2 workers (round-robin batches) and epochs of 12 samples: resuming at an odd batch count and past an
     epoch boundary gives exactly the batches the uninterrupted stream gives from there on."""
-    urls = D.split_urls(D.expand_urls(synth_shards), "train")
-    cfg = D.StreamConfig(views=1, **PLAIN)
-    sizes = D.shard_sizes(synth_shards)
-    full = _keys(D.make_loader(D.ShardStream(urls, cfg, sizes=sizes), num_workers=2), done + 3)
-    resumed = D.ShardStream(urls, cfg, sizes=sizes)
+    urls = sources.split_urls(sources.expand_urls(synth_shards), "train")
+    cfg = stream_config.StreamConfig(views=1, **PLAIN)
+    sizes = sources.shard_sizes(synth_shards)
+    full = _keys(batches.make_loader(batches.ShardStream(urls, cfg, sizes=sizes), num_workers=2), done + 3)
+    resumed = batches.ShardStream(urls, cfg, sizes=sizes)
     resumed.resume_at(0, done)
-    assert _keys(D.make_loader(resumed, num_workers=2), 3) == full[done:]
+    assert _keys(batches.make_loader(resumed, num_workers=2), 3) == full[done:]
     flat = [k for b in full for k in b]
     if done == 7:  # worker 1 reads one shard (4 samples = 2 batches) per epoch: its 4th batch is in epoch 1,
         assert len(set(flat)) < len(flat)  # so the resumed stream skipped a whole epoch by count
@@ -161,9 +162,9 @@ def test_missing_render_is_computed_like_the_stored_one(stored_render_shards):
     s = _first(stored_render_shards)
     meta = dict(s.meta)
     meta["renders"] = ["foa"]  # as a shard built with --renders foa
-    members = {k: v for k, v in s.members.items() if not k.endswith((".mono.flac", ".stereo.flac"))}
-    members["meta.json"] = json.dumps(meta, sort_keys=True).encode()
-    slim = RawSample(s.key, members, s.shard)
+    kept = {k: v for k, v in s.members.items() if not k.endswith((".mono.flac", ".stereo.flac"))}
+    kept["meta.json"] = json.dumps(meta, sort_keys=True).encode()
+    slim = RawSample(s.key, kept, s.shard)
     scale = float(meta["audio_scale"])
     for render in ("mono", "stereo"):
         for k in (0, 5):
@@ -172,10 +173,10 @@ def test_missing_render_is_computed_like_the_stored_one(stored_render_shards):
             # both went through 16-bit FLAC (the render, or the FOA it is computed from): equal to 2 steps
             np.testing.assert_allclose(computed, stored, atol=2 * 2.0**-15 * scale)
     # through the pipeline: pruning keeps the unrotated FOA the fallback needs, and the items agree
-    cfg = D.StreamConfig(views=4, moments=2, audio_format="stereo", flip_p=1.0, **PLAIN)
-    pruned = D.prune_members(slim, cfg)
+    cfg = stream_config.StreamConfig(views=4, moments=2, audio_format="stereo", flip_p=1.0, **PLAIN)
+    pruned = members.prune_members(slim, cfg)
     assert "m00.foa.flac" in pruned.members and "m00.v00.foa.flac" not in pruned.members
-    a, b = D.decode_item(s, cfg, 0), D.decode_item(pruned, cfg, 0)
+    a, b = items.decode_item(s, cfg, 0), items.decode_item(pruned, cfg, 0)
     np.testing.assert_allclose(b["audio"], a["audio"], atol=2 * 2.0**-15 * scale)
     np.testing.assert_array_equal(b["video"], a["video"])
 
@@ -184,22 +185,22 @@ def test_pruning_keeps_exactly_what_an_item_reads(stored_render_shards):
     s = _first(stored_render_shards)
     clips = {f"v{k:02d}.jpg": 2 for k in range(8)}
     for audio_format in ("ambi", "stereo", "mono"):
-        cfg = D.StreamConfig(views=4, audio_format=audio_format, **PLAIN)
-        pruned = D.prune_members(s, cfg)
+        cfg = stream_config.StreamConfig(views=4, audio_format=audio_format, **PLAIN)
+        pruned = members.prune_members(s, cfg)
         kinds = Counter(name if name == "meta.json" else name.split(".", 1)[-1] for name in pruned.members)
         # 2 moments × 8 views of clips; every stored per-view render (virtual-mic stereo too) is made from each
         # moment's unrotated FOA
         assert kinds == Counter({"meta.json": 1, "foa.flac": 2, **clips}), (audio_format, kinds)
-        np.testing.assert_array_equal(D.decode_item(pruned, cfg, 2)["audio"], D.decode_item(s, cfg, 2)["audio"])
-    with_masks = D.prune_members(s, replace(cfg, with_masks=True))
+        np.testing.assert_array_equal(items.decode_item(pruned, cfg, 2)["audio"], items.decode_item(s, cfg, 2)["audio"])
+    with_masks = members.prune_members(s, replace(cfg, with_masks=True))
     assert sum(n.endswith(".seg56.png") for n in with_masks.members) == 16
     # HRIR stereo is a convolution: its stored renders are read, and the unrotated FOA is not needed
     meta = {**s.meta, "binaural": {**s.meta["binaural"], "mode": "hrir"}}
     hrir = RawSample(s.key, {**s.members, "meta.json": json.dumps(meta).encode()}, s.shard)
-    stereo = D.StreamConfig(views=4, moments=2, audio_format="stereo", flip_p=0.0, **PLAIN)
-    kinds = Counter(n if n == "meta.json" else n.split(".", 1)[-1] for n in D.prune_members(hrir, stereo).members)
+    stereo = stream_config.StreamConfig(views=4, moments=2, audio_format="stereo", flip_p=0.0, **PLAIN)
+    kinds = Counter(n if n == "meta.json" else n.split(".", 1)[-1] for n in members.prune_members(hrir, stereo).members)
     assert kinds == Counter({"meta.json": 1, **clips, **{f"v{k:02d}.stereo.flac": 2 for k in range(8)}}), kinds
-    a = D.decode_item(hrir, stereo, 0)
+    a = items.decode_item(hrir, stereo, 0)
     for j, k in enumerate(a["views"].tolist()):
         np.testing.assert_array_equal(a["audio"][1, j], hrir.audio(k, 1, "stereo"))  # the stored render itself
 
@@ -207,34 +208,34 @@ def test_pruning_keeps_exactly_what_an_item_reads(stored_render_shards):
 def test_bad_requests_fail_clearly(synth_shards):
     meta = _first(synth_shards).meta
     with pytest.raises(ValueError, match="--viewpoints"):
-        D.check_shards_fit(meta, D.StreamConfig(views=9))
+        stream_config.check_shards_fit(meta, stream_config.StreamConfig(views=9))
     with pytest.raises(ValueError, match="--moments-per-sample 3"):
-        D.check_shards_fit(meta, D.StreamConfig(views=1, moments=3))
-    D.check_shards_fit(meta, D.StreamConfig(views=8, moments=2, with_masks=True))
+        stream_config.check_shards_fit(meta, stream_config.StreamConfig(views=1, moments=3))
+    stream_config.check_shards_fit(meta, stream_config.StreamConfig(views=8, moments=2, with_masks=True))
     with pytest.raises(ValueError, match="audio_format"):
-        D.StreamConfig(audio_format="5.1")
+        stream_config.StreamConfig(audio_format="5.1")
     with pytest.raises(FileNotFoundError, match="no shards"):
-        D.expand_urls(str(synth_shards / "nothing-*.tar"))
+        sources.expand_urls(str(synth_shards / "nothing-*.tar"))
 
 
 def test_colour_jitter_hue_keeps_luma_and_greys(rng):
     luma = np.array([0.299, 0.587, 0.114], np.float32)
     for shift in (-0.2, 0.07, 0.5):
-        m = D._hue_matrix(shift)
+        m = augment._hue_matrix(shift)
         np.testing.assert_allclose(luma @ m, luma, atol=1e-5)  # the luma of every colour is unchanged
         np.testing.assert_allclose(np.full(3, 0.4, np.float32) @ m.T, 0.4, atol=1e-5)  # greys stay grey
-    np.testing.assert_allclose(D._hue_matrix(1.0), np.eye(3), atol=1e-5)
+    np.testing.assert_allclose(augment._hue_matrix(1.0), np.eye(3), atol=1e-5)
     red = np.array([0.8, 0.1, 0.1], np.float32)
-    assert np.argmax(red @ D._hue_matrix(0.5).T) != 0  # half a turn moves red away from red
+    assert np.argmax(red @ augment._hue_matrix(0.5).T) != 0  # half a turn moves red away from red
     clip = rng.random((2, 3, 4, 4, 3)).astype(np.float32)  # [V, T, H, W, RGB]
-    out = D.colour_jitter(clip, np.random.default_rng(0), hue=0.2)
+    out = augment.colour_jitter(clip, np.random.default_rng(0), hue=0.2)
     assert out.shape == clip.shape and out.min() >= 0 and out.max() <= 1 and not np.allclose(out, clip)
 
 
 def test_a_consumer_without_samples_fails_instead_of_spinning(synth_shards, monkeypatch):
-    urls = D.split_urls(D.expand_urls(synth_shards), "train")
-    monkeypatch.setattr(D, "get_worker_info", lambda: _Worker(12, 13))  # 13 consumers, 12 samples
-    stream = D.ShardStream(urls, D.StreamConfig(**PLAIN))
+    urls = sources.split_urls(sources.expand_urls(synth_shards), "train")
+    monkeypatch.setattr(batches, "get_worker_info", lambda: _Worker(12, 13))  # 13 consumers, 12 samples
+    stream = batches.ShardStream(urls, stream_config.StreamConfig(**PLAIN))
     with pytest.raises(ValueError, match="more consumers than samples"):
         next(stream.iter_raw_samples())
 
@@ -265,8 +266,8 @@ def test_the_loader_reads_only_the_members_an_item_uses(stored_render_shards, tm
 
     path = sorted(stored_render_shards.glob("train-*.tar"))[0]
     size = path.stat().st_size
-    cfg = D.StreamConfig(views=4, audio_format="ambi", **PLAIN)
-    wanted = D.member_wanted(cfg)
+    cfg = stream_config.StreamConfig(views=4, audio_format="ambi", **PLAIN)
+    wanted = members.member_wanted(cfg)
     full = list(iter_raw(path))
     for seekable in (True, False):
         f = _CountingFile(path, seekable)
@@ -287,31 +288,31 @@ def test_the_loader_reads_only_the_members_an_item_uses(stored_render_shards, tm
     with pytest.raises(ShardFormatError, match="truncated"):
         list(iter_raw(cut, wanted=wanted))
     # the stream reads the same items either way
-    stream = D.ShardStream([str(path)], cfg, infinite=False)
+    stream = batches.ShardStream([str(path)], cfg, infinite=False)
     read = {s.key: s.members for _, s in stream.iter_raw_samples(prune=True)}
-    assert read == {s.key: D.prune_members(s, cfg).members for s in full}
+    assert read == {s.key: members.prune_members(s, cfg).members for s in full}
 
 
 def test_clips_normalised_on_the_device_equal_the_workers_float_clips(synth_shards):
     """The GPU path (``video_on_device``: uint8 clips and a colour transform, finished by ``model_video`` for
     the whole batch) gives the items of the worker-side float path: same jitter, flip, pivot and bounds."""
     samples = [s for _, s in zip(range(3), iter_samples(sorted(synth_shards.glob("train-*.tar"))))]
-    cfg = D.StreamConfig(views=3, moments=2, flip_p=0.5, color_jitter=True, volume_jitter=0.1, train=True)
+    cfg = stream_config.StreamConfig(views=3, moments=2, flip_p=0.5, color_jitter=True, volume_jitter=0.1, train=True)
     flips = set()
     for epoch in (0, 1, 2):
-        floats = [D.decode_item(s, cfg, epoch) for s in samples]
-        raws = [D.decode_item(s, replace(cfg, video_on_device=True), epoch) for s in samples]
+        floats = [items.decode_item(s, cfg, epoch) for s in samples]
+        raws = [items.decode_item(s, replace(cfg, video_on_device=True), epoch) for s in samples]
         assert raws[0]["video"].dtype == np.uint8 and raws[0]["video"].shape == (2, 3, 8, 112, 112, 3)
-        batch = D.collate(raws)
-        got = D.model_video(batch, torch.device("cpu"))
-        want = D.collate(floats)["video"]
+        batch = batches.collate(raws)
+        got = augment.model_video(batch, torch.device("cpu"))
+        want = batches.collate(floats)["video"]
         assert got.dtype == torch.float32 and got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
         flips |= {bool(f) for f in batch["flip"]}
         np.testing.assert_array_equal(np.stack([r["audio"] for r in raws]), np.stack([f["audio"] for f in floats]))
     assert flips == {True, False}  # flipped and unflipped items were compared
     # float batches pass through unchanged
-    assert D.model_video({"video": want}, torch.device("cpu")) is want
+    assert augment.model_video({"video": want}, torch.device("cpu")) is want
 
 
 def test_a_loader_worker_runs_numpys_blas_on_one_thread():
@@ -320,15 +321,16 @@ def test_a_loader_worker_runs_numpys_blas_on_one_thread():
     import subprocess
     import sys
 
-    code = ("import threadpoolctl, avsa_train.data as D; before = {i['user_api']: i['num_threads'] for i in "
-            "threadpoolctl.threadpool_info()}; D.loader_worker_init(0); after = [i['num_threads'] for i in "
+    code = ("import threadpoolctl; from avsa_train.data import batches; "
+            "before = {i['user_api']: i['num_threads'] for i in threadpoolctl.threadpool_info()}; "
+            "batches.loader_worker_init(0); after = [i['num_threads'] for i in "
             "threadpoolctl.threadpool_info() if i['user_api'] == 'blas']; print(before.get('blas'), set(after))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "OPENBLAS_NUM_THREADS": "2"}).stdout.split(maxsplit=1)
     # 2 threads before (OpenBLAS caps them at the usable cores), 1 in the worker (every BLAS library)
     assert out[0] == str(min(2, len(__import__("os").sched_getaffinity(0)))) and out[1].strip() == "{1}", out
-    assert D.make_loader(D.ShardStream(["x.tar"], D.StreamConfig()), num_workers=1).worker_init_fn is \
-        D.loader_worker_init
+    loader = batches.make_loader(batches.ShardStream(["x.tar"], stream_config.StreamConfig()), num_workers=1)
+    assert loader.worker_init_fn is batches.loader_worker_init
 
 
 def test_a_view_outside_the_bank_is_refused_not_counted_from_its_end(synth_shards):
@@ -338,7 +340,7 @@ def test_a_view_outside_the_bank_is_refused_not_counted_from_its_end(synth_shard
     for fmt_ in ("ambi", "mono"):  # derived from the unrotated FOA
         for k in (-1, s.num_views):
             with pytest.raises(ShardFormatError, match=rf"no viewpoint {k} \(the bank has 8\)"):
-                D.view_audio(s, [0, k], 0, fmt_)
+                items.view_audio(s, [0, k], 0, fmt_)
     slim = RawSample(s.key, {k: v for k, v in s.members.items() if not k.endswith(".mono.flac")}, s.shard)
     with pytest.raises(ShardFormatError, match=r"no viewpoint -1"):  # a render computed by the reader
         slim.audio(-1, 0, "mono")
@@ -351,20 +353,20 @@ def test_breaking_the_spatial_link_turns_each_samples_field_by_its_own_random_ya
     at the item's views; the video and the views stay the item's own."""
     from avsa_train.tasks.misalign import rotated
 
-    cfg = D.StreamConfig(views=3, moments=2, audio_format=fmt, train=True, flip_p=0.0, volume_jitter=0.0,
+    cfg = stream_config.StreamConfig(views=3, moments=2, audio_format=fmt, train=True, flip_p=0.0, volume_jitter=0.0,
                          color_jitter=False)
     broken = replace(cfg, break_spatial_link=True)
     samples = list(iter_samples(synth_shards))[:3]
     yaws = []
     for s in samples:
         for epoch in (0, 1):
-            a, b = D.decode_item(s, cfg, epoch), D.decode_item(s, broken, epoch)
+            a, b = items.decode_item(s, cfg, epoch), items.decode_item(s, broken, epoch)
             np.testing.assert_array_equal(a["video"], b["video"])
             assert a["views"].tolist() == b["views"].tolist()
-            yaw = float(D.rng_for(cfg.seed, "spatial-link", epoch, s.key).uniform(-180.0, 180.0))
+            yaw = float(rng_for(cfg.seed, "spatial-link", epoch, s.key).uniform(-180.0, 180.0))
             yaws.append(yaw)
             turned = rotated(s, yaw)  # the sample's field turned by the yaw, rendered by the builder's functions
-            render = D.AUDIO_FORMATS[fmt][0]
+            render = stream_config.AUDIO_FORMATS[fmt][0]
             for m in range(2):
                 for j, k in enumerate(b["views"]):
                     np.testing.assert_allclose(b["audio"][m, j], turned.audio(int(k), m, render), atol=2e-4)

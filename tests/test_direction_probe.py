@@ -17,9 +17,8 @@ torch = pytest.importorskip("torch")
 from avsa_data import ambisonics, events  # noqa: E402
 from avsa_data.reader import iter_samples  # noqa: E402
 from avsa_data.viewpoints import Viewpoint  # noqa: E402
-from avsa_train import data as avdata  # noqa: E402
+from avsa_train.data import items, sources  # noqa: E402
 from avsa_train.tasks import direction_probe as dp  # noqa: E402
-from avsa_train.tasks import streams  # noqa: E402
 from avsa_train.tasks.common import write_jsonl  # noqa: E402
 
 #: A tiny STARSS23-layout synthetic set: 8 videos × 4 s (4 train, 4 held out as dev-test → split "test").
@@ -135,14 +134,14 @@ def test_items_are_every_view_with_labels_relative_to_the_view(probe_shards):
     """Every (moment, view) of every test sample is an item; its audio is the unaugmented render of the view;
     its target is the sectors of the events' WORLD directions rotated into that view (computed here from the
     world directions and the viewpoint, not from the stored per-view fields); the audio agrees (physics)."""
-    urls = streams.shard_urls(probe_shards, "test")
+    urls = sources.shard_urls(probe_shards, "test")
     samples = {s.key: s for s in iter_samples(urls)}
     rows = agree = single = 0
     for item in dp.ViewItems(urls, "ambi", 8):
         s = samples[item["key"]]
         k_views = len(s.meta["viewpoints"])
         assert item["labelled"] and item["view"] == list(range(k_views)) and item["moment"] == [0] * k_views
-        np.testing.assert_array_equal(item["audio"], avdata.view_audio(s, list(range(k_views)), 0, "ambi"))
+        np.testing.assert_array_equal(item["audio"], items.view_audio(s, list(range(k_views)), 0, "ambi"))
         for j, k in enumerate(item["view"]):
             vp = Viewpoint.from_dict(s.meta["viewpoints"][k])
             rel = [events.to_view(e["azimuth"], e["elevation"], vp)[0] for e in s.events(None, 0)]
@@ -181,7 +180,7 @@ def test_samples_without_labels_are_skipped_not_read_as_silence(starss_raw, prob
         csv.unlink()
     shards = tmp_path / "shards"
     run_cli("avsa_data", "shard", "--src", str(raw), "--out", str(shards), *SHARD, "-j", "2", "-q")
-    urls = streams.shard_urls(probe_shards, "train") + streams.shard_urls(shards, "test")
+    urls = sources.shard_urls(probe_shards, "train") + sources.shard_urls(shards, "test")
     items = dp.encode_split(urls, constant, "ambi", dp.DirectionProbeConfig(), CPU)
     assert items.describe()["unlabelled_samples_skipped"] == 28 and len(items) == 28 * 8
     assert not any(v.startswith("dev-test") for v in items.columns["video_id"])

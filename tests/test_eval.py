@@ -175,12 +175,12 @@ def test_roc_auc():
 
 
 def test_items_follow_the_protocol_on_synthetic_shards(synth_shards):
-    from avsa_train.tasks import streams
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems
+    from avsa_train.data import sources
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig, binary_stream
 
     cfg = BinaryEvalConfig(task="avsa", batch_size=4, negatives="reference")
-    urls = streams.shard_urls(str(synth_shards), "val")
-    items = list(BinaryItems(urls, cfg, "ambi", "test", 0))
+    urls = sources.shard_urls(str(synth_shards), "val")
+    items = list(binary_stream(urls, cfg, "ambi", "test", 0).iter_items())
     stored = {s.key: s for s in iter_samples(urls)}
     assert len(items) == 2 * len(stored)  # every moment of every val sample
     assert {it["label"] for it in items} == {0, 1}
@@ -198,9 +198,10 @@ def test_items_follow_the_protocol_on_synthetic_shards(synth_shards):
                 assert it["yaw"] == 0.0 and float(np.abs(a - own).max()) < 2e-3  # FLAC quantisation only
             else:
                 assert float(np.abs(a - own).max()) > 1e-2
-    again = list(BinaryItems(urls, cfg, "ambi", "test", 0))
+    again = list(binary_stream(urls, cfg, "ambi", "test", 0).iter_items())
     assert [(a["key"], a["label"], a["yaw"]) for a in again] == [(a["key"], a["label"], a["yaw"]) for a in items]
-    avc = list(BinaryItems(urls, BinaryEvalConfig(task="avc", negatives="reference"), "stereo", "test", 0))
+    avc_cfg = BinaryEvalConfig(task="avc", negatives="reference")
+    avc = list(binary_stream(urls, avc_cfg, "stereo", "test", 0).iter_items())
     assert {it["label"] for it in avc} == {0, 1} and avc[0]["audio"].shape == (4, 2, SR)
 
 
@@ -208,13 +209,13 @@ def test_items_follow_the_protocol_on_synthetic_shards(synth_shards):
 def test_training_items_are_augmented_only_when_asked(synth_shards, augment):
     """--no-augment: the classifier's training items are drawn like the evaluation items (no flip, colour or
     volume jitter), so an aligned item's audio is the stored render of its views; augmented ones differ."""
-    from avsa_train.tasks import streams
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems
+    from avsa_train.data import sources
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig, binary_stream
 
     cfg = BinaryEvalConfig(task="avsa", batch_size=4, augment=augment)
-    urls = streams.shard_urls(str(synth_shards), "train")
+    urls = sources.shard_urls(str(synth_shards), "train")
     stored = {s.key: s for s in iter_samples(urls)}
-    aligned = [it for it in BinaryItems(urls, cfg, "ambi", "train", 0) if it["label"] == 0]
+    aligned = [it for it in binary_stream(urls, cfg, "ambi", "train", 0).iter_items() if it["label"] == 0]
     assert len(aligned) >= 2
 
     def error(it) -> float:  # relative distance to the stored render of the item's views, best moment
@@ -230,12 +231,12 @@ def test_training_items_are_augmented_only_when_asked(synth_shards, augment):
 
 
 def test_avc_donors_are_other_videos_whatever_the_workers(synth_shards):
-    from torch.utils.data import DataLoader
 
-    from avsa_train.tasks import streams
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems, collate_items
+    from avsa_train.data import sources
+    from avsa_train.data.batches import make_loader
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig, binary_stream
 
-    urls = streams.shard_urls(str(synth_shards), "val")
+    urls = sources.shard_urls(str(synth_shards), "val")
     stored = {s.key: s for s in iter_samples(urls)}
     bank = misalign.DonorBank(urls)
     assert bank.keys == sorted(stored)
@@ -243,7 +244,7 @@ def test_avc_donors_are_other_videos_whatever_the_workers(synth_shards):
         for m, a in enumerate(bank.world_foa(i)):
             np.testing.assert_array_equal(a, stored[key].foa(m))
     cfg = BinaryEvalConfig(task="avc", batch_size=4, negatives="reference")
-    items = list(BinaryItems(urls, cfg, "ambi", "test", 0, bank))
+    items = list(binary_stream(urls, cfg, "ambi", "test", 0, bank).iter_items())
     negatives = [it for it in items if it["label"] == 1]
     assert negatives
     for it in negatives:
@@ -258,9 +259,7 @@ def test_avc_donors_are_other_videos_whatever_the_workers(synth_shards):
             expect = ambisonics.rotate_to_view(world, views[int(k)]["azimuth"], views[int(k)]["elevation"])
             np.testing.assert_allclose(a, expect, atol=1e-5)
     # the same items, labels and donors with two DataLoader workers (the val split has two shards)
-    loader = DataLoader(
-        BinaryItems(urls, cfg, "ambi", "test", 0, bank), batch_size=4, num_workers=2, collate_fn=collate_items
-    )
+    loader = make_loader(binary_stream(urls, cfg, "ambi", "test", 0, bank), num_workers=2, seed=None)
     seen = {}
     for b in loader:
         for key, moment, label, audio in zip(b["key"], b["moment"], b["label"].tolist(), b["audio"]):
@@ -503,9 +502,10 @@ def test_binary_classifier_learns_features_that_carry_the_answer():
     (a constant answer, a skipped optimiser step or a wrong label column would give ≈ 50 %)."""
     from torch.utils.data import DataLoader
 
+    from avsa_train.data.batches import collate
     from avsa_train.tasks.binary_eval import (
+        ITEM_COLUMNS,
         BinaryEvalConfig,
-        collate_items,
         encode_items,
         fit_feature_head,
         predict_features,
@@ -522,7 +522,7 @@ def test_binary_classifier_learns_features_that_carry_the_answer():
     cpu = torch.device("cpu")
 
     def loader(items):
-        return DataLoader(items, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate_items)
+        return DataLoader(items, batch_size=cfg.batch_size, shuffle=True, collate_fn=lambda b: collate(b, ITEM_COLUMNS))
 
     # the reference schedule: epoch e trains on encoded pass e (here four passes over the same items)
     feats = encode_items(backbone, [(e, loader(train)) for e in range(4)], cfg, cpu, False, "train")
@@ -553,9 +553,10 @@ def test_cached_feature_head_learns_and_standardizes_with_training_statistics(st
     single answer (the failure issue 13 saw at the learning scale)."""
     from torch.utils.data import DataLoader
 
+    from avsa_train.data.batches import collate
     from avsa_train.tasks.binary_eval import (
+        ITEM_COLUMNS,
         BinaryEvalConfig,
-        collate_items,
         encode_items,
         fit_feature_head,
         predict_features,
@@ -572,7 +573,7 @@ def test_cached_feature_head_learns_and_standardizes_with_training_statistics(st
     cpu = torch.device("cpu")
 
     def loader(items):
-        return DataLoader(items, batch_size=cfg.batch_size, collate_fn=collate_items)
+        return DataLoader(items, batch_size=cfg.batch_size, collate_fn=lambda b: collate(b, ITEM_COLUMNS))
 
     feats = encode_items(backbone, [(0, loader(train))], cfg, cpu, False, "train")
     assert len(feats) == 512 and feats.columns["draw"] == [0] * 512
@@ -684,16 +685,16 @@ def test_matched_negatives_leave_single_modality_probes_at_chance(energy_shards,
     changes, so its probe is at chance by design and checks only that nothing else leaks). The reference
     negatives (random yaw, another video at this sample's views), planted back, are told apart by the audio
     alone."""
-    from avsa_train.tasks import streams
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems
+    from avsa_train.data import sources
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig, binary_stream
     from avsa_train.tasks.metrics import cluster_t_interval
 
     def probe(negatives: str, features, confidence: float = 0.95) -> tuple[float, float, float]:
         cfg = BinaryEvalConfig(task=task, negatives=negatives, augment=False)
 
         def items(split: str, phase: str, passes: int):
-            urls = streams.shard_urls(str(energy_shards), split)
-            rows = [it for e in range(passes) for it in BinaryItems(urls, cfg, "ambi", phase, e)]
+            urls = sources.shard_urls(str(energy_shards), split)
+            rows = [it for e in range(passes) for it in binary_stream(urls, cfg, "ambi", phase, e).iter_items()]
             x = np.stack([features(it) for it in rows])
             return x, np.array([it["label"] for it in rows]), [it["video_id"] for it in rows]
 
@@ -716,13 +717,13 @@ def test_a_matched_avsa_negative_hears_its_own_scene_from_another_viewpoint_of_t
     """Matched AVSA-Bin negatives: the crop of bank viewpoint k hears the sample's own field rendered at viewpoint
     π(k) ≠ k of the same bank — exactly the render a positive of viewpoint π(k) hears — and π is a permutation,
     so a negative's renders are a positive's, reshuffled."""
-    from avsa_train.tasks import streams
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems
+    from avsa_train.data import sources
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig, binary_stream
 
     cfg = BinaryEvalConfig(task="avsa", batch_size=4)
-    urls = streams.shard_urls(str(synth_shards), "val")
+    urls = sources.shard_urls(str(synth_shards), "val")
     stored = {s.key: s for s in iter_samples(urls)}
-    items = list(BinaryItems(urls, cfg, "ambi", "test", 0))
+    items = list(binary_stream(urls, cfg, "ambi", "test", 0).iter_items())
     negatives = [it for it in items if it["label"] == 1]
     assert negatives and any(it["label"] == 0 for it in items)
     for it in negatives:
@@ -744,14 +745,14 @@ def test_a_matched_avsa_negative_hears_its_own_scene_from_another_viewpoint_of_t
 def test_a_matched_avc_negative_hears_another_video_as_its_own_viewpoints_do(synth_shards):
     """Matched AVC-Bin negatives: each crop hears a sample of another video rendered at a viewpoint of that
     sample's own bank (distinct viewpoints for distinct crops), i.e. a render one of its positives hears."""
-    from avsa_train.tasks import streams
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig, BinaryItems
+    from avsa_train.data import sources
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig, binary_stream
 
     cfg = BinaryEvalConfig(task="avc", batch_size=4)
-    urls = streams.shard_urls(str(synth_shards), "val")
+    urls = sources.shard_urls(str(synth_shards), "val")
     stored = {s.key: s for s in iter_samples(urls)}
     bank = misalign.DonorBank(urls)
-    negatives = [it for it in BinaryItems(urls, cfg, "ambi", "test", 0, bank) if it["label"] == 1]
+    negatives = [it for it in binary_stream(urls, cfg, "ambi", "test", 0, bank).iter_items() if it["label"] == 1]
     assert negatives
     for it in negatives:
         s = stored[it["key"]]
@@ -812,9 +813,10 @@ def test_controls_expose_what_one_modality_alone_can_earn(in_audio):
     carries the label, the audio-only control earns it too and the model's gap over it holds 0."""
     from torch.utils.data import DataLoader
 
+    from avsa_train.data.batches import collate
     from avsa_train.tasks.binary_eval import (
+        ITEM_COLUMNS,
         BinaryEvalConfig,
-        collate_items,
         controls_summary,
         encode_items,
         fit_feature_head,
@@ -828,8 +830,8 @@ def test_controls_expose_what_one_modality_alone_can_earn(in_audio):
     cpu = torch.device("cpu")
 
     def encoded(items):
-        return encode_items(backbone, [(0, DataLoader(items, batch_size=64, collate_fn=collate_items))], cfg, cpu,
-                            False, "items")
+        loader = DataLoader(items, batch_size=64, collate_fn=lambda b: collate(b, ITEM_COLUMNS))
+        return encode_items(backbone, [(0, loader)], cfg, cpu, False, "items")
 
     train = encoded(_pairing_items(1500, dim, 1, in_audio))
     test = encoded(_pairing_items(480, dim, 2, in_audio))

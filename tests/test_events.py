@@ -232,7 +232,8 @@ def test_in_view_event_is_painted_at_its_crop_pixel(starss_shards):
 def test_reader_and_loader_flip_mirror_labels(starss_shards):
     """The loader's flip negates label azimuths, and they stay where the flipped FOA's energy points."""
     pytest.importorskip("torch")
-    from avsa_train.data import StreamConfig, decode_item
+    from avsa_train.data.items import decode_item
+    from avsa_train.data.stream_config import StreamConfig
 
     checked = 0
     for s in iter_samples(starss_shards):

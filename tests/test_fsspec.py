@@ -103,19 +103,19 @@ def test_torch_free_reader_and_verify_read_the_url(memory_job, synth_shards):
 
 
 def test_train_side_lists_and_streams_an_fsspec_folder(memory_job, synth_shards):
-    from avsa_train import data as D
+    from avsa_train.data import partition, sources
 
-    urls = D.expand_urls(URL)
+    urls = sources.expand_urls(URL)
     names = sorted(p.name for p in synth_shards.glob("*.tar"))
     assert urls == [f"{URL}/{n}" for n in names]
-    assert D.expand_urls(f"{URL}/val-*.tar") == [f"{URL}/val-000000.tar", f"{URL}/val-000001.tar"]
-    assert D.expand_urls(f"{URL}/train-{{000000..000001}}.tar") == urls[:2]
-    assert D.has_manifest(URL) and D.count_samples(URL, "train") == 12
-    assert D.shard_sizes(URL) == {u: n for u, n in zip(urls, (4, 4, 4, 4, 2))}
-    train = D.split_urls(urls, "train")
-    keys = [s.key for s in D.iter_epoch_raw(train, 0, 0, 0, 1, shuffle=False, buffer=1)]
+    assert sources.expand_urls(f"{URL}/val-*.tar") == [f"{URL}/val-000000.tar", f"{URL}/val-000001.tar"]
+    assert sources.expand_urls(f"{URL}/train-{{000000..000001}}.tar") == urls[:2]
+    assert sources.has_manifest(URL) and sources.count_samples(URL, "train") == 12
+    assert sources.shard_sizes(URL) == {u: n for u, n in zip(urls, (4, 4, 4, 4, 2))}
+    train = sources.split_urls(urls, "train")
+    keys = [s.key for s in partition.iter_epoch_raw(train, 0, 0, 0, 1, shuffle=False, buffer=1)]
     assert keys == [s.key for s in iter_samples([synth_shards / n for n in names if n.startswith("train")])]
-    assert D.peek_meta(train)["key"] == keys[0]
+    assert sources.peek_meta(train)["key"] == keys[0]
 
 
 def test_file_url_through_the_cli_verify_and_inspect(memory_job, synth_raw, synth_shards, tmp_path):

@@ -578,3 +578,19 @@ def test_shard_cli_broken_onnx_model_is_a_clear_error(tiny_raw, tmp_path):
     r = run_cli("avsa_data", "shard", "--src", str(tiny_raw), "--out", str(tmp_path / "s2"), "--labels", "precomputed",
                 "-q", check=False)
     assert r.returncode != 0 and "needs --label-dir" in r.stderr
+
+
+def test_label_options_hash_as_the_strings_the_backends_read():
+    """The label options given enter the job's configuration hash as sorted [name, string] pairs, exactly the
+    strings the backend parses; an option not given is not part of the hash (so the backend's default may
+    change without invalidating shards made without it)."""
+    from avsa_data.labels.options import LabelOptions
+    from avsa_data.shards import JobConfig
+
+    opts = LabelOptions(label_fps=4.0, label_dir="labels/", onnx_size=512)
+    assert opts.given() == {"label_dir": "labels/", "label_fps": "4.0", "onnx_size": "512"}
+    assert opts.hashed() == [["label_dir", "labels/"], ["label_fps", "4.0"], ["onnx_size", "512"]]
+    job = JobConfig(labels="precomputed", label_options=opts)
+    assert job.hashed_fields()["label_options"] == opts.hashed()
+    assert JobConfig().hashed_fields()["label_options"] == []
+    assert JobConfig(label_options=opts).config_hash != JobConfig().config_hash

@@ -25,7 +25,9 @@ from conftest import run_cli
 
 from avsa_train.checkpoint import load_checkpoint
 from avsa_train.config import resolve
-from avsa_train.data import ShardStream, StreamConfig, expand_urls, split_urls
+from avsa_train.data.batches import ShardStream
+from avsa_train.data.sources import expand_urls, split_urls
+from avsa_train.data.stream_config import StreamConfig
 from avsa_train.losses import Negatives
 from avsa_train.pretrain import build_model, compute_loss
 

@@ -340,7 +340,7 @@ def test_a_cuda_run_ships_uint8_clips_and_its_step_gives_the_float_loss(synth_sh
     step must give the loss of the worker-normalised float batch. Checked on the CPU with the same step."""
     from dataclasses import replace
 
-    from avsa_train import data as D
+    from avsa_train.data import batches, sources
     from avsa_train.pretrain import build_model, stream_config, train_step
 
     cfg = resolve("avsa", None, {"shards": str(synth_shards), "width": 0.125, "batch_size": 2, "viewpoints": 2,
@@ -348,9 +348,9 @@ def test_a_cuda_run_ships_uint8_clips_and_its_step_gives_the_float_loss(synth_sh
     cpu = torch.device("cpu")
     assert stream_config(cfg, torch.device("cuda")).video_on_device and not stream_config(cfg, cpu).video_on_device
     scfg = replace(stream_config(cfg, cpu), shuffle_buffer=1)
-    urls = D.split_urls(D.expand_urls(synth_shards), "train")
-    floats = next(iter(D.ShardStream(urls, scfg)))
-    raw = next(iter(D.ShardStream(urls, replace(scfg, video_on_device=True))))
+    urls = sources.split_urls(sources.expand_urls(synth_shards), "train")
+    floats = next(iter(batches.ShardStream(urls, scfg)))
+    raw = next(iter(batches.ShardStream(urls, replace(scfg, video_on_device=True))))
     assert raw["video"].dtype == torch.uint8 and floats["key"] == raw["key"]
     torch.manual_seed(0)
     net = build_model(cfg).eval()

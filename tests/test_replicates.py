@@ -11,11 +11,12 @@ def test_scale_with_types_values_like_the_field():
     assert (sc.avsa_steps, sc.lr, sc.head_augment, sc.spec) == (100, 0.002, False, "mel128")
     assert isinstance(sc.avsa_steps, int) and isinstance(sc.lr, float)
     assert sc.avc_steps == SCALES["full"].avc_steps  # untouched fields keep their value
+    assert scale_with(SCALES["full"], ["sounding_objects=3,5"]).sounding_objects == (3, 5)
 
 
-@pytest.mark.parametrize("bad, says", [("avsa_step=1", "FIELD one of"), ("avsa_steps=1.5", "is an int"),
+@pytest.mark.parametrize("bad, says", [("avsa_step=1", "FIELD one of"), ("avsa_steps=1.5", "must be int"),
                                        ("head_augment=yes", "true or false"), ("avsa_steps", "FIELD=VALUE"),
-                                       ("sounding_objects=3", "cannot be set")])
+                                       ("sounding_objects=3", "must be tuple of 2 int")])
 def test_scale_with_refuses_bad_overrides(bad, says):
     with pytest.raises(ValueError, match=says):
         scale_with(SCALES["full"], [bad])

@@ -237,8 +237,9 @@ def test_segmenter_learns_a_learnable_class_better_than_all_background():
     from torch.utils.data import DataLoader
 
     from avsa_train.audio_features import Spectrogram
+    from avsa_train.data.batches import collate
     from avsa_train.tasks.common import Backbone, multistep
-    from avsa_train.tasks.segmentation import SegmentationConfig, _collate, _scores, evaluate, fit_segmenter
+    from avsa_train.tasks.segmentation import SegmentationConfig, SegmentationItems, _scores, evaluate, fit_segmenter
 
     torch.manual_seed(0)
     w = 0.125
@@ -251,7 +252,8 @@ def test_segmenter_learns_a_learnable_class_better_than_all_background():
     train, test = _square_items(96, seed=1), _square_items(24, seed=2)
 
     def loader(items, shuffle):
-        return DataLoader(items, batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=_collate)
+        return DataLoader(items, batch_size=cfg.batch_size, shuffle=shuffle,
+                          collate_fn=lambda b: collate(b, SegmentationItems.columns))
 
     cpu = torch.device("cpu")
     history = fit_segmenter(model, optimizer, scheduler, cfg, cpu, lambda e: loader(train, True), False)

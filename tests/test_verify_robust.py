@@ -362,7 +362,8 @@ def test_decompression_bombs_are_refused_before_decoding(tiny, tmp_path, kind):
 
 def test_training_loader_refuses_a_jpeg_bomb_naming_shard_and_key(tiny, tmp_path):
     torch = pytest.importorskip("torch")  # noqa: F841 - avsa_train needs it
-    from avsa_train.data import ShardStream, StreamConfig, make_loader
+    from avsa_train.data.batches import ShardStream, make_loader
+    from avsa_train.data.stream_config import StreamConfig
 
     # every clip claims 16384 × 16384 pixels, so whichever views the loader draws hit one
     members = [(n, _jpeg_claiming(d, 16384, 16384) if n.endswith(".jpg") else d) for n, d in _members(tiny / SHARD)]
@@ -435,7 +436,7 @@ def test_truncated_manifest_is_one_line_for_verify_and_the_loader(tiny, tmp_path
     assert [p["problem"] for p in r.problems] == [r.problems[0]["problem"]]
     assert r.problems[0]["problem"].startswith("manifest.json: truncated JSON (it stops inside a value after line ")
     assert r.problems[0]["problem"].endswith("; expected the manifest.json written by avsa-data shard")
-    from avsa_train.data import read_manifest
+    from avsa_train.data.sources import read_manifest
 
     with pytest.raises(ValueError, match=r"manifest\.json: truncated JSON .*; expected the manifest\.json written by"):
         read_manifest(d)

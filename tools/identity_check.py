@@ -23,6 +23,7 @@ About 3 minutes a side on 2 cores.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -140,13 +141,22 @@ def pipeline(tree: Path, work: Path, echo=print) -> dict[str, dict]:
     return entries
 
 
-def record(rev: str, out: Path, repo: Path = REPO, echo=print) -> dict:
-    """Record the outputs of ``rev`` into ``out`` (JSON)."""
+#: The work folder of a record. Shards record their source paths, so both sides of a comparison must use the same.
+WORK = Path(tempfile.gettempdir()) / "avsa-identity-work"
+
+
+def record(rev: str, out: Path, repo: Path = REPO, echo=print, work: Path = WORK) -> dict:
+    """Record the outputs of ``rev`` into ``out`` (JSON), working in ``work`` (emptied first). Another record
+    in the same ``work`` waits for this one (a lock beside it), instead of emptying it under its feet."""
     sha = subprocess.run(["git", "-C", str(repo), "rev-parse", rev], capture_output=True, text=True,
                          check=True).stdout.strip()
-    with tempfile.TemporaryDirectory(prefix="identity-") as tmp:
-        # one fixed work folder: shards record their source paths, so both sides must use the same ones
-        tree, work = Path(tmp) / "tree", Path(tempfile.gettempdir()) / "avsa-identity-work"
+    with tempfile.TemporaryDirectory(prefix="identity-") as tmp, open(f"{work}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            echo(f"waiting for another identity check working in {work} ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        tree = Path(tmp) / "tree"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "-q", str(tree), sha], check=True)
@@ -197,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", help="revision before the change")
     ap.add_argument("--head", help="revision after it")
     ap.add_argument("--keep", type=Path, help="folder for the two records (default: a temporary one)")
+    ap.add_argument("--work", type=Path, default=WORK,
+                    help=f"work folder of the pipeline, the same for both sides (default: {WORK})")
     sub = ap.add_subparsers(dest="cmd")
     r = sub.add_parser("record", help="record one revision's outputs")
     r.add_argument("--rev", required=True)
@@ -206,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("b", type=Path)
     args = ap.parse_args(argv)
     if args.cmd == "record":
-        record(args.rev, args.out)
+        record(args.rev, args.out, work=args.work)
         return 0
     if args.cmd == "compare":
         return compare(json.loads(args.a.read_text()), json.loads(args.b.read_text()))
@@ -214,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --base and --head, or a subcommand (record, compare)")
     keep = args.keep or Path(tempfile.mkdtemp(prefix="identity-records-"))
     keep.mkdir(parents=True, exist_ok=True)
-    a = record(args.base, keep / "base.json")
-    b = record(args.head, keep / "head.json")
+    a = record(args.base, keep / "base.json", work=args.work)
+    b = record(args.head, keep / "head.json", work=args.work)
     print(f"records: {keep}")
     return compare(a, b)
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from avsa_data.cli._command import command
 from avsa_data.cli._locations import output_folder
-from avsa_data.cli._options import config_from, config_options, shared, stack
+from avsa_data.cli._options import config_from, config_options, shared
 from avsa_data.events import EventOptions
-from avsa_data.labels.onnx_model import OUTPUT_KINDS, TENSOR_LAYOUTS
+from avsa_data.labels.options import LabelOptions
 from avsa_data.layouts import LayoutSpec
-from avsa_data.options import DEVICES, plural
+from avsa_data.options import plural
 from avsa_data.samples import SampleConfig
 from avsa_data.shards import ENGINES, JobConfig, run_shard_job
 
@@ -29,44 +28,6 @@ def _shard_size(value: str) -> tuple[int | None, float | None]:
     except ValueError as e:
         raise click.BadParameter(f"expected a sample count (256) or a size (500MB), got {value!r}",
                                  param_hint="'--shard-size'") from e
-
-
-def _label_options(**options) -> tuple[tuple[str, str], ...]:
-    """The given backend options as sorted (name, string) pairs: a stable part of the config hash."""
-    return tuple(sorted((k, str(v)) for k, v in options.items() if v is not None))
-
-
-#: The label backends' options (avsa_data.labels.BACKEND_OPTIONS), passed to the backend as strings; one not
-#: given is not part of the configuration hash, hence no default here (each backend documents its own).
-LABEL_OPTIONS = {
-    "label_dir": click.option("--label-dir", default=None,
-        help="precomputed: folder with one sub-folder of label PNGs per video id (ids or things/stuff "
-             "layout)."),
-    "class_map": click.option("--class-map", default=None,
-        help="precomputed/onnx: class-map JSON (source ids → output classes), or a shipped one by name.  "
-             "[default: precomputed: LABEL_DIR/classes.json, else coco_panoptic_to_avsa32]"),
-    "label_fps": click.option("--label-fps", type=float, default=None,
-        help="precomputed: label frames per second where a video folder has no labels.json.  "
-             "[default: 4 with the things/stuff layout]"),
-    "max_gap": click.option("--label-max-gap", "max_gap", type=float, default=None,
-        help="precomputed: tolerated distance (s) to the nearest label frame.  [default: one frame interval]"),
-    "model": click.option("--model", default=None, help="onnx: the semantic-segmentation model (.onnx)."),
-    "onnx_size": click.option("--onnx-size", type=int, default=None,
-        help="onnx: cube-face side in pixels.  [default: the model's fixed input size, else 512]"),
-    "onnx_mean": click.option("--onnx-mean", default=None,
-        help="onnx: per-channel mean of RGB in [0,1].  [default: 0.485,0.456,0.406]"),
-    "onnx_std": click.option("--onnx-std", default=None, help="onnx: per-channel std.  [default: 0.229,0.224,0.225]"),
-    "onnx_output": click.option("--onnx-output", type=click.Choice(OUTPUT_KINDS), default=None,
-        help="onnx: the model outputs logits (softmax applied) or probabilities.  [default: logits]"),
-    "onnx_layout": click.option("--onnx-layout", type=click.Choice(TENSOR_LAYOUTS), default=None,
-        help="onnx: tensor layout of the model's input and output.  [default: nchw]"),
-    "onnx_fov": click.option("--onnx-fov", type=float, default=None,
-        help="onnx: field of view of each cube face in degrees (more than 90: overlapping faces).  [default: 90]"),
-    "onnx_device": click.option("--onnx-device", type=click.Choice(DEVICES), default=None,
-        help="onnx: execution provider (auto: CUDA when onnxruntime has it).  [default: auto]"),
-    "onnx_threads": click.option("--onnx-threads", type=int, default=None,
-        help="onnx: onnxruntime threads per worker (0: onnxruntime's choice).  [default: 0]"),
-}
 
 
 #: --help sections of `avsa-data shard` (option names; the rest is listed last).
@@ -105,7 +66,7 @@ SECTIONS = {
 @click.option("--hfov", nargs=2, type=float, default=(SampleConfig.hfov_min, SampleConfig.hfov_max),
               metavar="MIN MAX", help="Min and max horizontal field of view (degrees).")
 @config_options(JobConfig)
-@stack(*LABEL_OPTIONS.values())
+@config_options(LabelOptions)
 @click.option("--shard-size", default=str(JobConfig.shard_size),
               help="Samples per shard (e.g. 256) or a size target (e.g. 500MB).")
 @click.option("--engine", type=click.Choice(ENGINES), default="local",
@@ -146,16 +107,9 @@ def shard(src, out, staging, list_file, hfov, shard_size, engine, ray_address, w
     n_shard, mb = _shard_size(shard_size)
     if staging is not None and not isinstance(out, str):
         raise click.BadParameter("only applies when --out is a URL (s3://bucket/prefix)", param_hint="'--staging'")
-    cfg = config_from(SampleConfig, opts, hfov_min=hfov[0], hfov_max=hfov[1])
-    if cfg.binaural == "hrir":
-        from avsa_data.hrir_sets import KNOWN_HRIR_SETS, resolve_sofa
-
-        spec = cfg.sofa or "default"
-        resolved = resolve_sofa(spec)  # a named set stays a name: portable across machines
-        cfg = replace(cfg, sofa=spec if spec in ("default", *KNOWN_HRIR_SETS) else str(resolved.resolve()))
-        cfg.binaural_meta()  # reads the SOFA file and builds the renderer now: a bad file is one job error
-    label_options = _label_options(**{k: opts[k] for k in LABEL_OPTIONS})
-    job = config_from(JobConfig, opts, sample=cfg, label_options=label_options, shard_size=n_shard, shard_mb=mb,
+    cfg = config_from(SampleConfig, opts, hfov_min=hfov[0], hfov_max=hfov[1]).with_hrir_set()
+    job = config_from(JobConfig, opts, sample=cfg, label_options=config_from(LabelOptions, opts), shard_size=n_shard,
+                      shard_mb=mb,
                       events=config_from(EventOptions, opts))
     report = run_shard_job(src, out, job, workers=workers, list_file=list_file, overwrite=overwrite,
                            keep_work=keep_work, progress=not quiet, engine=engine, ray_address=ray_address,

@@ -11,6 +11,7 @@ from .. import format as fmt
 from .. import layouts
 from ..events import EventOptions
 from ..labels import BACKENDS
+from ..labels.options import LabelOptions
 from ..options import option
 from ..samples import SampleConfig
 
@@ -29,8 +30,7 @@ class JobConfig:
     labels: str = option("none", choices=BACKENDS,
                          help="Pseudo-label backend for segmentation masks (docs/LABELS.md): synthetic (the synth "
                          "truth sidecar), precomputed (--label-dir), onnx (--model).")
-    #: The backend's options as sorted (name, string) pairs (avsa_data/cli/shard.py: --label-dir, --model, --onnx-*).
-    label_options: tuple[tuple[str, str], ...] = ()
+    label_options: LabelOptions = field(default_factory=LabelOptions)  # --label-dir, --model, --onnx-*
     labels_optional: bool = option(False, help="Write samples without masks (and say so in meta.json) when a "
                                    "video's labels are unusable.")
     shard_size: int | None = 256  # samples per shard
@@ -51,7 +51,7 @@ class JobConfig:
             "format_version": fmt.FORMAT_VERSION,
             "sample": self.sample.as_dict(),
             "labels": self.labels,
-            "label_options": [list(kv) for kv in self.label_options],
+            "label_options": self.label_options.hashed(),
             "labels_optional": self.labels_optional,
             "shard_size": self.shard_size,
             "shard_mb": self.shard_mb,

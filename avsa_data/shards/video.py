@@ -91,7 +91,7 @@ def _fail(stage: str, reason: str) -> dict:
 
 def make_labels(job: JobConfig) -> LabelBackend:
     """The label backend of ``job`` (``--labels`` and its options)."""
-    return make_backend(job.labels, **dict(job.label_options))
+    return make_backend(job.labels, **job.label_options.given())
 
 
 class VideoSharder:

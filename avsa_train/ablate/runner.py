@@ -28,8 +28,10 @@ from avsa_train.ablate.scales import Scale, resolve_scale
 from avsa_train.ablate.store import RESULT, SCHEMA_VERSION, plain, read_json, write_json
 from avsa_train.checkpoint import RUN_ONLY_KEYS, config_changes, load_checkpoint
 from avsa_train.config import PretrainConfig
-from avsa_train.data import check_shards_fit, option_urls, peek_meta, split_urls
-from avsa_train.pretrain import CHECKPOINT, METRICS, read_metrics, run_pretrain, stream_config
+from avsa_train.data.sources import option_urls, peek_meta, split_urls
+from avsa_train.data.stream_config import check_shards_fit
+from avsa_train.pretrain import CHECKPOINT, run_pretrain, stream_config
+from avsa_train.run_log import METRICS, read_metrics
 from avsa_train.runs import json_values
 from avsa_train.tasks.binary_eval import BinaryEvalConfig, run_binary_eval
 from avsa_train.tasks.common import environment, load_backbone, prepare_device, seed_torch, write_jsonl, write_metrics

@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from avsa_data.options import field_hint, typed_value
 from avsa_train.ablate.keys import SCALE_KEYS, SCALE_NAMES
 from avsa_train.config import TASK_DEFAULTS, PretrainConfig
 from avsa_train.tasks.binary_eval import BinaryEvalConfig
@@ -112,29 +113,10 @@ def _dotted(key: str) -> tuple[str, tuple[str, ...]]:
     return part, (name,)
 
 
-def _kind(key: str) -> str:
-    """The type annotation (text) of a ``--set`` key's field."""
+def _hint(key: str):
+    """The type hint of a ``--set`` key's field."""
     part, names = SCALE_KEYS[key] if key in SCALE_KEYS else _dotted(key)
-    kind = Scale if part == "grid" else PARTS[part]
-    return str(next(f.type for f in dataclasses.fields(kind) if f.name == names[0]))
-
-
-def _parse(raw: str, kind: str):
-    """``raw`` as a value of the annotation ``kind`` (``none``, booleans, ``1,2`` tuples, numbers, text)."""
-    if raw.lower() == "none" and "None" in kind:
-        return None
-    if kind == "bool":
-        if raw.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            raise ValueError(raw)
-        return raw.lower() in ("true", "1", "yes", "on")
-    if "tuple" in kind:
-        item = float if "float" in kind else int
-        return tuple(item(x) for x in raw.split(",") if x.strip())
-    if kind.startswith("int"):
-        return int(raw)
-    if kind.startswith("float"):
-        return float(raw)
-    return raw
+    return field_hint(Scale if part == "grid" else PARTS[part], names[0])
 
 
 def parse_overrides(items: Iterable[str]) -> dict:
@@ -155,11 +137,10 @@ def parse_overrides(items: Iterable[str]) -> dict:
                 f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(SCALE_KEYS)}, or PART.FIELD for "
                 f"another field of the {', '.join(PARTS)} configuration (e.g. binary.hidden=256)"
             )
-        kind = _kind(key)
         try:
-            out[key] = _parse(raw, kind)
-        except ValueError:
-            raise ValueError(f"--set {item!r}: {raw!r} is not a valid {kind}") from None
+            out[key] = typed_value(raw, _hint(key), text=True)
+        except ValueError as e:
+            raise ValueError(f"--set {item!r}: {key} {e}") from None
     return out
 
 

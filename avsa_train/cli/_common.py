@@ -104,7 +104,7 @@ def check_shards(shards: str, splits: tuple[str, ...], views: int | None = None)
     """``--shards`` exists and has the ``splits`` (``{split}-NNNNNN.tar``), with banks of at least ``views``
     viewpoints; returns the first training sample's meta.json. Each refusal names its option."""
     from avsa_data.options import OptionError
-    from avsa_train.data import option_urls, peek_meta, split_urls
+    from avsa_train.data.sources import option_urls, peek_meta, split_urls
 
     text = str(shards)
     urls = option_urls(text)

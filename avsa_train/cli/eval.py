@@ -99,7 +99,7 @@ def check_donors(shards: str, splits: tuple[str, ...]) -> None:
     """AVC-Bin's negatives hear another video of the same split: each split needs ≥ 2 videos (counted in the
     shards' manifest.json; not checked without one)."""
     from avsa_data.options import OptionError
-    from avsa_train.tasks.streams import split_video_count
+    from avsa_train.data.sources import split_video_count
 
     for split in splits:
         n = split_video_count(shards, split)

@@ -11,7 +11,7 @@ frame when the video is shorter.
 
 * Training: one clip per video per epoch at a random start (``clips_per_video`` more), random resized crop
   (area 8 %–100 %, aspect 3/4–4/3) to 112², horizontal flip, colour jitter (brightness, contrast, saturation
-  ± 0.4), then the pre-training normalisation (:data:`avsa_train.data.VIDEO_MEAN`/``VIDEO_STD``).
+  ± 0.4), then the pre-training normalisation (:data:`avsa_train.data.augment.VIDEO_MEAN`/``VIDEO_STD``).
 * Test: the shorter side resized to 128 and a central 112² crop, ``N`` clips uniformly spaced over the video
   (25 by default, the reference's dense test). **Clip accuracy** counts each clip on its own; **video
   accuracy** averages the softmax scores of a video's N clips first.
@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from avsa_data import media
 from avsa_data.options import option
 from avsa_data.rng import rng_for
-from avsa_train import data as avdata
+from avsa_train.data.augment import VIDEO_MEAN, VIDEO_STD, colour_jitter
 from avsa_train.fit import FitState, StepOutput, fit
 from avsa_train.runs import TrainingState, resumable
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
@@ -265,8 +265,8 @@ def random_resized_crop(
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
     """``[T, 3, H, W]`` in [0, 1] → ``[3, T, H, W]`` normalised as in pre-training."""
-    mean = torch.tensor(avdata.VIDEO_MEAN)[None, :, None, None]
-    std = torch.tensor(avdata.VIDEO_STD)[None, :, None, None]
+    mean = torch.tensor(VIDEO_MEAN)[None, :, None, None]
+    std = torch.tensor(VIDEO_STD)[None, :, None, None]
     return ((x - mean) / std).permute(1, 0, 2, 3).contiguous()
 
 
@@ -277,7 +277,7 @@ def train_transform(clip: np.ndarray, rng: np.random.Generator, size: int = 112)
     x = _resize(_to_tensor(clip[:, top : top + ch, left : left + cw]), (size, size))
     if rng.random() < 0.5:
         x = x.flip(-1)
-    x = torch.from_numpy(avdata.colour_jitter(x.permute(0, 2, 3, 1).numpy(), rng)).permute(0, 3, 1, 2)
+    x = torch.from_numpy(colour_jitter(x.permute(0, 2, 3, 1).numpy(), rng)).permute(0, 3, 1, 2)
     return _normalise(x.float())
 
 

@@ -39,13 +39,18 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from avsa_data.options import check_choices, option, per_task
+from avsa_data.reader import RawSample
 from avsa_data.rng import rng_for
+from avsa_train.data.batches import ShardStream, epoch_stream, make_loader
+from avsa_train.data.items import decode_item
+from avsa_train.data.sources import shard_urls, viewpoint_sampler
+from avsa_train.data.stream_config import StreamConfig, eval_config
 from avsa_train.fit import StepOutput, fit
 from avsa_train.runs import TrainingState, resumable
-from avsa_train.tasks import misalign, streams
+from avsa_train.tasks import misalign
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
 from avsa_train.tasks.metrics import accuracy_summary, paired_gap, roc_auc
 
@@ -182,38 +187,28 @@ class BinaryClassifier(nn.Module):
         return self.mlp(self.dropout(x))
 
 
-class BinaryItems(IterableDataset):
-    """Items of one pass over a split: dicts with ``video [V, 3, T, H, W]``, ``audio [V, C, n]``, ``label``,
-    ``yaw`` (degrees; 0 unless a reference AVSA negative), ``key``, ``video_id``, ``moment`` (-1 in training,
-    where it is drawn at random), ``views`` (the bank indices of the V crops), ``negative`` (how the audio was
-    made, :func:`avsa_train.tasks.misalign.describe`; ``""`` for a positive) and ``offset`` (AVSA: the mean angle,
-    degrees, between each crop's viewpoint and the direction its audio was rendered for; 0 for a positive,
-    ``nan`` for AVC).
+class BinaryItems:
+    """The binary tasks' item policy (:class:`avsa_train.data.batches.ItemPolicy`): each sample's items as dicts
+    with ``video [V, 3, T, H, W]``, ``audio [V, C, n]``, ``label``, ``yaw`` (degrees; 0 unless a reference AVSA
+    negative), ``key``, ``video_id``, ``moment`` (-1 in training, where it is drawn at random), ``views`` (the
+    bank indices of the V crops), ``negative`` (how the audio was made, :func:`avsa_train.tasks.misalign.describe`;
+    ``""`` for a positive) and ``offset`` (AVSA: the mean angle, degrees, between each crop's viewpoint and the
+    direction its audio was rendered for; 0 for a positive, ``nan`` for AVC).
 
-    ``phase="train"``: shuffled samples, one random moment each, pre-training augmentations (none when
-    ``cfg.augment`` is off).
-    ``phase="test"``: samples in order, every moment, random views without augmentation.
-    ``epoch`` seeds the pass (the test draw index for ``phase="test"``). AVC negatives borrow the world FOA of a
-    sample of another video of the same split from ``donors`` (built from ``urls`` when not given).
+    ``phase="train"``: one random moment per sample, pre-training augmentations (none when ``cfg.augment`` is
+    off). ``phase="test"``: every moment, random views without augmentation. The data epoch seeds the draws (the
+    test draw index for ``phase="test"``). AVC negatives borrow the world FOA of a sample of another video of the
+    same split from ``donors``. Members are not pruned: a negative is rendered from the sample's FOA.
     """
 
-    def __init__(
-        self,
-        urls: list[str],
-        cfg: BinaryEvalConfig,
-        audio_format: str,
-        phase: str,
-        epoch: int,
-        donors: misalign.DonorBank | None = None,
-    ):
-        super().__init__()
+    prune = False
+    columns = ("key", "video_id", "moment", "yaw", "views", "negative", "offset")
+
+    def __init__(self, cfg: BinaryEvalConfig, audio_format: str, phase: str, donors: misalign.DonorBank | None):
         if phase not in ("train", "test"):
             raise ValueError(f"phase must be 'train' or 'test', got {phase!r}")
-        self.urls, self.cfg, self.phase, self.epoch = list(urls), cfg, phase, epoch
-        if cfg.task == "avc" and donors is None:
-            donors = misalign.DonorBank(self.urls)
-        self.donors = donors
-        base = streams.stream_config(
+        self.cfg, self.phase, self.donors = cfg, phase, donors
+        base = StreamConfig(
             views=cfg.views,
             moments=1,
             audio_format=audio_format,
@@ -224,77 +219,70 @@ class BinaryItems(IterableDataset):
             batch_size=cfg.batch_size,
             shuffle_buffer=cfg.shuffle_buffer,
         )
-        self.decode_cfg = base if phase == "train" and cfg.augment else streams.eval_config(base)
+        self.decode_cfg = base if phase == "train" and cfg.augment else eval_config(base)
 
-    def __iter__(self) -> Iterator[dict]:
+    def items(self, sample: RawSample, epoch: int) -> Iterator[dict]:
         train, c = self.phase == "train", self.cfg
-        for sample in streams.raw_samples(self.urls, self.epoch, c.seed, shuffle=train, buffer=c.shuffle_buffer):
-            video_id = sample.meta["video_id"]
-            candidates = self.donors.candidates(video_id) if self.donors is not None else []
-            decision = misalign.draw_misalignment(
-                c.task, c.seed, self.phase, self.epoch, sample.key, c.misalign_rate, c.min_yaw, len(candidates),
-                c.negatives, sample.num_views,
-            )
-            donor = None
-            if decision.donor is not None:
-                donor = self.donors.donor(candidates[decision.donor])
-                if c.negatives == "matched":
-                    decision = misalign.pair_with_donor(decision, c.seed, self.phase, self.epoch, sample.key,
-                                                        sample.num_views, len(donor.viewpoints))
-            presented = misalign.apply(sample, decision, donor)
-            cfg = self.decode_cfg if train else replace(self.decode_cfg, moments=misalign.moments_of(sample))
-            item = streams.decode(presented, cfg, self.epoch)
-            views = [int(k) for k in item["views"]]
-            negative = misalign.describe(decision, None if donor is None else donor.key, views)
-            offset = misalign.mean_offset(presented, views, decision) if c.task == "avsa" else float("nan")
-            for m in range(item["video"].shape[0]):
-                yield {
-                    "video": item["video"][m],
-                    "audio": item["audio"][m],
-                    "label": decision.label,
-                    "yaw": decision.yaw,
-                    "key": sample.key,
-                    "video_id": video_id,
-                    "moment": m if not train else -1,
-                    "views": item["views"],
-                    "negative": negative,
-                    "offset": offset,
-                }
+        video_id = sample.meta["video_id"]
+        candidates = self.donors.candidates(video_id) if self.donors is not None else []
+        decision = misalign.draw_misalignment(
+            c.task, c.seed, self.phase, epoch, sample.key, c.misalign_rate, c.min_yaw, len(candidates),
+            c.negatives, sample.num_views,
+        )
+        donor = None
+        if decision.donor is not None:
+            donor = self.donors.donor(candidates[decision.donor])
+            if c.negatives == "matched":
+                decision = misalign.pair_with_donor(decision, c.seed, self.phase, epoch, sample.key,
+                                                    sample.num_views, len(donor.viewpoints))
+        presented = misalign.apply(sample, decision, donor)
+        cfg = self.decode_cfg if train else replace(self.decode_cfg, moments=misalign.moments_of(sample))
+        item = decode_item(presented, cfg, epoch)
+        views = [int(k) for k in item["views"]]
+        negative = misalign.describe(decision, None if donor is None else donor.key, views)
+        offset = misalign.mean_offset(presented, views, decision) if c.task == "avsa" else float("nan")
+        for m in range(item["video"].shape[0]):
+            yield {
+                "video": item["video"][m],
+                "audio": item["audio"][m],
+                "label": decision.label,
+                "yaw": decision.yaw,
+                "key": sample.key,
+                "video_id": video_id,
+                "moment": m if not train else -1,
+                "views": item["views"],
+                "negative": negative,
+                "offset": offset,
+            }
 
 
 #: Per-item columns carried from the items to the features and the outputs (besides the label).
-ITEM_COLUMNS = ("key", "video_id", "moment", "yaw", "views", "negative", "offset")
+ITEM_COLUMNS = BinaryItems.columns
 
 
-def collate_items(items: list[dict]) -> dict:
-    out = {
-        "video": torch.from_numpy(np.stack([it["video"] for it in items])),
-        "audio": torch.from_numpy(np.stack([it["audio"] for it in items])),
-        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
-    }
-    for k in ITEM_COLUMNS:
-        out[k] = [_column_value(k, it.get(k)) for it in items]
-    return out
+def binary_stream(
+    urls: list[str],
+    cfg: BinaryEvalConfig,
+    audio_format: str,
+    phase: str,
+    epoch: int,
+    donors: misalign.DonorBank | None = None,
+) -> ShardStream:
+    """One pass over a split as batches of :class:`BinaryItems`: shuffled samples for ``phase="train"``, in order
+    for ``"test"``; ``epoch`` seeds the pass. AVC donors are found among ``urls`` when not given."""
+    if cfg.task == "avc" and donors is None:
+        donors = misalign.DonorBank(list(urls))
+    return epoch_stream(urls, BinaryItems(cfg, audio_format, phase, donors), epoch=epoch, seed=cfg.seed,
+                        shuffle=phase == "train", buffer=cfg.shuffle_buffer, batch_size=cfg.batch_size)
 
 
-def _column_value(name: str, value):
+def column_value(name: str, value):
     """An item's column as it is stored: views as ``"0,3,5,6"``, numbers as floats, missing as ``""``/``nan``."""
     if name == "views":
         return ",".join(str(int(v)) for v in value) if value is not None else ""
     if name in ("yaw", "offset"):
         return float("nan") if value is None else float(value)
     return "" if value is None and name == "negative" else value
-
-
-def make_loader(dataset: BinaryItems, cfg: BinaryEvalConfig, device: torch.device) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        num_workers=cfg.workers,
-        collate_fn=collate_items,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=streams.worker_init,
-    )
 
 
 @torch.no_grad()
@@ -451,8 +439,8 @@ def encode_items(
             fvs.append(fv)
             fas.append(fa)
             labels.append(label)
-            for k in ITEM_COLUMNS:
-                columns[k] += list(batch[k])
+            for k in ITEM_COLUMNS:  # a column the items lack is missing for each: "" or nan (column_value)
+                columns[k] += [column_value(k, v) for v in batch.get(k, [None] * len(label))]
             columns["draw"] += [draw] * len(batch["key"])
     if not labels:
         raise ValueError(f"{desc}: no items (is the split empty?)")
@@ -565,18 +553,19 @@ def run_binary_eval(
     if cfg.features == "transformer" and backbone.translator is None:
         raise ValueError("--features transformer needs a checkpoint with a translator; use --features direct")
     notes = []
-    if cfg.negatives == "reference" and streams.viewpoint_sampler(shards) == "energy":
+    if cfg.negatives == "reference" and viewpoint_sampler(shards) == "energy":
         notes.append(f"--negatives reference on shards made with --sampler energy: the views follow the sound, so "
                      f"the audio alone tells many {cfg.task.upper()}-Bin negatives apart; read the audio-only "
                      f"control, or use --negatives matched")
-    train_urls = streams.shard_urls(shards, cfg.train_split)
-    eval_urls = streams.shard_urls(shards, cfg.eval_split)
+    train_urls = shard_urls(shards, cfg.train_split)
+    eval_urls = shard_urls(shards, cfg.eval_split)
     train_donors = misalign.DonorBank(train_urls) if cfg.task == "avc" else None
     eval_donors = misalign.DonorBank(eval_urls) if cfg.task == "avc" else None
     fmt = backbone.audio_format
 
     def loader(urls, phase, epoch, donors) -> DataLoader:
-        return make_loader(BinaryItems(urls, cfg, fmt, phase, epoch, donors), cfg, device)
+        stream = binary_stream(urls, cfg, fmt, phase, epoch, donors)
+        return make_loader(stream, cfg.workers, pin_memory=device.type == "cuda", seed=None)
 
     passes = ((e, loader(train_urls, "train", e, train_donors)) for e in range(cfg.epochs))
     train_feats = encode_items(backbone, passes, cfg, device, show_progress, f"{cfg.task}-bin encode train pass")

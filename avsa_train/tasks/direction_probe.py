@@ -11,7 +11,7 @@ labels' base rates, whatever else it encodes.
   DCASE layouts, ``avsa-data synth --layout starss23``); a sample whose CSV is missing (``no labels``) is
   skipped, not read as silence.
 * **Input**: the feature ``f_a`` of the view's audio render in the checkpoint's audio format, made exactly as
-  the binary evaluation makes it (:func:`avsa_train.data.view_audio` of the unaugmented view, the checkpoint's
+  the binary evaluation makes it (:func:`avsa_train.data.items.view_audio` of the unaugmented view, the checkpoint's
   spectrogram, the frozen audio encoder), encoded once and cached.
 * **Target**: ``S`` azimuth sectors of ``360/S`` degrees around the view (default 8 of 45°); sector ``k`` is
   centred on azimuth ``k · 360/S`` relative to the view, counted towards positive azimuth, i.e. to the **left**
@@ -59,9 +59,11 @@ from torch.utils.data import DataLoader, IterableDataset
 from avsa_data.options import check_choices, option
 from avsa_data.reader import RawSample
 from avsa_data.rng import rng_for
-from avsa_train import data as avdata
+from avsa_train.data.batches import loader_worker_init, raw_samples
+from avsa_train.data.items import view_audio
+from avsa_train.data.sources import peek_meta, shard_urls
+from avsa_train.data.stream_config import AUDIO_FORMATS
 from avsa_train.fit import StepOutput, fit
-from avsa_train.tasks import streams
 from avsa_train.tasks.binary_eval import single_cpu_thread
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
 from avsa_train.tasks.compare import read_items
@@ -154,26 +156,26 @@ def labelled(sample: RawSample) -> bool:
 
 class ViewItems(IterableDataset):
     """Every (moment, view) of every sample of ``urls``, in shard order, one dict per sample: ``audio
-    [M·K, C, n]`` float32 (the unaugmented render of each view in ``audio_format``, :func:`avsa_train.data.view_audio`),
-    ``target [M·K, S]``, and per row ``moment``, ``view`` (bank index), ``n_events``; plus ``key``, ``video_id``
-    and ``labelled`` (a sample without event labels gives no rows)."""
+    [M·K, C, n]`` float32 (the unaugmented render of each view in ``audio_format``,
+    :func:`avsa_train.data.items.view_audio`), ``target [M·K, S]``, and per row ``moment``, ``view`` (bank
+    index), ``n_events``; plus ``key``, ``video_id`` and ``labelled`` (a sample without event labels gives no rows)."""
 
     def __init__(self, urls: list[str], audio_format: str, sectors: int, seed: int = 0):
         super().__init__()
-        if audio_format not in avdata.AUDIO_FORMATS:
-            raise ValueError(f"audio format must be one of {tuple(avdata.AUDIO_FORMATS)}, got {audio_format!r}")
+        if audio_format not in AUDIO_FORMATS:
+            raise ValueError(f"audio format must be one of {tuple(AUDIO_FORMATS)}, got {audio_format!r}")
         self.urls, self.audio_format, self.sectors, self.seed = list(urls), audio_format, sectors, seed
 
     def __iter__(self) -> Iterator[dict]:
-        channels = avdata.AUDIO_FORMATS[self.audio_format][1]
-        for sample in streams.raw_samples(self.urls, 0, self.seed, shuffle=False):
+        channels = AUDIO_FORMATS[self.audio_format][1]
+        for sample in raw_samples(self.urls, 0, self.seed, shuffle=False):
             meta = sample.meta
             item = {"key": sample.key, "video_id": meta["video_id"], "labelled": labelled(sample)}
             rows: dict[str, list] = {"audio": [], "target": [], "moment": [], "view": [], "n_events": []}
             if item["labelled"]:
                 views = list(range(len(meta["viewpoints"])))
                 for m in range(int(meta["moments_per_sample"])):
-                    rows["audio"].append(avdata.view_audio(sample, views, m, self.audio_format))
+                    rows["audio"].append(view_audio(sample, views, m, self.audio_format))
                     for k in views:
                         evs = sample.events(k, m)  # directions relative to view k
                         rows["target"].append(sector_targets(evs, self.sectors))
@@ -281,7 +283,7 @@ def encode_split(
     """Encode every item of ``urls`` once with ``feature_fn`` (on ``device``; features kept there)."""
     loader = DataLoader(ViewItems(urls, audio_format, cfg.sectors, cfg.seed), batch_size=cfg.encode_batch,
                         num_workers=cfg.workers, collate_fn=collate_views, pin_memory=device.type == "cuda",
-                        worker_init_fn=streams.worker_init)
+                        worker_init_fn=loader_worker_init)
     feats, targets, unlabelled = [], [], []
     columns: dict[str, list] = {k: [] for k in ("key", "moment", "view", "video_id", "n_events")}
     for batch in progress(loader, show_progress, desc):
@@ -493,7 +495,7 @@ def resolve_eval_split(shards: str, cfg: DirectionProbeConfig) -> str:
         return cfg.eval_split
     for split in EVAL_SPLITS:
         try:
-            streams.shard_urls(shards, split)
+            shard_urls(shards, split)
             return split
         except ValueError:
             continue
@@ -507,10 +509,10 @@ def run_probe(shards: str, feature_fn: FeatureFn, audio_format: str, cfg: Direct
     Returns ``(metrics, history, items)``: ``items`` the per-item columns of ``probe_items.jsonl``.
     """
     eval_split = resolve_eval_split(shards, cfg)
-    train_urls, eval_urls = streams.shard_urls(shards, cfg.train_split), streams.shard_urls(shards, eval_split)
+    train_urls, eval_urls = shard_urls(shards, cfg.train_split), shard_urls(shards, eval_split)
     for split, urls in ((cfg.train_split, train_urls), (eval_split, eval_urls)):
         try:
-            avdata.peek_meta(urls)  # here, not in a DataLoader worker: a clear error for unreadable shards
+            peek_meta(urls)  # here, not in a DataLoader worker: a clear error for unreadable shards
         except FileNotFoundError as e:
             raise FileNotFoundError(f"--shards {shards}: cannot read the {split} shards ({e.strerror}: "
                                     f"{e.filename})") from None

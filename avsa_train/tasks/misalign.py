@@ -25,7 +25,7 @@ positive's audio has its energy in front and a rotated or foreign field usually 
 classifier then scores about 70 % (docs/EVALUATION.md, "Controls").
 
 Positives and negatives take exactly the same path: each crop's audio is rendered from a world-frame FOA at a
-viewpoint record (:class:`ResoundedSample`) by the shard builder's functions (:func:`avsa_train.data.view_audio`,
+viewpoint record (:class:`ResoundedSample`) by the shard builder's functions (:func:`avsa_train.data.items.view_audio`,
 :func:`avsa_data.renders.render_at`), so no precomputed render can leak the label.
 
 Yaw convention (:mod:`avsa_data.geometry`): positive angles turn to the **left**; a source at azimuth ``a``

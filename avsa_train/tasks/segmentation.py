@@ -35,12 +35,16 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from avsa_data.options import check_choices, check_range, option
+from avsa_data.reader import RawSample
+from avsa_train.data.batches import ShardStream, epoch_stream, make_loader, raw_samples
+from avsa_train.data.items import decode_item, views_in_range
+from avsa_train.data.sources import shard_urls, split_sample_count
+from avsa_train.data.stream_config import StreamConfig
 from avsa_train.fit import StepOutput, fit
 from avsa_train.runs import TrainingState, resumable
-from avsa_train.tasks import streams
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
 from avsa_train.tasks.metrics import (
     CONFIDENCE_THRESHOLD,
@@ -246,18 +250,22 @@ class SegmentationConfig:
             check_range("--eval-hfov", *self.eval_hfov_range, 0.0, 180.0, "degrees")
 
 
-class SegmentationItems(IterableDataset):
-    """Items of one pass: ``video [G, 3, T, H, W]``, ``audio [G, C, n]``, ``seg``/``conf [G, 56, 56]``,
-    ``video_id``; ``G`` = V for training (random in-range views, one random moment, augmented) and for
-    evaluation with context, 1 for evaluation without context (every in-range view of every moment)."""
+class SegmentationItems:
+    """The segmentation task's item policy (:class:`avsa_train.data.batches.ItemPolicy`): ``video [G, 3, T, H,
+    W]``, ``audio [G, C, n]``, ``seg``/``conf [G, 56, 56]``, ``video_id``; ``G`` = V for training (random
+    in-range views, one random moment, augmented) and for evaluation with context, 1 for evaluation without
+    context (every in-range view of every moment). A sample with fewer than ``G`` views in the field-of-view
+    range gives no items and is counted in ``skipped`` (in-process loaders only: a worker's count stays there)."""
 
-    def __init__(self, urls: list[str], cfg: SegmentationConfig, audio_format: str, phase: str, epoch: int):
-        super().__init__()
-        self.urls, self.cfg, self.phase, self.epoch = list(urls), cfg, phase, epoch
+    prune = False
+    columns = ("video_id",)
+
+    def __init__(self, cfg: SegmentationConfig, audio_format: str, phase: str):
         train = phase == "train"
+        self.train = train
         self.group = cfg.views if (train or cfg.use_context) else 1
         self.hfov = cfg.hfov_range if train else cfg.eval_hfov_range
-        self.decode_cfg = streams.stream_config(
+        self.decode_cfg = StreamConfig(
             views=cfg.views,
             moments=1,
             audio_format=audio_format,
@@ -270,40 +278,40 @@ class SegmentationItems(IterableDataset):
         )
         self.skipped = 0
 
-    def __iter__(self) -> Iterator[dict]:
-        train = self.phase == "train"
-        for s in streams.raw_samples(
-            self.urls, self.epoch, self.cfg.seed, shuffle=train, buffer=self.cfg.shuffle_buffer
-        ):
-            if not s.meta.get("labels", {}).get("present", False):
-                raise ValueError(f"{s.key}: no segmentation masks (shard with --labels)")
-            n_ok = len(streams.views_in_range(s, self.hfov))
-            if n_ok < self.group:
-                self.skipped += 1
-                continue
-            cfg = (
-                self.decode_cfg
-                if train
-                else replace(self.decode_cfg, views=n_ok, moments=int(s.meta["moments_per_sample"]))
-            )
-            item = streams.decode(s, cfg, self.epoch)
-            vid = s.meta["video_id"]
-            for m in range(item["video"].shape[0]):
-                for g0 in range(0, item["video"].shape[1] - self.group + 1, self.group):
-                    sl = slice(g0, g0 + self.group)
-                    yield {
-                        "video": item["video"][m, sl],
-                        "audio": item["audio"][m, sl],
-                        "seg": item["seg"][m, sl],
-                        "conf": item["conf"][m, sl],
-                        "video_id": vid,
-                    }
+    def items(self, s: RawSample, epoch: int) -> Iterator[dict]:
+        if not s.meta.get("labels", {}).get("present", False):
+            raise ValueError(f"{s.key}: no segmentation masks (shard with --labels)")
+        n_ok = len(views_in_range(s, self.hfov))
+        if n_ok < self.group:
+            self.skipped += 1
+            return
+        cfg = (
+            self.decode_cfg
+            if self.train
+            else replace(self.decode_cfg, views=n_ok, moments=int(s.meta["moments_per_sample"]))
+        )
+        item = decode_item(s, cfg, epoch)
+        vid = s.meta["video_id"]
+        for m in range(item["video"].shape[0]):
+            for g0 in range(0, item["video"].shape[1] - self.group + 1, self.group):
+                sl = slice(g0, g0 + self.group)
+                yield {
+                    "video": item["video"][m, sl],
+                    "audio": item["audio"][m, sl],
+                    "seg": item["seg"][m, sl],
+                    "conf": item["conf"][m, sl],
+                    "video_id": vid,
+                }
 
 
-def _collate(items: list[dict]) -> dict:
-    out = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in ("video", "audio", "seg", "conf")}
-    out["video_id"] = [it["video_id"] for it in items]
-    return out
+def segmentation_stream(
+    urls: list[str], cfg: SegmentationConfig, audio_format: str, phase: str, epoch: int, batch_size: int
+) -> ShardStream:
+    """One pass over a split as batches of :class:`SegmentationItems` (``stream.policy``): shuffled samples for
+    ``phase="train"``, in order otherwise; ``epoch`` seeds the pass."""
+    policy = SegmentationItems(cfg, audio_format, phase)
+    return epoch_stream(urls, policy, epoch=epoch, seed=cfg.seed, shuffle=phase == "train",
+                        buffer=cfg.shuffle_buffer, batch_size=batch_size)
 
 
 def masked_target(seg: torch.Tensor, conf: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -327,7 +335,7 @@ def segmentation_loss(
 
 def num_classes_of(urls: list[str]) -> tuple[int, list[str]]:
     """K and the class names (index = id) from the first sample's ``meta.labels.classes``."""
-    for s in streams.raw_samples(urls[:1], 0, 0, shuffle=False):
+    for s in raw_samples(urls[:1], 0, 0, shuffle=False):
         classes = s.meta.get("labels", {}).get("classes")
         if not classes:
             raise ValueError(f"{s.key}: meta.labels.classes is empty; shard with --labels")
@@ -382,7 +390,7 @@ def fit_segmenter(
     training: TrainingState | None = None,
 ) -> list[dict]:
     """``cfg.epochs`` passes of pixel-wise cross-entropy on confident pixels, epoch ``e`` read from
-    ``loader_for_epoch(e)`` (batches as :func:`_collate` makes them); the scheduler steps once per epoch.
+    ``loader_for_epoch(e)`` (batches of :class:`SegmentationItems`); the scheduler steps once per epoch.
     Returns the per-epoch history (lr, mean loss, pixel accuracy in percent on confident pixels, batches);
     ``training``: the run's checkpoints (:class:`avsa_train.runs.TrainingState`), from which an interrupted fit
     continues."""
@@ -437,8 +445,8 @@ def run_segmentation(
     training: TrainingState | None = None,
 ) -> TaskResult:
     """Train the FPN head (and the encoders with ``backbone="finetune"``) and evaluate it; see the module doc."""
-    train_urls = streams.shard_urls(shards, cfg.train_split)
-    eval_urls = streams.shard_urls(shards, cfg.eval_split)
+    train_urls = shard_urls(shards, cfg.train_split)
+    eval_urls = shard_urls(shards, cfg.eval_split)
     num_classes, names = num_classes_of(train_urls)
     finetune = cfg.backbone == "finetune"
     if not finetune:
@@ -449,36 +457,28 @@ def run_segmentation(
     params = [p for p in (model.parameters() if finetune else model.head.parameters()) if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = multistep(optimizer, cfg.milestones, cfg.gamma)
-    n_train = streams.split_sample_count(shards, cfg.train_split)
+    n_train = split_sample_count(shards, cfg.train_split)
     total = None if n_train is None else -(-n_train // cfg.batch_size)
-    datasets: list[SegmentationItems] = []
+    streams: list[ShardStream] = []
+    pin = device.type == "cuda"
 
     def train_loader(epoch: int) -> DataLoader:
-        datasets.append(SegmentationItems(train_urls, cfg, backbone.audio_format, "train", epoch))
-        return DataLoader(
-            datasets[-1],
-            batch_size=cfg.batch_size,
-            num_workers=cfg.workers,
-            collate_fn=_collate,
-            pin_memory=device.type == "cuda",
-            worker_init_fn=streams.worker_init,
-        )
+        streams.append(segmentation_stream(train_urls, cfg, backbone.audio_format, "train", epoch, cfg.batch_size))
+        return make_loader(streams[-1], cfg.workers, pin_memory=pin, seed=None)
 
     history = fit_segmenter(model, optimizer, scheduler, cfg, device, train_loader, show_progress, total, training)
-    skipped = max((ds.skipped for ds in datasets), default=0)
-    eval_ds = SegmentationItems(eval_urls, cfg, backbone.audio_format, "test", 0)
-    per_batch = max(1, cfg.batch_size * cfg.views // eval_ds.group)
-    loader = DataLoader(
-        eval_ds, batch_size=per_batch, num_workers=cfg.workers, collate_fn=_collate, pin_memory=device.type == "cuda",
-        worker_init_fn=streams.worker_init,
-    )
+    skipped = max((st.policy.skipped for st in streams), default=0)
+    group = cfg.views if cfg.use_context else 1
+    eval_stream = segmentation_stream(eval_urls, cfg, backbone.audio_format, "test", 0,
+                                      max(1, cfg.batch_size * cfg.views // group))
+    loader = make_loader(eval_stream, cfg.workers, pin_memory=pin, seed=None)
     confusion, per_video, n_crops = evaluate(
         model, loader, num_classes, cfg.confidence_threshold, device, show_progress
     )
     metrics = _scores(confusion, per_video, names, cfg.seed)
     metrics["eval_crops"] = n_crops
     metrics["skipped_train_samples"] = skipped
-    metrics["skipped_eval_samples"] = eval_ds.skipped
+    metrics["skipped_eval_samples"] = eval_stream.policy.skipped
     conf = asdict(cfg)
     conf["num_classes"] = num_classes
     return TaskResult("avsa.eval.segmentation", "segmentation", metrics, history, conf, backbone.describe())
