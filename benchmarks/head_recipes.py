@@ -62,12 +62,12 @@ def main(argv: list[str] | None = None) -> dict:
     from avsa_train.tasks.binary_eval import (
         BinaryEvalConfig,
         FrozenFeatures,
-        binary_stream,
         encode_items,
         fit_cached_head,
         predict_features,
         summarise,
     )
+    from avsa_train.tasks.binary_items import binary_stream
     from avsa_train.tasks.common import load_backbone, seed_torch
 
     t0, c0 = time.time(), cpu_s()

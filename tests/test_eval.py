@@ -176,7 +176,8 @@ def test_roc_auc():
 
 def test_items_follow_the_protocol_on_synthetic_shards(synth_shards):
     from avsa_train.data import sources
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig, binary_stream
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig
+    from avsa_train.tasks.binary_items import binary_stream
 
     cfg = BinaryEvalConfig(task="avsa", batch_size=4, negatives="reference")
     urls = sources.shard_urls(str(synth_shards), "val")
@@ -210,7 +211,8 @@ def test_training_items_are_augmented_only_when_asked(synth_shards, augment):
     """--no-augment: the classifier's training items are drawn like the evaluation items (no flip, colour or
     volume jitter), so an aligned item's audio is the stored render of its views; augmented ones differ."""
     from avsa_train.data import sources
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig, binary_stream
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig
+    from avsa_train.tasks.binary_items import binary_stream
 
     cfg = BinaryEvalConfig(task="avsa", batch_size=4, augment=augment)
     urls = sources.shard_urls(str(synth_shards), "train")
@@ -234,7 +236,8 @@ def test_avc_donors_are_other_videos_whatever_the_workers(synth_shards):
 
     from avsa_train.data import sources
     from avsa_train.data.batches import make_loader
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig, binary_stream
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig
+    from avsa_train.tasks.binary_items import binary_stream
 
     urls = sources.shard_urls(str(synth_shards), "val")
     stored = {s.key: s for s in iter_samples(urls)}
@@ -504,13 +507,13 @@ def test_binary_classifier_learns_features_that_carry_the_answer():
 
     from avsa_train.data.batches import collate
     from avsa_train.tasks.binary_eval import (
-        ITEM_COLUMNS,
         BinaryEvalConfig,
         encode_items,
         fit_feature_head,
         predict_features,
         summarise,
     )
+    from avsa_train.tasks.binary_items import ITEM_COLUMNS
 
     torch.manual_seed(0)
     dim = 16
@@ -555,13 +558,13 @@ def test_cached_feature_head_learns_and_standardizes_with_training_statistics(st
 
     from avsa_train.data.batches import collate
     from avsa_train.tasks.binary_eval import (
-        ITEM_COLUMNS,
         BinaryEvalConfig,
         encode_items,
         fit_feature_head,
         predict_features,
         summarise,
     )
+    from avsa_train.tasks.binary_items import ITEM_COLUMNS
 
     torch.manual_seed(0)
     dim = 16
@@ -686,7 +689,8 @@ def test_matched_negatives_leave_single_modality_probes_at_chance(energy_shards,
     negatives (random yaw, another video at this sample's views), planted back, are told apart by the audio
     alone."""
     from avsa_train.data import sources
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig, binary_stream
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig
+    from avsa_train.tasks.binary_items import binary_stream
     from avsa_train.tasks.metrics import cluster_t_interval
 
     def probe(negatives: str, features, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -718,7 +722,8 @@ def test_a_matched_avsa_negative_hears_its_own_scene_from_another_viewpoint_of_t
     π(k) ≠ k of the same bank — exactly the render a positive of viewpoint π(k) hears — and π is a permutation,
     so a negative's renders are a positive's, reshuffled."""
     from avsa_train.data import sources
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig, binary_stream
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig
+    from avsa_train.tasks.binary_items import binary_stream
 
     cfg = BinaryEvalConfig(task="avsa", batch_size=4)
     urls = sources.shard_urls(str(synth_shards), "val")
@@ -746,7 +751,8 @@ def test_a_matched_avc_negative_hears_another_video_as_its_own_viewpoints_do(syn
     """Matched AVC-Bin negatives: each crop hears a sample of another video rendered at a viewpoint of that
     sample's own bank (distinct viewpoints for distinct crops), i.e. a render one of its positives hears."""
     from avsa_train.data import sources
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig, binary_stream
+    from avsa_train.tasks.binary_eval import BinaryEvalConfig
+    from avsa_train.tasks.binary_items import binary_stream
 
     cfg = BinaryEvalConfig(task="avc", batch_size=4)
     urls = sources.shard_urls(str(synth_shards), "val")
@@ -815,13 +821,13 @@ def test_controls_expose_what_one_modality_alone_can_earn(in_audio):
 
     from avsa_train.data.batches import collate
     from avsa_train.tasks.binary_eval import (
-        ITEM_COLUMNS,
         BinaryEvalConfig,
         controls_summary,
         encode_items,
         fit_feature_head,
         predict_features,
     )
+    from avsa_train.tasks.binary_items import ITEM_COLUMNS
 
     dim = 4
     cfg = BinaryEvalConfig(task="avsa", epochs=1, head_epochs=30, standardize=True, batch_size=32, lr=3e-3,

@@ -51,10 +51,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=None, help="write the result JSON here")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = ap.parse_args(argv)
-    gap = paired_items_gap(read_items(args.items_a), read_items(args.items_b), args.seed)
+    return report_gap(paired_items_gap(read_items(args.items_a), read_items(args.items_b), args.seed), args.out)
+
+
+def report_gap(gap: dict, out: Path | None) -> dict:
+    """Print a paired comparison as JSON, also into ``out`` when given, and return it."""
     text = json.dumps(gap, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
+    if out:
+        out.write_text(text + "\n")
     print(text)
     return gap
 

@@ -44,7 +44,6 @@ Compare two runs on the same items (``avsa-train probe`` writes ``OUT/probe_item
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -66,7 +65,7 @@ from avsa_train.data.stream_config import AUDIO_FORMATS
 from avsa_train.fit import StepOutput, fit
 from avsa_train.tasks.binary_eval import single_cpu_thread
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
-from avsa_train.tasks.compare import read_items
+from avsa_train.tasks.compare import read_items, report_gap
 from avsa_train.tasks.metrics import cluster_t_interval, roc_auc
 
 PROBE_HEADS = ("linear", "mlp")
@@ -584,11 +583,7 @@ def main(argv: list[str] | None = None) -> dict:
         ap.exit(1, f"error: the rows lack the column {e}: pass the probe_items.jsonl files of avsa-train probe\n")
     except (OSError, ValueError) as e:
         ap.exit(1, f"error: {e}\n")
-    text = json.dumps(gap, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    return gap
+    return report_gap(gap, args.out)
 
 
 if __name__ == "__main__":
