@@ -22,6 +22,7 @@ from avsa_data.labels.cubemap import FACE_NAMES, equirect_to_faces, faces_to_equ
 from avsa_data.labels.onnx_model import OnnxLabels, OnnxSettings, softmax, write_colour_model
 from avsa_data.labels.precomputed import PrecomputedLabels
 from avsa_data.reader import iter_samples
+from avsa_data.synth import SynthConfig
 from avsa_data.viewpoints import Viewpoint
 
 GREY, RED, GREEN, BLUE = (128, 128, 128), (230, 25, 25), (25, 210, 25), (25, 25, 230)
@@ -452,12 +453,9 @@ def test_cube_projection_of_one_hot_maps_is_exact_away_from_edges():
 
 
 @pytest.fixture(scope="module")
-def tiny_raw(tmp_path_factory) -> Path:
+def tiny_raw(test_data) -> Path:
     """Two tiny synth videos (3 s, 256×128)."""
-    raw = tmp_path_factory.mktemp("labels_synth") / "raw"
-    run_cli("avsa_data", "synth", "--out", str(raw), "--videos", "2", "--duration", "3", "--size", "256x128",
-            "--seed", "5", "--workers", "2")
-    return raw
+    return test_data.raw(SynthConfig(videos=2, duration=3.0, size=(256, 128), seed=5))
 
 
 SHARD = ["--viewpoints-per-moment", "3", "--shard-size", "100", "-q", "-j", "2"]

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from avsa_data import codecs
 from avsa_data import format as fmt
 from avsa_data.reader import ShardFormatError, iter_raw, iter_samples
+from avsa_data.samples import SampleConfig
+from avsa_data.shards import JobConfig
+from avsa_data.synth import SynthConfig
 from avsa_data.verify import verify_dir, verify_shard
 
 #: Address space a check may add to the process: far above what a tiny shard needs, far below any bomb here.
@@ -48,17 +50,13 @@ def memory_cap(extra: int = CAP):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
+def tiny(test_data) -> Path:
     """Two one-sample shards (K=2 views, M=2 moments, 16 px crops, T=2, 8 kHz, masks, every member kind: the
     per-view renders stored too): a few hundred KB."""
-    root = tmp_path_factory.mktemp("tiny")
-    run_cli("avsa_data", "synth", "--out", str(root / "raw"), "--videos", "1", "--duration", "2", "--size",
-            "128x64", "--seed", "1")
-    out = root / "shards"
-    run_cli("avsa_data", "shard", "--src", str(root / "raw"), "--out", str(out), "-k", "2", "--crop-size", "16",
-            "--fps", "8", "--clip-seconds", "0.25", "--sr", "8000", "--audio-seconds", "0.25", "--labels",
-            "synthetic", "--moments-per-sample", "2", "--moment-gap", "0.5", "--shard-size", "1", "--renders",
-            "foa,mono,stereo", "-q", "-j", "1")
+    raw = test_data.raw(SynthConfig(videos=1, duration=2.0, size=(128, 64), seed=1))
+    sample = SampleConfig(viewpoints_per_moment=2, crop_size=16, fps=8.0, clip_seconds=0.25, sr=8000,
+                          audio_seconds=0.25, moments_per_sample=2, moment_gap=0.5, renders=("foa", "mono", "stereo"))
+    out = test_data.shards(raw, JobConfig(sample=sample, labels="synthetic", shard_size=1), workers=1)
     assert sorted(p.name for p in out.glob("*.tar")) == ["train-000000.tar", "train-000001.tar"]
     return out
 
