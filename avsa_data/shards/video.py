@@ -212,8 +212,9 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path, make_label_b
 
 
 def _read_audio(task: VideoTask, pr: media.ProbeResult, job: JobConfig) -> tuple[Path, NDArray[np.float32], float]:
-    """The video's audio file, its FOA ``(4, n)`` at the job's rate and format, and its length (seconds),
-    checked against the video's length (:func:`media.check_durations`)."""
+    """The video's audio file, its FOA as ambiX ``[4, n]`` at the job's sample rate (read as
+    ``job.sample.ambi_format``), and its length (seconds), checked against the video's length
+    (:func:`media.check_durations`)."""
     cfg = job.sample
     audio_src = Path(task.audio) if task.audio else media.find_audio_source(task.path, pr)
     foa = media.read_foa(audio_src, cfg.sr, cfg.ambi_format)
