@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, NamedTuple
 
-from . import format as fmt
+from . import shard_format
 
 if TYPE_CHECKING:  # the writer's input; the reader never imports the sample builder
     from .samples import EncodedSample
@@ -58,7 +58,7 @@ def iter_tar(f: IO[bytes], where: str, size: int | None = None, on_problem: Prob
     after the same header checks; its padding is not checked.
 
     The framing is checked block by block: each header's checksum and declared size (against ``size``, the
-    file's length when known, and :data:`avsa_data.format.MAX_MEMBER_BYTES`), and the end: the archive must
+    file's length when known, and :data:`avsa_data.shard_format.MAX_MEMBER_BYTES`), and the end: the archive must
     end with zero blocks and nothing but zeros after them (trailing garbage, or an archive cut short by a zero
     header, is an error). ustar, GNU (long names) and pax headers are understood. Entries that are not
     regular files (directories, links, FIFOs) are skipped, and reported to ``on_problem`` when given. Framing
@@ -200,9 +200,9 @@ def _check_declared_size(stream: _TarStream, entry: _Entry, size: int | None) ->
         left = max(0, (size or 0) - data_at)
         raise stream.fail(f"member {entry.name!r} at byte {entry.at} declares {entry.length} bytes but the file has "
                           f"{left} left (a damaged header or a truncated file)")
-    if entry.length > fmt.MAX_MEMBER_BYTES:
+    if entry.length > shard_format.MAX_MEMBER_BYTES:
         raise stream.fail(f"member {entry.name!r} at byte {entry.at} declares {entry.length} bytes, more than the "
-                          f"format's {fmt.MAX_MEMBER_BYTES} per member")
+                          f"format's {shard_format.MAX_MEMBER_BYTES} per member")
 
 
 def _read_file(stream: _TarStream, entry: _Entry, on_problem: ProblemSink | None) -> bytes:

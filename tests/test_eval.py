@@ -11,8 +11,7 @@ import pytest
 import torch
 from conftest import run_cli, run_train
 
-from avsa_data import ambisonics, codecs
-from avsa_data import format as fmt
+from avsa_data import ambisonics, codecs, shard_format
 from avsa_data.geometry import angular_distance, wrap_azimuth
 from avsa_data.reader import RawSample, iter_samples
 from avsa_data.renders import render_view
@@ -35,7 +34,7 @@ def _plane_wave_sample(
     rng = np.random.default_rng(5)
     foa = ambisonics.encode(0.2 * rng.standard_normal(SR), az, el).astype(np.float32)
     meta = {  # every field the reader checks (docs/FORMAT.md); no video members
-        "format_version": fmt.FORMAT_VERSION,
+        "format_version": shard_format.FORMAT_VERSION,
         "key": key,
         "video_id": video_id,
         "split": "val",
@@ -58,9 +57,9 @@ def _plane_wave_sample(
         "viewpoints": [Viewpoint(a, e, 60.0, 60.0).as_dict() for a, e in VIEWS],
         "equirect_size": None,
     }
-    return RawSample(
-        key, {fmt.meta_member(): codecs.encode_json(meta), fmt.foa_member(0): codecs.encode_flac(foa, SR, 24)}
-    )
+    members = {shard_format.meta_member(): codecs.encode_json(meta),
+               shard_format.foa_member(0): codecs.encode_flac(foa, SR, 24)}
+    return RawSample(key, members)
 
 
 # -------------------------------------------------------------------------------------- misalignment physics
@@ -102,8 +101,8 @@ def test_negatives_are_rendered_by_the_shard_builder_functions():
     neg = misalign.rotated(sample, 120.0)
     world = misalign.rotate_yaw(sample.foa(0), 120.0)
     for k, (az, el) in enumerate(VIEWS):
-        ref = render_view(world, Viewpoint(az, el, 60.0, 60.0), fmt.RENDERS, SR, "virtual-mic")
-        for render in fmt.RENDERS:
+        ref = render_view(world, Viewpoint(az, el, 60.0, 60.0), shard_format.RENDERS, SR, "virtual-mic")
+        for render in shard_format.RENDERS:
             np.testing.assert_allclose(neg.audio(k, 0, render), ref[render], atol=1e-6)
     # a source 30° left seen from the front: the mono cardioid hears it loudly; rotated 150° further it is behind
     front = misalign.aligned(sample).audio(0, 0, "mono")

@@ -12,8 +12,7 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
-from avsa_data import codecs
-from avsa_data import format as fmt
+from avsa_data import codecs, shard_format
 from avsa_data.crops import CropGrid
 from avsa_data.geometry import angular_distance, equirect_direction_grid
 from avsa_data.labels import LabelError, make_backend
@@ -237,7 +236,7 @@ def test_precomputed_16_bit_ids(tmp_path):
     view = Viewpoint(-90.0, 0.0, 90.0, 90.0)  # looks at the right half (ids 299)
     members = dict(_mask_members(lab, codecs.class_dtype(lab.classes), CropGrid(view, (8, 8)),
                                  CropGrid(view, (4, 4)), 0, 0))
-    seg = codecs.decode_png(members[fmt.seg_member(0, 0)], (8, 8))
+    seg = codecs.decode_png(members[shard_format.seg_member(0, 0)], (8, 8))
     assert seg.dtype == np.uint16 and (seg == 299).all()
 
 
@@ -478,7 +477,7 @@ def _check_masks_are_truth_crops(sample, truth: dict) -> None:
             seg, c = sample.masks(k, m)
             assert np.array_equal(seg, grid.sample(truth["labels"][i], mode="nearest"))
             assert np.array_equal(codecs.confidence_to_uint8(c), grid.sample(conf, mode="nearest"))
-            red = (seg == 1) & (c >= fmt.CONFIDENCE_THRESHOLD)
+            red = (seg == 1) & (c >= shard_format.CONFIDENCE_THRESHOLD)
             if red.sum() > 20:
                 px = sample.clip(k, m)[meta["frames_per_clip"] // 2][red].astype(int)
                 assert np.mean((px[:, 0] > 150) & (px[:, 1] < 110) & (px[:, 2] < 110)) > 0.9
