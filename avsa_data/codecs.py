@@ -11,7 +11,7 @@ Every encoder is deterministic (same array → same bytes) so shards are reprodu
   (:data:`FLAC_TAGS`), including a ``WAVEFORMATEXTENSIBLE_CHANNEL_MASK``: see :func:`flac_tags`.
 * Masks: 8-bit (or 16-bit when a class id exceeds 255) greyscale PNG; confidences as uint8 = round(255·c).
 
-Decoders given the shape a member must have (``shape=``, from :func:`avsa_data.format.member_shape`) read the
+Decoders given the shape a member must have (``shape=``, from :func:`avsa_data.shard_format.member_shape`) read the
 member's header first and raise :class:`MemberError` on a mismatch **before** decoding, so a small member
 that declares a huge image or stream (a decompression bomb) never allocates more than its expected size.
 """

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from . import ambisonics, events
-from . import format as fmt
+from . import ambisonics, events, shard_format
 from .reader import RawSample, ShardFormatError, iter_samples
 
 _PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
@@ -30,7 +29,7 @@ def find_sample(shard: Path | str, key: str | None = None) -> RawSample:
     when ``key`` is None, in a folder the first of its first shard)."""
     shards: list | str = shard if isinstance(shard, str) else [shard]
     if isinstance(shard, Path) and shard.is_dir():
-        shards = sorted(p for p in shard.glob("*.tar") if fmt.SHARD_RE.match(p.name))
+        shards = sorted(p for p in shard.glob("*.tar") if shard_format.SHARD_RE.match(p.name))
         if not shards:
             raise FileNotFoundError(f"{shard}: no shards ({{split}}-NNNNNN.tar) in this folder")
     for s in iter_samples(shards):
@@ -79,7 +78,7 @@ def contact_sheet(sample: RawSample, png: Path, moment: int = 0) -> Path:
         if masks is not None:
             seg, conf = masks
             ax.imshow(overlay(clip[t // 2], seg, conf))
-            low = (conf < fmt.CONFIDENCE_THRESHOLD).astype(float)
+            low = (conf < shard_format.CONFIDENCE_THRESHOLD).astype(float)
             if low.any():
                 ax.contourf(low, levels=[0.5, 1.5], colors="none", hatches=["////"])
             ax.set_title("mask (hatched: conf<0.75)" if i == 0 else "", fontsize=7)
@@ -152,7 +151,7 @@ def write_wavs(sample: RawSample, out_dir: Path, moment: int = 0) -> list[Path]:
     paths = [out_dir / f"{stem}.m{moment:02d}.foa_unrotated.wav"]
     sf.write(paths[0], sample.foa(moment).T, sr, subtype="FLOAT")
     for i in range(sample.num_views):
-        for r in fmt.RENDERS:
+        for r in shard_format.RENDERS:
             p = out_dir / f"{stem}.m{moment:02d}.v{i:02d}.{r}.wav"
             sf.write(p, sample.audio(i, moment, r).T, sr, subtype="FLOAT")
             paths.append(p)

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import format as fmt
+from . import shard_format
 from .options import option
 
 LAYOUTS = ("auto", "flat", "starss23", "folders")
@@ -158,12 +158,12 @@ def discover(src: Path, spec: LayoutSpec) -> list[Recording]:
     out: dict[str, Recording] = {}
     for p in files:
         rel = p.relative_to(video_root).with_suffix("")
-        vid = fmt.sanitize_id("__".join(rel.parts))
+        vid = shard_format.sanitize_id("__".join(rel.parts))
         if vid in out:
             raise LayoutError(f"two inputs map to video id {vid!r}: {out[vid].video} and {p}")
         split = split_of_folder(rel.parts[0]) if len(rel.parts) > 1 else None
         if split is None and spec.name == "starss23" and len(rel.parts) > 1:
-            split = fmt.sanitize_id(rel.parts[0])
+            split = shard_format.sanitize_id(rel.parts[0])
         out[vid] = Recording(vid, split or "train", str(p),
                              _find_audio(audio_root / rel) if audio_root is not None else None,
                              str((ev_root / rel).with_suffix(".csv")) if ev_root is not None else None)
@@ -176,7 +176,7 @@ def apply_list(recordings: list[Recording], splits: dict[str, str], src: Path) -
     by_id = {r.video_id: r for r in recordings}
     out = []
     for key, split in splits.items():
-        vid = key if key in by_id else fmt.sanitize_id(Path(key).with_suffix("").as_posix().replace("/", "__"))
+        vid = key if key in by_id else shard_format.sanitize_id(Path(key).with_suffix("").as_posix().replace("/", "__"))
         if vid not in by_id and vid.startswith(STARSS23_DIRS["video"] + "__"):
             vid = vid[len(STARSS23_DIRS["video"]) + 2:]
         if vid not in by_id:

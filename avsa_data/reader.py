@@ -22,8 +22,7 @@ from typing import IO
 import numpy as np
 from numpy.typing import NDArray
 
-from . import codecs, remote
-from . import format as fmt
+from . import codecs, remote, shard_format
 from .tario import ProblemSink, ShardFormatError, iter_tar, regular_file_size
 
 __all__ = ["ProblemSink", "RawSample", "ShardFormatError", "decode_meta", "iter_raw", "iter_samples", "parse_meta"]
@@ -32,8 +31,8 @@ __all__ = ["ProblemSink", "RawSample", "ShardFormatError", "decode_meta", "iter_
 class RawSample:
     """One sample: its key and the raw bytes of each member (suffix → bytes).
 
-    Accessors decode with bounds taken from the validated ``meta.json`` (:func:`avsa_data.format.meta_problems`,
-    :func:`avsa_data.format.member_shape`): a member whose header disagrees with meta is refused before it is
+    Accessors decode with bounds taken from the validated ``meta.json`` (:func:`avsa_data.shard_format.meta_problems`,
+    :func:`avsa_data.shard_format.member_shape`): a member whose header disagrees with meta is refused before it is
     decoded, and every error is a :class:`ShardFormatError` naming the shard, the key and the member.
     """
 
@@ -48,10 +47,10 @@ class RawSample:
     @cached_property
     def meta(self) -> dict:
         """The sample's ``meta.json``, decoded once and checked against the schema (types and ranges)."""
-        meta, problems = parse_meta(self.members.get(fmt.meta_member()), strict=False)
+        meta, problems = parse_meta(self.members.get(shard_format.meta_member()), strict=False)
         if problems:
             more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-            raise ShardFormatError(f"{self.where(fmt.meta_member())}: {problems[0]}{more}")
+            raise ShardFormatError(f"{self.where(shard_format.meta_member())}: {problems[0]}{more}")
         return meta
 
     @property
@@ -76,7 +75,7 @@ class RawSample:
         data = self.members.get(name)
         if data is None:
             raise ShardFormatError(f"{self.where()}: member {name} missing (docs/FORMAT.md: a sample with this "
-                                   f"meta.json has {', '.join(fmt.expected_members(self.meta)[:4])}, …)")
+                                   f"meta.json has {', '.join(shard_format.expected_members(self.meta)[:4])}, …)")
         return data
 
     def decode(self, name: str) -> NDArray:
@@ -94,7 +93,7 @@ class RawSample:
         meta = self.meta
         data = self.members[name] if data is None else data
         try:
-            shape = fmt.member_shape(meta, name)
+            shape = shard_format.member_shape(meta, name)
         except (ValueError, IndexError, KeyError):
             raise codecs.MemberError("unknown member type (docs/FORMAT.md lists the suffixes)") from None
         if name.endswith(".jpg"):
@@ -107,7 +106,7 @@ class RawSample:
 
     def clip(self, view: int, moment: int = 0) -> NDArray[np.uint8]:
         """``[T, H, W, 3]`` uint8 RGB crop clip of viewpoint ``view``."""
-        return self.decode(fmt.clip_member(moment, view))
+        return self.decode(shard_format.clip_member(moment, view))
 
     def audio(self, view: int, moment: int = 0, render: str = "foa") -> NDArray[np.float32]:
         """``[C, n]`` float32 render of viewpoint ``view`` (foa: W,Y,Z,X rotated; mono; stereo: L,R).
@@ -115,7 +114,7 @@ class RawSample:
         A render that was not precomputed (``--renders``) is computed from the unrotated FOA and the viewpoint by
         :func:`avsa_data.renders.render_at`, as the shard builder computes it.
         """
-        name = fmt.render_member(moment, view, render)
+        name = shard_format.render_member(moment, view, render)
         if name in self.members:
             return self.decode(name) * np.float32(self.meta["audio_scale"])
         viewpoint = self.viewpoint(view)  # a view outside the bank is refused before the FOA is decoded
@@ -125,7 +124,7 @@ class RawSample:
 
     def foa(self, moment: int = 0) -> NDArray[np.float32]:
         """``[4, n]`` float32 unrotated ambiX FOA (W, Y, Z, X) of the moment."""
-        return self.decode(fmt.foa_member(moment)) * np.float32(self.meta["audio_scale"])
+        return self.decode(shard_format.foa_member(moment)) * np.float32(self.meta["audio_scale"])
 
     def events(self, view: int | None = None, moment: int = 0) -> list[dict]:
         """Sound events active at the moment (``meta.events``; empty without event labels): with ``view`` None the
@@ -137,20 +136,20 @@ class RawSample:
 
     def masks(self, view: int, moment: int = 0, lowres: bool = False) -> tuple[NDArray, NDArray[np.float32]] | None:
         """(class ids ``[H, W]``, confidence ``[H, W]`` in [0, 1]) or ``None`` if the sample has no labels."""
-        if fmt.seg_member(moment, view, lowres) not in self.members and not self.meta["labels"]["present"]:
+        if shard_format.seg_member(moment, view, lowres) not in self.members and not self.meta["labels"]["present"]:
             return None
-        conf = self.decode(fmt.conf_member(moment, view, lowres))
+        conf = self.decode(shard_format.conf_member(moment, view, lowres))
         if conf.dtype != np.uint8:
-            raise ShardFormatError(f"{self.where(fmt.conf_member(moment, view, lowres))}: confidence is "
+            raise ShardFormatError(f"{self.where(shard_format.conf_member(moment, view, lowres))}: confidence is "
                                    f"{conf.dtype}, expected 8-bit")
-        return self.decode(fmt.seg_member(moment, view, lowres)), codecs.confidence_from_uint8(conf)
+        return self.decode(shard_format.seg_member(moment, view, lowres)), codecs.confidence_from_uint8(conf)
 
 
 def parse_meta(data: bytes | None, strict: bool = True) -> tuple[dict | None, list[str]]:
-    """Decode a ``meta.json`` member and check it (:func:`avsa_data.format.meta_problems`): ``(meta or None,
+    """Decode a ``meta.json`` member and check it (:func:`avsa_data.shard_format.meta_problems`): ``(meta or None,
     problems)``; the meta is usable for sizing buffers only when there are no problems."""
     meta, problem = decode_meta(data)
-    return (meta, fmt.meta_problems(meta, strict)) if problem is None else (None, [problem])
+    return (meta, shard_format.meta_problems(meta, strict)) if problem is None else (None, [problem])
 
 
 def decode_meta(data: bytes | None) -> tuple[object, str | None]:
@@ -158,8 +157,8 @@ def decode_meta(data: bytes | None) -> tuple[object, str | None]:
     when it is missing, too large or not JSON."""
     if data is None:
         return None, "meta.json missing (every sample starts with one)"
-    if len(data) > fmt.MAX_META_BYTES:
-        return None, f"meta.json is {len(data)} bytes, more than the format's {fmt.MAX_META_BYTES}"
+    if len(data) > shard_format.MAX_META_BYTES:
+        return None, f"meta.json is {len(data)} bytes, more than the format's {shard_format.MAX_META_BYTES}"
     try:
         return codecs.decode_json(data), None
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -217,7 +216,7 @@ def _grouped(entries: Iterable[tuple[str, bytes | None]], path: str,
     key, members, done = None, {}, set()
     for name, data in entries:
         k, suffix = _key_and_suffix(name)
-        if not fmt.KEY_RE.match(k) or not fmt.SUFFIX_RE.match(suffix):
+        if not shard_format.KEY_RE.match(k) or not shard_format.SUFFIX_RE.match(suffix):
             problem(None, f"member name {name!r} is not '{{video_id}}/{{moment:06d}}.{{suffix}}' "
                           f"(absolute and '..' paths are refused); skipped")
             continue
@@ -255,7 +254,7 @@ def iter_samples(urls: Iterable[str | Path] | str | Path) -> Iterator[RawSample]
             urls = [urls] if urls.endswith(".tar") else [remote.join(urls, n) for n in remote.Store(urls).shard_names()]
         else:
             p = Path(urls)
-            urls = sorted(q for q in p.glob("*.tar") if fmt.SHARD_RE.match(q.name)) if p.is_dir() else [p]
+            urls = sorted(q for q in p.glob("*.tar") if shard_format.SHARD_RE.match(q.name)) if p.is_dir() else [p]
     for u in urls:
         if remote.is_url(u):
             with remote.open_url(u) as f:

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from . import format as fmt
+from . import shard_format
 from .fsutil import parse_json
 
 _URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -138,7 +138,7 @@ class Store:
 
     def shard_names(self) -> list[str]:
         """The ``{split}-NNNNNN.tar`` shards in the folder, sorted."""
-        return sorted(n for n in self.listing() if fmt.SHARD_RE.match(n))
+        return sorted(n for n in self.listing() if shard_format.SHARD_RE.match(n))
 
     def read_bytes(self, name: str) -> bytes | None:
         """The object ``name``, or None if it does not exist."""

@@ -9,7 +9,7 @@ float arrays shaped ``[channels, n_samples]``. A viewpoint is a ``meta.viewpoint
 elevation, hfov, vfov}`` (or a :class:`~avsa_data.viewpoints.Viewpoint`): **degrees**, azimuth positive to the
 **left** (counter-clockwise seen from above), elevation positive up (:mod:`avsa_data.geometry`).
 
-The renders of a viewpoint at azimuth ``φ``, elevation ``θ`` (:data:`avsa_data.format.RENDERS`):
+The renders of a viewpoint at azimuth ``φ``, elevation ``θ`` (:data:`avsa_data.shard_format.RENDERS`):
 
 * ``foa`` ``[4, n]`` (W, Y, Z, X): the field rotated so that the viewpoint is the front
   (:func:`avsa_data.ambisonics.rotate_to_view`: yaw by ``-φ``, then pitch by ``θ``; W unchanged).
@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import ambisonics, binaural, hrir_sets
-from .format import RENDERS
+from .shard_format import RENDERS
 from .viewpoints import Viewpoint
 
 #: How the audio members are laid out, stated in every ``meta.json`` (``audio`` record; docs/FORMAT.md).
@@ -67,7 +67,7 @@ def derivable_renders(binaural_mode: str) -> tuple[str, ...]:
 def stored_renders(requested: tuple[str, ...], binaural_mode: str) -> tuple[str, ...]:
     """The renders a shard stores per viewpoint for ``--renders`` (``requested``): ``auto`` → those a reader
     cannot derive (:func:`derivable_renders`: none with virtual-mic, ``stereo`` with ``hrir``), ``none`` or
-    ``()`` → none, else the named subset of :data:`~avsa_data.format.RENDERS` in canonical order. Raises
+    ``()`` → none, else the named subset of :data:`~avsa_data.shard_format.RENDERS` in canonical order. Raises
     ``ValueError`` naming the flag on anything else."""
     req = tuple(requested)
     if req == ("auto",):

@@ -22,8 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from . import codecs
-from . import format as fmt
+from . import codecs, shard_format
 from .binaural import HRIR_DECODERS
 from .crops import CropGrid
 from .crops_yuv import clips_for, rgb_of
@@ -34,7 +33,7 @@ from .renders import AUDIO_LAYOUT, render_view, stored_renders
 from .rng import rng_for
 from .viewpoints import HFOV_RANGE, MIN_SEPARATION_DEG, SAMPLERS, Viewpoint, sample_bank
 
-BINAURAL_MODES = fmt.BINAURAL_MODES
+BINAURAL_MODES = shard_format.BINAURAL_MODES
 #: Channel conventions of the input FOA (converted to ambiX on reading; the same as media.AMBI_FORMATS).
 AMBI_FORMATS = ("ambix", "fuma")
 #: Frames the decoder may fall short of the expected count at the end of a video (then the last is repeated).
@@ -278,7 +277,7 @@ def build_sample(
     :class:`avsa_data.crops_yuv.YuvFrame` (the shard job's decoder output; crops then come from the YUV planes)."""
     views = sample_viewpoints(cfg, info.video_id, plan.index, audio_window(foa, plan.times[0], cfg))
     grids = [CropGrid(v, (cfg.crop_size, cfg.crop_size)) for v in views]
-    grids56 = [CropGrid(v, (fmt.SEG_LOWRES, fmt.SEG_LOWRES)) for v in views]
+    grids56 = [CropGrid(v, (shard_format.SEG_LOWRES, shard_format.SEG_LOWRES)) for v in views]
     moments = [_render_moment(t, frames, foa, views, cfg) for t in plan.times]
     peak = 0.0
     for moment in moments:
@@ -287,17 +286,17 @@ def build_sample(
     meta = _sample_meta(plan, info, cfg, views, moments, scale, labels is not None, label_meta, events)
     members: list[tuple[str, bytes]] = []
     for m, moment in enumerate(moments):
-        members.append((fmt.foa_member(m), _flac(moment.window, "foa", scale, cfg)))
+        members.append((shard_format.foa_member(m), _flac(moment.window, "foa", scale, cfg)))
         if cfg.keep_equirect:
             eq = _small_equirect(rgb_of(moment.clip[len(moment.clip) // 2]), cfg.keep_equirect)
             meta["equirect_size"] = [int(eq.shape[1]), int(eq.shape[0])]
-            members.append((fmt.equirect_member(m), codecs.encode_jpeg(eq, cfg.jpeg_quality)))
+            members.append((shard_format.equirect_member(m), codecs.encode_jpeg(eq, cfg.jpeg_quality)))
         lab = labels.at(moment.label_time) if labels is not None else None
         dt = codecs.class_dtype(lab.classes) if lab is not None else None
         crops = clips_for(moment.clip, grids)
         for k in range(len(views)):
-            members.append((fmt.clip_member(m, k), codecs.encode_clip_jpeg(crops[k], cfg.jpeg_quality)))
-            members += [(fmt.render_member(m, k, r), _flac(moment.renders[k][r], r, scale, cfg))
+            members.append((shard_format.clip_member(m, k), codecs.encode_clip_jpeg(crops[k], cfg.jpeg_quality)))
+            members += [(shard_format.render_member(m, k, r), _flac(moment.renders[k][r], r, scale, cfg))
                         for r in cfg.stored_renders]
             if lab is not None:
                 members += _mask_members(lab, dt, grids[k], grids56[k], m, k)
@@ -325,8 +324,8 @@ def _sample_meta(plan: SamplePlan, info: VideoInfo, cfg: SampleConfig, views: li
     the equirect members."""
     label_times = [m.label_time for m in moments]
     return {
-        "format_version": fmt.FORMAT_VERSION,
-        "key": fmt.sample_key(info.video_id, plan.index),
+        "format_version": shard_format.FORMAT_VERSION,
+        "key": shard_format.sample_key(info.video_id, plan.index),
         "video_id": info.video_id,
         "split": info.split,
         "source": {"path": info.path, "audio": info.audio_source, "duration": info.duration,
@@ -348,7 +347,7 @@ def _sample_meta(plan: SamplePlan, info: VideoInfo, cfg: SampleConfig, views: li
         "audio_bits": cfg.audio_bits,
         "renders": list(cfg.stored_renders),
         "binaural": cfg.binaural_meta(),
-        "labels": {**label_meta, "present": has_labels, "confidence_threshold": fmt.CONFIDENCE_THRESHOLD},
+        "labels": {**label_meta, "present": has_labels, "confidence_threshold": shard_format.CONFIDENCE_THRESHOLD},
         "equirect_size": None,
         "events": events.moments_meta(label_times, views),
     }
@@ -359,8 +358,8 @@ def _sealed(meta: dict, members: list[tuple[str, bytes]]) -> EncodedSample:
     catch a flipped bit in any member, and of itself) first, then ``members`` in write order."""
     meta["member_sha256"] = {name: codecs.sha256_hex(data) for name, data in members}
     meta["meta_sha256"] = codecs.meta_digest(meta)
-    members.insert(0, (fmt.meta_member(), codecs.encode_json(meta)))
-    assert [n for n, _ in members] == fmt.expected_members(meta), "member layout drifted from format.py"
+    members.insert(0, (shard_format.meta_member(), codecs.encode_json(meta)))
+    assert [n for n, _ in members] == shard_format.expected_members(meta), "member layout drifted from shard_format.py"
     return EncodedSample(meta["key"], members)
 
 
@@ -371,8 +370,8 @@ def _mask_members(lab, dt: type, grid: CropGrid, grid56: CropGrid, m: int, k: in
     for g, low in ((grid, False), (grid56, True)):
         seg = g.sample(lab.classes, mode="nearest").astype(dt)
         conf = codecs.confidence_to_uint8(g.sample(lab.confidence, mode="nearest"))
-        out.append((fmt.seg_member(m, k, low), codecs.encode_png(seg)))
-        out.append((fmt.conf_member(m, k, low), codecs.encode_png(conf)))
+        out.append((shard_format.seg_member(m, k, low), codecs.encode_png(seg)))
+        out.append((shard_format.conf_member(m, k, low), codecs.encode_png(conf)))
     return out
 
 

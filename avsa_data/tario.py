@@ -12,9 +12,9 @@ import stat
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO, NamedTuple
 
-from . import format as fmt
+from . import shard_format
 
 if TYPE_CHECKING:  # the writer's input; the reader never imports the sample builder
     from .samples import EncodedSample
@@ -58,98 +58,177 @@ def iter_tar(f: IO[bytes], where: str, size: int | None = None, on_problem: Prob
     after the same header checks; its padding is not checked.
 
     The framing is checked block by block: each header's checksum and declared size (against ``size``, the
-    file's length when known, and :data:`avsa_data.format.MAX_MEMBER_BYTES`), and the end: the archive must
+    file's length when known, and :data:`avsa_data.shard_format.MAX_MEMBER_BYTES`), and the end: the archive must
     end with zero blocks and nothing but zeros after them (trailing garbage, or an archive cut short by a zero
     header, is an error). ustar, GNU (long names) and pax headers are understood. Entries that are not
     regular files (directories, links, FIFOs) are skipped, and reported to ``on_problem`` when given. Framing
     errors always raise :class:`ShardFormatError`: nothing after them can be trusted.
     """
-    offset = 0
-    long_name: str | None = None
-    pax: dict[str, str] = {}
+    stream = _TarStream(f, where)
     seekable = wanted is not None and size is not None and _seekable(f)
+    names = _PendingNames()
+    while (block := stream.header_block()) is not None:
+        header = _parse_header(block, stream)
+        if header.is_extension:
+            entry = _entry(header.name, header.length, stream.offset)
+        else:  # a pax or GNU long-name header before this one applies to it
+            entry = names.apply(header, stream.offset)
+        _check_declared_size(stream, entry, size)
+        stream.offset += _BLOCK
+        if header.is_extension:
+            names.read(stream, header, entry)
+        elif header.info is None or header.info.type in _FILE_TYPES:
+            if on_problem is not None and block != _canonical_or_none(entry.name, entry.length):
+                on_problem(None, f"the header of member {entry.name!r} at byte {entry.at} is not the deterministic "
+                                 f"one avsa-data shard writes (damaged, or rewritten by another tool)")
+            if wanted is not None and not wanted(entry.name):
+                _pass_over(stream, entry, seekable)
+                yield entry.name, None
+            else:
+                yield entry.name, _read_file(stream, entry, on_problem)
+        else:
+            _skip_other(stream, header.info, entry, on_problem)
+        stream.offset += entry.padded
 
-    def fail(msg: str) -> ShardFormatError:
-        return ShardFormatError(f"{where}: {msg}")
 
-    def read(n: int, what: str) -> bytes:
+class _TarStream:
+    """The tar file read sequentially, its name for the messages, and the byte offset reached (kept by
+    :func:`iter_tar`: the start of the header, then of the data, of the entry being read)."""
+
+    def __init__(self, f: IO[bytes], where: str) -> None:
+        self.f, self.where, self.offset = f, where, 0
+
+    def fail(self, msg: str) -> ShardFormatError:
+        return ShardFormatError(f"{self.where}: {msg}")
+
+    def read(self, n: int, what: str) -> bytes:
+        """Exactly ``n`` bytes from the offset (``what`` names them when the file ends first)."""
         chunks, got = [], 0
         while got < n:
-            chunk = f.read(min(n - got, 1 << 24))
+            chunk = self.f.read(min(n - got, 1 << 24))
             if not chunk:
-                raise fail(f"{what} is cut off at byte {offset + got} (truncated file)")
+                raise self.fail(f"{what} is cut off at byte {self.offset + got} (truncated file)")
             chunks.append(chunk)
             got += len(chunk)
         return b"".join(chunks)
 
-    while True:
-        block = f.read(_BLOCK)
+    def header_block(self) -> bytes | None:
+        """The next 512-byte header block, or ``None`` at a valid end of the archive (:func:`_check_end`)."""
+        block = self.f.read(_BLOCK)
         if len(block) < _BLOCK:
             more = f" ({len(block)} stray bytes)" if block else ""
-            raise fail(f"ends at byte {offset + len(block)} without the end-of-archive blocks{more} (truncated?)")
+            raise self.fail(f"ends at byte {self.offset + len(block)} without the end-of-archive blocks{more} "
+                            f"(truncated?)")
         if block == _ZERO_BLOCK:
-            _check_end(f, where, offset)
-            return
-        plain = _plain_ustar_file(block)
-        if plain is not None:  # the common case, parsed without building a TarInfo
-            ti = None
-            name, length = plain
-            extension = False
-        else:
+            _check_end(self.f, self.where, self.offset)
+            return None
+        return block
+
+
+#: tar entry types whose data extends the header that follows (pax, GNU long name / long link).
+_EXTENSION_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+
+class _Header(NamedTuple):
+    """One header block as its fields say. ``info`` is ``None`` for a plain ustar regular file (read on the
+    fast path, :func:`_plain_ustar_file`), else the parsed :class:`tarfile.TarInfo`."""
+
+    info: tarfile.TarInfo | None
+    name: str
+    length: int
+    #: a pax or GNU header, whose data extends the header that follows
+    is_extension: bool = False
+
+
+class _Entry(NamedTuple):
+    """A tar entry's name and data length in bytes (a pax or GNU header before it applied), the byte offset of
+    its header, and the length rounded up to whole 512-byte blocks (:func:`_entry`)."""
+
+    name: str
+    length: int
+    at: int
+    padded: int
+
+
+def _entry(name: str, length: int, at: int) -> _Entry:
+    return _Entry(name, length, at, -(-length // _BLOCK) * _BLOCK)
+
+
+def _parse_header(block: bytes, stream: _TarStream) -> _Header:
+    plain = _plain_ustar_file(block)
+    if plain is not None:  # the common case, parsed without building a TarInfo
+        return _Header(None, *plain)
+    try:
+        ti = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError as e:
+        raise stream.fail(f"invalid tar header at byte {stream.offset} ({e}): garbage, or a damaged archive") from None
+    return _Header(ti, ti.name, ti.size, ti.type in _EXTENSION_TYPES)
+
+
+class _PendingNames:
+    """What pax and GNU long-name headers said about the entry that follows them."""
+
+    def __init__(self) -> None:
+        self.long_name: str | None = None
+        self.pax: dict[str, str] = {}
+
+    def apply(self, header: _Header, at: int) -> _Entry:
+        """The entry of the (non-extension) ``header`` at byte ``at``, with what was pending; clears it."""
+        name = self.long_name if self.long_name is not None else self.pax.get("path", header.name)
+        length = header.length
+        if "size" in self.pax:
+            length = int(self.pax["size"]) if self.pax["size"].isdigit() else -1
+        self.long_name, self.pax = None, {}
+        return _entry(name, length, at)
+
+    def read(self, stream: _TarStream, header: _Header, entry: _Entry) -> None:
+        """Read the data of the extension ``header`` (``entry``: its own name and length) and keep what it says."""
+        payload = stream.read(entry.padded, f"the extended header at byte {entry.at}")[:entry.length]
+        if header.info.type == tarfile.XHDTYPE:
             try:
-                ti = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-            except tarfile.HeaderError as e:
-                raise fail(f"invalid tar header at byte {offset} ({e}): garbage, or a damaged archive") from None
-            extension = ti.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME,
-                                    tarfile.GNUTYPE_LONGLINK)
-            name, length = ti.name, ti.size
-        if not extension:  # a pax or GNU long-name header before this one applies to it
-            name = long_name if long_name is not None else pax.get("path", name)
-            if "size" in pax:
-                length = int(pax["size"]) if pax["size"].isdigit() else -1
-            long_name, pax = None, {}
-        padded = -(-length // _BLOCK) * _BLOCK
-        data_at = offset + _BLOCK
-        if length < 0 or (size is not None and data_at + padded > size):
-            left = max(0, (size or 0) - data_at)
-            raise fail(f"member {name!r} at byte {offset} declares {length} bytes but the file has {left} left "
-                       f"(a damaged header or a truncated file)")
-        if length > fmt.MAX_MEMBER_BYTES:
-            raise fail(f"member {name!r} at byte {offset} declares {length} bytes, more than the format's "
-                       f"{fmt.MAX_MEMBER_BYTES} per member")
-        offset = data_at
-        if extension:
-            payload = read(padded, f"the extended header at byte {data_at - _BLOCK}")[:length]
-            if ti.type == tarfile.XHDTYPE:
-                try:
-                    pax = _parse_pax(payload)
-                except ValueError:
-                    raise fail(f"malformed pax header at byte {data_at - _BLOCK}") from None
-            elif ti.type == tarfile.GNUTYPE_LONGNAME:
-                long_name = payload.rstrip(b"\0").decode("utf-8", "surrogateescape")
-        elif ti is None or ti.type in _FILE_TYPES:
-            if on_problem is not None and block != _canonical_or_none(name, length):
-                on_problem(None, f"the header of member {name!r} at byte {data_at - _BLOCK} is not the deterministic "
-                                 f"one avsa-data shard writes (damaged, or rewritten by another tool)")
-            if wanted is not None and not wanted(name):
-                if seekable:
-                    f.seek(padded, os.SEEK_CUR)
-                else:
-                    _skip(read, padded, name)
-                offset += padded
-                yield name, None
-                continue
-            data = read(length, f"member {name!r}") if length else b""
-            pad = read(padded - length, f"the padding of member {name!r}")
-            if on_problem is not None and pad.count(0) != len(pad):
-                on_problem(None, f"non-zero padding after member {name!r} (damaged bytes)")
-            yield name, data
-        else:
-            _skip(read, padded, name)
-            if on_problem is not None:  # readers skip it, as webdataset does: it holds no sample data
-                kind = _TYPE_NAMES.get(ti.type, f"of tar type {ti.type!r}")
-                on_problem(None, f"entry {name!r} is {kind}, not a regular file")
-        offset += padded
+                self.pax = _parse_pax(payload)
+            except ValueError:
+                raise stream.fail(f"malformed pax header at byte {entry.at}") from None
+        elif header.info.type == tarfile.GNUTYPE_LONGNAME:
+            self.long_name = payload.rstrip(b"\0").decode("utf-8", "surrogateescape")
+
+
+def _check_declared_size(stream: _TarStream, entry: _Entry, size: int | None) -> None:
+    """The entry's declared length fits the file (``size`` bytes when known) and the format's member limit."""
+    data_at = entry.at + _BLOCK
+    if entry.length < 0 or (size is not None and data_at + entry.padded > size):
+        left = max(0, (size or 0) - data_at)
+        raise stream.fail(f"member {entry.name!r} at byte {entry.at} declares {entry.length} bytes but the file has "
+                          f"{left} left (a damaged header or a truncated file)")
+    if entry.length > shard_format.MAX_MEMBER_BYTES:
+        raise stream.fail(f"member {entry.name!r} at byte {entry.at} declares {entry.length} bytes, more than the "
+                          f"format's {shard_format.MAX_MEMBER_BYTES} per member")
+
+
+def _read_file(stream: _TarStream, entry: _Entry, on_problem: ProblemSink | None) -> bytes:
+    """A regular file's data, after checking (when ``on_problem`` is given) that its padding is zeros."""
+    data = stream.read(entry.length, f"member {entry.name!r}") if entry.length else b""
+    pad = stream.read(entry.padded - entry.length, f"the padding of member {entry.name!r}")
+    if on_problem is not None and pad.count(0) != len(pad):
+        on_problem(None, f"non-zero padding after member {entry.name!r} (damaged bytes)")
+    return data
+
+
+def _pass_over(stream: _TarStream, entry: _Entry, seekable: bool) -> None:
+    """Move past a regular file's data unread: a seek when the file can, else read and dropped."""
+    if seekable:
+        stream.f.seek(entry.padded, os.SEEK_CUR)
+    else:
+        _skip(stream.read, entry.padded, entry.name)
+
+
+def _skip_other(stream: _TarStream, info: tarfile.TarInfo, entry: _Entry, on_problem: ProblemSink | None) -> None:
+    """Read past an entry that is not a regular file (readers skip it, as webdataset does: it holds no sample
+    data), and report it to ``on_problem`` when given."""
+    _skip(stream.read, entry.padded, entry.name)
+    if on_problem is not None:
+        kind = _TYPE_NAMES.get(info.type, f"of tar type {info.type!r}")
+        on_problem(None, f"entry {entry.name!r} is {kind}, not a regular file")
 
 
 def _plain_ustar_file(block: bytes) -> tuple[str, int] | None:

@@ -2,7 +2,7 @@
 
 Verify never raises on a damaged shard: every problem becomes one line naming the shard, the sample key (when
 one is known) and what was expected, and the other shards are still checked. What it decodes is bounded by
-the format: ``meta.json`` is checked against the schema (:func:`avsa_data.format.meta_problems`) before any
+the format: ``meta.json`` is checked against the schema (:func:`avsa_data.shard_format.meta_problems`) before any
 of its numbers are used, member headers are checked against the file size, and each member's header against
 the shape meta declares before it is decoded (:meth:`avsa_data.reader.RawSample.decode`). Only environment
 errors (out of memory, a storage error reaching a URL) stop it.
@@ -18,8 +18,7 @@ from typing import IO
 
 import numpy as np
 
-from . import codecs, events, remote
-from . import format as fmt
+from . import codecs, events, remote, shard_format
 from .fsutil import parse_json
 from .reader import RawSample, ShardFormatError, decode_meta, iter_raw
 
@@ -41,19 +40,19 @@ class VerifyReport:
 def check_sample(s: RawSample, decode: bool = True) -> list[str]:
     """Every problem of one sample: its meta.json against the schema, missing/extra members, the per-member
     checksums (format_version ≥ 2) and, with ``decode``, every member decoded against the shape meta declares."""
-    meta, problem = decode_meta(s.members.get(fmt.meta_member()))
+    meta, problem = decode_meta(s.members.get(shard_format.meta_member()))
     if problem is not None:
         return [problem]
-    problems, usable = fmt.meta_check(meta)  # the schema, once
+    problems, usable = shard_format.meta_check(meta)  # the schema, once
     if not usable:
         return problems  # its numbers cannot size anything: nothing else is checked
-    if s.members[fmt.meta_member()] != codecs.encode_json(meta):
+    if s.members[shard_format.meta_member()] != codecs.encode_json(meta):
         problems.append("meta.json is not the canonical JSON the writer makes (sorted keys, no spaces, ASCII): "
                         "damaged or rewritten")
     if meta["key"] != s.key:
         problems.append(f"meta key {meta['key']!r} != member key {s.key!r}")
     s.__dict__["meta"] = meta  # validated above (RawSample.meta would parse it again)
-    expected = fmt.expected_members(meta)
+    expected = shard_format.expected_members(meta)
     present = set(s.members)
     problems += events.check_meta(meta)
     missing = [m for m in expected if m not in present]
@@ -63,7 +62,7 @@ def check_sample(s: RawSample, decode: bool = True) -> list[str]:
     if not decode:
         return problems
     for name in expected:
-        if name in missing or name == fmt.meta_member():
+        if name in missing or name == shard_format.meta_member():
             continue
         try:
             a = s.decode_checked(name)
@@ -84,7 +83,7 @@ def _checksum_problems(s: RawSample, meta: dict, expected: list[str]) -> list[st
     if codecs.meta_digest(meta) != own:
         out.append("meta.json: sha256 mismatch with its meta_sha256 (corrupted metadata)")
     listed = set(sums)
-    want = set(expected) - {fmt.meta_member()}
+    want = set(expected) - {shard_format.meta_member()}
     if listed != want:
         out.append(f"meta.json member_sha256 lists {sorted(listed - want)[:3]} not in the sample's layout and "
                    f"lacks {sorted(want - listed)[:3]}")
@@ -134,9 +133,9 @@ def _record_problem(rec: object) -> str | None:
     if not isinstance(rec, dict):
         return "manifest.json shard record is not an object"
     name, size, sha = rec.get("name"), rec.get("bytes"), rec.get("sha256")
-    if not isinstance(name, str) or not fmt.SHARD_RE.match(name):
+    if not isinstance(name, str) or not shard_format.SHARD_RE.match(name):
         return f"manifest.json shard name {str(name)[:80]!r} is not '{{split}}-NNNNNN.tar'"
-    if not fmt._is_int(size) or size < 0 or not isinstance(sha, str):
+    if not shard_format._is_int(size) or size < 0 or not isinstance(sha, str):
         return "manifest.json record lacks an integer 'bytes' or a string 'sha256'"
     samples = rec.get("samples")
     if samples is not None and not (isinstance(samples, list) and all(isinstance(k, str) for k in samples)):

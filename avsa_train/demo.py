@@ -339,25 +339,49 @@ def _verdict(g: dict | None) -> str:
 
 def write_report(out: Path, sc: DemoScale, results: dict, timings: dict, runs: list[Path], shards: Path,
                  gaps: dict | None = None) -> Path:
+    """Write ``out/report.md`` (and the figure ``out/demo.png`` it shows) and ``out/metrics.json``; returns the
+    report's path."""
     png = out / "demo.png"
     _figure(png, runs, shards)
     gaps = gaps or {}
-    acc_steps, acc = pretext_accuracy(runs[-1])
+    pretext = _pretext_summary(*pretext_accuracy(runs[-1]))
+    segmented = any("Segm mIoU" in m for m in results.values())
+    lines = (_intro_lines(sc, timings, pretext) + _binary_lines(results, gaps) + _probe_lines(results, gaps)
+             + _segmentation_lines(results, segmented) + _notes_lines(sc, segmented, png.name)
+             + [f"| {k} | {v:.1f} |" for k, v in timings.items()])
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    (out / "metrics.json").write_text(json.dumps({"results": results, "paired_gaps": gaps, "pretext_avsa_acc": pretext,
+                                                  "timings_s": timings}, indent=1))
+    return report
+
+
+def _pretext_summary(acc_steps: list[int], acc: list[float]) -> dict:
+    """The pretext AVSA accuracy (%) over the first and the last 10 logged steps, the last step, and chance
+    (V = 4 viewpoints)."""
     tail = acc[-10:]
-    pretext = {"first10": sum(acc[:10]) / max(1, len(acc[:10])), "last10": sum(tail) / max(1, len(tail)),
-               "steps": acc_steps[-1] if acc_steps else 0, "chance": 100.0 / 4}
+    return {"first10": sum(acc[:10]) / max(1, len(acc[:10])), "last10": sum(tail) / max(1, len(tail)),
+            "steps": acc_steps[-1] if acc_steps else 0, "chance": 100.0 / 4}
+
+
+def _intro_lines(sc: DemoScale, timings: dict, pretext: dict) -> list[str]:
+    """The report's title, what was run at which scale, and the pretext accuracy."""
+    return ["# avsa demo report", "",
+            f"Synthetic data: {sc.videos} videos × {sc.duration:g} s at {sc.size} (dense scenes: "
+            f"{sc.sounding_objects[0]}–{sc.sounding_objects[1]} sounding objects; STARSS23 layout, so every sound "
+            f"event's exact direction is in the shards), K = {sc.views} viewpoints per sample from the "
+            f"`{sc.sampler}` sampler, {sc.crop_size}-px crops; encoders at width ×{sc.width}. Pre-training: AVC "
+            f"{sc.avc_steps} steps, then AVSA {sc.avsa_steps} steps from it (batch {sc.batch}, lr {sc.lr:g}); the "
+            f"*AVC only* control trains AVC for all {sc.avc_steps + sc.avsa_steps} steps. Total time "
+            f"{sum(timings.values()):.0f} s on this machine.", "",
+            f"Pretext AVSA accuracy (V = 4, chance 25 %; training batches): {pretext['first10']:.1f} % over the "
+            f"first 10 steps → {pretext['last10']:.1f} % over the last 10.", ""]
+
+
+def _binary_lines(results: dict, gaps: dict) -> list[str]:
+    """The AVC-Bin / AVSA-Bin section: accuracies with their single-modality controls, then the paired gaps."""
     avsa, scratch = results.get("AVSA", {}), results.get("scratch", {})
-    lines = ["# avsa demo report", "",
-             f"Synthetic data: {sc.videos} videos × {sc.duration:g} s at {sc.size} (dense scenes: "
-             f"{sc.sounding_objects[0]}–{sc.sounding_objects[1]} sounding objects; STARSS23 layout, so every sound "
-             f"event's exact direction is in the shards), K = {sc.views} viewpoints per sample from the "
-             f"`{sc.sampler}` sampler, {sc.crop_size}-px crops; encoders at width ×{sc.width}. Pre-training: AVC "
-             f"{sc.avc_steps} steps, then AVSA {sc.avsa_steps} steps from it (batch {sc.batch}, lr {sc.lr:g}); the "
-             f"*AVC only* control trains AVC for all {sc.avc_steps + sc.avsa_steps} steps. Total time "
-             f"{sum(timings.values()):.0f} s on this machine.", "",
-             f"Pretext AVSA accuracy (V = 4, chance 25 %; training batches): {pretext['first10']:.1f} % over the "
-             f"first 10 steps → {pretext['last10']:.1f} % over the last 10.", "",
-             "## Audio-visual correspondence and spatial alignment (AVC-Bin, AVSA-Bin)", "",
+    lines = ["## Audio-visual correspondence and spatial alignment (AVC-Bin, AVSA-Bin)", "",
              "Half the items are negatives, **matched** so that neither modality alone can tell them from positives: "
              "an AVSA-Bin negative's crops each hear their own scene rendered at another viewpoint of the sample, an "
              "AVC-Bin negative's hear another video as that video's own viewpoints do. Chance is 50 %. The controls "
@@ -379,48 +403,54 @@ def write_report(out: Path, sc: DemoScale, results: dict, timings: dict, runs: l
         which = f" ({control['control']} only)" if control else ""
         lines.append(f"| {task.upper()}-Bin | {_gap(gaps.get(task))} | {_gap(control)}{which} | "
                      f"{avsa.get(col + ' n', '–')} | {avsa.get(col + ' videos', '–')} |")
-    if any("Probe" in m for m in results.values()):
-        lines += ["", "## Where is the sound? Direction probe on exact truth", "",
-                  "From the frozen audio feature of one view, a linear probe predicts which of 8 azimuth sectors "
-                  "around the view hold an active sound event (the synthetic truth stored in the shards). Macro "
-                  "balanced accuracy over the sectors: 50 % is chance whatever the base rates.", "",
-                  "| encoders | balanced accuracy (%) |", "| --- | --- |"]
-        lines += [f"| {name} | {_cell(m.get('Probe'), m.get('Probe CI'), m.get('Probe n'))} |"
-                  for name, m in results.items() if "Probe" in m]
-        lines += ["", "Paired gaps on the same items (points, 95 % CI clustered by video): AVSA − random init "
-                  f"{_gap(gaps.get('probe'))}; AVSA − AVC only {_gap(gaps.get('probe vs AVC only'))}. "
-                  f"On this run the AVSA-pretrained encoders {_verdict(gaps.get('probe'))} random init and "
-                  f"{_verdict(gaps.get('probe vs AVC only'))} AVC pre-training alone at telling where the sound is "
-                  "(the target is to beat both; over seeds 0–2 AVSA did not beat AVC only: docs/RESULTS.md)."]
-    segmented = any("Segm mIoU" in m for m in results.values())
-    if segmented:
-        lines += ["", "## Semantic segmentation (§A.2)", "", "| encoders | mIoU (%) |", "| --- | --- |"]
-        lines += [f"| {name} | {_cell(m.get('Segm mIoU'), m.get('Segm mIoU CI'), m.get('Segm mIoU n'))} |"
-                  for name, m in results.items() if "Segm mIoU" in m]
-    else:
-        lines += ["", "Semantic segmentation (§A.2) was not run: `avsa-data demo --segmentation` adds it (about 4 "
-                  "more minutes)."]
-    lines += ["", "Brackets: 95 % confidence intervals (binary tasks and the probe: clustered by held-out video"
-              + ("; segmentation: a bootstrap over held-out videos" if segmented else "") + "). Binary tasks: "
-              f"{sc.test_draws} draw(s) of views and negatives per held-out sample, an item repeated by a later draw "
-              "counted once. The binary heads are cached-feature heads (not the reference protocol): "
-              f"{sc.eval_epochs} passes of training items "
-              f"({'with the pre-training augmentations' if sc.head_augment else 'drawn without augmentation'}) "
-              f"encoded once by the frozen encoders, then {sc.head_epochs} classifier epochs on standardized features "
-              f"at lr {sc.head_lr:g} (× 0.1 at {sc.head_milestone})"
-              + (f"; segmentation trains {sc.seg_epochs} epochs at lr {sc.head_lr:g}" if segmented else "")
-              + "; the protocols: 10 epochs at 1e-5 / 1e-4.", "",
-              "One run is one draw. " + seed_spread_sentence(quick=sc.videos != SCALES["full"].videos)
-              + " Per-seed and pooled gaps, the causal control and the final test set: docs/RESULTS.md; the "
-              "demo's scale: docs/DEVIATIONS.md.",
-              "", f"![contact sheet, pre-training curves, audio direction]({png.name})", "", "## Step timings", "",
-              "| step | seconds |", "| --- | --- |"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    (out / "metrics.json").write_text(json.dumps({"results": results, "paired_gaps": gaps, "pretext_avsa_acc": pretext,
-                                                  "timings_s": timings}, indent=1))
-    return report
+    return lines
+
+
+def _probe_lines(results: dict, gaps: dict) -> list[str]:
+    """The direction-probe section (none when no arm was probed)."""
+    if not any("Probe" in m for m in results.values()):
+        return []
+    return (["", "## Where is the sound? Direction probe on exact truth", "",
+             "From the frozen audio feature of one view, a linear probe predicts which of 8 azimuth sectors "
+             "around the view hold an active sound event (the synthetic truth stored in the shards). Macro "
+             "balanced accuracy over the sectors: 50 % is chance whatever the base rates.", "",
+             "| encoders | balanced accuracy (%) |", "| --- | --- |"]
+            + [f"| {name} | {_cell(m.get('Probe'), m.get('Probe CI'), m.get('Probe n'))} |"
+               for name, m in results.items() if "Probe" in m]
+            + ["", "Paired gaps on the same items (points, 95 % CI clustered by video): AVSA − random init "
+               f"{_gap(gaps.get('probe'))}; AVSA − AVC only {_gap(gaps.get('probe vs AVC only'))}. "
+               f"On this run the AVSA-pretrained encoders {_verdict(gaps.get('probe'))} random init and "
+               f"{_verdict(gaps.get('probe vs AVC only'))} AVC pre-training alone at telling where the sound is "
+               "(the target is to beat both; over seeds 0–2 AVSA did not beat AVC only: docs/RESULTS.md)."])
+
+
+def _segmentation_lines(results: dict, segmented: bool) -> list[str]:
+    """The segmentation table, or how to add it when it was not run."""
+    if not segmented:
+        return ["", "Semantic segmentation (§A.2) was not run: `avsa-data demo --segmentation` adds it (about 4 "
+                "more minutes)."]
+    return (["", "## Semantic segmentation (§A.2)", "", "| encoders | mIoU (%) |", "| --- | --- |"]
+            + [f"| {name} | {_cell(m.get('Segm mIoU'), m.get('Segm mIoU CI'), m.get('Segm mIoU n'))} |"
+               for name, m in results.items() if "Segm mIoU" in m])
+
+
+def _notes_lines(sc: DemoScale, segmented: bool, png_name: str) -> list[str]:
+    """How the numbers were made (intervals, heads, one run is one draw), the figure, and the timings' heading."""
+    return ["", "Brackets: 95 % confidence intervals (binary tasks and the probe: clustered by held-out video"
+            + ("; segmentation: a bootstrap over held-out videos" if segmented else "") + "). Binary tasks: "
+            f"{sc.test_draws} draw(s) of views and negatives per held-out sample, an item repeated by a later draw "
+            "counted once. The binary heads are cached-feature heads (not the reference protocol): "
+            f"{sc.eval_epochs} passes of training items "
+            f"({'with the pre-training augmentations' if sc.head_augment else 'drawn without augmentation'}) "
+            f"encoded once by the frozen encoders, then {sc.head_epochs} classifier epochs on standardized features "
+            f"at lr {sc.head_lr:g} (× 0.1 at {sc.head_milestone})"
+            + (f"; segmentation trains {sc.seg_epochs} epochs at lr {sc.head_lr:g}" if segmented else "")
+            + "; the protocols: 10 epochs at 1e-5 / 1e-4.", "",
+            "One run is one draw. " + seed_spread_sentence(quick=sc.videos != SCALES["full"].videos)
+            + " Per-seed and pooled gaps, the causal control and the final test set: docs/RESULTS.md; the "
+            "demo's scale: docs/DEVIATIONS.md.",
+            "", f"![contact sheet, pre-training curves, audio direction]({png_name})", "", "## Step timings", "",
+            "| step | seconds |", "| --- | --- |"]
 
 
 def seed_spread_sentence(quick: bool = False) -> str:

@@ -99,6 +99,33 @@ def joint_contrastive_loss(
         ``−s_pos + log Σ_{c ∈ {pos} ∪ negatives} exp(s_c)``, and metrics ``AVC-Acc`` (when B > 1),
         ``AVSA-Acc`` (when V > 1), ``AVTS-Acc`` (4-D, M > 1), ``Score/Pos``, ``Score/Neg`` (mean cosines).
     """
+    _check_loss_inputs(pred, target, tau, use_instance, use_spatial, use_temporal)
+    if pred.ndim == 3:
+        pred, target = pred.unsqueeze(1), target.unsqueeze(1)
+    b, m, v, _ = pred.shape
+    if normalize:
+        pred, target = F.normalize(pred, p=2, dim=-1), F.normalize(target, p=2, dim=-1)
+    p, t = pred.reshape(b * m * v, -1), target.reshape(b * m * v, -1)
+    cos = p @ t.T  # [N, N], row: prediction, column: candidate target
+    masks = _candidate_masks(b, m, v, cos.device)
+    negatives = _negative_mask(masks, use_instance, use_spatial, use_temporal)
+    if not bool(negatives.any()):
+        raise ValueError(
+            f"no negatives for B={b}, M={m}, V={v} with instance={use_instance}, spatial={use_spatial}, "
+            f"temporal={use_temporal}"
+        )
+    scores = cos / tau
+    pos = scores.diagonal()
+    candidates = negatives | torch.eye(len(pos), dtype=torch.bool, device=cos.device)
+    loss = (torch.logsumexp(scores.masked_fill(~candidates, float("-inf")), dim=1) - pos).mean()
+    with torch.no_grad():
+        metrics = _pretext_metrics(cos, scores, masks, negatives, (b, m, v))
+    return LossOutput(loss, metrics)
+
+
+def _check_loss_inputs(pred: torch.Tensor, target: torch.Tensor, tau: float, use_instance: bool, use_spatial: bool,
+                       use_temporal: bool) -> None:
+    """Raise ``ValueError`` for arguments :func:`joint_contrastive_loss` cannot use."""
     if pred.shape != target.shape or pred.ndim not in (3, 4):
         raise ValueError(
             f"pred and target must have the same shape [B, V, D] or [B, M, V, D], got {tuple(pred.shape)} "
@@ -110,14 +137,12 @@ def joint_contrastive_loss(
         raise ValueError("use_temporal needs inputs with a moments axis, [B, M, V, D]")
     if not (use_instance or use_spatial or use_temporal):
         raise ValueError("at least one of use_instance, use_spatial, use_temporal must be set")
-    if pred.ndim == 3:
-        pred, target = pred.unsqueeze(1), target.unsqueeze(1)
-    b, m, v, _ = pred.shape
-    if normalize:
-        pred, target = F.normalize(pred, p=2, dim=-1), F.normalize(target, p=2, dim=-1)
-    p, t = pred.reshape(b * m * v, -1), target.reshape(b * m * v, -1)
-    cos = p @ t.T  # [N, N], row: prediction, column: candidate target
-    masks = _candidate_masks(b, m, v, cos.device)
+
+
+def _negative_mask(masks: dict[str, torch.Tensor], use_instance: bool, use_spatial: bool,
+                   use_temporal: bool) -> torch.Tensor:
+    """The ``[N, N]`` mask of the negatives of each prediction: the union of the chosen kinds of
+    :func:`_candidate_masks`, with every view at every other moment when spatial and temporal are both chosen."""
     negatives = torch.zeros_like(masks["instance"])
     if use_instance:
         negatives |= masks["instance"]
@@ -127,27 +152,24 @@ def joint_contrastive_loss(
         negatives |= masks["temporal"]
     if use_spatial and use_temporal:
         negatives |= masks["spatiotemporal"]
-    if not bool(negatives.any()):
-        raise ValueError(
-            f"no negatives for B={b}, M={m}, V={v} with instance={use_instance}, spatial={use_spatial}, "
-            f"temporal={use_temporal}"
-        )
-    scores = cos / tau
-    pos = scores.diagonal()
-    candidates = negatives | torch.eye(len(pos), dtype=torch.bool, device=cos.device)
-    loss = (torch.logsumexp(scores.masked_fill(~candidates, float("-inf")), dim=1) - pos).mean()
+    return negatives
 
-    with torch.no_grad():
-        metrics: dict[str, torch.Tensor] = {}
-        if b > 1:
-            metrics["AVC-Acc"] = _accuracy(scores, masks["instance"], strict=True)
-        if v > 1:
-            metrics["AVSA-Acc"] = _accuracy(scores, masks["spatial"], strict=False)
-        if m > 1:
-            metrics["AVTS-Acc"] = _accuracy(scores, masks["temporal"], strict=False)
-        metrics["Score/Pos"] = cos.diagonal().mean()
-        metrics["Score/Neg"] = cos[negatives].mean()
-    return LossOutput(loss, metrics)
+
+def _pretext_metrics(cos: torch.Tensor, scores: torch.Tensor, masks: dict[str, torch.Tensor],
+                     negatives: torch.Tensor, bmv: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+    """The metrics of the module docstring from the ``[N, N]`` cosines and scores: the accuracies whose
+    competitors exist for ``bmv`` = (B, M, V), and the mean cosine of the positives and of the negatives."""
+    b, m, v = bmv
+    metrics: dict[str, torch.Tensor] = {}
+    if b > 1:
+        metrics["AVC-Acc"] = _accuracy(scores, masks["instance"], strict=True)
+    if v > 1:
+        metrics["AVSA-Acc"] = _accuracy(scores, masks["spatial"], strict=False)
+    if m > 1:
+        metrics["AVTS-Acc"] = _accuracy(scores, masks["temporal"], strict=False)
+    metrics["Score/Pos"] = cos.diagonal().mean()
+    metrics["Score/Neg"] = cos[negatives].mean()
+    return metrics
 
 
 def _accuracy(scores: torch.Tensor, others: torch.Tensor, strict: bool) -> torch.Tensor:

@@ -5,42 +5,39 @@ that carry the direction and chance on a constant, and two runs pair on the same
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, run_train
+from conftest import copy_of, run_train
 
 torch = pytest.importorskip("torch")
 
 from avsa_data import ambisonics, events  # noqa: E402
 from avsa_data.reader import iter_samples  # noqa: E402
+from avsa_data.samples import SampleConfig  # noqa: E402
+from avsa_data.shards import JobConfig, run_shard_job  # noqa: E402
+from avsa_data.synth import SynthConfig  # noqa: E402
 from avsa_data.viewpoints import Viewpoint  # noqa: E402
 from avsa_train.data import items, sources  # noqa: E402
 from avsa_train.tasks import direction_probe as dp  # noqa: E402
 from avsa_train.tasks.common import write_jsonl  # noqa: E402
 
 #: A tiny STARSS23-layout synthetic set: 8 videos × 4 s (4 train, 4 held out as dev-test → split "test").
-SYNTH = ["--videos", "8", "--duration", "4", "--size", "512x256", "--seed", "3", "--val-fraction", "0.5",
-         "--layout", "starss23"]
+SYNTH = SynthConfig(videos=8, duration=4.0, size=(512, 256), seed=3, val_fraction=0.5, layout="starss23")
 #: 8 views per sample, a sample every 0.5 s (7 per video); tiny crops and clips: the probe reads only audio.
-SHARD = ["-k", "8", "--stride", "0.5", "--crop-size", "32", "--clip-seconds", "0.125", "--seed", "0"]
+SHARD = JobConfig(sample=SampleConfig(viewpoints_per_moment=8, stride=0.5, crop_size=32, clip_seconds=0.125, seed=0))
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def starss_raw(tmp_path_factory) -> Path:
-    raw = tmp_path_factory.mktemp("probe_raw") / "STARSS23"
-    run_cli("avsa_data", "synth", "--out", str(raw), *SYNTH, "--workers", "2", "-q")
-    return raw
+def starss_raw(test_data) -> Path:
+    return test_data.raw(SYNTH)
 
 
 @pytest.fixture(scope="module")
-def probe_shards(starss_raw, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("probe_shards") / "shards"
-    run_cli("avsa_data", "shard", "--src", str(starss_raw), "--out", str(out), *SHARD, "-j", "2", "-q")
-    return out
+def probe_shards(test_data, starss_raw) -> Path:
+    return test_data.shards(starss_raw, SHARD)
 
 
 def constant(audio: torch.Tensor) -> torch.Tensor:
@@ -174,12 +171,11 @@ def test_probe_on_shards(probe_shards):
 def test_samples_without_labels_are_skipped_not_read_as_silence(starss_raw, probe_shards, tmp_path):
     """A sample whose event CSV is missing ("no labels") gives no item (it is counted as skipped); shards with
     no labelled sample stop the command with one line."""
-    raw = tmp_path / "raw"
-    shutil.copytree(starss_raw, raw)
+    raw = copy_of(starss_raw, tmp_path / "raw")
     for csv in (raw / "metadata_dev" / "dev-test-synth").glob("*.csv"):
         csv.unlink()
     shards = tmp_path / "shards"
-    run_cli("avsa_data", "shard", "--src", str(raw), "--out", str(shards), *SHARD, "-j", "2", "-q")
+    run_shard_job(raw, shards, SHARD, workers=2, progress=False)
     urls = sources.shard_urls(probe_shards, "train") + sources.shard_urls(shards, "test")
     items = dp.encode_split(urls, constant, "ambi", dp.DirectionProbeConfig(), CPU)
     assert items.describe()["unlabelled_samples_skipped"] == 28 and len(items) == 28 * 8

@@ -11,11 +11,13 @@ import pytest
 import torch
 from conftest import run_cli, run_train
 
-from avsa_data import ambisonics, codecs
-from avsa_data import format as fmt
+from avsa_data import ambisonics, codecs, shard_format
 from avsa_data.geometry import angular_distance, wrap_azimuth
 from avsa_data.reader import RawSample, iter_samples
 from avsa_data.renders import render_view
+from avsa_data.samples import SampleConfig
+from avsa_data.shards import JobConfig
+from avsa_data.synth import SynthConfig
 from avsa_data.viewpoints import Viewpoint
 from avsa_train.tasks import misalign
 from avsa_train.tasks.metrics import accuracy_summary, cluster_bootstrap, roc_auc, wilson_interval
@@ -32,7 +34,7 @@ def _plane_wave_sample(
     rng = np.random.default_rng(5)
     foa = ambisonics.encode(0.2 * rng.standard_normal(SR), az, el).astype(np.float32)
     meta = {  # every field the reader checks (docs/FORMAT.md); no video members
-        "format_version": fmt.FORMAT_VERSION,
+        "format_version": shard_format.FORMAT_VERSION,
         "key": key,
         "video_id": video_id,
         "split": "val",
@@ -55,9 +57,9 @@ def _plane_wave_sample(
         "viewpoints": [Viewpoint(a, e, 60.0, 60.0).as_dict() for a, e in VIEWS],
         "equirect_size": None,
     }
-    return RawSample(
-        key, {fmt.meta_member(): codecs.encode_json(meta), fmt.foa_member(0): codecs.encode_flac(foa, SR, 24)}
-    )
+    members = {shard_format.meta_member(): codecs.encode_json(meta),
+               shard_format.foa_member(0): codecs.encode_flac(foa, SR, 24)}
+    return RawSample(key, members)
 
 
 # -------------------------------------------------------------------------------------- misalignment physics
@@ -99,8 +101,8 @@ def test_negatives_are_rendered_by_the_shard_builder_functions():
     neg = misalign.rotated(sample, 120.0)
     world = misalign.rotate_yaw(sample.foa(0), 120.0)
     for k, (az, el) in enumerate(VIEWS):
-        ref = render_view(world, Viewpoint(az, el, 60.0, 60.0), fmt.RENDERS, SR, "virtual-mic")
-        for render in fmt.RENDERS:
+        ref = render_view(world, Viewpoint(az, el, 60.0, 60.0), shard_format.RENDERS, SR, "virtual-mic")
+        for render in shard_format.RENDERS:
             np.testing.assert_allclose(neg.audio(k, 0, render), ref[render], atol=1e-6)
     # a source 30° left seen from the front: the mono cardioid hears it loudly; rotated 150° further it is behind
     front = misalign.aligned(sample).audio(0, 0, "mono")
@@ -639,16 +641,13 @@ def test_the_video_clustered_interval_keeps_its_coverage_at_eight_videos():
 
 
 @pytest.fixture(scope="module")
-def energy_shards(tmp_path_factory):
+def energy_shards(test_data):
     """Shards made like the demo's, small: dense synthetic scenes, the ``energy`` viewpoint sampler with K = 4
     (every item's views are the whole bank), 32-px crops, 2 samples per second; 8 train and 8 val videos."""
-    root = tmp_path_factory.mktemp("energy")
-    run_cli("avsa_data", "synth", "--out", str(root / "raw"), "--videos", "16", "--duration", "4", "--size",
-            "256x128", "--seed", "0", "--val-fraction", "0.5", "--sounding-objects", "4", "6", "--object-radius",
-            "14", "20", "-q")
-    run_cli("avsa_data", "shard", "--src", str(root / "raw"), "--out", str(root / "shards"), "-k", "4", "--sampler",
-            "energy", "--crop-size", "32", "--stride", "0.5", "--shard-size", "16", "-q", "-j", "2")
-    return root / "shards"
+    raw = test_data.raw(SynthConfig(videos=16, duration=4.0, size=(256, 128), seed=0, val_fraction=0.5,
+                                    sounding_objects=(4, 6), object_radius=(14.0, 20.0)))
+    sample = SampleConfig(viewpoints_per_moment=4, sampler="energy", crop_size=32, stride=0.5)
+    return test_data.shards(raw, JobConfig(sample=sample, shard_size=16))
 
 
 def _audio_energy_features(audio: np.ndarray) -> np.ndarray:
@@ -693,24 +692,27 @@ def test_matched_negatives_leave_single_modality_probes_at_chance(energy_shards,
     from avsa_train.tasks.binary_items import binary_stream
     from avsa_train.tasks.metrics import cluster_t_interval
 
-    def probe(negatives: str, features, confidence: float = 0.95) -> tuple[float, float, float]:
+    def probe(negatives: str, features: dict, confidence: float = 0.95) -> dict[str, tuple[float, float, float]]:
+        """The probe of each of ``features`` (name → item features), all fitted on the same items, drawn once."""
         cfg = BinaryEvalConfig(task=task, negatives=negatives, augment=False)
 
         def items(split: str, phase: str, passes: int):
             urls = sources.shard_urls(str(energy_shards), split)
-            rows = [it for e in range(passes) for it in binary_stream(urls, cfg, "ambi", phase, e).iter_items()]
-            x = np.stack([features(it) for it in rows])
-            return x, np.array([it["label"] for it in rows]), [it["video_id"] for it in rows]
+            rows = [({name: f(it) for name, f in features.items()}, it["label"], it["video_id"])
+                    for e in range(passes) for it in binary_stream(urls, cfg, "ambi", phase, e).iter_items()]
+            x = {name: np.stack([r[0][name] for r in rows]) for name in features}
+            return x, np.array([r[1] for r in rows]), [r[2] for r in rows]
 
         xtr, ytr, _ = items("train", "train", 4)
         xte, yte, vids = items("val", "test", 3)
-        return cluster_t_interval(_logistic_accuracy(xtr, ytr, xte, yte), vids, confidence)
+        return {name: cluster_t_interval(_logistic_accuracy(xtr[name], ytr, xte[name], yte), vids, confidence)
+                for name in features}
 
-    for name, features in (("audio", lambda it: _audio_energy_features(it["audio"])),
-                           ("video", lambda it: _video_colour_features(it["video"]))):
-        acc, lo, hi = probe("matched", features, 0.99)  # 99 %: four null checks in all (Bonferroni)
-        assert lo <= 0.5 <= hi and abs(acc - 0.5) < 0.1, (name, acc, lo, hi)
-    acc, lo, hi = probe("reference", lambda it: _audio_energy_features(it["audio"]))
+    audio = {"audio": lambda it: _audio_energy_features(it["audio"])}
+    video = {"video": lambda it: _video_colour_features(it["video"])}
+    for name, (acc, lo, hi) in probe("matched", {**audio, **video}, 0.99).items():  # 99 %: four null checks in all
+        assert lo <= 0.5 <= hi and abs(acc - 0.5) < 0.1, (name, acc, lo, hi)  # (Bonferroni)
+    acc, lo, hi = probe("reference", audio)["audio"]
     if task == "avsa":
         assert lo > 0.5, (acc, lo, hi)  # the confound the matched negatives remove
     else:

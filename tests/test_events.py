@@ -21,10 +21,13 @@ from avsa_data import ambisonics, codecs, events, layouts
 from avsa_data.crops import CropGrid
 from avsa_data.geometry import angular_distance, equirect_to_direction
 from avsa_data.reader import iter_samples
+from avsa_data.shards import JobConfig
 from avsa_data.synth import CLASSES, SynthConfig, make_scene
 from avsa_data.viewpoints import Viewpoint
 
-SYNTH = ["--videos", "4", "--duration", "4", "--size", "512x256", "--seed", "3", "--val-fraction", "0.25"]
+SYNTH = SynthConfig(videos=4, duration=4.0, size=(512, 256), seed=3, val_fraction=0.25, layout="starss23")
+#: The shards of the STARSS23-shaped set: the default job, 8 samples per shard.
+SHARD = JobConfig(shard_size=8)
 
 
 # ------------------------------------------------------------------------------------------- unit tests
@@ -123,17 +126,13 @@ def test_split_of_folder():
 
 
 @pytest.fixture(scope="module")
-def starss(tmp_path_factory) -> Path:
-    raw = tmp_path_factory.mktemp("starss") / "STARSS23"
-    run_cli("avsa_data", "synth", "--out", str(raw), "--layout", "starss23", *SYNTH, "--workers", "2", "-q")
-    return raw
+def starss(test_data) -> Path:
+    return test_data.raw(SYNTH)
 
 
 @pytest.fixture(scope="module")
-def starss_shards(starss, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("starss_shards") / "shards"
-    run_cli("avsa_data", "shard", "--src", str(starss), "--out", str(out), "--shard-size", "8", "-j", "2", "-q")
-    return out
+def starss_shards(test_data, starss) -> Path:
+    return test_data.shards(starss, SHARD)
 
 
 def _scene(video_id: str):

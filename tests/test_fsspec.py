@@ -14,7 +14,7 @@ from pathlib import Path
 
 import fsspec  # noqa: F401  (part of [dev]: a missing fsspec fails here, it is not skipped)
 import pytest
-from conftest import SHARD_ARGS, run_cli
+from conftest import SHARD_ARGS, SHARD_JOB, run_cli
 
 from avsa_data import remote
 from avsa_data.reader import iter_samples
@@ -24,8 +24,8 @@ from avsa_data.shards.config import OUTPUTS, WORK
 from avsa_data.shards.video import VideoResult
 from avsa_data.verify import verify_dir
 
-#: The job of conftest's SHARD_ARGS, built in-process (checked against the CLI's config hash below).
-JOB = JobConfig(sample=SampleConfig(moments_per_sample=2, moment_gap=1.0, seed=0), labels="synthetic", shard_size=4)
+#: The job of conftest's SHARD_ARGS, built in-process (test_shards checks the CLI's bytes against its shards).
+JOB = SHARD_JOB
 URL = "memory://avsa-tests/fsspec/shards"
 
 

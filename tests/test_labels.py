@@ -12,8 +12,7 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
-from avsa_data import codecs
-from avsa_data import format as fmt
+from avsa_data import codecs, shard_format
 from avsa_data.crops import CropGrid
 from avsa_data.geometry import angular_distance, equirect_direction_grid
 from avsa_data.labels import LabelError, make_backend
@@ -22,6 +21,7 @@ from avsa_data.labels.cubemap import FACE_NAMES, equirect_to_faces, faces_to_equ
 from avsa_data.labels.onnx_model import OnnxLabels, OnnxSettings, softmax, write_colour_model
 from avsa_data.labels.precomputed import PrecomputedLabels
 from avsa_data.reader import iter_samples
+from avsa_data.synth import SynthConfig
 from avsa_data.viewpoints import Viewpoint
 
 GREY, RED, GREEN, BLUE = (128, 128, 128), (230, 25, 25), (25, 210, 25), (25, 25, 230)
@@ -236,7 +236,7 @@ def test_precomputed_16_bit_ids(tmp_path):
     view = Viewpoint(-90.0, 0.0, 90.0, 90.0)  # looks at the right half (ids 299)
     members = dict(_mask_members(lab, codecs.class_dtype(lab.classes), CropGrid(view, (8, 8)),
                                  CropGrid(view, (4, 4)), 0, 0))
-    seg = codecs.decode_png(members[fmt.seg_member(0, 0)], (8, 8))
+    seg = codecs.decode_png(members[shard_format.seg_member(0, 0)], (8, 8))
     assert seg.dtype == np.uint16 and (seg == 299).all()
 
 
@@ -452,12 +452,9 @@ def test_cube_projection_of_one_hot_maps_is_exact_away_from_edges():
 
 
 @pytest.fixture(scope="module")
-def tiny_raw(tmp_path_factory) -> Path:
+def tiny_raw(test_data) -> Path:
     """Two tiny synth videos (3 s, 256×128)."""
-    raw = tmp_path_factory.mktemp("labels_synth") / "raw"
-    run_cli("avsa_data", "synth", "--out", str(raw), "--videos", "2", "--duration", "3", "--size", "256x128",
-            "--seed", "5", "--workers", "2")
-    return raw
+    return test_data.raw(SynthConfig(videos=2, duration=3.0, size=(256, 128), seed=5))
 
 
 SHARD = ["--viewpoints-per-moment", "3", "--shard-size", "100", "-q", "-j", "2"]
@@ -480,7 +477,7 @@ def _check_masks_are_truth_crops(sample, truth: dict) -> None:
             seg, c = sample.masks(k, m)
             assert np.array_equal(seg, grid.sample(truth["labels"][i], mode="nearest"))
             assert np.array_equal(codecs.confidence_to_uint8(c), grid.sample(conf, mode="nearest"))
-            red = (seg == 1) & (c >= fmt.CONFIDENCE_THRESHOLD)
+            red = (seg == 1) & (c >= shard_format.CONFIDENCE_THRESHOLD)
             if red.sum() > 20:
                 px = sample.clip(k, m)[meta["frames_per_clip"] // 2][red].astype(int)
                 assert np.mean((px[:, 0] > 150) & (px[:, 1] < 110) & (px[:, 2] < 110)) > 0.9

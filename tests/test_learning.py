@@ -23,6 +23,9 @@ import pytest
 import torch
 from conftest import run_cli
 
+from avsa_data.samples import SampleConfig
+from avsa_data.shards import JobConfig
+from avsa_data.synth import SynthConfig
 from avsa_train.checkpoint import load_checkpoint
 from avsa_train.config import resolve
 from avsa_train.data.batches import ShardStream
@@ -31,19 +34,16 @@ from avsa_train.data.stream_config import StreamConfig
 from avsa_train.losses import Negatives
 from avsa_train.pretrain import build_model, compute_loss
 
-SYNTH = ["--videos", "8", "--duration", "4", "--size", "256x128", "--seed", "5", "--val-fraction", "0.25",
-         "--sounding-objects", "4", "6", "--object-radius", "14", "20", "--workers", "2", "-q"]
-SHARD = ["--labels", "none", "-k", "4", "--stride", "0.5", "--sampler", "energy", "--crop-size", "48",
-         "--shard-size", "8", "--renders", "foa", "--seed", "0", "-j", "2", "-q"]
+SYNTH = SynthConfig(videos=8, duration=4.0, size=(256, 128), seed=5, val_fraction=0.25, sounding_objects=(4, 6),
+                    object_radius=(14.0, 20.0))
+SHARD = JobConfig(sample=SampleConfig(viewpoints_per_moment=4, stride=0.5, sampler="energy", crop_size=48,
+                                      renders=("foa",), seed=0), labels="none", shard_size=8)
 BATCH, VIEWS = 6, 4
 
 
 @pytest.fixture(scope="module")
-def dense_shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("learning")
-    run_cli("avsa_data", "synth", "--out", str(root / "raw"), *SYNTH)
-    run_cli("avsa_data", "shard", "--src", str(root / "raw"), "--out", str(root / "shards"), *SHARD)
-    return root / "shards"
+def dense_shards(test_data):
+    return test_data.shards(test_data.raw(SYNTH), SHARD)
 
 
 def pretext_loss(ckpt, shards, split: str = "train") -> float:

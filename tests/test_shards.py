@@ -31,6 +31,7 @@ from avsa_data.geometry import (
 )
 from avsa_data.reader import iter_samples
 from avsa_data.samples import SampleConfig
+from avsa_data.shards import JobConfig, run_shard_job
 from avsa_data.viewpoints import Viewpoint
 
 
@@ -49,8 +50,8 @@ def single_source(tmp_path_factory):
     src = synth.Source(class_id=synth.class_id("red_disc"), az=50.0, el=0.0, radius=20.0)
     synth.write_scene(synth.Scene("one", 11, (src,)), cfg, raw)
     out = tmp_path_factory.mktemp("single") / "shards"
-    run_cli("avsa_data", "shard", "--src", str(raw), "--out", str(out), "--labels", "synthetic", "--sampler", "grid",
-            "-k", "12", "--renders", "foa,mono", "-j", "1", "-q")
+    sample = SampleConfig(sampler="grid", viewpoints_per_moment=12, renders=("foa", "mono"))
+    run_shard_job(raw, out, JobConfig(sample=sample, labels="synthetic"), workers=1, progress=False)
     return out, src
 
 

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from avsa_data import codecs
-from avsa_data import format as fmt
+from avsa_data import codecs, shard_format
 from avsa_data.reader import ShardFormatError, iter_raw, iter_samples
+from avsa_data.samples import SampleConfig
+from avsa_data.shards import JobConfig
+from avsa_data.synth import SynthConfig
 from avsa_data.verify import verify_dir, verify_shard
 
 #: Address space a check may add to the process: far above what a tiny shard needs, far below any bomb here.
@@ -48,17 +49,13 @@ def memory_cap(extra: int = CAP):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
+def tiny(test_data) -> Path:
     """Two one-sample shards (K=2 views, M=2 moments, 16 px crops, T=2, 8 kHz, masks, every member kind: the
     per-view renders stored too): a few hundred KB."""
-    root = tmp_path_factory.mktemp("tiny")
-    run_cli("avsa_data", "synth", "--out", str(root / "raw"), "--videos", "1", "--duration", "2", "--size",
-            "128x64", "--seed", "1")
-    out = root / "shards"
-    run_cli("avsa_data", "shard", "--src", str(root / "raw"), "--out", str(out), "-k", "2", "--crop-size", "16",
-            "--fps", "8", "--clip-seconds", "0.25", "--sr", "8000", "--audio-seconds", "0.25", "--labels",
-            "synthetic", "--moments-per-sample", "2", "--moment-gap", "0.5", "--shard-size", "1", "--renders",
-            "foa,mono,stereo", "-q", "-j", "1")
+    raw = test_data.raw(SynthConfig(videos=1, duration=2.0, size=(128, 64), seed=1))
+    sample = SampleConfig(viewpoints_per_moment=2, crop_size=16, fps=8.0, clip_seconds=0.25, sr=8000,
+                          audio_seconds=0.25, moments_per_sample=2, moment_gap=0.5, renders=("foa", "mono", "stereo"))
+    out = test_data.shards(raw, JobConfig(sample=sample, labels="synthetic", shard_size=1), workers=1)
     assert sorted(p.name for p in out.glob("*.tar")) == ["train-000000.tar", "train-000001.tar"]
     return out
 
@@ -125,8 +122,8 @@ def test_clean_shards_verify_and_carry_member_checksums(tiny):
     r = verify_dir(tiny)
     assert r.ok and r.samples == 2, _problems(r)
     s = next(iter_samples(tiny / SHARD))
-    assert s.meta["format_version"] == fmt.FORMAT_VERSION == 3
-    assert set(s.meta["member_sha256"]) == set(fmt.expected_members(s.meta)) - {"meta.json"}
+    assert s.meta["format_version"] == shard_format.FORMAT_VERSION == 3
+    assert set(s.meta["member_sha256"]) == set(shard_format.expected_members(s.meta)) - {"meta.json"}
     assert s.meta["meta_sha256"] == codecs.meta_digest(s.meta)
 
 
@@ -169,19 +166,20 @@ STRICT_ONLY_META = {
 
 @pytest.mark.parametrize("case", ["clean", *sorted(STRICT_ONLY_META), *sorted(BAD_META)])
 def test_meta_check_gives_both_schema_answers_in_one_pass(tiny, case):
-    meta = json.loads(dict(_members(tiny / SHARD))[f"synth_0000/000000.{fmt.meta_member()}"])
+    meta = json.loads(dict(_members(tiny / SHARD))[f"synth_0000/000000.{shard_format.meta_member()}"])
     change = STRICT_ONLY_META.get(case) or BAD_META.get(case, (lambda m: None, ""))[0]
     meta = change(meta) or meta
-    problems, usable = fmt.meta_check(meta)
-    assert problems == fmt.meta_problems(meta, strict=True)
-    assert usable == (not fmt.meta_problems(meta, strict=False))
+    problems, usable = shard_format.meta_check(meta)
+    assert problems == shard_format.meta_problems(meta, strict=True)
+    assert usable == (not shard_format.meta_problems(meta, strict=False))
     assert usable == (case == "clean" or case in STRICT_ONLY_META) and bool(problems) == (case != "clean")
 
 
 def test_verify_runs_the_meta_schema_once_per_sample(tiny, monkeypatch):
     calls = []
-    real = fmt._schema_problems
-    monkeypatch.setattr(fmt, "_schema_problems", lambda meta, strict: (calls.append(strict), real(meta, strict))[1])
+    real = shard_format._schema_problems
+    monkeypatch.setattr(shard_format, "_schema_problems",
+                        lambda meta, strict: (calls.append(strict), real(meta, strict))[1])
     r = verify_dir(tiny)
     assert r.ok and r.samples == 2 and calls == [True, True], (calls, _problems(r))
 
@@ -454,7 +452,7 @@ _JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=8,
 )
-_FIELDS = sorted(fmt.META_FIELDS | fmt.CHECKSUM_FIELDS)
+_FIELDS = sorted(shard_format.META_FIELDS | shard_format.CHECKSUM_FIELDS)
 #: Values that confuse types and ranges (strings for numbers, floats for ints, huge, negative, empty, nested).
 _TRICKY = [None, True, "1", "", 1.5, -1, 0, 2, 10**9, 2**70, 1e9, 1e308, -1e308, [], {}, [1], [1, 2], ["16", "16"],
            [16.5, 16], [0, 0], [[0, 2], [4, 6]], ["foa", "foa"], {"mode": "hrir"}, {"present": 1}, [{"a": 1}]]

@@ -9,7 +9,7 @@ import click
 
 from avsa_data.cli._command import CONTEXT, Command
 from avsa_data.cli._options import config_file_option
-from avsa_data.format import CONFIDENCE_THRESHOLD
+from avsa_data.shard_format import CONFIDENCE_THRESHOLD
 
 
 @click.group(context_settings=CONTEXT)

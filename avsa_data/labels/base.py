@@ -2,7 +2,7 @@
 
 A backend turns (video, time) into an **equirect** class map and a per-pixel **confidence** map. The shard
 builder crops both with the same grid as the RGB crop (nearest sampling). Confidences below
-:data:`avsa_data.format.CONFIDENCE_THRESHOLD` (0.75, seed §A.2) are *kept* in the shards; the threshold is
+:data:`avsa_data.shard_format.CONFIDENCE_THRESHOLD` (0.75, seed §A.2) are *kept* in the shards; the threshold is
 applied at train and evaluation time.
 """
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avsa_data import format as fmt
+from avsa_data import shard_format
 from avsa_data.reader import iter_samples
 
 
@@ -22,7 +22,7 @@ from avsa_data.reader import iter_samples
 class ClassStats:
     """Accumulated mask statistics. ``pixels``/``confident`` are per-class-id counts (index = class id)."""
 
-    threshold: float = fmt.CONFIDENCE_THRESHOLD
+    threshold: float = shard_format.CONFIDENCE_THRESHOLD
     lowres: bool = False
     samples: int = 0
     samples_with_masks: int = 0
@@ -73,7 +73,7 @@ class ClassStats:
         }
 
 
-def class_histogram(paths: Iterable[str | Path] | str | Path, threshold: float = fmt.CONFIDENCE_THRESHOLD,
+def class_histogram(paths: Iterable[str | Path] | str | Path, threshold: float = shard_format.CONFIDENCE_THRESHOLD,
                     lowres: bool = False) -> ClassStats:
     """Class histogram of the masks of shards ``paths`` (a folder of shards, a ``.tar``, or a list of them)."""
     if isinstance(paths, (str, Path)):
@@ -81,7 +81,7 @@ def class_histogram(paths: Iterable[str | Path] | str | Path, threshold: float =
     urls: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            urls += sorted(q for q in p.glob("*.tar") if fmt.SHARD_RE.match(q.name))
+            urls += sorted(q for q in p.glob("*.tar") if shard_format.SHARD_RE.match(q.name))
         elif p.is_file():
             urls.append(p)
         else:

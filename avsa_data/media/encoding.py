@@ -63,52 +63,84 @@ def write_video(
     file appears atomically. Returns the path.
     """
     out = Path(path)
-    w, h = (int(v) for v in size)
-    if w <= 0 or h <= 0 or w % 2 or h % 2:
-        raise ValueError(f"write_video: size must be positive even (W, H) for yuv420p, got {size}")
-    a = None
-    if audio is not None:
-        a = _audio_array(audio)
-        if not sr:
-            raise ValueError("write_video: a sample rate (Hz) is needed with audio")
-        commands.audio_codec_options(audio_codec, a.shape[0], audio_bitrate)  # a bad codec fails before any write
+    w, h = _even_size(size)
+    a = _checked_audio(audio, sr, audio_codec, audio_bitrate)
     muxer = _muxer(out)
     tmp, tmp_audio = tmp_path(out), None
     try:
         if a is not None:  # the audio goes in as a second input file: stdin carries the frames
-            fd, tmp_audio = tempfile.mkstemp(suffix=".f32", dir=out.parent)
-            with os.fdopen(fd, "wb") as f:
-                f.write(_interleaved(a))
+            tmp_audio = _write_audio_input(a, out.parent)
         cmd = commands.encode_video(
             str(tmp), muxer, (w, h), fps, crf, preset, int(gop or max(1, round(fps))), tmp_audio,
             channels=a.shape[0] if a is not None else 0, sr=int(sr or 0), audio_codec=audio_codec,
             audio_bitrate=audio_bitrate,
         )
-        with tempfile.TemporaryFile() as errf:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf)
-            try:
-                for frame in frames:
-                    fr = np.asarray(frame)
-                    if fr.shape != (h, w, 3) or fr.dtype != np.uint8:
-                        raise ValueError(f"write_video: frames must be uint8 [{h}, {w}, 3], got {fr.dtype} {fr.shape}")
-                    proc.stdin.write(np.ascontiguousarray(fr).tobytes())
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass  # ffmpeg stopped reading: its exit status and stderr say why
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-            rc = proc.wait()
-            if rc != 0:
-                errf.seek(0)
-                raise MediaError(classify(errf.read().decode("utf-8", "replace"), "encode")[1], "encode", out)
+        _encode_frames(cmd, frames, (w, h), out)
         os.replace(tmp, out)
     finally:
         for t in (tmp, tmp_audio):
             if t is not None and os.path.exists(t):
                 os.remove(t)
     return out
+
+
+def _even_size(size: tuple[int, int]) -> tuple[int, int]:
+    """``(W, H)`` as ints; both must be positive and even (yuv420p halves them)."""
+    w, h = (int(v) for v in size)
+    if w <= 0 or h <= 0 or w % 2 or h % 2:
+        raise ValueError(f"write_video: size must be positive even (W, H) for yuv420p, got {size}")
+    return w, h
+
+
+def _checked_audio(audio: ArrayLike | None, sr: int | None, audio_codec: str,
+                   audio_bitrate: str | None) -> NDArray[np.float32] | None:
+    """The video's audio track as ``[C, n]`` float32 (``None`` without one), checked with its sample rate and
+    codec before anything is written."""
+    if audio is None:
+        return None
+    a = _audio_array(audio)
+    if not sr:
+        raise ValueError("write_video: a sample rate (Hz) is needed with audio")
+    commands.audio_codec_options(audio_codec, a.shape[0], audio_bitrate)  # a bad codec fails before any write
+    return a
+
+
+def _write_audio_input(a: NDArray[np.float32], folder: Path) -> str:
+    """Write ``a`` as raw f32le to a new temporary file in ``folder`` (ffmpeg's second input); returns its path."""
+    fd, tmp_audio = tempfile.mkstemp(suffix=".f32", dir=folder)
+    with os.fdopen(fd, "wb") as f:
+        f.write(_interleaved(a))
+    return tmp_audio
+
+
+def _frame_bytes(frame: ArrayLike, w: int, h: int) -> bytes:
+    """One RGB frame as ffmpeg's rawvideo input; it must be uint8 ``[h, w, 3]``."""
+    fr = np.asarray(frame)
+    if fr.shape != (h, w, 3) or fr.dtype != np.uint8:
+        raise ValueError(f"write_video: frames must be uint8 [{h}, {w}, 3], got {fr.dtype} {fr.shape}")
+    return np.ascontiguousarray(fr).tobytes()
+
+
+def _encode_frames(cmd: list[str], frames: Iterable[ArrayLike], size: tuple[int, int], out: Path) -> None:
+    """Run the encoder ``cmd`` with ``frames`` (``size`` = (W, H)) on its stdin; a failure is a
+    :class:`MediaError` about ``out`` (from ffmpeg's stderr), and an error of the caller's frames kills it."""
+    w, h = size
+    with tempfile.TemporaryFile() as errf:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf)
+        try:
+            for frame in frames:
+                proc.stdin.write(_frame_bytes(frame, w, h))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # ffmpeg stopped reading: its exit status and stderr say why
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        rc = proc.wait()
+        if rc != 0:
+            errf.seek(0)
+            raise MediaError(classify(errf.read().decode("utf-8", "replace"), "encode")[1], "encode", out)
 
 
 def write_audio(path: str | os.PathLike, audio: ArrayLike, sr: int) -> Path:

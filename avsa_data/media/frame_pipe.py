@@ -68,6 +68,64 @@ class _ReaderFailed:
         self.error = error
 
 
+class _FrameReader(threading.Thread):
+    """Reads frames of ``nbytes`` from a pipe into a queue of :data:`READ_AHEAD_FRAMES`: a ``bytearray`` per
+    frame, then ``None`` at the end of the stream (or when the consumer stopped early), or a
+    :class:`_ReaderFailed`."""
+
+    def __init__(self, stream, nbytes: int):
+        super().__init__(daemon=True)
+        self.stream, self.nbytes = stream, nbytes
+        self.frames: queue.Queue = queue.Queue(maxsize=READ_AHEAD_FRAMES)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                buf = read_exact(self.stream, self.nbytes)
+                self.frames.put(buf)
+                if buf is None:
+                    return
+        except BaseException as e:  # noqa: BLE001 - every failure reaches the consumer, which never waits forever
+            stopped = self.stop.is_set() and isinstance(e, (OSError, ValueError))  # the consumer stopped early
+            self.frames.put(None if stopped else _ReaderFailed(e))
+
+    def next_frame(self) -> bytearray | None:
+        """The next frame's bytes (waiting for it), ``None`` at the end; raises what failed the reader."""
+        buf = self.frames.get()
+        if isinstance(buf, _ReaderFailed):
+            raise buf.error
+        return buf
+
+    def drain(self) -> None:
+        """Empty the queue until the thread ends (it may be waiting on a full queue)."""
+        while self.is_alive():
+            try:
+                self.frames.get_nowait()
+            except queue.Empty:
+                self.join(0.05)
+
+
+def _rgb24_frame(w: int, h: int) -> Callable[[bytearray], NDArray[np.uint8]]:
+    """A frame's bytes as an ``(h, w, 3)`` uint8 array (writable: backed by the bytearray)."""
+    def shape(buf: bytearray) -> NDArray[np.uint8]:
+        return np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+    return shape
+
+
+def _raise_for_exit(rc: int, err: StderrCollector, p: Path, n: int) -> None:
+    """Raise what ended a decode of ``p`` that gave ``n`` frames, if anything went wrong: a stderr-thread error,
+    a killed ffmpeg, a failed or truncated decode (its stderr classified), or no frames at all."""
+    if err.error is not None:
+        raise err.error
+    raise_if_killed(rc, p)
+    if rc != 0 or TRUNCATED[0] in err.text:
+        kind, reason = classify(err.text)
+        raise MediaError(f"{reason} (after {n} frames)" if n else reason, kind, p)
+    if n == 0:
+        raise MediaError("the video stream decoded to no frames", "decode", p)
+
+
 def stream_frames(cmd: list[str], p: Path, w: int, h: int, nbytes: int | None = None,
                   shape: Callable[[bytearray], object] | None = None) -> Iterator[NDArray[np.uint8]]:
     """Frames of ``nbytes`` (default: ``w`` × ``h`` RGB24) from the rawvideo pipe of ffmpeg ``cmd`` decoding
@@ -80,58 +138,25 @@ def stream_frames(cmd: list[str], p: Path, w: int, h: int, nbytes: int | None = 
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     err = StderrCollector(proc.stderr, on_error=proc.kill)
     err.start()
-    nbytes = nbytes or w * h * 3
-    if shape is None:
-        def shape(buf: bytearray) -> NDArray[np.uint8]:
-            return np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)  # writable: backed by a bytearray
-    frames: queue.Queue = queue.Queue(maxsize=READ_AHEAD_FRAMES)
-    stop = threading.Event()
-
-    def reader() -> None:
-        try:
-            while not stop.is_set():
-                buf = read_exact(proc.stdout, nbytes)
-                frames.put(buf)
-                if buf is None:
-                    return
-        except BaseException as e:  # noqa: BLE001 - every failure reaches the consumer, which never waits forever
-            stopped = stop.is_set() and isinstance(e, (OSError, ValueError))  # the consumer stopped early
-            frames.put(None if stopped else _ReaderFailed(e))
-
-    th = threading.Thread(target=reader, daemon=True)
-    th.start()
+    shape = shape or _rgb24_frame(w, h)
+    reader = _FrameReader(proc.stdout, nbytes or w * h * 3)
+    reader.start()
     finished = False
     try:
         n = 0
-        while True:
-            buf = frames.get()
-            if isinstance(buf, _ReaderFailed):
-                raise buf.error
-            if buf is None:
-                break
+        while (buf := reader.next_frame()) is not None:
             n += 1
             yield shape(buf)
         rc = proc.wait()
         err.join()
         finished = True
-        if err.error is not None:
-            raise err.error
-        raise_if_killed(rc, p)
-        if rc != 0 or TRUNCATED[0] in err.text:
-            kind, reason = classify(err.text)
-            raise MediaError(f"{reason} (after {n} frames)" if n else reason, kind, p)
-        if n == 0:
-            raise MediaError("the video stream decoded to no frames", "decode", p)
+        _raise_for_exit(rc, err, p, n)
     finally:
-        stop.set()
+        reader.stop.set()
         if not finished:
             proc.kill()
-            while th.is_alive():  # unblock a reader waiting on a full queue
-                try:
-                    frames.get_nowait()
-                except queue.Empty:
-                    th.join(0.05)
+            reader.drain()
             proc.wait()
-        th.join()
+        reader.join()
         err.join()
         proc.stdout.close()

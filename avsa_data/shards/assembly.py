@@ -10,8 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__
-from .. import format as fmt
+from .. import __version__, shard_format
 from ..fsutil import atomic_write_bytes, sha256_file, tmp_path
 from ..tario import copy_runs, end_of_archive, fragment_runs
 from .config import WORK, JobConfig
@@ -45,7 +44,7 @@ def plan_shards(results: list[VideoResult], job: JobConfig, first_index: dict[st
         first = (first_index or {}).get(split, 0)
         videos = sorted((r for r in results if r.ok and r.split == split), key=lambda r: r.video_id)
         for n, (samples, owners, payload) in enumerate(_cut_samples(videos, job)):
-            shards.append(ShardPlan(fmt.shard_name(split, first + n), split, samples, owners, payload))
+            shards.append(ShardPlan(shard_format.shard_name(split, first + n), split, samples, owners, payload))
     return shards
 
 
@@ -112,7 +111,7 @@ def _settle_shard_plan(out: Path, plans: list[ShardPlan], results: list[VideoRes
     plan_path = out / WORK / PLAN_FILE
     old = read_output_json(plan_path, missing=None, damaged=None) or {}
     for f in out.glob("*.tar"):
-        if fmt.SHARD_RE.match(f.name) and f.name not in kept and old.get(f.name) != signature.get(f.name):
+        if shard_format.SHARD_RE.match(f.name) and f.name not in kept and old.get(f.name) != signature.get(f.name):
             f.unlink()
     atomic_write_bytes(plan_path, json.dumps(signature, sort_keys=True).encode())
     return {n for n, sig in signature.items() if old.get(n) != sig}
@@ -125,7 +124,8 @@ def assemble(out: Path, job: JobConfig, src: str, found: Discovery, update: Upda
     new since the last recorded plan), failures.jsonl, manifest.json. Returns (failures, all shard records)."""
     first: dict[str, int] = {}
     for rec in update.shards:
-        first[rec["split"]] = max(first.get(rec["split"], 0), int(fmt.SHARD_RE.match(rec["name"])["index"]) + 1)
+        index = int(shard_format.SHARD_RE.match(rec["name"])["index"])
+        first[rec["split"]] = max(first.get(rec["split"], 0), index + 1)
     plans = plan_shards(results, job, first)
     fresh = _settle_shard_plan(out, plans, results, {rec["name"] for rec in update.shards})
     shard_records = list(update.shards)
@@ -158,7 +158,7 @@ def _write_manifest(out: Path, job: JobConfig, src: str, results: list[dict], sh
         v.update({k: r[k] for k in ("samples", "bytes", "duration", "stage", "reason", "input") if k in r})
         videos.setdefault(r["video_id"], v)
     manifest = {
-        "format_version": fmt.FORMAT_VERSION,
+        "format_version": shard_format.FORMAT_VERSION,
         "avsa_version": __version__,
         "config_hash": job.config_hash,
         "config": job.hashed_fields(),

@@ -7,8 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from .. import format as fmt
-from .. import layouts
+from .. import layouts, shard_format
 from ..events import EventOptions
 from ..labels import BACKENDS
 from ..labels.options import LabelOptions
@@ -48,7 +47,7 @@ class JobConfig:
 
     def hashed_fields(self) -> dict:
         return {
-            "format_version": fmt.FORMAT_VERSION,
+            "format_version": shard_format.FORMAT_VERSION,
             "sample": self.sample.as_dict(),
             "labels": self.labels,
             "label_options": self.label_options.hashed(),

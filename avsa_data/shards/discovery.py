@@ -7,8 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import format as fmt
-from .. import layouts
+from .. import layouts, shard_format
 from .config import VIDEO_EXTS, WORK, VideoTask
 from .errors import ShardJobError, ShardOptionError
 
@@ -39,7 +38,7 @@ def discover(src: Path, list_file: Path | None = None) -> Discovery:
     groups: dict[str, list[Path]] = {}
     for p in files:
         try:
-            vid = fmt.sanitize_id("__".join(p.relative_to(src).with_suffix("").parts))
+            vid = shard_format.sanitize_id("__".join(p.relative_to(src).with_suffix("").parts))
         except ValueError:
             skipped.append({"path": str(p), "reason": "no video id can be derived from its name"})
             continue
@@ -50,8 +49,9 @@ def discover(src: Path, list_file: Path | None = None) -> Discovery:
     else:
         splits = {}
         for key, split in _read_list(Path(list_file)).items():
-            vid = fmt.sanitize_id(Path(key).with_suffix("").as_posix().replace("/", "__")) if "/" in key else key
-            vid = fmt.sanitize_id(vid)
+            flat = Path(key).with_suffix("").as_posix().replace("/", "__")
+            vid = shard_format.sanitize_id(flat) if "/" in key else key
+            vid = shard_format.sanitize_id(vid)
             if vid not in groups:
                 raise ShardOptionError(f"--list names {key!r}, which is not under {src}")
             splits[vid] = split
@@ -107,7 +107,7 @@ def _read_list(path: Path) -> dict[str, str]:
         if not r.get(col) or not isinstance(r[col], str):
             raise ShardJobError(f"--list {path} line {n}: empty {col!r}")
         try:
-            fmt.sanitize_id(split)
+            shard_format.sanitize_id(split)
         except ValueError:
             raise ShardJobError(f"--list {path} line {n}: unusable split name {split!r}") from None
         out[r[col].strip()] = split

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__, remote
-from .. import format as fmt
+from .. import __version__, remote, shard_format
 from ..fsutil import atomic_write_bytes, read_json
 from ..jobcontrol import exclusive_lock
 from .config import OUTPUTS, WORK, JobConfig
@@ -72,7 +71,7 @@ def _check_config(out: Path, job: JobConfig, src: str, overwrite: bool) -> None:
     ``--src`` always needs ``overwrite``."""
     cfg_path = out / "config.json"
     if cfg_path.exists():
-        unfinished = not any(fmt.SHARD_RE.match(p.name) for p in out.glob("*.tar"))
+        unfinished = not any(shard_format.SHARD_RE.match(p.name) for p in out.glob("*.tar"))
         old = read_output_json(cfg_path, damaged={} if overwrite or unfinished else ShardJobError, hint=_REBUILD)
         problem = _mismatch(out, old, job, src)
         if problem is None:
@@ -101,7 +100,7 @@ def config_bytes(job: JobConfig, src: str) -> bytes:
 def _complete(m: dict | None, job: JobConfig) -> bool:
     """Whether ``manifest.json`` (``m``) records a finished job with ``job``'s configuration."""
     return bool(isinstance(m, dict) and m.get("config_hash") == job.config_hash and m.get("complete")
-                and m.get("format_version") == fmt.FORMAT_VERSION)
+                and m.get("format_version") == shard_format.FORMAT_VERSION)
 
 
 def up_to_date_report(out, m: dict, failures_jsonl: str, skipped: list[dict]) -> JobReport:
@@ -120,7 +119,7 @@ def _start_work(out: Path) -> None:
 def clear_output(out: Path) -> None:
     """Remove what a shard job writes in ``out`` (and nothing else; the lock file stays)."""
     for p in out.glob("*.tar"):
-        if fmt.SHARD_RE.match(p.name):
+        if shard_format.SHARD_RE.match(p.name):
             p.unlink()
     for p in out.glob(".*.tmp"):
         p.unlink()
@@ -221,7 +220,7 @@ class UrlOutput:
         if problem is not None or (old is None and overwrite):
             if problem is not None and not overwrite:
                 raise problem
-            store.remove(n for n in listing if fmt.SHARD_RE.match(n) or n in OUTPUTS)
+            store.remove(n for n in listing if shard_format.SHARD_RE.match(n) or n in OUTPUTS)
             listing = {n: size for n, size in listing.items() if remote.TMP_RE.match(n)}
         self.listing = listing
         m = self._json("manifest.json", None if overwrite else ShardJobError) if "manifest.json" in listing else None
@@ -257,7 +256,7 @@ class UrlOutput:
         self.store.put(self.folder / "manifest.json", "manifest.json")
         if self.rebuilt:  # shards of an earlier layout that the new manifest does not list
             names = {rec["name"] for rec in shard_records}
-            self.store.remove(n for n in self.store.listing() if fmt.SHARD_RE.match(n) and n not in names)
+            self.store.remove(n for n in self.store.listing() if shard_format.SHARD_RE.match(n) and n not in names)
 
     def finish(self, keep_work: bool) -> None:
         """Remove the staging folder of a published job (its lock file last, while still holding the lock)."""

@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
 
 from .. import media
 from ..events import EventLabelError, load_video_events
 from ..fsutil import atomic_write_bytes, read_json, tmp_path
 from ..jobcontrol import usable_cpus
-from ..labels import LabelBackend, LabelError, make_backend
-from ..samples import VideoInfo, iter_samples, needed_frames, plan_samples
+from ..labels import LabelBackend, LabelError, VideoLabels, make_backend
+from ..samples import EncodedSample, VideoInfo, iter_samples, needed_frames, plan_samples
 from ..tario import add_sample, end_of_archive
 from .config import JobConfig, VideoTask
 from .errors import ENVIRONMENT_ERRNOS, environment_stop
@@ -177,30 +180,16 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path, make_label_b
         if task.identity and "error" in task.identity:
             return _fail(stage, f"{task.path}: unreadable ({task.identity['error']})")
         pr = media.probe(task.path)
-        if not pr.has_video:
-            return _fail(stage, f"{task.path}: no video stream")
-        problem = frame_problem(pr.width, pr.height, job)
+        problem = frame_problem(pr.width, pr.height, job) if pr.has_video else "no video stream"
         if problem:
             return _fail(stage, f"{task.path}: {problem}")
         stage = "audio"
-        audio_src = Path(task.audio) if task.audio else media.find_audio_source(task.path, pr)
-        foa = media.read_foa(audio_src, cfg.sr, cfg.ambi_format)
-        audio_dur = foa.shape[1] / cfg.sr
-        media.check_durations(pr.duration, audio_dur, job.max_av_mismatch)
+        audio_src, foa, audio_dur = _read_audio(task, pr, job)
         duration = min(audio_dur, pr.duration)
         stage = "events"
         events = load_video_events(task.events, job.events, audio_dur)
         stage = "labels"
-        backend = make_label_backend()
-        video_labels, label_meta = None, backend.describe()
-        try:
-            video_labels = backend.open(Path(task.path), task.video_id)
-        except (LabelError, OSError, ValueError) as e:
-            if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
-                raise
-            if not job.labels_optional:
-                raise e if isinstance(e, LabelError) else LabelError(str(e)) from e
-            label_meta = {**label_meta, "error": str(e).splitlines()[0]}
+        video_labels, label_meta = _open_labels(make_label_backend(), task, job)
         plans = plan_samples(duration, cfg)
         if not plans:
             return _fail("duration", f"{task.path}: {duration:.3f} s is shorter than one {cfg.audio_seconds} s "
@@ -212,17 +201,7 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path, make_label_b
         frames = media.iter_video_frames_at(task.path, cfg.fps, needed_frames(plans, cfg), size=cfg.equirect_size,
                                             threads=threads, pix_fmt="yuv420p", info=pr)
         tmp = tmp_path(frag_dir / f"{task.video_id}.tar")
-        index = []
-        try:
-            with open(tmp, "wb") as f:
-                for sample in iter_samples(frames, foa, plans, info, cfg, video_labels, label_meta, events):
-                    add_sample(f, sample)
-                    index.append(FragmentSample(sample.key, sample.nbytes,
-                                                tuple((n, len(b)) for n, b in sample.members)))
-                f.write(end_of_archive(f.tell()))
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        index = _write_fragment(tmp, iter_samples(frames, foa, plans, info, cfg, video_labels, label_meta, events))
         if not index:
             return _fail("decode", f"{task.path}: the video decoded to too few frames for any sample")
         os.replace(tmp, frag_dir / f"{task.video_id}.tar")
@@ -230,3 +209,46 @@ def _process_video(task: VideoTask, job: JobConfig, frag_dir: Path, make_label_b
                 "duration": duration, "index": tuple(index)}
     except (media.MediaError, LabelError, EventLabelError) as e:  # bad input; anything else is not
         return _fail("labels" if isinstance(e, LabelError) else stage, f"{task.path}: {e}")
+
+
+def _read_audio(task: VideoTask, pr: media.ProbeResult, job: JobConfig) -> tuple[Path, NDArray[np.float32], float]:
+    """The video's audio file, its FOA as ambiX ``[4, n]`` at the job's sample rate (read as
+    ``job.sample.ambi_format``), and its length (seconds), checked against the video's length
+    (:func:`media.check_durations`)."""
+    cfg = job.sample
+    audio_src = Path(task.audio) if task.audio else media.find_audio_source(task.path, pr)
+    foa = media.read_foa(audio_src, cfg.sr, cfg.ambi_format)
+    audio_dur = foa.shape[1] / cfg.sr
+    media.check_durations(pr.duration, audio_dur, job.max_av_mismatch)
+    return audio_src, foa, audio_dur
+
+
+def _open_labels(backend: LabelBackend, task: VideoTask, job: JobConfig) -> tuple[VideoLabels | None, dict]:
+    """The video's labels from ``backend`` and the labels' metadata. With ``job.labels_optional`` a video the
+    backend cannot label gets ``None`` and the error in the metadata; else it is a :class:`LabelError`
+    (an environment ``OSError`` is raised as is)."""
+    video_labels, label_meta = None, backend.describe()
+    try:
+        video_labels = backend.open(Path(task.path), task.video_id)
+    except (LabelError, OSError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
+            raise
+        if not job.labels_optional:
+            raise e if isinstance(e, LabelError) else LabelError(str(e)) from e
+        label_meta = {**label_meta, "error": str(e).splitlines()[0]}
+    return video_labels, label_meta
+
+
+def _write_fragment(tmp: Path, samples: Iterable[EncodedSample]) -> list[FragmentSample]:
+    """Write ``samples`` as a tar at ``tmp`` (removed if anything fails); returns their index."""
+    index = []
+    try:
+        with open(tmp, "wb") as f:
+            for sample in samples:
+                add_sample(f, sample)
+                index.append(FragmentSample(sample.key, sample.nbytes, tuple((n, len(b)) for n, b in sample.members)))
+            f.write(end_of_archive(f.tell()))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return index

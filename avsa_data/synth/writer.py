@@ -14,7 +14,7 @@ import math
 import os
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -83,61 +83,78 @@ def write_scene(scene: Scene, cfg: SynthConfig, out_dir: str | os.PathLike, spli
     With ``cfg.layout == "starss23"``: ``video_dev/{folder}/{id}.mp4`` (no audio track) with the truth and json
     beside it, ``foa_dev/{folder}/{id}.wav`` and ``metadata_dev/{folder}/{id}.csv`` (:func:`scene_events`), the
     folder being ``dev-train-synth`` or ``dev-test-synth`` (:data:`STARSS23_SPLIT_FOLDERS`)."""
-    out = Path(out_dir)
-    vid = scene.video_id
-    events_path = None
-    if cfg.layout == "starss23":
-        root, folder = out, STARSS23_SPLIT_FOLDERS[split]
-        out = root / layouts.STARSS23_DIRS["video"] / folder
-        audio_path = root / layouts.STARSS23_DIRS["audio"] / folder / f"{vid}.wav"
-        events_path = root / layouts.STARSS23_DIRS["events"] / folder / f"{vid}.csv"
-        for d in (out, audio_path.parent, events_path.parent):
-            d.mkdir(parents=True, exist_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    paths = _scene_paths(Path(out_dir), scene.video_id, cfg, split)
+    for d in (paths.folder, paths.audio.parent) + (() if paths.events is None else (paths.events.parent,)):
+        d.mkdir(parents=True, exist_ok=True)
     foa, gain = render_foa(scene, cfg)
-    audio = ambix_to_fuma(foa) if cfg.ambi_format == "fuma" else foa
-    video_path = out / f"{vid}.mp4"
-    if events_path is not None:
-        media.write_audio(audio_path, audio, cfg.sr)
-        media.write_video(video_path, iter_frames(scene, cfg), cfg.fps, cfg.size, crf=cfg.crf)
-        atomic_write_bytes(events_path, format_rows(scene_events(scene, cfg)).encode())
+    _write_media(paths, scene, cfg, ambix_to_fuma(foa) if cfg.ambi_format == "fuma" else foa)
+    atomic_write_bytes(paths.folder / f"{scene.video_id}.truth.npz", npz_bytes(render_truth(scene, cfg)))
+    meta = _scene_meta(scene, cfg, split, paths, gain)
+    atomic_write_bytes(paths.folder / f"{scene.video_id}.json", _json_bytes(meta))
+    return meta
+
+
+@dataclass(frozen=True)
+class _ScenePaths:
+    """Where one scene's files go: the folder of its video, truth and json, the video, the audio (the video
+    itself when the audio is in the container) and the events csv (STARSS23 layout only, else ``None``)."""
+
+    folder: Path
+    video: Path
+    audio: Path
+    events: Path | None
+
+
+def _scene_paths(out: Path, vid: str, cfg: SynthConfig, split: str) -> _ScenePaths:
+    """The files of video ``vid`` of ``split`` under ``out`` in ``cfg``'s layout (:func:`write_scene`)."""
+    if cfg.layout == "starss23":
+        folder = STARSS23_SPLIT_FOLDERS[split]
+        video_dir, audio_dir, events_dir = (out / layouts.STARSS23_DIRS[kind] / folder
+                                            for kind in ("video", "audio", "events"))
+        return _ScenePaths(video_dir, video_dir / f"{vid}.mp4", audio_dir / f"{vid}.wav", events_dir / f"{vid}.csv")
+    video = out / f"{vid}.mp4"
+    return _ScenePaths(out, video, video if cfg.audio_layout == "container" else out / f"{vid}.wav", None)
+
+
+def _write_media(paths: _ScenePaths, scene: Scene, cfg: SynthConfig, audio: NDArray) -> None:
+    """Encode the video and the audio (``(4, samples)`` in the config's ambisonic format) where ``paths`` say,
+    and the events csv of the STARSS23 layout."""
+    if paths.events is not None:
+        media.write_audio(paths.audio, audio, cfg.sr)
+        media.write_video(paths.video, iter_frames(scene, cfg), cfg.fps, cfg.size, crf=cfg.crf)
+        atomic_write_bytes(paths.events, format_rows(scene_events(scene, cfg)).encode())
     elif cfg.audio_layout == "container":
-        audio_path = video_path
         for ext in media.SIDECAR_EXTS:  # a stale sidecar would shadow the container's track
-            (out / f"{vid}{ext}").unlink(missing_ok=True)
-        media.write_video(
-            video_path,
-            iter_frames(scene, cfg),
-            cfg.fps,
-            cfg.size,
-            audio=audio,
-            sr=cfg.sr,
-            audio_codec=cfg.audio_codec,
-            crf=cfg.crf,
-        )
+            (paths.folder / f"{scene.video_id}{ext}").unlink(missing_ok=True)
+        media.write_video(paths.video, iter_frames(scene, cfg), cfg.fps, cfg.size, audio=audio, sr=cfg.sr,
+                          audio_codec=cfg.audio_codec, crf=cfg.crf)
     else:
-        audio_path = out / f"{vid}.wav"
-        media.write_audio(audio_path, audio, cfg.sr)
-        media.write_video(video_path, iter_frames(scene, cfg), cfg.fps, cfg.size, crf=cfg.crf)
-    atomic_write_bytes(out / f"{vid}.truth.npz", npz_bytes(render_truth(scene, cfg)))
-    meta = {
+        media.write_audio(paths.audio, audio, cfg.sr)
+        media.write_video(paths.video, iter_frames(scene, cfg), cfg.fps, cfg.size, crf=cfg.crf)
+
+
+def _scene_meta(scene: Scene, cfg: SynthConfig, split: str, paths: _ScenePaths, gain: float) -> dict:
+    """The json metadata of a scene written to ``paths`` (``gain``: the audio's normalising gain,
+    :func:`render_foa`); file names are relative to ``paths.folder``."""
+    starss = paths.events is not None
+    return {
         "format_version": FORMAT_VERSION,
         "generator": f"avsa-data synth {__version__}",
-        "video_id": vid,
+        "video_id": scene.video_id,
         "split": split,
         "seed": scene.seed,
         "duration": cfg.duration,
         "video": {
-            "file": video_path.name,
+            "file": paths.video.name,
             "codec": "h264",
             "size": list(cfg.size),
             "fps": cfg.fps,
             "frames": cfg.n_frames,
         },
         "audio": {
-            "file": os.path.relpath(audio_path, out),
-            "layout": "starss23" if events_path is not None else cfg.audio_layout,
-            "codec": cfg.audio_codec if cfg.audio_layout == "container" and events_path is None else "pcm",
+            "file": os.path.relpath(paths.audio, paths.folder),
+            "layout": "starss23" if starss else cfg.audio_layout,
+            "codec": cfg.audio_codec if cfg.audio_layout == "container" and not starss else "pcm",
             "format": cfg.ambi_format,
             "channels": 4,
             "sr": cfg.sr,
@@ -146,18 +163,16 @@ def write_scene(scene: Scene, cfg: SynthConfig, out_dir: str | os.PathLike, spli
             "gain": round(gain, 9),
         },
         "truth": {
-            "file": f"{vid}.truth.npz",
+            "file": f"{scene.video_id}.truth.npz",
             "label_fps": cfg.label_fps,
             "label_size": list(cfg.label_size),
             "ctrl_rate": cfg.ctrl_rate,
         },
         "classes": list(CLASS_NAMES),
-        "events": None if events_path is None else {"file": os.path.relpath(events_path, out), "hop": LABEL_HOP},
+        "events": None if not starss else {"file": os.path.relpath(paths.events, paths.folder), "hop": LABEL_HOP},
         "sources": [_source_json(s) for s in scene.sources],
         "blobs": [asdict(b) for b in scene.blobs],
     }
-    atomic_write_bytes(out / f"{vid}.json", _json_bytes(meta))
-    return meta
 
 
 def _generate_one(cfg: SynthConfig, index: int, out_dir: str) -> dict:

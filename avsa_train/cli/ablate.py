@@ -104,35 +104,46 @@ def ablate(grid, shards, out, scale, families, cells, sets, scratch, device, see
       avsa-train ablate --list
     """
     # the grid loads the models (torch) only now, so that --help stays fast
-    from avsa_data.options import OptionError, plural
-    from avsa_train.ablate import describe_grid, parse_overrides, run_grid, select
+    from avsa_data.options import plural
+    from avsa_train.ablate import describe_grid, run_grid
+
+    overrides, family_keys, cell_names = _parse_selection(sets, families, cells)
+    if list_only:
+        click.echo(describe_grid(scale, overrides))
+        return
+    _require_folders(shards, out)
+    # GridError (bad shards or DIR) and the library's input errors: one line (avsa_data.cli._command)
+    table = run_grid(shards, out, scale=scale, families=family_keys, cells=cell_names, overrides=overrides,
+                     device=device, seed=seed, scratch=scratch, quiet=quiet, log=lambda msg: click.echo(msg, err=True),
+                     overwrite=overwrite, options=_recorded_options())
+    click.echo(f"table: {out / 'table3.md'} ({plural(len(table['cells']), 'cell')}, "
+               f"{table['cells_seconds_total']:.0f} s)")
+
+
+def _parse_selection(sets: tuple[str, ...], families: tuple[str, ...],
+                     cells: tuple[str, ...]) -> tuple[dict, list[str], list[str]]:
+    """The ``--set`` overrides and the ``--families`` and ``--cells`` lists, checked against the grid (a usage
+    error names what is unknown)."""
+    from avsa_train.ablate import parse_overrides, select
 
     try:
         overrides = parse_overrides(sets)
         select(_split(families), _split(cells))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    if list_only:
-        click.echo(describe_grid(scale, overrides))
-        return
+    return overrides, _split(families), _split(cells)
+
+
+def _require_folders(shards: str | None, out: Path | None) -> None:
+    """Running the grid (not ``--list``) needs ``--shards`` and ``--out``."""
+    from avsa_data.options import OptionError
+
     if not shards:
         raise OptionError("--shards is required (a folder of avsa-data shards)")
     if out is None:
         raise OptionError("--out is required (the folder for cells/, table3.md and table3.json)")
-    table = run_grid(  # GridError (bad shards or DIR) and the library's input errors: one line (avsa_data.cli._command)
-        shards,
-        out,
-        scale=scale,
-        families=_split(families),
-        cells=_split(cells),
-        overrides=overrides,
-        device=device,
-        seed=seed,
-        scratch=scratch,
-        quiet=quiet,
-        log=lambda msg: click.echo(msg, err=True),
-        overwrite=overwrite,
-        options={k: v for k, v in click.get_current_context().params.items() if k not in ("list_only", "overwrite")},
-    )
-    click.echo(f"table: {out / 'table3.md'} ({plural(len(table['cells']), 'cell')}, "
-               f"{table['cells_seconds_total']:.0f} s)")
+
+
+def _recorded_options() -> dict:
+    """The command's options as the grid records them (all but ``--list`` and ``--overwrite``)."""
+    return {k: v for k, v in click.get_current_context().params.items() if k not in ("list_only", "overwrite")}

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from avsa_data import format as fmt
-from avsa_data import renders
+from avsa_data import renders, shard_format
 from avsa_data.reader import RawSample
 
 from .stream_config import AUDIO_FORMATS, StreamConfig
@@ -31,7 +30,7 @@ def member_wanted(cfg: StreamConfig) -> Callable[[str], bool]:
 
     def wanted(name: str) -> bool:
         parts = name.split(".")
-        if name == fmt.meta_member():
+        if name == shard_format.meta_member():
             return True
         if len(parts) == 3:  # mMM.vKK.jpg, mMM.foa.flac (mMM.equirect.jpg is not read)
             return (parts[1].startswith("v") and parts[2] == "jpg") or (parts[1] == "foa" and parts[2] == "flac")

@@ -12,8 +12,7 @@ import glob
 from collections.abc import Sequence
 from pathlib import Path
 
-from avsa_data import format as fmt
-from avsa_data import remote
+from avsa_data import remote, shard_format
 from avsa_data.fsutil import parse_json
 from avsa_data.options import OptionError
 from avsa_data.reader import iter_raw
@@ -30,7 +29,7 @@ def expand_urls(shards: str | Sequence[str]) -> list[str]:
     s = str(shards)
     p = Path(s)
     if p.is_dir():
-        urls = sorted(str(q) for q in p.glob("*.tar") if fmt.SHARD_RE.match(q.name))
+        urls = sorted(str(q) for q in p.glob("*.tar") if shard_format.SHARD_RE.match(q.name))
         if not urls:
             raise FileNotFoundError(f"no shards ({{split}}-NNNNNN.tar) in {s}")
         return urls
@@ -70,7 +69,7 @@ def split_urls(urls: Sequence[str], split: str | None) -> list[str]:
         return list(urls)
     out = []
     for u in urls:
-        m = fmt.SHARD_RE.match(Path(u.split("::")[-1]).name)
+        m = shard_format.SHARD_RE.match(Path(u.split("::")[-1]).name)
         if m is None or m.group("split") == split:
             out.append(u)
     return out

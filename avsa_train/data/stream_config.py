@@ -69,3 +69,17 @@ def eval_config(cfg: StreamConfig) -> StreamConfig:
     """``cfg`` with every augmentation off but random view selection kept (the reference evaluates on random
     crops without flips or colour jitter)."""
     return replace(cfg, train=True, flip_p=0.0, color_jitter=False, volume_jitter=0.0)
+
+
+def task_items_config(
+    protocol, audio_format: str, *, train: bool, with_masks: bool = False,
+    hfov_range: tuple[float, float] | None = None,
+) -> StreamConfig:
+    """What a downstream task decodes from each sample: ``protocol``'s V views (``views``) of one moment, in the
+    checkpoint's ``audio_format``, drawn and augmented as pre-training does when ``train`` (``seed``,
+    ``batch_size``, ``shuffle_buffer`` too); ``with_masks`` and ``hfov_range`` for segmentation. ``protocol`` is
+    a task config with those fields (:class:`~avsa_train.tasks.binary_eval.BinaryEvalConfig`,
+    :class:`~avsa_train.tasks.segmentation.SegmentationConfig`)."""
+    return StreamConfig(views=protocol.views, moments=1, audio_format=audio_format, seed=protocol.seed, train=train,
+                        with_masks=with_masks, hfov_range=hfov_range, batch_size=protocol.batch_size,
+                        shuffle_buffer=protocol.shuffle_buffer)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from avsa_data.reader import RawSample
 from avsa_train.data.batches import ShardStream, epoch_stream
 from avsa_train.data.items import decode_item
-from avsa_train.data.stream_config import StreamConfig, eval_config
+from avsa_train.data.stream_config import eval_config, task_items_config
 from avsa_train.tasks import misalign
 
 if TYPE_CHECKING:
@@ -38,17 +38,7 @@ class BinaryItems:
         if phase not in ("train", "test"):
             raise ValueError(f"phase must be 'train' or 'test', got {phase!r}")
         self.cfg, self.phase, self.donors = cfg, phase, donors
-        base = StreamConfig(
-            views=cfg.views,
-            moments=1,
-            audio_format=audio_format,
-            seed=cfg.seed,
-            train=True,
-            with_masks=False,
-            hfov_range=None,
-            batch_size=cfg.batch_size,
-            shuffle_buffer=cfg.shuffle_buffer,
-        )
+        base = task_items_config(cfg, audio_format, train=True)
         self.decode_cfg = base if phase == "train" and cfg.augment else eval_config(base)
 
     def items(self, sample: RawSample, epoch: int) -> Iterator[dict]:

@@ -30,7 +30,7 @@ import torch
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
-from avsa_data.format import CONFIDENCE_THRESHOLD  # 0.75: pixels below it are ignored (seed §A.2)
+from avsa_data.shard_format import CONFIDENCE_THRESHOLD  # 0.75: pixels below it are ignored (seed §A.2)
 
 
 def confident_mask(conf: torch.Tensor, threshold: float = CONFIDENCE_THRESHOLD) -> torch.Tensor:

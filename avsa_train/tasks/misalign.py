@@ -42,8 +42,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from avsa_data import ambisonics, codecs
-from avsa_data import format as fmt
+from avsa_data import ambisonics, codecs, shard_format
 from avsa_data.geometry import angular_distance, rotation_yaw
 from avsa_data.reader import RawSample, ShardFormatError, parse_meta
 from avsa_data.renders import render_at
@@ -177,8 +176,8 @@ class ResoundedSample(RawSample):
 
     def audio(self, view: int, moment: int = 0, render: str = "foa") -> NDArray[np.float32]:
         """``[C, n]`` render heard with the crop of ``view``, from :meth:`foa` (never a precomputed member)."""
-        if render not in fmt.RENDERS:
-            raise ValueError(f"render must be one of {fmt.RENDERS}, got {render!r}")
+        if render not in shard_format.RENDERS:
+            raise ValueError(f"render must be one of {shard_format.RENDERS}, got {render!r}")
         return render_at(self.foa(moment), self.meta, self.audio_viewpoint(view), render)
 
 
@@ -323,10 +322,10 @@ class DonorBank:
                 if dot < 0:
                     continue
                 key, suffix = name[:dot], name[dot + 1 :]
-                if suffix == fmt.meta_member() or (suffix.endswith(".foa.flac") and suffix.count(".") == 2):
+                if suffix == shard_format.meta_member() or (suffix.endswith(".foa.flac") and suffix.count(".") == 2):
                     self._where.setdefault(key, (url, {}))[1][suffix] = name
         for key in sorted(self._where):
-            if fmt.meta_member() in self._where[key][1]:
+            if shard_format.meta_member() in self._where[key][1]:
                 self.keys.append(key)
                 self.video_ids.append(key.rsplit("/", 1)[0])
         self._tars: dict[tuple[int, str], tarfile.TarFile] = {}
@@ -359,19 +358,19 @@ class DonorBank:
     def _read_donor(self, index: int) -> tuple[list[NDArray[np.float32]], dict]:
         key = self.keys[index]
         url, members = self._where[key]
-        meta, problems = parse_meta(self._read(url, members[fmt.meta_member()]), strict=False)
+        meta, problems = parse_meta(self._read(url, members[shard_format.meta_member()]), strict=False)
         if problems:
             raise ShardFormatError(f"{url}: {key}.meta.json: {problems[0]}")
         scale = np.float32(meta["audio_scale"])
         out = []
         for m in range(int(meta["moments_per_sample"])):
-            name = members.get(fmt.foa_member(m))
+            name = members.get(shard_format.foa_member(m))
             if name is None:
-                raise ShardFormatError(f"{url}: {key}: member {fmt.foa_member(m)} missing")
+                raise ShardFormatError(f"{url}: {key}: member {shard_format.foa_member(m)} missing")
             try:  # bounded: the stream info must say 4 × audio_samples before anything is decoded
                 a, _ = codecs.decode_flac(self._read(url, name), (4, meta["audio_samples"]), meta["sr"],
                                           meta["audio_bits"])
             except codecs.MemberError as e:
-                raise ShardFormatError(f"{url}: {key}.{fmt.foa_member(m)}: {e}") from None
+                raise ShardFormatError(f"{url}: {key}.{shard_format.foa_member(m)}: {e}") from None
             out.append(a * scale)
         return out, meta

@@ -42,7 +42,7 @@ from avsa_data.reader import RawSample
 from avsa_train.data.batches import ShardStream, epoch_stream, make_loader, raw_samples
 from avsa_train.data.items import decode_item, views_in_range
 from avsa_train.data.sources import shard_urls, split_sample_count
-from avsa_train.data.stream_config import StreamConfig
+from avsa_train.data.stream_config import task_items_config
 from avsa_train.fit import StepOutput, fit
 from avsa_train.runs import TrainingState, resumable
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
@@ -265,17 +265,7 @@ class SegmentationItems:
         self.train = train
         self.group = cfg.views if (train or cfg.use_context) else 1
         self.hfov = cfg.hfov_range if train else cfg.eval_hfov_range
-        self.decode_cfg = StreamConfig(
-            views=cfg.views,
-            moments=1,
-            audio_format=audio_format,
-            seed=cfg.seed,
-            train=train,
-            with_masks=True,
-            hfov_range=self.hfov,
-            batch_size=cfg.batch_size,
-            shuffle_buffer=cfg.shuffle_buffer,
-        )
+        self.decode_cfg = task_items_config(cfg, audio_format, train=train, with_masks=True, hfov_range=self.hfov)
         self.skipped = 0
 
     def items(self, s: RawSample, epoch: int) -> Iterator[dict]:
