@@ -32,7 +32,7 @@ from .stream_config import StreamConfig
 
 class ItemPolicy(Protocol):
     """What a stream makes of each raw sample: pre-training's one augmented item (:class:`TrainingItems`), or a
-    downstream task's items (binary evaluation, segmentation, the direction probe)."""
+    downstream task's items (binary evaluation, segmentation)."""
 
     #: Read only the members ``decode_item(·, cfg)`` uses (:func:`~avsa_train.data.members.member_wanted`).
     #: Off where an item needs more, e.g. a binary negative rendered from the FOA of a sample with HRIR stereo.
