@@ -2,7 +2,7 @@
 
 This module is the one statement of how a view's audio is made and of which renders a reader can make itself.
 The shard builder (:mod:`avsa_data.samples`), the reader (:meth:`avsa_data.reader.RawSample.audio`), the training
-stream (:func:`avsa_train.data.view_audio`) and the binary negatives (:mod:`avsa_train.tasks.misalign`) call it.
+stream (:func:`avsa_train.data.items.view_audio`) and the binary negatives (:mod:`avsa_train.tasks.misalign`) call it.
 
 Conventions. Audio is first-order ambisonics in **ambiX**: ACN channel order (W, Y, Z, X), SN3D normalisation,
 float arrays shaped ``[channels, n_samples]``. A viewpoint is a ``meta.viewpoints`` record ``{azimuth,

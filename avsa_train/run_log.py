@@ -20,6 +20,7 @@ from avsa_train.losses import Negatives
 
 METRICS = "metrics.jsonl"
 
+
 class SampleRate:
     """Samples per second between two logged steps (wall time, all ranks)."""
 
@@ -31,6 +32,7 @@ class SampleRate:
         sps = (step - self.n0) * batch_size * world_size / max(now - self.t0, 1e-9)
         self.t0, self.n0 = now, step
         return sps
+
 
 def metrics_row(
     state: FitState,
@@ -59,6 +61,7 @@ def metrics_row(
         "samples_per_s": round(sps, 2),
         **metrics,
     }
+
 
 class RunLog:
     """Rank 0's outputs of a run: ``config.yaml``, ``metrics.jsonl`` (appended, one JSON line per logged step),
@@ -105,6 +108,7 @@ class RunLog:
             if h is not None:
                 h.close()
 
+
 def read_metrics(path: Path) -> tuple[list[dict], list[int]]:
     """The rows of a ``metrics.jsonl`` and the 1-based numbers of the lines that are not a JSON object (a line
     torn by a kill during its write, typically the last one); those are skipped, not fatal."""
@@ -119,12 +123,14 @@ def read_metrics(path: Path) -> tuple[list[dict], list[int]]:
             rows.append(row)
     return rows, bad
 
+
 def _row(raw: bytes) -> dict | None:
     try:
         row = json.loads(raw)
     except ValueError:  # JSONDecodeError, UnicodeDecodeError
         return None
     return row if isinstance(row, dict) else None
+
 
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop logged lines after ``step`` (a run killed after its last checkpoint logged steps it will redo) and
@@ -149,8 +155,10 @@ def truncate_metrics(path: Path, step: int) -> None:
     if len(keep) != len(lines) or (data and not data.endswith(b"\n")):
         atomic_write_bytes(path, b"".join(ln + b"\n" for ln in keep))
 
+
 def _neg_name(n: Negatives) -> str:
     return "+".join(k for k in ("instance", "spatial", "temporal") if getattr(n, k))
+
 
 def _tensorboard(out: Path):
     try:

@@ -372,3 +372,23 @@ def test_breaking_the_spatial_link_turns_each_samples_field_by_its_own_random_ya
                     np.testing.assert_allclose(b["audio"][m, j], turned.audio(int(k), m, render), atol=2e-4)
             assert float(np.abs(a["audio"] - b["audio"]).max()) > 1e-3 or abs(yaw) < 1.0
     assert len({round(y, 3) for y in yaws}) == len(yaws)  # a new yaw per sample and per epoch
+
+
+def test_hfov_range_draws_views_from_the_range_else_the_whole_bank(synth_shards):
+    """Segmentation's ``hfov_range``: the drawn views are those of the bank whose horizontal field of view lies in
+    the range (degrees); a sample with none in range falls back to its whole bank."""
+    s = _first(synth_shards)
+    hfovs = sorted(float(v["hfov"]) for v in s.meta["viewpoints"])
+    lo, hi = hfovs[0], hfovs[len(hfovs) // 2]  # the narrower half of the bank
+    inside = items.views_in_range(s, (lo, hi))
+    assert 0 < len(inside) < len(hfovs)
+    drawn = set()
+    for epoch in range(12):
+        cfg = stream_config.StreamConfig(views=1, hfov_range=(lo, hi), **PLAIN)
+        drawn |= {int(k) for k in items.decode_item(s, cfg, epoch)["views"]}
+    assert drawn <= set(inside) and len(drawn) > 1
+    everything = set()
+    for epoch in range(24):
+        cfg = stream_config.StreamConfig(views=1, hfov_range=(170.0, 180.0), **PLAIN)
+        everything |= {int(k) for k in items.decode_item(s, cfg, epoch)["views"]}
+    assert len(everything) > len(inside)  # out-of-range views too: the fallback is the whole bank

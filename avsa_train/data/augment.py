@@ -25,11 +25,13 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 #: RGB → YIQ (luma, two chroma axes); a hue shift is a rotation of the chroma plane.
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
+
 def _hue_matrix(shift: float) -> np.ndarray:
     """3×3 RGB matrix rotating the hue by ``shift`` turns (fractions of 360°) and keeping the luma."""
     a = 2.0 * np.pi * shift
     rot = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
     return (np.linalg.inv(_RGB_TO_YIQ) @ rot @ _RGB_TO_YIQ).astype(np.float32)
+
 
 def _jitter_affine(rng: np.random.Generator, strength: float, hue: float) -> tuple[np.ndarray, np.ndarray]:
     """Draw one colour jitter and return it as ``(A, k)``: jittered ``x`` = ``clip(x @ A.T + mean(x) · k, 0, 1)``.
@@ -46,6 +48,7 @@ def _jitter_affine(rng: np.random.Generator, strength: float, hue: float) -> tup
     hs = (_hue_matrix(rng.uniform(-hue, hue)).astype(np.float64) if hue > 0 else np.eye(3)) @ sat
     return c * b * hs, (1 - c) * b * hs.sum(axis=1)
 
+
 def colour_jitter(clip: np.ndarray, rng: np.random.Generator, strength: float = 0.4, hue: float = 0.0) -> np.ndarray:
     """Brightness, contrast and saturation jitter (factors uniform in ``1 ± strength``) and, with ``hue`` > 0, a
     hue shift uniform in ``± hue`` turns, of ``[.., T, H, W, 3]`` float RGB clips in [0, 1]; one draw for the
@@ -56,6 +59,7 @@ def colour_jitter(clip: np.ndarray, rng: np.random.Generator, strength: float = 
     mean = x.mean(axis=(-4, -3, -2, -1), keepdims=True, dtype=np.float64)
     out = x @ a.T.astype(np.float32) + (mean * k).astype(np.float32)
     return np.clip(out, 0.0, 1.0, out=out)
+
 
 def colour_transform(jitter: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
     """The colour jitter (:func:`_jitter_affine`, or ``None``) and the normalisation as one ``[3, 4]`` float32
@@ -73,11 +77,13 @@ def colour_transform(jitter: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray
         out[:, 3] = jitter[1] * scale / 255.0
     return out.astype(np.float32)
 
+
 def _normalised_bounds() -> tuple[np.ndarray, np.ndarray]:
     """(``shift`` = ``lo``, ``hi``) float64: the normalised values of colour 0 and 1 per channel."""
     std = np.array(VIDEO_STD, np.float64)
     lo = -np.array(VIDEO_MEAN, np.float64) / std
     return lo, lo + 1.0 / std
+
 
 def _finish_video(clips: list[list[np.ndarray]], colour: np.ndarray, flip: bool) -> np.ndarray:
     """``[M][V]`` uint8 ``[T, H, W, 3]`` clips → ``[M, V, 3, T, H, W]`` float32, in one pass per colour plane.
@@ -116,6 +122,7 @@ def _finish_video(clips: list[list[np.ndarray]], colour: np.ndarray, flip: bool)
                 np.clip(o, lo32[ch], hi32[ch], out=o)
     return out
 
+
 def _stack_clips(clips: list[list[np.ndarray]], flip: bool) -> np.ndarray:
     """``[M][V]`` uint8 ``[T, H, W, 3]`` clips → one ``[M, V, T, H, W, 3]`` uint8 array, mirrored when ``flip``
     (``cv2.flip`` of the clip as one ``[T·H, W, 3]`` image: 20× faster than a reversed-stride copy)."""
@@ -128,6 +135,7 @@ def _stack_clips(clips: list[list[np.ndarray]], flip: bool) -> np.ndarray:
             else:
                 out[m, v] = x
     return out
+
 
 def model_video(batch: dict, device: torch.device) -> torch.Tensor:
     """``batch["video"]`` on ``device`` as the model takes it, ``[B, M, V, 3, T, H, W]`` float32 normalised.

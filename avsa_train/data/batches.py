@@ -192,6 +192,7 @@ def auto_workers(world_size_on_node: int = 1) -> int:
     """DataLoader workers per rank that keep a GPU fed: the node's CPUs shared by its ranks, at most 8."""
     return max(1, min(8, usable_cpus() // max(1, world_size_on_node) - 1))
 
+
 def loader_worker_init(_worker_id: int) -> None:
     """``DataLoader(worker_init_fn=...)``: the settings of a loader worker process. glibc keeps freed decode
     buffers (:func:`avsa_train.allocator.keep_freed_buffers`), and numpy's BLAS runs on one thread: a worker is one
@@ -201,6 +202,7 @@ def loader_worker_init(_worker_id: int) -> None:
 
     allocator.keep_freed_buffers()
     threadpool_limits(1, user_api="blas")
+
 
 def make_loader(
     stream: ShardStream, num_workers: int = 2, pin_memory: bool | None = None, seed: int | None = 0

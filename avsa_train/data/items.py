@@ -26,6 +26,7 @@ from .stream_config import AUDIO_FORMATS, StreamConfig
 AUDIO_MIRRORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "mono": lambda a: a, "stereo": binaural.flip_stereo, "ambi": ambisonics.flip_horizontal}
 
+
 def view_audio(
     s: RawSample, views: Sequence[int], moment: int, audio_format: str, flip: bool = False, gain: float = 1.0,
     field_yaw: float = 0.0,
@@ -61,11 +62,13 @@ def view_audio(
     foa = s.foa(moment)
     return (stacked.astype(np.float32) @ foa).reshape(len(views), channels, foa.shape[1])
 
+
 def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
     """Decode and augment one sample into numpy arrays.
 
     Returns ``video [M, V, 3, T, H, W]`` float32 (normalised; with ``cfg.video_on_device`` the uint8 clips
-    ``[M, V, T, H, W, 3]`` and their ``colour [3, 4]`` transform instead, see :func:`model_video`),
+    ``[M, V, T, H, W, 3]`` and their ``colour [3, 4]`` transform instead, see
+    :func:`avsa_train.data.augment.model_video`),
     ``audio [M, V, C, n]`` float32 waveforms,
     optional ``seg``/``conf`` ``[M, V, 56, 56]`` (int64 ids, float confidence), optional ``events`` (``[M][V]``
     lists of :func:`avsa_data.events.view_events` dicts, azimuths negated when flipped), ``views [V]`` bank
@@ -73,11 +76,7 @@ def decode_item(s: RawSample, cfg: StreamConfig, epoch: int) -> dict:
     """
     meta = s.meta
     rng = rng_for(cfg.seed, "augment", epoch, s.key)
-    bank = list(range(len(meta["viewpoints"])))
-    if cfg.hfov_range is not None:
-        lo, hi = cfg.hfov_range
-        ok = [k for k in bank if lo <= meta["viewpoints"][k]["hfov"] <= hi]
-        bank = ok or bank
+    bank = views_in_range(s, cfg.hfov_range) or list(range(len(meta["viewpoints"])))  # none in range: all
     if cfg.views > len(bank):
         raise ValueError(f"{s.key}: {cfg.views} views requested but the bank has {len(bank)}")
     views = sorted(rng.choice(bank, size=cfg.views, replace=False).tolist()) if cfg.train else bank[: cfg.views]

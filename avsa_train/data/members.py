@@ -20,6 +20,7 @@ def derived(s: RawSample, render: str) -> bool:
     (:func:`avsa_data.renders.derivable_renders`). HRIR stereo, a convolution, is read precomputed when stored."""
     return render in renders.derivable_renders(renders.binaural_mode(s.meta))
 
+
 def member_wanted(cfg: StreamConfig) -> Callable[[str], bool]:
     """Whether ``decode_item(·, cfg)`` may read the member with this suffix (``m00.v01.jpg``): ``meta.json``,
     the clips, the unrotated FOA, the stored stereo renders when the format is stereo (HRIR stereo is read,
@@ -39,6 +40,7 @@ def member_wanted(cfg: StreamConfig) -> Callable[[str], bool]:
         return cfg.with_masks and len(parts) == 4 and parts[2] in ("seg56", "conf56")
 
     return wanted
+
 
 def prune_members(s: RawSample, cfg: StreamConfig) -> RawSample:
     """``s`` without the members ``decode_item(·, cfg)`` never reads (:func:`member_wanted`): the stored renders

@@ -28,6 +28,7 @@ def consumer_shards(
         return order[consumer::consumers], False
     return order, True
 
+
 def consumer_epoch_size(
     urls: Sequence[str], sizes: dict[str, int], epoch: int, seed: int, consumer: int, consumers: int, shuffle: bool
 ) -> int:
@@ -37,6 +38,7 @@ def consumer_epoch_size(
     if not subsplit:
         return n
     return len(range(consumer, n, consumers))
+
 
 def iter_epoch_raw(
     urls: Sequence[str], epoch: int, seed: int, consumer: int, consumers: int, shuffle: bool, buffer: int,

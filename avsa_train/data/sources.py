@@ -51,6 +51,7 @@ def expand_urls(shards: str | Sequence[str]) -> list[str]:
         return urls
     return [s]
 
+
 def option_urls(shards: str, flag: str = "--shards") -> list[str]:
     """:func:`expand_urls` of a command's ``--shards`` value; a local folder or file that does not exist, or one
     with no shards, is an :class:`~avsa_data.options.OptionError` naming ``flag`` (exit status 2)."""
@@ -63,6 +64,7 @@ def option_urls(shards: str, flag: str = "--shards") -> list[str]:
     except FileNotFoundError as e:
         raise OptionError(f"{flag} {s}: {e} (make shards with avsa-data shard)") from None
 
+
 def split_urls(urls: Sequence[str], split: str | None) -> list[str]:
     """Keep shards of one split (``train-000000.tar`` → ``train``); URLs that do not parse are kept."""
     if split is None:
@@ -74,8 +76,10 @@ def split_urls(urls: Sequence[str], split: str | None) -> list[str]:
             out.append(u)
     return out
 
+
 #: URL schemes always opened by webdataset's gopen (with curl), as before fsspec support.
 _CURL_SCHEMES = frozenset({"http", "https", "sftp", "ftps", "scp"})
+
 
 def _fsspec_url(url: str) -> bool:
     """Whether ``url`` is read through fsspec: a ``scheme://`` URL other than the curl ones; schemes webdataset
@@ -88,6 +92,7 @@ def _fsspec_url(url: str) -> bool:
 
     return s not in gopen_schemes and s != "file" or remote.has_implementation(s)
 
+
 def open_url(url: str):
     """A readable binary stream for a local path, ``pipe:cmd``, an fsspec URL (``s3://…``) or any URL
     webdataset's gopen understands (``http(s)://`` with curl)."""
@@ -98,6 +103,7 @@ def open_url(url: str):
     import webdataset as wds
 
     return wds.gopen(url, "rb")
+
 
 def read_manifest(shards_dir: str | Path) -> dict | None:
     """``manifest.json`` of a shard folder (a path or an fsspec URL), or None if there is none."""
@@ -113,9 +119,11 @@ def read_manifest(shards_dir: str | Path) -> dict | None:
         raise ValueError(f"{where}: not an avsa-data manifest (an object with a list 'shards'; docs/FORMAT.md)")
     return m
 
+
 def has_manifest(shards: str | Path | Sequence[str]) -> bool:
     """Whether ``shards`` is a shard folder (a path or an fsspec URL) with ``manifest.json``."""
     return isinstance(shards, (str, Path)) and read_manifest(shards) is not None
+
 
 def _manifest(shards_dir: str | Path) -> dict:
     m = read_manifest(shards_dir)
@@ -124,10 +132,12 @@ def _manifest(shards_dir: str | Path) -> dict:
                                 f"folder?)")
     return m
 
+
 def count_samples(shards_dir: str | Path, split: str | None = None) -> int:
     """Samples listed in ``manifest.json`` (optionally of one split)."""
     m = _manifest(shards_dir)
     return sum(s["num_samples"] for s in m["shards"] if split is None or s["split"] == split)
+
 
 def shard_sizes(shards_dir: str | Path) -> dict[str, int]:
     """``{path of a shard: samples}`` from ``manifest.json`` of a shard folder (paths as :func:`expand_urls`)."""
@@ -135,6 +145,7 @@ def shard_sizes(shards_dir: str | Path) -> dict[str, int]:
     if isinstance(shards_dir, str) and remote.is_url(shards_dir):
         return {remote.join(shards_dir, s["name"]): int(s["num_samples"]) for s in m["shards"]}
     return {str(Path(shards_dir) / s["name"]): int(s["num_samples"]) for s in m["shards"]}
+
 
 def peek_meta(urls: Sequence[str]) -> dict:
     """``meta.json`` of the first sample of the first shard (to check options before starting workers)."""

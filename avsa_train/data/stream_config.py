@@ -8,6 +8,7 @@ from avsa_data.options import OptionError
 
 AUDIO_FORMATS = {"mono": ("mono", 1), "stereo": ("stereo", 2), "ambi": ("foa", 4)}
 
+
 @dataclass(frozen=True)
 class StreamConfig:
     """What a stream yields: V views × ``moments`` moments per item, batched, with or without augmentation."""
@@ -45,6 +46,7 @@ class StreamConfig:
             raise ValueError(
                 f"flip_p must be in [0, 1] and volume_jitter in [0, 1), got {self.flip_p}, {self.volume_jitter}"
             )
+
 
 def check_shards_fit(meta: dict, cfg: StreamConfig) -> None:
     """An :class:`~avsa_data.options.OptionError` naming the option when the shards cannot give ``cfg``'s items (too

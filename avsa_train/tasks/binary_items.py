@@ -17,6 +17,7 @@ from avsa_train.tasks import misalign
 if TYPE_CHECKING:
     from avsa_train.tasks.binary_eval import BinaryEvalConfig
 
+
 class BinaryItems:
     """The binary tasks' item policy (:class:`avsa_train.data.batches.ItemPolicy`): each sample's items as dicts
     with ``video [V, 3, T, H, W]``, ``audio [V, C, n]``, ``label``, ``yaw`` (degrees; 0 unless a reference AVSA
@@ -75,8 +76,10 @@ class BinaryItems:
                 "offset": offset,
             }
 
+
 #: Per-item columns carried from the items to the features and the outputs (besides the label).
 ITEM_COLUMNS = BinaryItems.columns
+
 
 def binary_stream(
     urls: list[str],
@@ -92,6 +95,7 @@ def binary_stream(
         donors = misalign.DonorBank(list(urls))
     return epoch_stream(urls, BinaryItems(cfg, audio_format, phase, donors), epoch=epoch, seed=cfg.seed,
                         shuffle=phase == "train", buffer=cfg.shuffle_buffer, batch_size=cfg.batch_size)
+
 
 def column_value(name: str, value):
     """An item's column as it is stored: views as ``"0,3,5,6"``, numbers as floats, missing as ``""``/``nan``."""
