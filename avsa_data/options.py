@@ -9,6 +9,10 @@ Metadata keys (all optional but ``help``): ``help``, ``unit`` (shown as the opti
 ``min`` / ``max`` (inclusive), ``flag`` (e.g. ``"--confidence"`` or ``"--color-jitter/--no-color-jitter"``),
 ``short`` (``"-q"``), ``form`` (see :data:`FORMS`), ``default_doc`` (what a ``None`` default means), ``cli``
 (``False``: no flag, e.g. a field set only by a YAML file or by the library).
+
+A config can hold a shared part as a nested config (:func:`nested`): its fields are its owner's options, written
+flat on the command line, in ``--config`` files and in saved configurations (:func:`flat_fields`,
+:func:`flat_dict`, :func:`flat_replace`), so nesting a part changes no flag, key or saved byte.
 """
 
 from __future__ import annotations
@@ -69,6 +73,101 @@ def option(
         "cli": cli,
     }
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"option": meta})
+
+
+def nested(config: type, prefix: str = "") -> Any:
+    """A field holding a sub-config of type ``config`` (its defaults), whose fields are options of its owner named
+    ``prefix + name`` (flag ``--prefix-name``): the shared part of several configs, written once."""
+    return dataclasses.field(default_factory=config, metadata={"nested": prefix})
+
+
+def nested_prefix(f: dataclasses.Field) -> str | None:
+    """The prefix of a field made with :func:`nested`, else ``None``."""
+    return f.metadata.get("nested")
+
+
+def flat_fields(config: Any, prefix: str = "") -> list[tuple[str, tuple[str, ...], dataclasses.Field, type]]:
+    """Every leaf field of the dataclass ``config`` (a class or an instance) in field order, a nested config's
+    in its place: ``(flat name, attribute path, field, the dataclass declaring it)``. Two leaves with one flat
+    name are a ``TypeError`` (a prefix tells them apart)."""
+    cls = config if isinstance(config, type) else type(config)
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, tuple[str, ...], dataclasses.Field, type]] = []
+    for f in dataclasses.fields(cls):
+        inner = nested_prefix(f)
+        if inner is None:
+            out.append((prefix + f.name, (f.name,), f, cls))
+            continue
+        for name, path, leaf, owner in flat_fields(hints[f.name], prefix + inner):
+            out.append((name, (f.name, *path), leaf, owner))
+    names = [name for name, *_ in out]
+    if len(set(names)) != len(names):
+        raise TypeError(f"{cls.__name__}: nested configs repeat the options "
+                        f"{sorted({n for n in names if names.count(n) > 1})}; give the nested field a prefix")
+    return out
+
+
+def flat_get(config: Any, path: tuple[str, ...]) -> Any:
+    """The value at attribute ``path`` (from :func:`flat_fields`) of ``config``."""
+    for name in path:
+        config = getattr(config, name)
+    return config
+
+
+def flat_value(config: Any, name: str) -> Any:
+    """The value of option ``name`` (a flat name, :func:`flat_fields`) of ``config``; ``KeyError`` for another."""
+    for flat, path, _, _ in flat_fields(config):
+        if flat == name:
+            return flat_get(config, path)
+    raise KeyError(name)
+
+
+def flat_dict(config: Any) -> dict:
+    """``config`` as one flat mapping of option name: value (nested configs inlined in their place), as
+    ``dataclasses.asdict`` gives a config without nested parts."""
+    return {name: _plain(flat_get(config, path)) for name, path, _, _ in flat_fields(config)}
+
+
+def _plain(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+
+
+def flat_build(config: type, values: dict) -> Any:
+    """``config`` from flat option values (names as :func:`flat_fields` gives them; absent: the default); other
+    keys are ignored; a nested config may also be given whole, under its field's name. The dataclasses' own
+    checks run as they are built."""
+    hints = typing.get_type_hints(config)
+    kwargs = {}
+    for f in dataclasses.fields(config):
+        inner = nested_prefix(f)
+        if f.name in values and (inner is None or dataclasses.is_dataclass(values[f.name])):
+            kwargs[f.name] = values[f.name]
+        elif inner is not None:
+            part = {k[len(inner):]: v for k, v in values.items() if k.startswith(inner)}
+            kwargs[f.name] = flat_build(hints[f.name], part)
+    return config(**kwargs)
+
+
+def flat_replace(config: Any, **changes: Any) -> Any:
+    """``config`` with the flat options ``changes`` replaced (``dataclasses.replace`` through nested parts);
+    an unknown name is a ``TypeError``."""
+    paths = {name: path for name, path, _, _ in flat_fields(config)}
+    unknown = sorted(set(changes) - set(paths))
+    if unknown:
+        raise TypeError(f"{type(config).__name__} has no options {unknown}")
+    return _replace_paths(config, {".".join(paths[name]): value for name, value in changes.items()})
+
+
+def _replace_paths(config: Any, changes: dict[str, Any]) -> Any:
+    """``config`` with ``changes`` keyed by dotted attribute paths."""
+    direct = {k: v for k, v in changes.items() if "." not in k}
+    deeper: dict[str, dict] = {}
+    for k, v in changes.items():
+        if "." in k:
+            head, _, rest = k.partition(".")
+            deeper.setdefault(head, {})[rest] = v
+    direct.update({head: _replace_paths(getattr(config, head), sub) for head, sub in deeper.items()})
+    return dataclasses.replace(config, **direct)
 
 
 def option_meta(f: dataclasses.Field) -> dict | None:
@@ -173,8 +272,12 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
 
 def field_hint(config: type, name: str) -> Any:
-    """The type hint of field ``name`` of the dataclass ``config`` (resolved, not the annotation's text)."""
-    return typing.get_type_hints(config)[name]
+    """The type hint of option ``name`` of the dataclass ``config`` (a field, or a nested config's field under its
+    flat name: :func:`flat_fields`), resolved, not the annotation's text; ``KeyError`` for another name."""
+    for flat, _, f, owner in flat_fields(config):
+        if flat == name:
+            return typing.get_type_hints(owner)[f.name]
+    raise KeyError(name)
 
 
 def type_name(hint: Any) -> str:

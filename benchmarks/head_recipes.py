@@ -69,14 +69,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     from avsa_train.tasks.binary_items import binary_stream
     from avsa_train.tasks.common import load_backbone, seed_torch
+    from avsa_train.tasks.protocol import DownstreamProtocol
 
     t0, c0 = time.time(), cpu_s()
     dev = torch.device("cpu")
     seed_torch(args.seed)
     backbone = load_backbone(args.ckpt, width=args.width, device=dev)
     features = "transformer" if backbone.translator is not None else "direct"
-    base = BinaryEvalConfig(task=args.task, features=features, seed=args.seed, epochs=args.passes, lr=args.lr,
-                            head_epochs=1)
+    base = BinaryEvalConfig(task=args.task, features=features, epochs=args.passes, lr=args.lr, head_epochs=1,
+                            protocol=DownstreamProtocol(seed=args.seed))
     urls = sources.shard_urls(args.shards, "train")
     donors = misalign.DonorBank(urls) if args.task == "avc" else None
     fmt = backbone.audio_format
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         return feats.take(torch.tensor([keep(v) for v in feats.columns["video_id"]]).nonzero().flatten())
 
     def make_loader(stream):  # the task's own loader (avsa_train.tasks.binary_eval.run_binary)
-        return batches.make_loader(stream, base.workers, pin_memory=False, seed=None)
+        return batches.make_loader(stream, base.protocol.workers, pin_memory=False, seed=None)
 
     test_items = make_loader(binary_stream(urls, base, fmt, "test", 0, donors))
     every = encode_items(backbone, [(0, test_items)], base, dev, False, "encode held-out")

@@ -3,7 +3,6 @@ of the synthetic shards (results, table, resume, errors)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from avsa_data.options import flat_dict
 from avsa_train import ablate
 from avsa_train.config import PretrainConfig
 from avsa_train.tasks.binary_eval import BinaryEvalConfig
@@ -181,6 +181,7 @@ def test_every_set_key_reaches_the_task_config_a_cell_runs_with():
         "seg_fpn_dim": ("segmentation", ["fpn_dim", "segm_dim"]),
         "seg_views": ("segmentation", ["views"]),
         "binary.hidden": ("binary", ["hidden"]),
+        "binary.eval_split": ("binary", ["eval_split"]),  # a field of the nested DownstreamProtocol
         "segmentation.hfov_range": ("segmentation", ["hfov_range"]),
         "pretrain.tau": ("pretrain", ["tau"]),
     }
@@ -196,11 +197,11 @@ def test_every_set_key_reaches_the_task_config_a_cell_runs_with():
             "segmentation": run.segmentation_config(),
         }
 
-    before = {k: dataclasses.asdict(v) for k, v in configs(_run(tiny)).items()}
+    before = {k: flat_dict(v) for k, v in configs(_run(tiny)).items()}
     for key, (part, fields) in targets.items():
         raw = values.get(key, "7")
         change = ablate.parse_overrides([f"{key}={raw}"])
-        after = {k: dataclasses.asdict(v) for k, v in configs(_run(ablate.resolve_scale("tiny", change))).items()}
+        after = {k: flat_dict(v) for k, v in configs(_run(ablate.resolve_scale("tiny", change))).items()}
         for p in after:
             diff = {f for f in after[p] if after[p][f] != before[p][f]}
             if key == "workers" and p != "pretrain":  # the evaluations use the scale's workers too

@@ -4,6 +4,7 @@ every default a command uses is its config's, and every command ends a user's mi
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import click
@@ -11,10 +12,21 @@ import pytest
 from click.testing import CliRunner
 
 from avsa_data.cli import main as data_cli
-from avsa_data.cli._options import ConfigOption, config_from
+from avsa_data.cli._options import ConfigOption, config_from, config_options
 from avsa_data.events import EventOptions
 from avsa_data.layouts import LayoutSpec
-from avsa_data.options import field_default, option_meta
+from avsa_data.options import (
+    field_default,
+    field_hint,
+    flat_build,
+    flat_dict,
+    flat_fields,
+    flat_replace,
+    flat_value,
+    nested,
+    option,
+    option_meta,
+)
 from avsa_data.samples import SampleConfig
 from avsa_data.shards import JobConfig, JobStopped
 from avsa_data.synth import SynthConfig
@@ -107,14 +119,14 @@ def test_config_built_from_no_flags_is_the_default_config(group, name):
         if cls is BinaryEvalConfig:
             extra = {"task": "avsa", "features": "transformer"}
         built = config_from(cls, params, **extra)
-        expected = cls(**{k: v for k, v in CLI_DEFAULTS.items() if k in {f.name for f in dataclasses.fields(cls)}})
+        expected = flat_build(cls, {k: v for k, v in CLI_DEFAULTS.items() if k in {n for n, *_ in flat_fields(cls)}})
         assert built == expected, (name, cls.__name__)
 
 
 def test_every_cli_field_documents_itself():
     for cls in (SynthConfig, SampleConfig, JobConfig, EventOptions, LayoutSpec, PretrainConfig, BinaryEvalConfig,
                 SegmentationConfig, FinetuneConfig, DirectionProbeConfig):
-        for f in dataclasses.fields(cls):
+        for _, _, f, _ in flat_fields(cls):  # a nested protocol's fields too
             meta = option_meta(f)
             if meta is None:
                 continue
@@ -177,7 +189,6 @@ def test_bad_values_rejected_by_click_or_by_the_config(tmp_path):
 def test_every_field_with_choices_is_checked_by_its_config():
     """The allowed values live once, in the field metadata: every config refuses a value outside them with a
     line naming the flag (the same list the command line offers)."""
-    import dataclasses
 
     from avsa_data.options import flag_of, option_meta
     from avsa_data.samples import SampleConfig
@@ -281,3 +292,67 @@ def test_config_values_of_the_wrong_type_are_refused(value, hint, text, says):
 
     with pytest.raises(ValueError, match=re.escape(says)):
         typed_value(value, hint, text)
+
+
+# ------------------------------------------------------------------------------------------- nested configs
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    seed: int = option(0, help="Seed.")
+    jitter: bool = option(True, help="Jitter.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Whole:
+    lr: float = option(0.1, help="Learning rate.")
+    part: _Part = nested(_Part)
+    other: _Part = nested(_Part, "other_")
+
+
+def test_a_nested_config_is_options_of_its_owner_under_flat_prefixed_names():
+    @click.command()
+    @config_options(_Whole)
+    def cmd(**opts):
+        click.echo(repr(config_from(_Whole, opts)))
+
+    names = [p.name for p in cmd.params]
+    assert names == ["lr", "seed", "jitter", "other_seed", "other_jitter"]
+    r = CliRunner().invoke(cmd, ["--seed", "3", "--other-seed", "5", "--no-other-jitter"])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == repr(_Whole(part=_Part(3, True), other=_Part(5, False)))
+    w = _Whole()
+    assert list(flat_dict(w).items()) == [("lr", 0.1), ("seed", 0), ("jitter", True), ("other_seed", 0),
+                                          ("other_jitter", True)]
+    changed = flat_replace(w, other_seed=7, lr=0.5)
+    assert changed == _Whole(lr=0.5, other=_Part(seed=7)) and flat_value(changed, "other_seed") == 7
+    assert flat_build(_Whole, {"other_jitter": False, "unknown": 1}) == _Whole(other=_Part(jitter=False))
+    assert field_hint(_Whole, "other_seed") is int and field_hint(_Whole, "jitter") is bool
+    with pytest.raises(TypeError, match="no options"):
+        flat_replace(w, other_nope=1)
+
+    @dataclasses.dataclass(frozen=True)
+    class Clash:
+        a: _Part = nested(_Part)
+        b: _Part = nested(_Part)
+
+    with pytest.raises(TypeError, match="repeat the options"):
+        flat_fields(Clash)
+
+
+def test_the_task_configs_save_their_nested_protocol_flat_as_before():
+    """BinaryEvalConfig and SegmentationConfig nest the DownstreamProtocol, and still save (eval JSON ``config``,
+    the command's flags and --config keys) the flat layout their outputs have always had, in that order."""
+    binary = ["task", "views", "epochs", "batch_size", "lr", "milestones", "gamma", "weight_decay", "hidden",
+              "dropout", "misalign_rate", "negatives", "min_yaw", "controls", "features", "test_draws", "augment",
+              "head_epochs", "standardize", "shuffle_buffer", "seed", "workers", "train_split", "eval_split"]
+    segment = ["views", "epochs", "batch_size", "lr", "weight_decay", "milestones", "gamma", "hfov_range",
+               "eval_hfov_range", "fpn_dim", "segm_dim", "use_audio", "use_context", "backbone",
+               "confidence_threshold", "shuffle_buffer", "seed", "workers", "train_split", "eval_split"]
+    assert list(flat_dict(BinaryEvalConfig())) == binary
+    assert list(flat_dict(SegmentationConfig())) == segment
+    cfg = flat_replace(SegmentationConfig(), seed=4, eval_split="test")
+    assert cfg.protocol.seed == 4 and cfg.protocol.eval_split == "test" and flat_dict(cfg)["seed"] == 4
+    assert json.loads(json.dumps(flat_dict(cfg))) == {**flat_dict(SegmentationConfig()), "seed": 4,
+                                                      "eval_split": "test", "hfov_range": [45.0, 90.0],
+                                                      "eval_hfov_range": [45.0, 90.0], "milestones": [5, 8]}

@@ -336,6 +336,7 @@ def test_eval_avsa_cli_end_to_end_from_scratch(avsa_runs):
     res = check_binary_json(out / "eval_avsa.json", "avsa")
     assert res["checkpoint"]["pretrained"] is False and res["checkpoint"]["width"] == 0.125
     assert len(res["history"]) == 1 and res["config"]["test_draws"] == 2
+    assert res["config"]["eval_split"] == "val" and "protocol" not in res["config"]  # saved flat (FORMAT of results)
     rows = [json.loads(ln) for ln in (out / "eval_avsa_items.jsonl").read_text().splitlines()]
     assert len(rows) == res["metrics"]["n"] and sum(r["correct"] for r in rows) == res["metrics"]["correct"]
     assert {r["draw"] for r in rows} == {0, 1}

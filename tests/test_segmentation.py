@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import run_train
 
+from avsa_data.options import flat_dict
 from avsa_train.models import Conv2D10, CrossModalTranslator, R2Plus1D18
 from avsa_train.tasks.metrics import (
     confident_mask,
@@ -198,6 +199,7 @@ def test_segment_with_audio_context_and_finetuned_backbone(synth_shards, tmp_pat
     assert any(not torch.equal(a, b) for a, b in zip(before, bb.video.parameters()))  # the encoder was trained
     _check_segment_json(write_metrics(tmp_path, "segment", res.to_json()))
     assert res.config["use_audio"] and res.config["use_context"] and res.config["backbone"] == "finetune"
+    assert res.config == flat_dict(cfg) and res.config["seed"] == 0  # the nested protocol saved flat
 
 
 # ------------------------------------------------------------------------------------------------ the learner

@@ -3,7 +3,8 @@
 :func:`config_options` reads a frozen config dataclass whose fields were made with
 :func:`avsa_data.options.option` and adds one click option per field: the flag, the default, the type, the
 allowed values, the help text and the unit all come from the field, so an option is written once, beside its
-default. The command then builds its config with :func:`config_from`.
+default. The command then builds its config with :func:`config_from`. A nested config's fields
+(:func:`avsa_data.options.nested`) are options of the command too, named with the nested field's prefix.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from typing import Any
 
 import click
 
-from avsa_data.options import DEVICES, OptionError, field_default, format_value, option_meta, read_options_file
+from avsa_data.options import (
+    DEVICES,
+    OptionError,
+    field_default,
+    flat_build,
+    flat_fields,
+    format_value,
+    option_meta,
+    read_options_file,
+)
 
 
 class CommaList(click.ParamType):
@@ -102,14 +112,20 @@ def _click_type(hint: Any, meta: dict, default: Any) -> dict:
     return {"type": base}
 
 
-def _option(config: type, f: dataclasses.Field, hint: Any, unset: str | None, prefix: str) -> click.Option:
-    """One click option of field ``f``. ``unset``: the option defaults to ``None`` and this text says what that
-    means (the command or a later layer, e.g. a YAML file, decides); ``prefix`` starts that note in the help."""
+def _option(config: type, name: str, f: dataclasses.Field, hint: Any, unset: str | None,
+            prefix: str) -> click.Option:
+    """One click option, ``name``, of field ``f``. ``unset``: the option defaults to ``None`` and this text says
+    what that means (the command or a later layer, e.g. a YAML file, decides); ``prefix`` starts that note in the
+    help."""
     meta = option_meta(f)
     default = field_default(f)
     base, _ = _base_type(hint)
     flag = meta["flag"] or "--" + f.name.replace("_", "-")
-    decls = [flag, *([meta["short"]] if meta["short"] else []), f.name]
+    if name != f.name:  # a nested config's field: its prefix goes in front of the flag (both of an on/off pair)
+        lead = name[: len(name) - len(f.name)].replace("_", "-")
+        flag = "/".join("--" + (f"no-{lead}{x[5:]}" if x.startswith("--no-") else lead + x[2:])
+                        for x in flag.split("/"))
+    decls = [flag, *([meta["short"]] if meta["short"] else []), name]
     kw: dict[str, Any] = {"help": meta["help"]}
     if base is bool:
         if "/" in flag:
@@ -137,9 +153,11 @@ def _option(config: type, f: dataclasses.Field, hint: Any, unset: str | None, pr
     return ConfigOption(decls, config=config, field=f, **kw)
 
 
-def cli_fields(config: type) -> list[dataclasses.Field]:
-    """The fields of ``config`` that are command-line options."""
-    return [f for f in dataclasses.fields(config) if (m := option_meta(f)) is not None and m["cli"]]
+def cli_fields(config: type) -> list[tuple[str, dataclasses.Field, type]]:
+    """The fields of ``config`` (and of its nested configs) that are command-line options: ``(option name, field,
+    the dataclass declaring it)``."""
+    return [(name, f, owner) for name, _, f, owner in flat_fields(config)
+            if (m := option_meta(f)) is not None and m["cli"]]
 
 
 def config_options(config: type, *, unset: dict[str, str] | None = None,
@@ -150,11 +168,10 @@ def config_options(config: type, *, unset: dict[str, str] | None = None,
     default means (the command decides). ``all_unset``: every option defaults to ``None`` and the callable says
     where the value then comes from (``pretrain``: Table 2 per task ← YAML file ← flags).
     """
-    hints = typing.get_type_hints(config)
     made = []
-    for f in cli_fields(config):
-        note = all_unset(f) if all_unset else (unset or {}).get(f.name)
-        made.append(_option(config, f, hints[f.name], note, "default: "))
+    for name, f, owner in cli_fields(config):
+        note = all_unset(f) if all_unset else (unset or {}).get(name)
+        made.append(_option(owner, name, f, typing.get_type_hints(owner)[f.name], note, "default: "))
 
     def decorate(fn):
         for opt in reversed(made):
@@ -166,12 +183,12 @@ def config_options(config: type, *, unset: dict[str, str] | None = None,
 
 def config_from(config: type, values: dict, **extra):
     """``config`` built from the values of its options (``None`` = not given: the field's default) and
-    ``extra`` fields; other keys of ``values`` are ignored. A value the config refuses is an
-    :class:`~avsa_data.options.OptionError` (exit status 2)."""
-    names = {f.name for f in dataclasses.fields(config)}
-    given = {k: v for k, v in values.items() if k in names and v is not None}
+    ``extra`` fields; other keys of ``values`` are ignored. Nested configs are built from their options too,
+    unless ``extra`` gives them. A value the config refuses is an :class:`~avsa_data.options.OptionError` (exit
+    status 2)."""
+    given = {k: v for k, v in values.items() if v is not None}
     try:
-        return config(**{**given, **extra})
+        return flat_build(config, {**given, **extra})
     except OptionError:
         raise
     except ValueError as e:  # the config's own checks refuse what the options asked for

@@ -11,8 +11,6 @@ import click
 from avsa_data.cli._command import command
 from avsa_data.cli._locations import output_folder
 from avsa_data.cli._options import config_from, config_options, shared
-from avsa_data.events import EventOptions
-from avsa_data.labels.options import LabelOptions
 from avsa_data.layouts import LayoutSpec
 from avsa_data.options import plural
 from avsa_data.samples import SampleConfig
@@ -51,7 +49,6 @@ SECTIONS = {
               help="Folder searched recursively for .mp4/.mkv/.webm/.mov 360° equirect videos. Audio: a 4-channel "
                    "track in the container, or a same-stem sidecar .wav/.flac (see --layout for other layouts).")
 @config_options(LayoutSpec)
-@config_options(EventOptions)
 @click.option("--out", callback=output_folder, required=True,
               help="Output folder for {split}-NNNNNN.tar shards, manifest.json and failures.jsonl; or an fsspec "
                    "URL (s3://bucket/prefix, gs://…; pip install 'avsa[cloud]' s3fs) to upload them to.")
@@ -62,11 +59,9 @@ SECTIONS = {
 @click.option("--list", "list_file", type=click.Path(path_type=Path, dir_okay=False),
               help="CSV with columns video_id (or path) and split.  [default: SRC/videos.csv if present, else all "
                    "train]")
-@config_options(SampleConfig)
 @click.option("--hfov", nargs=2, type=float, default=(SampleConfig.hfov_min, SampleConfig.hfov_max),
               metavar="MIN MAX", help="Min and max horizontal field of view (degrees).")
 @config_options(JobConfig)
-@config_options(LabelOptions)
 @click.option("--shard-size", default=str(JobConfig.shard_size),
               help="Samples per shard (e.g. 256) or a size target (e.g. 500MB).")
 @click.option("--engine", type=click.Choice(ENGINES), default="local",
@@ -107,10 +102,8 @@ def shard(src, out, staging, list_file, hfov, shard_size, engine, ray_address, w
     n_shard, mb = _shard_size(shard_size)
     if staging is not None and not isinstance(out, str):
         raise click.BadParameter("only applies when --out is a URL (s3://bucket/prefix)", param_hint="'--staging'")
-    cfg = config_from(SampleConfig, opts, hfov_min=hfov[0], hfov_max=hfov[1]).with_hrir_set()
-    job = config_from(JobConfig, opts, sample=cfg, label_options=config_from(LabelOptions, opts), shard_size=n_shard,
-                      shard_mb=mb,
-                      events=config_from(EventOptions, opts))
+    job = config_from(JobConfig, opts, hfov_min=hfov[0], hfov_max=hfov[1], shard_size=n_shard,
+                      shard_mb=mb).with_hrir_set()
     report = run_shard_job(src, out, job, workers=workers, list_file=list_file, overwrite=overwrite,
                            keep_work=keep_work, progress=not quiet, engine=engine, ray_address=ray_address,
                            staging=staging, layout=config_from(LayoutSpec, opts))

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import layouts, shard_format
 from ..events import EventOptions
 from ..labels import BACKENDS
 from ..labels.options import LabelOptions
-from ..options import option
+from ..options import nested, option
 from ..samples import SampleConfig
 
 VIDEO_EXTS = layouts.VIDEO_EXTS
@@ -23,13 +23,14 @@ ENGINES = ("local", "ray")
 
 @dataclass(frozen=True)
 class JobConfig:
-    """Options of a shard job. ``sample`` fields and the label description determine the bytes."""
+    """Options of a shard job. ``sample`` fields and the label description determine the bytes. The nested
+    configs' fields are options of ``avsa-data shard`` under their own names."""
 
-    sample: SampleConfig = field(default_factory=SampleConfig)
+    sample: SampleConfig = nested(SampleConfig)
     labels: str = option("none", choices=BACKENDS,
                          help="Pseudo-label backend for segmentation masks (docs/LABELS.md): synthetic (the synth "
                          "truth sidecar), precomputed (--label-dir), onnx (--model).")
-    label_options: LabelOptions = field(default_factory=LabelOptions)  # --label-dir, --model, --onnx-*
+    label_options: LabelOptions = nested(LabelOptions)  # --label-dir, --model, --onnx-*
     labels_optional: bool = option(False, help="Write samples without masks (and say so in meta.json) when a "
                                    "video's labels are unusable.")
     shard_size: int | None = 256  # samples per shard
@@ -43,7 +44,11 @@ class JobConfig:
                                              "of 3 bytes per pixel; a 16384x8192 input took 8.4 GB).")
     #: Tolerated deviation of width / height from the 2:1 of an equirectangular frame (relative).
     aspect_tolerance: float = 0.01
-    events: EventOptions = field(default_factory=EventOptions)  # how sound-event CSVs are read
+    events: EventOptions = nested(EventOptions)  # how sound-event CSVs are read
+
+    def with_hrir_set(self) -> JobConfig:
+        """This job with its sample config's HRIR set resolved and checked (:meth:`SampleConfig.with_hrir_set`)."""
+        return replace(self, sample=self.sample.with_hrir_set())
 
     def hashed_fields(self) -> dict:
         return {

@@ -21,7 +21,7 @@ import yaml
 
 from avsa_data.fsutil import atomic_write_bytes
 from avsa_data.jobcontrol import exclusive_lock
-from avsa_data.options import OptionError
+from avsa_data.options import OptionError, flat_replace
 from avsa_train.ablate.grid import SCRATCH_CELL, cell_config, cell_names, cell_overrides, cell_rows, select
 from avsa_train.ablate.report import build_table, log_line, render_markdown
 from avsa_train.ablate.scales import Scale, resolve_scale
@@ -85,12 +85,11 @@ class GridRun:
         ).validate()
 
     def binary_config(self, task: str, features: str) -> BinaryEvalConfig:
-        return dataclasses.replace(
-            self.scale.binary, task=task, features=features, seed=self.seed, workers=self.eval_workers
-        )
+        return flat_replace(self.scale.binary, task=task, features=features, seed=self.seed,
+                            workers=self.eval_workers)
 
     def segmentation_config(self) -> SegmentationConfig:
-        return dataclasses.replace(self.scale.segmentation, seed=self.seed, workers=self.eval_workers)
+        return flat_replace(self.scale.segmentation, seed=self.seed, workers=self.eval_workers)
 
     def cell_spec(self, cell: str) -> dict:
         """Everything that determines a cell's numbers (compared on rerun: a changed spec redoes the cell)."""

@@ -1,7 +1,8 @@
 """Scales of the ablation grid: one :class:`Scale` holds the task configurations every cell shares — the
 pre-training :class:`~avsa_train.config.PretrainConfig`, the AVC-/AVSA-Bin
 :class:`~avsa_train.tasks.binary_eval.BinaryEvalConfig` and the
-:class:`~avsa_train.tasks.segmentation.SegmentationConfig` — changed with :func:`dataclasses.replace`.
+:class:`~avsa_train.tasks.segmentation.SegmentationConfig` — changed with
+:func:`avsa_data.options.flat_replace` (a nested protocol's fields by their flat names).
 
 ``--set KEY=VALUE`` names (:data:`SCALE_KEYS`, also the ``settings`` of ``ablate.json`` / ``table3.json`` and
 the ``scale`` line of ``--list``): the grid's own short names (``steps``, ``bin_epochs``, ``seg_fpn_dim`` …),
@@ -16,7 +17,7 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from avsa_data.options import field_hint, typed_value
+from avsa_data.options import field_hint, flat_fields, flat_replace, flat_value, typed_value
 from avsa_train.ablate.keys import SCALE_KEYS, SCALE_NAMES
 from avsa_train.config import TASK_DEFAULTS, PretrainConfig
 from avsa_train.tasks.binary_eval import BinaryEvalConfig
@@ -75,7 +76,7 @@ class Scale:
     def get(self, key: str):
         """The value of a ``--set`` key (:data:`SCALE_KEYS` name or ``PART.FIELD``)."""
         part, names = SCALE_KEYS[key] if key in SCALE_KEYS else (key.split(".")[0], (key.split(".", 1)[1],))
-        return getattr(self.part(part), names[0])
+        return flat_value(self.part(part), names[0])
 
     def replace(self, **changes) -> Scale:
         """This scale with ``--set`` keys changed (``steps=20``, ``bin_lr=None``, ``binary.hidden=256`` …)."""
@@ -84,7 +85,7 @@ class Scale:
             part, names = SCALE_KEYS[key] if key in SCALE_KEYS else _dotted(key)
             by_part.setdefault(part, {}).update(dict.fromkeys(names, value))
         out = dataclasses.replace(self, **by_part.pop("grid", {}))
-        return dataclasses.replace(out, **{p: dataclasses.replace(out.part(p), **v) for p, v in by_part.items()})
+        return dataclasses.replace(out, **{p: flat_replace(out.part(p), **v) for p, v in by_part.items()})
 
     def as_dict(self) -> dict:
         """The scale as ``--set`` keys: every :data:`SCALE_KEYS` name, then ``PART.FIELD`` for each other field
@@ -92,18 +93,18 @@ class Scale:
         out = {key: self.get(key) for key in SCALE_KEYS}
         for part, kind in PARTS.items():
             default = kind()
-            for f in dataclasses.fields(kind):
-                value = getattr(self.part(part), f.name)
-                settable = f.name not in GRID_OWNED[part] and _short_name(part, f.name) is None
-                if settable and value != getattr(default, f.name):
-                    out[f"{part}.{f.name}"] = value
+            for name, *_ in flat_fields(kind):
+                value = flat_value(self.part(part), name)
+                settable = name not in GRID_OWNED[part] and _short_name(part, name) is None
+                if settable and value != flat_value(default, name):
+                    out[f"{part}.{name}"] = value
         return out
 
 
 def _dotted(key: str) -> tuple[str, tuple[str, ...]]:
     """``"binary.hidden"`` → ``("binary", ("hidden",))``; ``ValueError`` for a field a scale cannot set this way."""
     part, _, name = key.partition(".")
-    if part not in PARTS or name not in {f.name for f in dataclasses.fields(PARTS[part])}:
+    if part not in PARTS or name not in {flat for flat, *_ in flat_fields(PARTS[part])}:
         raise ValueError(f"unknown scale key {key!r}")
     if name in GRID_OWNED[part]:
         raise ValueError(f"--set {key}: each cell or the run sets it, not the scale")

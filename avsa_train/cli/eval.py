@@ -63,9 +63,9 @@ def eval_cmd(task: str, shards: str, ckpt: str, width, audio_format, spec, devic
     params = click.get_current_context().params
     cfg = config_from(BinaryEvalConfig, {**opts, "features": opts["features"] or "direct"}, task=task)  # checks
     check_ckpt(ckpt)
-    check_shards(shards, (cfg.train_split, cfg.eval_split), cfg.views)
+    check_shards(shards, (cfg.protocol.train_split, cfg.protocol.eval_split), cfg.views)
     if task == "avc":
-        check_donors(shards, (cfg.train_split, cfg.eval_split))
+        check_donors(shards, (cfg.protocol.train_split, cfg.protocol.eval_split))
     out_dir = default_out(ckpt, out)
 
     def train(training):

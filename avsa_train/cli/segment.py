@@ -54,7 +54,7 @@ def segment(shards: str, ckpt: str, width, audio_format, spec, device: str, out,
     params = click.get_current_context().params
     cfg = config_from(SegmentationConfig, opts)
     check_ckpt(ckpt)
-    meta = check_shards(shards, (cfg.train_split, cfg.eval_split), cfg.views)
+    meta = check_shards(shards, (cfg.protocol.train_split, cfg.protocol.eval_split), cfg.views)
     if not meta.get("labels", {}).get("present", False):
         raise OptionError(f"segment needs segmentation masks, and --shards {shards} has none: shard with "
                           f"avsa-data shard --labels synthetic|precomputed|onnx")

@@ -74,14 +74,14 @@ def eval_config(cfg: StreamConfig) -> StreamConfig:
 
 
 def task_items_config(
-    protocol, audio_format: str, *, train: bool, with_masks: bool = False,
+    task, audio_format: str, *, train: bool, with_masks: bool = False,
     hfov_range: tuple[float, float] | None = None,
 ) -> StreamConfig:
-    """What a downstream task decodes from each sample: ``protocol``'s V views (``views``) of one moment, in the
-    checkpoint's ``audio_format``, drawn and augmented as pre-training does when ``train`` (``seed``,
-    ``batch_size``, ``shuffle_buffer`` too); ``with_masks`` and ``hfov_range`` for segmentation. ``protocol`` is
-    a task config with those fields (:class:`~avsa_train.tasks.binary_eval.BinaryEvalConfig`,
-    :class:`~avsa_train.tasks.segmentation.SegmentationConfig`)."""
-    return StreamConfig(views=protocol.views, moments=1, audio_format=audio_format, seed=protocol.seed, train=train,
-                        with_masks=with_masks, hfov_range=hfov_range, batch_size=protocol.batch_size,
-                        shuffle_buffer=protocol.shuffle_buffer)
+    """What a downstream task decodes from each sample: the ``task`` config's V views (``views``) of one moment, in
+    the checkpoint's ``audio_format``, drawn and augmented as pre-training does when ``train`` (``batch_size``,
+    and its protocol's ``seed`` and ``shuffle_buffer`` too); ``with_masks`` and ``hfov_range`` for segmentation.
+    ``task`` is :class:`~avsa_train.tasks.binary_eval.BinaryEvalConfig` or
+    :class:`~avsa_train.tasks.segmentation.SegmentationConfig`."""
+    return StreamConfig(views=task.views, moments=1, audio_format=audio_format, seed=task.protocol.seed, train=train,
+                        with_masks=with_masks, hfov_range=hfov_range, batch_size=task.batch_size,
+                        shuffle_buffer=task.protocol.shuffle_buffer)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from avsa_data.options import check_choices, option, per_task
+from avsa_data.options import check_choices, flat_dict, nested, option, per_task
 from avsa_data.rng import rng_for
 from avsa_train.data.batches import make_loader
 from avsa_train.data.sources import shard_urls, viewpoint_sampler
@@ -51,6 +51,7 @@ from avsa_train.tasks import misalign
 from avsa_train.tasks.binary_items import ITEM_COLUMNS, binary_stream, column_value
 from avsa_train.tasks.common import Backbone, TaskResult, multistep, progress
 from avsa_train.tasks.metrics import accuracy_summary, paired_gap, roc_auc
+from avsa_train.tasks.protocol import DownstreamProtocol
 
 FEATURE_MODES = ("transformer", "direct")
 #: Reference defaults per task: learning rate and the epochs at which it is multiplied by 0.1.
@@ -108,14 +109,8 @@ class BinaryEvalConfig:
     standardize: bool = option(
         False, help="Z-score every feature dimension with the training items' mean and standard deviation before "
         "the classifier (needs --head-epochs). Not the reference protocol.")
-    # The protocol fields from here on repeat those of SegmentationConfig on purpose: each task's config is the
-    # one source of truth of its command's options and defaults.
-    shuffle_buffer: int = option(16, cli=False, help="Shuffle buffer of the training items, per DataLoader worker.")
-    seed: int = option(0, help="Seed of initialisation, data order and augmentations.")
-    workers: int = option(0, min=0, cli=False,  # the commands use the cores (avsa_train/cli/_common.py)
-                          help="DataLoader worker processes (0 = in-process).")
-    train_split: str = option("train", help="Split the classifier is fitted on.")
-    eval_split: str = option("val", help="Held-out split it is evaluated on.")
+    #: Splits, seed, workers, shuffle buffer: options of the command under their own names (last, as saved).
+    protocol: DownstreamProtocol = nested(DownstreamProtocol)
 
     def __post_init__(self) -> None:
         check_choices(self)  # task, --features
@@ -378,10 +373,10 @@ def fit_feature_head(
     """Train a fresh :class:`BinaryClassifier` reading ``inputs`` on the encoded training items ``feats``:
     ``cfg.epochs`` epochs, epoch ``e`` on pass ``e`` (the reference schedule), or with ``cfg.head_epochs`` that
     many shuffled passes over all of them (standardised with their own statistics when ``cfg.standardize``).
-    The head is initialised from ``cfg.seed``, so the model and its controls start alike. Returns the head and
+    The head is initialised from ``cfg.protocol.seed``, so the model and its controls start alike. Returns the head and
     its per-epoch history (lr, mean crop loss, item and crop accuracy in percent). ``training``: the run's
     checkpoints (:class:`avsa_train.runs.TrainingState`), from which an interrupted fit continues."""
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.protocol.seed)
     head = BinaryClassifier(backbone.dim, int(backbone.audio.out_dim), cfg.hidden, cfg.dropout, inputs).to(device)
     if cfg.standardize:
         head.set_standardization(feats.fv, feats.fa)
@@ -395,7 +390,7 @@ def fit_feature_head(
         epochs = int(cfg.head_epochs)
 
         def batches(epoch, state):
-            return feature_batches(feats, cfg.batch_size, cfg.seed, epoch)
+            return feature_batches(feats, cfg.batch_size, cfg.protocol.seed, epoch)
     total = -(-len(feats) // cfg.batch_size) if cfg.head_epochs else None
     label = f"{cfg.task}-bin {inputs} head"
     scheduler = multistep(optimizer, cfg.lr_milestones, cfg.gamma)
@@ -446,8 +441,9 @@ def run_binary_eval(
     backbone: Backbone, shards: str, cfg: BinaryEvalConfig, device: torch.device, show_progress: bool = True,
     training: TrainingState | None = None,
 ) -> TaskResult:
-    """Fit the binary classifier on ``cfg.train_split`` and evaluate it on ``cfg.eval_split`` of ``shards``; with
-    ``cfg.controls`` also the audio-only and video-only heads on the same items (:func:`controls_summary`).
+    """Fit the binary classifier on the protocol's ``train_split`` and evaluate it on its ``eval_split`` of
+    ``shards``; with ``cfg.controls`` also the audio-only and video-only heads on the same items
+    (:func:`controls_summary`).
     ``training``: the run's checkpoints of the classifier's fit (the frozen encoders' features are recomputed on
     a rerun, the same ones; the controls' fits take seconds and are redone)."""
     if cfg.features == "transformer" and backbone.translator is None:
@@ -457,15 +453,15 @@ def run_binary_eval(
         notes.append(f"--negatives reference on shards made with --sampler energy: the views follow the sound, so "
                      f"the audio alone tells many {cfg.task.upper()}-Bin negatives apart; read the audio-only "
                      f"control, or use --negatives matched")
-    train_urls = shard_urls(shards, cfg.train_split)
-    eval_urls = shard_urls(shards, cfg.eval_split)
+    train_urls = shard_urls(shards, cfg.protocol.train_split)
+    eval_urls = shard_urls(shards, cfg.protocol.eval_split)
     train_donors = misalign.DonorBank(train_urls) if cfg.task == "avc" else None
     eval_donors = misalign.DonorBank(eval_urls) if cfg.task == "avc" else None
     fmt = backbone.audio_format
 
     def loader(urls, phase, epoch, donors) -> DataLoader:
         stream = binary_stream(urls, cfg, fmt, phase, epoch, donors)
-        return make_loader(stream, cfg.workers, pin_memory=device.type == "cuda", seed=None)
+        return make_loader(stream, cfg.protocol.workers, pin_memory=device.type == "cuda", seed=None)
 
     passes = ((e, loader(train_urls, "train", e, train_donors)) for e in range(cfg.epochs))
     train_feats = encode_items(backbone, passes, cfg, device, show_progress, f"{cfg.task}-bin encode train pass")
@@ -474,7 +470,7 @@ def run_binary_eval(
     eval_feats = every.take(unique_items(every.columns))
     head, history = fit_feature_head(backbone, cfg, device, train_feats, "audio-visual", show_progress, training)
     merged = predict_features(head, eval_feats)
-    metrics = summarise(merged, cfg.task, seed=cfg.seed)
+    metrics = summarise(merged, cfg.task, seed=cfg.protocol.seed)
     metrics["n_drawn"] = len(every)
     metrics["n_repeats_dropped"] = len(every) - len(eval_feats)
     items = item_columns(merged)
@@ -485,10 +481,10 @@ def run_binary_eval(
             pred = predict_features(control, eval_feats)
             controls[inputs] = pred
             items[f"correct_{inputs}_only"] = item_columns(pred)["correct"]
-        metrics.update(controls_summary(merged, controls, cfg.task, cfg.seed))
+        metrics.update(controls_summary(merged, controls, cfg.task, cfg.protocol.seed))
     if notes:
         metrics["notes"] = notes
-    conf = asdict(cfg)
+    conf = flat_dict(cfg)
     conf.update(lr=cfg.base_lr, milestones=list(cfg.lr_milestones))
     return TaskResult("avsa.eval.binary", f"{cfg.task}-bin", metrics, history, conf, backbone.describe(), items=items)
 

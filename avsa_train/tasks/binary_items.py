@@ -47,14 +47,14 @@ class BinaryItems:
         video_id = sample.meta["video_id"]
         candidates = self.donors.candidates(video_id) if self.donors is not None else []
         decision = misalign.draw_misalignment(
-            c.task, c.seed, self.phase, epoch, sample.key, c.misalign_rate, c.min_yaw, len(candidates),
+            c.task, c.protocol.seed, self.phase, epoch, sample.key, c.misalign_rate, c.min_yaw, len(candidates),
             c.negatives, sample.num_views,
         )
         donor = None
         if decision.donor is not None:
             donor = self.donors.donor(candidates[decision.donor])
             if c.negatives == "matched":
-                decision = misalign.pair_with_donor(decision, c.seed, self.phase, epoch, sample.key,
+                decision = misalign.pair_with_donor(decision, c.protocol.seed, self.phase, epoch, sample.key,
                                                     sample.num_views, len(donor.viewpoints))
         presented = misalign.apply(sample, decision, donor)
         cfg = self.decode_cfg if train else replace(self.decode_cfg, moments=misalign.moments_of(sample))
@@ -93,8 +93,8 @@ def binary_stream(
     for ``"test"``; ``epoch`` seeds the pass. AVC donors are found among ``urls`` when not given."""
     if cfg.task == "avc" and donors is None:
         donors = misalign.DonorBank(list(urls))
-    return epoch_stream(urls, BinaryItems(cfg, audio_format, phase, donors), epoch=epoch, seed=cfg.seed,
-                        shuffle=phase == "train", buffer=cfg.shuffle_buffer, batch_size=cfg.batch_size)
+    return epoch_stream(urls, BinaryItems(cfg, audio_format, phase, donors), epoch=epoch, seed=cfg.protocol.seed,
+                        shuffle=phase == "train", buffer=cfg.protocol.shuffle_buffer, batch_size=cfg.batch_size)
 
 
 def column_value(name: str, value):

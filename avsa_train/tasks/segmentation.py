@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from avsa_data.options import check_choices, check_range, option
+from avsa_data.options import check_choices, check_range, flat_dict, nested, option
 from avsa_data.reader import RawSample
 from avsa_train.data.batches import ShardStream, epoch_stream, make_loader, raw_samples
 from avsa_train.data.items import decode_item, views_in_range
@@ -54,6 +54,7 @@ from avsa_train.tasks.metrics import (
     pixel_accuracy,
     segmentation_scores,
 )
+from avsa_train.tasks.protocol import DownstreamProtocol
 
 FPN_LEVELS = ("block2", "block3", "block4", "block5")
 BACKBONE_MODES = ("frozen", "finetune")
@@ -232,14 +233,8 @@ class SegmentationConfig:
                            "too.")
     confidence_threshold: float = option(CONFIDENCE_THRESHOLD, flag="--confidence", min=0.0, max=1.0,
                                          help="Label confidence below which pixels are ignored.")
-    # The protocol fields from here on repeat those of BinaryEvalConfig on purpose: each task's config is the
-    # one source of truth of its command's options and defaults.
-    shuffle_buffer: int = option(16, cli=False, help="Shuffle buffer of the training items, per DataLoader worker.")
-    seed: int = option(0, help="Seed of initialisation, data order and augmentations.")
-    workers: int = option(0, min=0, cli=False,  # the commands use the cores (avsa_train/cli/_common.py)
-                          help="DataLoader worker processes (0 = in-process).")
-    train_split: str = option("train", help="Split the head is trained on.")
-    eval_split: str = option("val", help="Held-out split it is evaluated on.")
+    #: Splits, seed, workers, shuffle buffer: options of the command under their own names (last, as saved).
+    protocol: DownstreamProtocol = nested(DownstreamProtocol)
 
     def __post_init__(self) -> None:
         check_choices(self)  # --backbone
@@ -300,8 +295,8 @@ def segmentation_stream(
     """One pass over a split as batches of :class:`SegmentationItems` (``stream.policy``): shuffled samples for
     ``phase="train"``, in order otherwise; ``epoch`` seeds the pass."""
     policy = SegmentationItems(cfg, audio_format, phase)
-    return epoch_stream(urls, policy, epoch=epoch, seed=cfg.seed, shuffle=phase == "train",
-                        buffer=cfg.shuffle_buffer, batch_size=batch_size)
+    return epoch_stream(urls, policy, epoch=epoch, seed=cfg.protocol.seed, shuffle=phase == "train",
+                        buffer=cfg.protocol.shuffle_buffer, batch_size=batch_size)
 
 
 def masked_target(seg: torch.Tensor, conf: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -435,8 +430,8 @@ def run_segmentation(
     training: TrainingState | None = None,
 ) -> TaskResult:
     """Train the FPN head (and the encoders with ``backbone="finetune"``) and evaluate it; see the module doc."""
-    train_urls = shard_urls(shards, cfg.train_split)
-    eval_urls = shard_urls(shards, cfg.eval_split)
+    train_urls = shard_urls(shards, cfg.protocol.train_split)
+    eval_urls = shard_urls(shards, cfg.protocol.eval_split)
     num_classes, names = num_classes_of(train_urls)
     finetune = cfg.backbone == "finetune"
     if not finetune:
@@ -447,29 +442,29 @@ def run_segmentation(
     params = [p for p in (model.parameters() if finetune else model.head.parameters()) if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = multistep(optimizer, cfg.milestones, cfg.gamma)
-    n_train = split_sample_count(shards, cfg.train_split)
+    n_train = split_sample_count(shards, cfg.protocol.train_split)
     total = None if n_train is None else -(-n_train // cfg.batch_size)
     streams: list[ShardStream] = []
     pin = device.type == "cuda"
 
     def train_loader(epoch: int) -> DataLoader:
         streams.append(segmentation_stream(train_urls, cfg, backbone.audio_format, "train", epoch, cfg.batch_size))
-        return make_loader(streams[-1], cfg.workers, pin_memory=pin, seed=None)
+        return make_loader(streams[-1], cfg.protocol.workers, pin_memory=pin, seed=None)
 
     history = fit_segmenter(model, optimizer, scheduler, cfg, device, train_loader, show_progress, total, training)
     skipped = max((st.policy.skipped for st in streams), default=0)
     group = cfg.views if cfg.use_context else 1
     eval_stream = segmentation_stream(eval_urls, cfg, backbone.audio_format, "test", 0,
                                       max(1, cfg.batch_size * cfg.views // group))
-    loader = make_loader(eval_stream, cfg.workers, pin_memory=pin, seed=None)
+    loader = make_loader(eval_stream, cfg.protocol.workers, pin_memory=pin, seed=None)
     confusion, per_video, n_crops = evaluate(
         model, loader, num_classes, cfg.confidence_threshold, device, show_progress
     )
-    metrics = _scores(confusion, per_video, names, cfg.seed)
+    metrics = _scores(confusion, per_video, names, cfg.protocol.seed)
     metrics["eval_crops"] = n_crops
     metrics["skipped_train_samples"] = skipped
     metrics["skipped_eval_samples"] = eval_stream.policy.skipped
-    conf = asdict(cfg)
+    conf = flat_dict(cfg)
     conf["num_classes"] = num_classes
     return TaskResult("avsa.eval.segmentation", "segmentation", metrics, history, conf, backbone.describe())
 
