@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_cli, run_train
+from torch.utils.data import DataLoader
 
 from avsa_data import ambisonics, codecs, shard_format
 from avsa_data.geometry import angular_distance, wrap_azimuth
@@ -19,8 +20,29 @@ from avsa_data.samples import SampleConfig
 from avsa_data.shards import JobConfig
 from avsa_data.synth import SynthConfig
 from avsa_data.viewpoints import Viewpoint
+from avsa_train.checkpoint import build_model, load_checkpoint, save_checkpoint
+from avsa_train.data import sources
+from avsa_train.data.batches import collate, make_loader
 from avsa_train.tasks import misalign
-from avsa_train.tasks.metrics import accuracy_summary, cluster_bootstrap, roc_auc, wilson_interval
+from avsa_train.tasks.binary_eval import (
+    BinaryEvalConfig,
+    controls_summary,
+    encode_items,
+    fit_feature_head,
+    predict_features,
+    summarise,
+    unique_items,
+)
+from avsa_train.tasks.binary_items import ITEM_COLUMNS, binary_stream
+from avsa_train.tasks.common import Backbone, load_backbone
+from avsa_train.tasks.metrics import (
+    accuracy_summary,
+    cluster_bootstrap,
+    cluster_t_interval,
+    paired_gap,
+    roc_auc,
+    wilson_interval,
+)
 
 SR = 24000
 SOURCE = (30.0, 0.0)  # a plane wave on the horizon, 30° to the left
@@ -177,10 +199,6 @@ def test_roc_auc():
 
 
 def test_items_follow_the_protocol_on_synthetic_shards(synth_shards):
-    from avsa_train.data import sources
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig
-    from avsa_train.tasks.binary_items import binary_stream
-
     cfg = BinaryEvalConfig(task="avsa", batch_size=4, negatives="reference")
     urls = sources.shard_urls(str(synth_shards), "val")
     items = list(binary_stream(urls, cfg, "ambi", "test", 0).iter_items())
@@ -212,9 +230,6 @@ def test_items_follow_the_protocol_on_synthetic_shards(synth_shards):
 def test_training_items_are_augmented_only_when_asked(synth_shards, augment):
     """--no-augment: the classifier's training items are drawn like the evaluation items (no flip, colour or
     volume jitter), so an aligned item's audio is the stored render of its views; augmented ones differ."""
-    from avsa_train.data import sources
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig
-    from avsa_train.tasks.binary_items import binary_stream
 
     cfg = BinaryEvalConfig(task="avsa", batch_size=4, augment=augment)
     urls = sources.shard_urls(str(synth_shards), "train")
@@ -235,11 +250,6 @@ def test_training_items_are_augmented_only_when_asked(synth_shards, augment):
 
 
 def test_avc_donors_are_other_videos_whatever_the_workers(synth_shards):
-
-    from avsa_train.data import sources
-    from avsa_train.data.batches import make_loader
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig
-    from avsa_train.tasks.binary_items import binary_stream
 
     urls = sources.shard_urls(str(synth_shards), "val")
     stored = {s.key: s for s in iter_samples(urls)}
@@ -385,8 +395,6 @@ def test_eval_cli_rejects_bad_input(synth_shards, tmp_path):
 
 
 def test_paired_gap_uses_discordant_items():
-    from avsa_train.tasks.metrics import paired_gap
-
     a = [True] * 30 + [False] * 10
     b = [True] * 20 + [False] * 20  # A is right on 10 items where B is wrong, never the reverse
     vids = [f"v{i % 8}" for i in range(40)]
@@ -401,7 +409,6 @@ def test_paired_gap_uses_discordant_items():
 @pytest.fixture(scope="module")
 def saved_ckpt(tmp_path_factory):
     """A checkpoint in `avsa-train pretrain`'s format (random weights): width 0.125, mono, STFT, depth 1."""
-    from avsa_train.checkpoint import build_model, save_checkpoint
 
     torch.manual_seed(1)
     config = {"task": "avsa", "width": 0.125, "audio_format": "mono", "spec": "stft129", "depth": 1}
@@ -410,9 +417,6 @@ def saved_ckpt(tmp_path_factory):
 
 
 def test_backbone_reads_width_format_and_spectrogram_from_the_checkpoint(saved_ckpt):
-    from avsa_train.checkpoint import load_checkpoint
-    from avsa_train.tasks.common import load_backbone
-
     bb = load_backbone(str(saved_ckpt))
     assert (bb.width, bb.audio_format, bb.spectrogram.kind, bb.translator.depth) == (0.125, "mono", "stft129", 1)
     assert bb.audio.in_channels == 1 and bb.dim == 64
@@ -432,8 +436,6 @@ def test_backbone_reads_width_format_and_spectrogram_from_the_checkpoint(saved_c
 
 def test_backbone_with_intensity_vectors_round_trips_through_a_checkpoint(tmp_path):
     """--spec mel128+iv: a 7-channel audio encoder, saved and read back with its front end; scratch too."""
-    from avsa_train.checkpoint import build_model, save_checkpoint
-    from avsa_train.tasks.common import load_backbone
 
     config = {"task": "avsa", "width": 0.125, "audio_format": "ambi", "spec": "mel128+iv", "depth": 0}
     path = save_checkpoint(tmp_path / "checkpoint.pt", build_model(config), None, None, 1, 0, config)
@@ -473,8 +475,6 @@ class _Features(torch.nn.Identity):
 
 
 def _feature_backbone(dim: int):
-    from avsa_train.tasks.common import Backbone
-
     return Backbone(_Features(dim), _Features(dim), None, torch.nn.Identity(), {}, None, 1.0, "ambi")
 
 
@@ -506,17 +506,7 @@ def _answer_items(n: int, dim: int, seed: int, views: int = 4) -> list[dict]:
 def test_binary_classifier_learns_features_that_carry_the_answer():
     """The fit → predict → summarise path of AVC-/AVSA-Bin must reach ≥ 90 % on features that hold the label
     (a constant answer, a skipped optimiser step or a wrong label column would give ≈ 50 %)."""
-    from torch.utils.data import DataLoader
 
-    from avsa_train.data.batches import collate
-    from avsa_train.tasks.binary_eval import (
-        BinaryEvalConfig,
-        encode_items,
-        fit_feature_head,
-        predict_features,
-        summarise,
-    )
-    from avsa_train.tasks.binary_items import ITEM_COLUMNS
 
     torch.manual_seed(0)
     dim = 16
@@ -557,17 +547,7 @@ def test_cached_feature_head_learns_and_standardizes_with_training_statistics(st
     carry the answer; the z-score uses the training features' statistics; and on features far from unit scale
     (× 50 + 200, as frozen encoders can give) only the standardized head learns — the raw one stays near a
     single answer (the failure issue 13 saw at the learning scale)."""
-    from torch.utils.data import DataLoader
 
-    from avsa_train.data.batches import collate
-    from avsa_train.tasks.binary_eval import (
-        BinaryEvalConfig,
-        encode_items,
-        fit_feature_head,
-        predict_features,
-        summarise,
-    )
-    from avsa_train.tasks.binary_items import ITEM_COLUMNS
 
     torch.manual_seed(0)
     dim = 16
@@ -604,8 +584,6 @@ def test_cached_feature_head_learns_and_standardizes_with_training_statistics(st
 
 
 def test_standardize_needs_cached_features():
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig
-
     with pytest.raises(ValueError, match="--standardize needs --head-epochs"):
         BinaryEvalConfig(standardize=True)
     with pytest.raises(ValueError, match="--head-epochs needs --epochs >= 1"):
@@ -618,7 +596,6 @@ def test_the_video_clustered_interval_keeps_its_coverage_at_eight_videos():
     (planted: one cluster per item) or the z quantile instead of t on G − 1 df falls well short."""
     import numpy as np
 
-    from avsa_train.tasks.metrics import cluster_t_interval
 
     rng = np.random.default_rng(0)
     hits = naive = 0
@@ -688,10 +665,6 @@ def test_matched_negatives_leave_single_modality_probes_at_chance(energy_shards,
     changes, so its probe is at chance by design and checks only that nothing else leaks). The reference
     negatives (random yaw, another video at this sample's views), planted back, are told apart by the audio
     alone."""
-    from avsa_train.data import sources
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig
-    from avsa_train.tasks.binary_items import binary_stream
-    from avsa_train.tasks.metrics import cluster_t_interval
 
     def probe(negatives: str, features: dict, confidence: float = 0.95) -> dict[str, tuple[float, float, float]]:
         """The probe of each of ``features`` (name → item features), all fitted on the same items, drawn once."""
@@ -724,9 +697,6 @@ def test_a_matched_avsa_negative_hears_its_own_scene_from_another_viewpoint_of_t
     """Matched AVSA-Bin negatives: the crop of bank viewpoint k hears the sample's own field rendered at viewpoint
     π(k) ≠ k of the same bank — exactly the render a positive of viewpoint π(k) hears — and π is a permutation,
     so a negative's renders are a positive's, reshuffled."""
-    from avsa_train.data import sources
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig
-    from avsa_train.tasks.binary_items import binary_stream
 
     cfg = BinaryEvalConfig(task="avsa", batch_size=4)
     urls = sources.shard_urls(str(synth_shards), "val")
@@ -753,9 +723,6 @@ def test_a_matched_avsa_negative_hears_its_own_scene_from_another_viewpoint_of_t
 def test_a_matched_avc_negative_hears_another_video_as_its_own_viewpoints_do(synth_shards):
     """Matched AVC-Bin negatives: each crop hears a sample of another video rendered at a viewpoint of that
     sample's own bank (distinct viewpoints for distinct crops), i.e. a render one of its positives hears."""
-    from avsa_train.data import sources
-    from avsa_train.tasks.binary_eval import BinaryEvalConfig
-    from avsa_train.tasks.binary_items import binary_stream
 
     cfg = BinaryEvalConfig(task="avc", batch_size=4)
     urls = sources.shard_urls(str(synth_shards), "val")
@@ -781,7 +748,6 @@ def test_a_repeated_item_is_counted_once(synth_shards, tmp_path):
     """With V = K (every draw shows the whole bank) the aligned items of the three evaluation draws repeat each
     other exactly; they are scored once: n + the repeats dropped = the items drawn, and no (sample, moment, views,
     negative) appears twice in the items file."""
-    from avsa_train.tasks.binary_eval import unique_items
 
     cols = {"key": ["a", "a", "a", "b"], "moment": [0, 0, 0, 0], "views": ["0,1", "0,1", "0,1", "0,1"],
             "negative": ["", "", "pair:1,0", ""]}
@@ -820,17 +786,7 @@ def test_controls_expose_what_one_modality_alone_can_earn(in_audio):
     """The audio-only and video-only heads (same recipe, same items) stay at chance when the label lives in the
     pairing, and the model beats the better of them with a video-clustered interval above 0; when the audio alone
     carries the label, the audio-only control earns it too and the model's gap over it holds 0."""
-    from torch.utils.data import DataLoader
 
-    from avsa_train.data.batches import collate
-    from avsa_train.tasks.binary_eval import (
-        BinaryEvalConfig,
-        controls_summary,
-        encode_items,
-        fit_feature_head,
-        predict_features,
-    )
-    from avsa_train.tasks.binary_items import ITEM_COLUMNS
 
     dim = 4
     cfg = BinaryEvalConfig(task="avsa", epochs=1, head_epochs=30, standardize=True, batch_size=32, lr=3e-3,

@@ -6,7 +6,7 @@ import click
 
 from avsa_data.cli._command import command
 from avsa_data.cli._options import config_from, config_options
-from avsa_train.cli._common import (
+from avsa_train.cli._common import (  # the same names in eval, probe and segment: their shared plumbing
     SHARED_HELP,
     backbone_options,
     check_ckpt,
