@@ -20,6 +20,7 @@ from avsa_data.shards import JobConfig, run_shard_job  # noqa: E402
 from avsa_data.synth import SynthConfig  # noqa: E402
 from avsa_data.viewpoints import Viewpoint  # noqa: E402
 from avsa_train.data import items, sources  # noqa: E402
+from avsa_train.data.batches import epoch_stream  # noqa: E402
 from avsa_train.tasks import direction_probe as dp  # noqa: E402
 from avsa_train.tasks.common import write_jsonl  # noqa: E402
 
@@ -134,10 +135,12 @@ def test_items_are_every_view_with_labels_relative_to_the_view(probe_shards):
     urls = sources.shard_urls(probe_shards, "test")
     samples = {s.key: s for s in iter_samples(urls)}
     rows = agree = single = 0
-    for item in dp.ViewItems(urls, "ambi", 8):
-        s = samples[item["key"]]
+    stream = epoch_stream(urls, dp.ProbeRows("ambi", 8), epoch=0, seed=0, shuffle=False, buffer=16, batch_size=3)
+    for item in stream.iter_items():
+        s = samples[item["key"][0]]
         k_views = len(s.meta["viewpoints"])
-        assert item["labelled"] and item["view"] == list(range(k_views)) and item["moment"] == [0] * k_views
+        assert item["key"] == [s.key] * k_views and item["video_id"] == [s.meta["video_id"]] * k_views
+        assert not item["unlabelled"] and item["view"] == list(range(k_views)) and item["moment"] == [0] * k_views
         np.testing.assert_array_equal(item["audio"], items.view_audio(s, list(range(k_views)), 0, "ambi"))
         for j, k in enumerate(item["view"]):
             vp = Viewpoint.from_dict(s.meta["viewpoints"][k])
@@ -152,6 +155,12 @@ def test_items_are_every_view_with_labels_relative_to_the_view(probe_shards):
                 agree += bool(want[dp.sector_of(az, 8)])
     assert rows == 28 * 8 and single >= 20
     assert agree / single > 0.7, (agree, single)
+    # a batch is its samples' rows end to end, in shard order (3 samples of 8 views: 24 rows)
+    batch = next(iter(stream))
+    first = [it for _, it in zip(range(3), stream.iter_items())]
+    assert batch["audio"].shape[0] == batch["target"].shape[0] == 24 and len(batch["key"]) == 24
+    assert batch["key"] == [k for it in first for k in it["key"]] and batch["unlabelled"] == []
+    np.testing.assert_array_equal(batch["audio"].numpy(), np.concatenate([it["audio"] for it in first]))
 
 
 def test_probe_on_shards(probe_shards):

@@ -32,13 +32,16 @@ from .stream_config import StreamConfig
 
 class ItemPolicy(Protocol):
     """What a stream makes of each raw sample: pre-training's one augmented item (:class:`TrainingItems`), or a
-    downstream task's items (binary evaluation, segmentation)."""
+    downstream task's items (binary evaluation, segmentation, the direction probe's row groups)."""
 
     #: Read only the members ``decode_item(·, cfg)`` uses (:func:`~avsa_train.data.members.member_wanted`).
     #: Off where an item needs more, e.g. a binary negative rendered from the FOA of a sample with HRIR stereo.
     prune: bool
     #: Item fields :func:`collate` keeps as Python lists (strings, nested lists, per-item columns).
     columns: tuple[str, ...]
+    #: Each item is a group of rows (arrays ``[R, ...]``, columns as lists of ``R``) that :func:`collate` joins
+    #: end to end instead of stacking: the direction probe's every (moment, view) of a sample.
+    rows: bool
 
     def items(self, sample: RawSample, epoch: int) -> Iterable[dict]:
         """The items of ``sample`` in data epoch ``epoch``."""
@@ -52,21 +55,24 @@ class TrainingItems:
     cfg: StreamConfig
     prune: bool = True
     columns: tuple[str, ...] = ("key", "events")
+    rows: bool = False
 
     def items(self, sample: RawSample, epoch: int) -> Iterator[dict]:
         yield decode_item(sample, self.cfg, epoch)
 
 
-def collate(items: list[dict], columns: Sequence[str] = ("key", "events")) -> dict:
+def collate(items: list[dict], columns: Sequence[str] = ("key", "events"), rows: bool = False) -> dict:
     """A batch of ``items`` (dicts with the same fields): numpy arrays stacked into one tensor (``[B, ...]``), the
-    fields named in ``columns`` as Python lists, other values (bools, ints) as one tensor of ``B``."""
+    fields named in ``columns`` as Python lists, other values (bools, ints) as one tensor of ``B``. ``rows``: each
+    item is a group of rows, and the batch is their rows end to end (arrays concatenated along the first axis,
+    ``columns`` lists joined)."""
     out = {}
     for name, first in items[0].items():
         values = [it[name] for it in items]
         if name in columns:
-            out[name] = values
+            out[name] = [v for group in values for v in group] if rows else values
         elif isinstance(first, np.ndarray):
-            out[name] = torch.from_numpy(np.stack(values))
+            out[name] = torch.from_numpy(np.concatenate(values) if rows else np.stack(values))
         else:
             out[name] = torch.tensor(values)
     return out
@@ -182,10 +188,10 @@ class ShardStream(IterableDataset):
             for item in self.policy.items(s, e):
                 batch.append(item)
                 if len(batch) == self.cfg.batch_size:
-                    yield collate(batch, self.policy.columns)
+                    yield collate(batch, self.policy.columns, self.policy.rows)
                     batch = []
         if batch and not self.cfg.drop_last:
-            yield collate(batch, self.policy.columns)
+            yield collate(batch, self.policy.columns, self.policy.rows)
 
 
 def auto_workers(world_size_on_node: int = 1) -> int:
@@ -237,11 +243,3 @@ def epoch_stream(
     cfg = StreamConfig(seed=seed, train=shuffle, shuffle_buffer=buffer, batch_size=batch_size, drop_last=False)
     return ShardStream(urls, cfg, policy, start_epoch=epoch, infinite=False)
 
-
-def raw_samples(urls: Sequence[str], epoch: int, seed: int, shuffle: bool, buffer: int = 16) -> Iterator[RawSample]:
-    """The raw samples of one epoch for the calling DataLoader worker (a partition of the epoch across
-    workers), in a shuffled order when ``shuffle``, deterministic for ``(seed, epoch)``."""
-    stream = ShardStream(urls, StreamConfig(seed=seed, train=shuffle, shuffle_buffer=buffer), start_epoch=epoch,
-                         infinite=False)
-    for _, s in stream.iter_raw_samples():
-        yield s

@@ -34,6 +34,7 @@ class BinaryItems:
 
     prune = False
     columns = ("key", "video_id", "moment", "yaw", "views", "negative", "offset")
+    rows = False
 
     def __init__(self, cfg: BinaryEvalConfig, audio_format: str, phase: str, donors: misalign.DonorBank | None):
         if phase not in ("train", "test"):

@@ -53,12 +53,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, IterableDataset
 
 from avsa_data.options import check_choices, option
 from avsa_data.reader import RawSample
 from avsa_data.rng import rng_for
-from avsa_train.data.batches import loader_worker_init, raw_samples
+from avsa_train.data.batches import epoch_stream, make_loader
 from avsa_train.data.items import view_audio
 from avsa_train.data.sources import peek_meta, shard_urls
 from avsa_train.data.stream_config import AUDIO_FORMATS
@@ -153,56 +152,46 @@ def labelled(sample: RawSample) -> bool:
 # ------------------------------------------------------------------------------------------------- items
 
 
-class ViewItems(IterableDataset):
-    """Every (moment, view) of every sample of ``urls``, in shard order, one dict per sample: ``audio
-    [M·K, C, n]`` float32 (the unaugmented render of each view in ``audio_format``,
-    :func:`avsa_train.data.items.view_audio`), ``target [M·K, S]``, and per row ``moment``, ``view`` (bank
-    index), ``n_events``; plus ``key``, ``video_id`` and ``labelled`` (a sample without event labels gives no rows)."""
+class ProbeRows:
+    """The probe's item policy (:class:`avsa_train.data.batches.ItemPolicy`): one group of rows per sample, a row
+    per (moment, view): ``audio [M·K, C, n]`` float32 (the unaugmented render of each view in ``audio_format``,
+    :func:`avsa_train.data.items.view_audio`), ``target [M·K, S]`` (:func:`sector_targets`), and per row ``key``,
+    ``video_id``, ``moment``, ``view`` (bank index), ``n_events``. A sample without event labels gives no rows
+    and is named in ``unlabelled``. Batches join the groups end to end (``rows``)."""
 
-    def __init__(self, urls: list[str], audio_format: str, sectors: int, seed: int = 0):
-        super().__init__()
+    prune = False
+    columns = ("key", "video_id", "moment", "view", "n_events", "unlabelled")
+    rows = True
+
+    def __init__(self, audio_format: str, sectors: int):
         if audio_format not in AUDIO_FORMATS:
             raise ValueError(f"audio format must be one of {tuple(AUDIO_FORMATS)}, got {audio_format!r}")
-        self.urls, self.audio_format, self.sectors, self.seed = list(urls), audio_format, sectors, seed
+        self.audio_format, self.sectors = audio_format, sectors
 
-    def __iter__(self) -> Iterator[dict]:
-        channels = AUDIO_FORMATS[self.audio_format][1]
-        for sample in raw_samples(self.urls, 0, self.seed, shuffle=False):
-            meta = sample.meta
-            item = {"key": sample.key, "video_id": meta["video_id"], "labelled": labelled(sample)}
-            rows: dict[str, list] = {"audio": [], "target": [], "moment": [], "view": [], "n_events": []}
-            if item["labelled"]:
-                views = list(range(len(meta["viewpoints"])))
-                for m in range(int(meta["moments_per_sample"])):
-                    rows["audio"].append(view_audio(sample, views, m, self.audio_format))
-                    for k in views:
-                        evs = sample.events(k, m)  # directions relative to view k
-                        rows["target"].append(sector_targets(evs, self.sectors))
-                        rows["moment"].append(m)
-                        rows["view"].append(k)
-                        rows["n_events"].append(len(evs))
-            audio, target = rows.pop("audio"), rows.pop("target")
-            empty = np.zeros((0, channels, int(meta["audio_samples"])), np.float32)
-            item["audio"] = empty if not audio else audio[0] if len(audio) == 1 else np.concatenate(audio)
-            item["target"] = np.stack(target) if target else np.zeros((0, self.sectors), np.float32)
-            item.update(rows)
-            yield item
-
-
-def collate_views(samples: list[dict]) -> dict:
-    """Samples of :class:`ViewItems` → one batch of their rows: ``audio [N, C, n]``, ``target [N, S]`` tensors
-    and per-row ``key``, ``video_id``, ``moment``, ``view``, ``n_events``; ``unlabelled``: keys without labels."""
-    rows = [len(s["moment"]) for s in samples]
-    return {
-        "audio": torch.from_numpy(np.concatenate([s["audio"] for s in samples])),
-        "target": torch.from_numpy(np.concatenate([s["target"] for s in samples])),
-        "key": [s["key"] for s, n in zip(samples, rows) for _ in range(n)],
-        "video_id": [s["video_id"] for s, n in zip(samples, rows) for _ in range(n)],
-        "moment": [m for s in samples for m in s["moment"]],
-        "view": [k for s in samples for k in s["view"]],
-        "n_events": [c for s in samples for c in s["n_events"]],
-        "unlabelled": [s["key"] for s in samples if not s["labelled"]],
-    }
+    def items(self, sample: RawSample, epoch: int) -> Iterator[dict]:
+        meta = sample.meta
+        audio, target = [], []
+        rows: dict[str, list] = {"moment": [], "view": [], "n_events": []}
+        if labelled(sample):
+            views = list(range(len(meta["viewpoints"])))
+            for m in range(int(meta["moments_per_sample"])):
+                audio.append(view_audio(sample, views, m, self.audio_format))
+                for k in views:
+                    evs = sample.events(k, m)  # directions relative to view k
+                    target.append(sector_targets(evs, self.sectors))
+                    rows["moment"].append(m)
+                    rows["view"].append(k)
+                    rows["n_events"].append(len(evs))
+        n, channels = len(rows["moment"]), AUDIO_FORMATS[self.audio_format][1]
+        no_audio = np.zeros((0, channels, int(meta["audio_samples"])), np.float32)
+        yield {
+            "audio": np.concatenate(audio) if audio else no_audio,
+            "target": np.stack(target) if target else np.zeros((0, self.sectors), np.float32),
+            "key": [sample.key] * n,
+            "video_id": [meta["video_id"]] * n,
+            **rows,
+            "unlabelled": [] if labelled(sample) else [sample.key],
+        }
 
 
 @dataclass
@@ -280,9 +269,9 @@ def encode_split(
     desc: str = "probe encode",
 ) -> CachedItems:
     """Encode every item of ``urls`` once with ``feature_fn`` (on ``device``; features kept there)."""
-    loader = DataLoader(ViewItems(urls, audio_format, cfg.sectors, cfg.seed), batch_size=cfg.encode_batch,
-                        num_workers=cfg.workers, collate_fn=collate_views, pin_memory=device.type == "cuda",
-                        worker_init_fn=loader_worker_init)
+    stream = epoch_stream(urls, ProbeRows(audio_format, cfg.sectors), epoch=0, seed=cfg.seed, shuffle=False,
+                          buffer=16, batch_size=cfg.encode_batch)  # every sample once, in shard order
+    loader = make_loader(stream, cfg.workers, pin_memory=device.type == "cuda", seed=None)
     feats, targets, unlabelled = [], [], []
     columns: dict[str, list] = {k: [] for k in ("key", "moment", "view", "video_id", "n_events")}
     for batch in progress(loader, show_progress, desc):

@@ -38,8 +38,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from avsa_data.options import check_choices, check_range, flat_dict, nested, option
-from avsa_data.reader import RawSample
-from avsa_train.data.batches import ShardStream, epoch_stream, make_loader, raw_samples
+from avsa_data.reader import RawSample, iter_samples
+from avsa_train.data.batches import ShardStream, epoch_stream, make_loader
 from avsa_train.data.items import decode_item, views_in_range
 from avsa_train.data.sources import shard_urls, split_sample_count
 from avsa_train.data.stream_config import task_items_config
@@ -254,6 +254,7 @@ class SegmentationItems:
 
     prune = False
     columns = ("video_id",)
+    rows = False
 
     def __init__(self, cfg: SegmentationConfig, audio_format: str, phase: str):
         train = phase == "train"
@@ -320,7 +321,7 @@ def segmentation_loss(
 
 def num_classes_of(urls: list[str]) -> tuple[int, list[str]]:
     """K and the class names (index = id) from the first sample's ``meta.labels.classes``."""
-    for s in raw_samples(urls[:1], 0, 0, shuffle=False):
+    for s in iter_samples(urls[:1]):
         classes = s.meta.get("labels", {}).get("classes")
         if not classes:
             raise ValueError(f"{s.key}: meta.labels.classes is empty; shard with --labels")
