@@ -264,7 +264,7 @@ def test_avc_donors_are_other_videos_whatever_the_workers(synth_shards):
     assert negatives
     for it in negatives:
         cands = bank.candidates(it["video_id"])
-        d = misalign.draw_misalignment("avc", cfg.seed, "test", 0, it["key"], n_donors=len(cands),
+        d = misalign.draw_misalignment("avc", cfg.protocol.seed, "test", 0, it["key"], n_donors=len(cands),
                                        negatives="reference")
         donor = cands[d.donor]
         assert bank.video_ids[donor] != it["video_id"]
@@ -706,7 +706,7 @@ def test_a_matched_avsa_negative_hears_its_own_scene_from_another_viewpoint_of_t
     assert negatives and any(it["label"] == 0 for it in items)
     for it in negatives:
         s = stored[it["key"]]
-        d = misalign.draw_misalignment("avsa", cfg.seed, "test", 0, it["key"], bank_size=s.num_views)
+        d = misalign.draw_misalignment("avsa", cfg.protocol.seed, "test", 0, it["key"], bank_size=s.num_views)
         assert sorted(d.pairing) == list(range(s.num_views)) and all(j != k for k, j in enumerate(d.pairing))
         heard = [d.pairing[int(k)] for k in it["views"]]
         assert it["negative"] == "pair:" + ",".join(map(str, heard)) and it["offset"] > 0
@@ -733,10 +733,10 @@ def test_a_matched_avc_negative_hears_another_video_as_its_own_viewpoints_do(syn
     for it in negatives:
         s = stored[it["key"]]
         cands = bank.candidates(it["video_id"])
-        d = misalign.draw_misalignment("avc", cfg.seed, "test", 0, it["key"], n_donors=len(cands))
+        d = misalign.draw_misalignment("avc", cfg.protocol.seed, "test", 0, it["key"], n_donors=len(cands))
         donor = stored[bank.keys[cands[d.donor]]]
         assert donor.meta["video_id"] != it["video_id"]
-        d = misalign.pair_with_donor(d, cfg.seed, "test", 0, it["key"], s.num_views, donor.num_views)
+        d = misalign.pair_with_donor(d, cfg.protocol.seed, "test", 0, it["key"], s.num_views, donor.num_views)
         heard = [d.pairing[int(k)] for k in it["views"]]
         assert len(set(heard)) == len(heard) and it["negative"] == f"donor:{donor.key}@" + ",".join(map(str, heard))
         m = it["moment"] % int(donor.meta["moments_per_sample"])
