@@ -155,18 +155,17 @@ def flat_replace(config: Any, **changes: Any) -> Any:
     unknown = sorted(set(changes) - set(paths))
     if unknown:
         raise TypeError(f"{type(config).__name__} has no options {unknown}")
-    return _replace_paths(config, {".".join(paths[name]): value for name, value in changes.items()})
+    return _replace_at(config, [(paths[name], value) for name, value in changes.items()])
 
 
-def _replace_paths(config: Any, changes: dict[str, Any]) -> Any:
-    """``config`` with ``changes`` keyed by dotted attribute paths."""
-    direct = {k: v for k, v in changes.items() if "." not in k}
-    deeper: dict[str, dict] = {}
-    for k, v in changes.items():
-        if "." in k:
-            head, _, rest = k.partition(".")
-            deeper.setdefault(head, {})[rest] = v
-    direct.update({head: _replace_paths(getattr(config, head), sub) for head, sub in deeper.items()})
+def _replace_at(config: Any, changes: list[tuple[tuple[str, ...], Any]]) -> Any:
+    """``config`` with each ``(attribute path, value)`` of ``changes`` replaced."""
+    direct = {path[0]: value for path, value in changes if len(path) == 1}
+    deeper: dict[str, list] = {}
+    for path, value in changes:
+        if len(path) > 1:
+            deeper.setdefault(path[0], []).append((path[1:], value))
+    direct.update({head: _replace_at(getattr(config, head), sub) for head, sub in deeper.items()})
     return dataclasses.replace(config, **direct)
 
 

@@ -168,10 +168,11 @@ def config_options(config: type, *, unset: dict[str, str] | None = None,
     default means (the command decides). ``all_unset``: every option defaults to ``None`` and the callable says
     where the value then comes from (``pretrain``: Table 2 per task ← YAML file ← flags).
     """
-    made = []
+    made, hints = [], {}
     for name, f, owner in cli_fields(config):
         note = all_unset(f) if all_unset else (unset or {}).get(name)
-        made.append(_option(owner, name, f, typing.get_type_hints(owner)[f.name], note, "default: "))
+        hint = hints.setdefault(owner, typing.get_type_hints(owner))[f.name]
+        made.append(_option(owner, name, f, hint, note, "default: "))
 
     def decorate(fn):
         for opt in reversed(made):

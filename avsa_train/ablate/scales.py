@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from avsa_data.options import field_hint, flat_fields, flat_replace, flat_value, typed_value
+from avsa_data.options import field_hint, flat_dict, flat_fields, flat_replace, flat_value, typed_value
 from avsa_train.ablate.keys import SCALE_KEYS, SCALE_NAMES
 from avsa_train.config import TASK_DEFAULTS, PretrainConfig
 from avsa_train.tasks.binary_eval import BinaryEvalConfig
@@ -92,11 +92,10 @@ class Scale:
         that differs from its configuration's default (the cpu preset's cached-feature heads)."""
         out = {key: self.get(key) for key in SCALE_KEYS}
         for part, kind in PARTS.items():
-            default = kind()
-            for name, *_ in flat_fields(kind):
-                value = flat_value(self.part(part), name)
+            default = flat_dict(kind())
+            for name, value in flat_dict(self.part(part)).items():
                 settable = name not in GRID_OWNED[part] and _short_name(part, name) is None
-                if settable and value != flat_value(default, name):
+                if settable and value != default[name]:
                     out[f"{part}.{name}"] = value
         return out
 

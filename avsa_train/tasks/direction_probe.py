@@ -169,10 +169,10 @@ class ProbeRows:
         self.audio_format, self.sectors = audio_format, sectors
 
     def items(self, sample: RawSample, epoch: int) -> Iterator[dict]:
-        meta = sample.meta
+        meta, has_labels = sample.meta, labelled(sample)
         audio, target = [], []
         rows: dict[str, list] = {"moment": [], "view": [], "n_events": []}
-        if labelled(sample):
+        if has_labels:
             views = list(range(len(meta["viewpoints"])))
             for m in range(int(meta["moments_per_sample"])):
                 audio.append(view_audio(sample, views, m, self.audio_format))
@@ -185,12 +185,12 @@ class ProbeRows:
         n, channels = len(rows["moment"]), AUDIO_FORMATS[self.audio_format][1]
         no_audio = np.zeros((0, channels, int(meta["audio_samples"])), np.float32)
         yield {
-            "audio": np.concatenate(audio) if audio else no_audio,
+            "audio": no_audio if not audio else audio[0] if len(audio) == 1 else np.concatenate(audio),  # one copy
             "target": np.stack(target) if target else np.zeros((0, self.sectors), np.float32),
             "key": [sample.key] * n,
             "video_id": [meta["video_id"]] * n,
             **rows,
-            "unlabelled": [] if labelled(sample) else [sample.key],
+            "unlabelled": [] if has_labels else [sample.key],
         }
 
 
